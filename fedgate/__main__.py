@@ -1,0 +1,3 @@
+from fedgate.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""The ``fedgate`` console script.
+
+Each sub-command lives in its own module and is imported only when it runs, so that
+``fedgate gateway`` never loads onnxruntime and ``fedgate inference`` never loads the
+gateway. A sub-command module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (module, one-line help). Keep sorted by name.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "gateway": ("fedgate.commands.gateway", "serve the gateway (DICOMweb, jobs, federated API)"),
+    "phantom": ("fedgate.commands.phantom", "write synthetic chest CT phantom studies"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="fedgate", description="DICOMweb AI gateway beside a PACS, with federated aggregates."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser.set_defaults(_module=module_name)
+        # Only the chosen command's module is imported: its arguments are its own business.
+        if argv and argv[0] == name:
+            importlib.import_module(module_name).add_arguments(sub_parser)
+    args = parser.parse_args(argv)
+    module = importlib.import_module(args._module)
+    result: int = module.run(args)
+    return result

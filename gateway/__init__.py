@@ -1,0 +1,1 @@
+"""The gateway: DICOMweb server, embedded store, pipeline, findings index and federated API."""

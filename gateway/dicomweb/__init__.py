@@ -1,0 +1,1 @@
+"""DICOMweb (PS3.18) endpoints: STOW-RS, QIDO-RS, WADO-RS."""

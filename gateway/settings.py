@@ -1,0 +1,160 @@
+"""The gateway's settings: one pydantic model, from a YAML file, overridable by environment.
+
+Precedence, highest first: ``FEDGATE_*`` environment variables (``__`` separates nesting
+levels, e.g. ``FEDGATE_PACS__URL``), then the YAML file given by ``--config``, then the
+defaults below. Unknown keys are errors, so a typo in a hospital's config is caught at start-up
+instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListenSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+
+class BasicAuth(_Strict):
+    type: Literal["basic"] = "basic"
+    username: str
+    password: SecretStr
+
+
+class BearerAuth(_Strict):
+    type: Literal["bearer"] = "bearer"
+    token: SecretStr
+
+
+UpstreamAuth = Annotated[BasicAuth | BearerAuth, Field(discriminator="type")]
+
+
+class PacsSettings(_Strict):
+    """The upstream PACS. With no ``url`` the embedded store is the PACS."""
+
+    url: str | None = None
+    auth: UpstreamAuth | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+
+    @model_validator(mode="after")
+    def _url_is_http(self) -> PacsSettings:
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError("pacs.url must be an http:// or https:// DICOMweb root")
+        if self.url is not None:
+            self.url = self.url.rstrip("/")
+        return self
+
+
+DuplicatePolicy = Literal["replace", "keep"]
+
+
+class IngestSettings(_Strict):
+    """STOW-RS intake."""
+
+    #: Largest single instance accepted (bytes); larger parts fail with 0xA700.
+    max_instance_bytes: Annotated[int, Field(gt=0)] = 2 * 1024**3
+    #: Largest request body (bytes); past it the request is refused with 413.
+    max_request_bytes: Annotated[int, Field(gt=0)] = 64 * 1024**3
+    #: What a second copy of a stored SOP Instance UID does (see docs/dicomweb.md).
+    duplicates: DuplicatePolicy = "replace"
+    #: SOP Class UIDs accepted; empty means every storage class (else 0x0122 for others).
+    sop_classes: list[str] = Field(default_factory=list)
+    #: Also STOW accepted instances to ``pacs.url`` (modalities send to the gateway first).
+    forward_to_pacs: bool = False
+
+
+class AuthClient(_Strict):
+    """A client of the gateway, identified by a bearer token stored only as its SHA-256."""
+
+    name: str
+    token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    roles: list[Literal["query", "admin"]] = Field(default_factory=lambda: ["admin"])
+
+
+class AuthSettings(_Strict):
+    clients: list[AuthClient] = Field(default_factory=list)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.clients)
+
+
+class LogSettings(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_output: bool = Field(default=True, alias="json")
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FEDGATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    listen: ListenSettings = Field(default_factory=ListenSettings)
+    data_dir: Path = Path("./fedgate-data")
+    pacs: PacsSettings = Field(default_factory=PacsSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, then the YAML file (passed as init kwargs by load_settings).
+        return (env_settings, init_settings)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+def load_settings(path: Path | None) -> GatewaySettings:
+    """Read ``path`` (YAML) and the environment into settings, or raise ConfigError."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded
+    try:
+        return GatewaySettings(**data)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from error
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, each naming the dotted key, e.g. ``listen.port: ...``."""
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        lines.append(f"{key}: {problem['msg']}")
+    return "invalid configuration: " + "; ".join(lines)

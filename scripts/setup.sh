@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs everything fedgate needs on a fresh Debian 12 machine, idempotently:
+# Debian packages, the Python virtual environment with the project, npm packages for the
+# viewer tests, and the bundled models. Safe to run again; it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  python3 python3-venv python3-dev build-essential
+  orthanc orthanc-dicomweb dcmtk dicom3tools
+  postgresql chromium nodejs npm
+)
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+# A machine may already provide python3/node outside dpkg (pyenv, nodesource): keep those.
+filtered=()
+for package in "${missing[@]:-}"; do
+  case "$package" in
+    python3|python3-venv|python3-dev) python3 -c 'import venv, ensurepip' 2>/dev/null && continue ;;
+    nodejs|npm) command -v node >/dev/null && command -v npm >/dev/null && continue ;;
+    build-essential) command -v cc >/dev/null && continue ;;
+    "") continue ;;
+  esac
+  filtered+=("$package")
+done
+if [ "${#filtered[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${filtered[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${filtered[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating the virtual environment in .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.fedgate-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing fedgate and its dependencies into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
+
+for hook in scripts/setup.d/*.sh; do
+  [ -e "$hook" ] || continue
+  bash "$hook"
+done
+echo "setup: done"

@@ -1,0 +1,30 @@
+"""Shared fixtures: real Orthanc and gateway processes, phantom studies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedgate.phantom import Phantom, PhantomSpec, generate_phantom
+from tests.support.orthanc import OrthancServer
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[OrthancServer]:
+    """A fresh Orthanc with the DICOMweb plugin, its own ports and storage."""
+    server = OrthancServer(tmp_path / "orthanc").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def small_phantom() -> Phantom:
+    """A small chest CT phantom (64x64x8, one 10 mm lesion): quick to send around."""
+    return generate_phantom(
+        PhantomSpec(seed=1, rows=64, columns=64, slices=8, pixel_spacing_mm=4.0,
+                    slice_thickness_mm=5.0, lesion_diameters_mm=())
+    )

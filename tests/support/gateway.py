@@ -1,0 +1,92 @@
+"""A real gateway process (``python -m fedgate gateway``) on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.ports import free_port, wait_for_http
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class GatewayProcess:
+    """Writes ``settings`` (merged over listen/data_dir) to YAML and runs the gateway on it."""
+
+    def __init__(self, workdir: Path, settings: dict[str, Any] | None = None):
+        self.workdir = workdir
+        self.settings = dict(settings or {})
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"{self.url}/dicomweb"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "gateway.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.settings.get("data_dir", self.workdir / "data"))
+
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        settings = {
+            "data_dir": str(self.workdir / "data"),
+            **self.settings,
+            "listen": {"host": "127.0.0.1", "port": self.port},
+        }
+        config_path = self.workdir / "gateway.yaml"
+        config_path.write_text(yaml.safe_dump(settings))
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "fedgate", "gateway", "--config", str(config_path)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for_http(f"{self.url}/healthz", timeout=timeout, process=self.process)
+        except Exception as error:
+            self.stop()
+            raise RuntimeError(f"gateway did not start ({error}); log:\n{self.log()}") from None
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """``kill -9``: no chance to clean up, as in a crash."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None

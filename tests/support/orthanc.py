@@ -1,0 +1,93 @@
+"""A real Orthanc (Debian package) with the DICOMweb plugin, on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.support.ports import free_port, wait_for_http
+from tests.support.requirements import require_executable, require_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+class OrthancServer:
+    """Start with :meth:`start`, stop with :meth:`stop`; storage lives in ``workdir``."""
+
+    def __init__(self, workdir: Path, aet: str = "ORTHANC", overrides: dict[str, Any] | None = None):
+        self.workdir = workdir
+        self.aet = aet
+        self.overrides = overrides or {}
+        self.http_port = 0
+        self.dicom_port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"{self.url}/dicom-web"
+
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = json.loads((REPO_ROOT / "deploy/orthanc/orthanc.json").read_text())
+        storage = self.workdir / "storage"
+        storage.mkdir(parents=True, exist_ok=True)
+        config.update(
+            {
+                "Name": f"test-{self.aet}",
+                "StorageDirectory": str(storage),
+                "IndexDirectory": str(storage),
+                "HttpPort": self.http_port,
+                "DicomPort": self.dicom_port,
+                "DicomAet": self.aet,
+                "Plugins": [DICOMWEB_PLUGIN],
+                "StableAge": 2,
+            }
+        )
+        for key, value in self.overrides.items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+        return config
+
+    def start(self) -> OrthancServer:
+        binary = require_executable("Orthanc", "/usr/sbin/Orthanc")
+        require_file(DICOMWEB_PLUGIN, "Orthanc DICOMweb plugin (Debian package orthanc-dicomweb)")
+        if not self.http_port:
+            self.http_port, self.dicom_port = free_port(), free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config_path = self.workdir / "orthanc.json"
+        config_path.write_text(json.dumps(self.config(), indent=2))
+        log = open(self.workdir / "orthanc.log", "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            [binary, "--logdir=" + str(self.workdir), str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for_http(f"{self.url}/system", timeout=30, process=self.process)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"Orthanc did not start; see {self.workdir}/orthanc.log") from None
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+
+
+def free_port() -> int:
+    """A loopback TCP port that is free now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_http(url: str, timeout: float = 30.0, process: object | None = None) -> None:
+    """Poll ``url`` until it answers 2xx, or raise with the last error."""
+    deadline = time.monotonic() + timeout
+    last_error = "no attempt"
+    while time.monotonic() < deadline:
+        if process is not None and getattr(process, "poll")() is not None:  # noqa: B009
+            raise RuntimeError(f"process exited with {getattr(process, 'returncode')} before {url} answered")  # noqa: B009,E501
+        try:
+            response = httpx.get(url, timeout=2.0)
+            if response.is_success:
+                return
+            last_error = f"HTTP {response.status_code}"
+        except httpx.HTTPError as error:
+            last_error = repr(error)
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s: {last_error}")
