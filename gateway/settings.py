@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.auth import AuthSettings
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -73,22 +75,6 @@ class IngestSettings(_Strict):
     sop_classes: list[str] = Field(default_factory=list)
     #: Also STOW accepted instances to ``pacs.url`` (modalities send to the gateway first).
     forward_to_pacs: bool = False
-
-
-class AuthClient(_Strict):
-    """A client of the gateway, identified by a bearer token stored only as its SHA-256."""
-
-    name: str
-    token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    roles: list[Literal["query", "admin"]] = Field(default_factory=lambda: ["admin"])
-
-
-class AuthSettings(_Strict):
-    clients: list[AuthClient] = Field(default_factory=list)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.clients)
 
 
 class LogSettings(_Strict):
