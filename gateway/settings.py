@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.auth import AuthSettings
+from gateway.federated.settings import FederatedSettings
+from gateway.index.settings import IndexSettings
 
 
 class _Strict(BaseModel):
@@ -97,6 +99,8 @@ class GatewaySettings(BaseSettings):
     pacs: PacsSettings = Field(default_factory=PacsSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    federated: FederatedSettings = Field(default_factory=FederatedSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

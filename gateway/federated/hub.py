@@ -1,0 +1,287 @@
+"""The hub: one question to many sites at once, one combined answer (``fedgate hub``).
+
+The hub speaks the sites' own ``/federated/v1`` API, so a hub can be a site of another hub.
+Each question is validated here first (a bad question is a 400 before any site is asked), then
+sent to every site concurrently, each with its own timeout. The answer lists every site's
+status (``ok``, ``suppressed``, ``timeout``, ``error``, ``refused``) and result, and a combined
+result over the sites that answered: counts summed, histogram cells merged, means and variances
+pooled from per-site counts. A suppressed site cell is never guessed: it contributes the bounds
+it stands for (0 to k-1 patients), so a combined number with a suppressed part is an interval
+(``lower``/``upper``), not a count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import httpx
+import structlog
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from gateway.auth import Authenticator, AuthSettings, authorize
+from gateway.federated.api import MAX_BODY_BYTES, error_response, validation_response
+from gateway.federated.cohort import AggregateRequest
+from gateway.federated.matching import FilterError
+from gateway.federated.query_params import parse_count_query
+
+log = structlog.get_logger(__name__)
+
+SiteStatus = Literal["ok", "suppressed", "timeout", "error", "refused"]
+
+
+class SiteSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    #: The site's federated API root, e.g. ``https://gw.site-a.example/federated/v1``.
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    token: SecretStr | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+
+
+class HubListen(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8090
+
+
+class HubSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listen: HubListen = Field(default_factory=HubListen)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    sites: list[SiteSettings] = Field(min_length=1)
+    #: Per-site timeout unless a site sets its own.
+    timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+
+    @classmethod
+    def load(cls, path: Path) -> HubSettings:
+        return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+
+
+# -- merging -------------------------------------------------------------------------------------
+
+_BOUND = re.compile(r"^<(\d+)$")
+
+
+def value_bounds(entry: dict[str, Any], level: str) -> tuple[float, float | None]:
+    """(lower, upper) of one count or cell as a site released it; upper None if unbounded."""
+    if entry.get("count") is not None:
+        return float(entry["count"]), float(entry["count"])
+    if "lower" in entry:  # a hub's combined interval
+        upper = entry.get("upper")
+        return float(entry["lower"]), None if upper is None else float(upper)
+    match = _BOUND.match(str(entry.get("bound", "")))
+    if match and level == "patients":
+        return 0.0, float(int(match.group(1)) - 1)
+    # Suppressed below k *patients*: k-1 patients may hold any number of studies or series.
+    return 0.0, None
+
+
+def combine_counts(entries: list[dict[str, Any]], level: str) -> dict[str, Any]:
+    lower, exact = 0.0, True
+    upper: float | None = 0.0
+    for entry in entries:
+        low, high = value_bounds(entry, level)
+        exact = exact and entry.get("count") is not None
+        lower += low
+        upper = None if upper is None or high is None else upper + high
+    if exact:
+        return {"count": round(lower)}
+    return {"count": None, "suppressed": True, "lower": round(lower),
+            "upper": None if upper is None else round(upper)}
+
+
+def _cell_key(cell: dict[str, Any]) -> str:
+    return json.dumps([cell.get("value"), cell.get("row"), cell.get("column")], sort_keys=True)
+
+
+def combine_tables(answers: list[dict[str, Any]], level: str) -> dict[str, Any]:
+    per_site: list[dict[str, dict[str, Any]]] = []
+    labels: dict[str, dict[str, Any]] = {}
+    for answer in answers:
+        site_cells = {}
+        for cell in answer.get("cells", []):
+            key = _cell_key(cell)
+            site_cells[key] = cell
+            labels.setdefault(key, {k: cell[k] for k in ("value", "row", "column") if k in cell})
+        per_site.append(site_cells)
+    cells = []
+    for key, label in labels.items():
+        entries = []
+        for answer, site_cells in zip(answers, per_site, strict=True):
+            # A site that did not list an open category has fewer than k patients in it
+            # (they are in its "(other)"), or none: either way, a suppressed cell.
+            k = answer.get("min_cell_size", 10)
+            entries.append(site_cells.get(key, {"count": None, "suppressed": True,
+                                                "bound": f"<{k}"}))
+        cells.append({**label, **combine_counts(entries, level)})
+    return {"total": combine_counts([a["total"] for a in answers if "total" in a], level),
+            "dimensions": answers[0].get("dimensions", []), "cells": cells}
+
+
+def combine_summaries(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pooled mean and standard deviation from each site's n, mean and sd."""
+    usable = [a for a in answers if a.get("n") and a.get("mean") is not None]
+    n = sum(a["n"] for a in usable)
+    result: dict[str, Any] = {"sites_pooled": len(usable),
+                              "sites_suppressed": len(answers) - len(usable)}
+    if n == 0:
+        return {**result, "n": None, "mean": None, "sd": None, "suppressed": True}
+    mean = sum(a["n"] * a["mean"] for a in usable) / n
+    squares = sum((a["n"] - 1) * (a["sd"] or 0.0) ** 2 + a["n"] * (a["mean"] - mean) ** 2
+                  for a in usable)
+    return {**result, "n": n, "mean": mean, "sd": math.sqrt(squares / (n - 1)) if n > 1 else 0.0}
+
+
+def combine(kind: str, level: str, answers: list[dict[str, Any]]) -> dict[str, Any]:
+    if not answers:
+        return {"count": None, "error": "no site answered"} if kind == "count" else {}
+    if kind == "count":
+        return combine_counts(answers, level)
+    if kind in ("histogram", "crosstab"):
+        return combine_tables(answers, level)
+    return combine_summaries(answers)
+
+
+# -- asking -----------------------------------------------------------------------------------
+
+
+class Hub:
+    def __init__(self, settings: HubSettings, client: httpx.AsyncClient | None = None):
+        self.settings = settings
+        self.client = client or httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=max(100, 2 * len(settings.sites))),
+        )
+
+    async def ask(
+        self, send: Callable[[httpx.AsyncClient, SiteSettings, float], Awaitable[httpx.Response]],
+        kind: str, level: str,
+    ) -> dict[str, Any]:
+        asked = (self._ask_site(send, site) for site in self.settings.sites)
+        results = await asyncio.gather(*asked)
+        answers = [r["answer"] for r in results if r["status"] in ("ok", "suppressed")]
+        combined = combine(kind, level, answers)
+        return {"level": level, "kind": kind, **combined,
+                "complete": len(answers) == len(results), "sites": results}
+
+    async def _ask_site(
+        self, send: Callable[[httpx.AsyncClient, SiteSettings, float], Awaitable[httpx.Response]],
+        site: SiteSettings,
+    ) -> dict[str, Any]:
+        timeout = site.timeout_seconds or self.settings.timeout_seconds
+        started = time.monotonic()
+        result: dict[str, Any] = {"name": site.name}
+        try:
+            response = await asyncio.wait_for(send(self.client, site, timeout), timeout)
+        except (TimeoutError, httpx.TimeoutException):
+            result.update(status="timeout", error=f"no answer within {timeout:g} s")
+        except httpx.HTTPError as error:
+            result.update(status="error", error=f"{type(error).__name__}: {error}")
+        else:
+            result.update(_interpret(response))
+        result["seconds"] = round(time.monotonic() - started, 4)
+        if result["status"] not in ("ok", "suppressed"):
+            log.info("hub.site_failed", site=site.name, status=result["status"],
+                     error=result.get("error"))
+        return result
+
+
+def _interpret(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code == 200 and isinstance(body, dict):
+        status: SiteStatus = "suppressed" if body.get("suppressed") else "ok"
+        return {"status": status, "answer": body}
+    reason = body.get("error") if isinstance(body, dict) else response.text[:200]
+    if response.status_code == 403:
+        return {"status": "refused", "error": reason}
+    return {"status": "error", "error": f"HTTP {response.status_code}: {reason}"}
+
+
+def _headers(site: SiteSettings) -> dict[str, str]:
+    if site.token is None:
+        return {}
+    return {"Authorization": f"Bearer {site.token.get_secret_value()}"}
+
+
+def hub_app(settings: HubSettings) -> Starlette:
+    """The hub's ASGI application: ``/federated/v1/count``, ``/aggregate``, ``/healthz``."""
+    hub = Hub(settings)
+    authenticator = Authenticator(settings.auth)
+
+    async def count(request: Request) -> Response:
+        principal = authorize(authenticator, request.headers.get("authorization"), "query")
+        if isinstance(principal, Response):
+            return principal
+        params = request.query_params.multi_items()
+        try:
+            parsed = parse_count_query(params)
+        except FilterError as error:
+            return error_response(400, str(error), error.field)
+        except ValidationError as error:
+            return validation_response(error)
+
+        async def send(client: httpx.AsyncClient, site: SiteSettings,
+                       timeout: float) -> httpx.Response:
+            return await client.get(f"{site.url.rstrip('/')}/count", params=list(params),
+                                    headers=_headers(site), timeout=timeout)
+
+        return JSONResponse(await hub.ask(send, "count", parsed.level))
+
+    async def aggregate(request: Request) -> Response:
+        principal = authorize(authenticator, request.headers.get("authorization"), "query")
+        if isinstance(principal, Response):
+            return principal
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return error_response(413, f"request body over {MAX_BODY_BYTES} bytes")
+        try:
+            parsed = AggregateRequest.model_validate(json.loads(body or b"{}"))
+        except json.JSONDecodeError as error:
+            return error_response(400, f"body is not JSON: {error}", "(body)")
+        except ValidationError as error:
+            return validation_response(error)
+        payload = parsed.model_dump(mode="json", exclude_defaults=True)
+
+        async def send(client: httpx.AsyncClient, site: SiteSettings,
+                       timeout: float) -> httpx.Response:
+            return await client.post(f"{site.url.rstrip('/')}/aggregate", json=payload,
+                                     headers=_headers(site), timeout=timeout)
+
+        return JSONResponse(await hub.ask(send, parsed.aggregate.kind, parsed.level))
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "sites": len(settings.sites)})
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Mount("/federated/v1", routes=[
+                Route("/count", count, methods=["GET"]),
+                Route("/aggregate", aggregate, methods=["POST"]),
+            ]),
+        ],
+        lifespan=lambda app: _closing(hub),
+    )
+
+
+@contextlib.asynccontextmanager
+async def _closing(hub: Hub) -> AsyncIterator[None]:
+    yield
+    await hub.client.aclose()

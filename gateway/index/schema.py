@@ -1,0 +1,162 @@
+"""The index's schema and its migrations.
+
+Each migration is a numbered list of statements, applied once, in order, inside a transaction,
+and recorded in ``schema_migrations``; a database written by a newer fedgate (a version we do
+not know) is refused rather than guessed at. Statements use three type placeholders so one text
+serves SQLite and PostgreSQL.
+
+What the index holds (DESIGN.md principle 3): no names, no identifiers, no UIDs and no birth
+dates. Patients, studies, series, reports and findings are keyed by salted 64-bit hashes
+(:mod:`gateway.index.keys`). The study date is kept (as an integer ``YYYYMMDD``) only so that
+cohorts can filter on date ranges; no aggregate ever returns it, only its year.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from gateway.index.database import Database
+
+_TYPES = {
+    "sqlite": {"{SERIAL}": "INTEGER PRIMARY KEY AUTOINCREMENT", "{BLOB}": "BLOB",
+               "{REAL}": "REAL"},
+    "postgresql": {"{SERIAL}": "BIGSERIAL PRIMARY KEY", "{BLOB}": "BYTEA",
+                   "{REAL}": "DOUBLE PRECISION"},
+}
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        # The cohort attributes of every study and series the site holds, analysed or not.
+        """CREATE TABLE studies (
+            study_key BIGINT PRIMARY KEY,
+            patient_key BIGINT NOT NULL,
+            patient_sex TEXT,
+            age_years INTEGER,
+            study_date INTEGER,
+            study_year INTEGER,
+            study_month INTEGER
+        )""",
+        "CREATE INDEX studies_patient ON studies (patient_key)",
+        "CREATE INDEX studies_date ON studies (study_date)",
+        """CREATE TABLE series (
+            series_key BIGINT PRIMARY KEY,
+            study_key BIGINT NOT NULL,
+            patient_key BIGINT NOT NULL,
+            modality TEXT,
+            body_part TEXT,
+            manufacturer TEXT,
+            manufacturer_model TEXT
+        )""",
+        "CREATE INDEX series_study ON series (study_key)",
+        "CREATE INDEX series_modality ON series (modality, study_key)",
+        "CREATE INDEX series_patient ON series (patient_key, modality)",
+        # One row per TID 1500 SR read, so that a re-sent SR replaces its findings.
+        """CREATE TABLE reports (
+            report_key BIGINT PRIMARY KEY,
+            study_key BIGINT NOT NULL,
+            patient_key BIGINT NOT NULL
+        )""",
+        """CREATE TABLE findings (
+            finding_key BIGINT PRIMARY KEY,
+            report_key BIGINT NOT NULL,
+            study_key BIGINT NOT NULL,
+            patient_key BIGINT NOT NULL,
+            finding_type TEXT NOT NULL,
+            finding_site TEXT,
+            algorithm_name TEXT,
+            algorithm_version TEXT
+        )""",
+        "CREATE INDEX findings_type ON findings (finding_type, study_key)",
+        "CREATE INDEX findings_study ON findings (study_key)",
+        "CREATE INDEX findings_report ON findings (report_key)",
+        "CREATE INDEX findings_patient ON findings (patient_key, finding_type)",
+        """CREATE TABLE measurements (
+            finding_key BIGINT NOT NULL,
+            concept TEXT NOT NULL,
+            value {REAL} NOT NULL,
+            unit TEXT NOT NULL
+        )""",
+        "CREATE INDEX measurements_concept ON measurements (concept, value, finding_key)",
+        "CREATE INDEX measurements_finding ON measurements (finding_key)",
+        """CREATE TABLE qualitative (
+            finding_key BIGINT NOT NULL,
+            concept TEXT NOT NULL,
+            value TEXT NOT NULL
+        )""",
+        "CREATE INDEX qualitative_concept ON qualitative (concept, value, finding_key)",
+        "CREATE INDEX qualitative_finding ON qualitative (finding_key)",
+    ],
+    2: [
+        # Disclosure-control state, kept beside the data it protects so that several gateway
+        # replicas on one PostgreSQL share one budget ledger and one query history.
+        """CREATE TABLE privacy_ledger (
+            entry_id {SERIAL},
+            client TEXT NOT NULL,
+            spent_at TEXT NOT NULL,
+            epsilon {REAL} NOT NULL,
+            delta {REAL} NOT NULL,
+            answer_key TEXT NOT NULL
+        )""",
+        "CREATE INDEX privacy_ledger_client ON privacy_ledger (client)",
+        # Keyed on the answer (aggregate + cohort membership), not on the client: two clients
+        # asking one question get one draw of noise, so colluding cannot average it out.
+        """CREATE TABLE answer_cache (
+            answer_key TEXT PRIMARY KEY,
+            answer TEXT NOT NULL,
+            first_client TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE query_history (
+            query_id {SERIAL},
+            asked_at {REAL} NOT NULL,
+            client TEXT NOT NULL,
+            level TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            patient_count INTEGER NOT NULL,
+            patients {BLOB} NOT NULL,
+            units {BLOB} NOT NULL,
+            unit_patients {BLOB} NOT NULL
+        )""",
+        "CREATE INDEX query_history_size ON query_history (patient_count, asked_at)",
+        # ``fedgate index sync`` resumes from here: studies already crawled are skipped.
+        """CREATE TABLE sync_state (
+            study_key BIGINT PRIMARY KEY,
+            synced_at TEXT NOT NULL
+        )""",
+    ],
+}
+
+LATEST_VERSION = max(MIGRATIONS)
+
+
+class SchemaError(Exception):
+    """The database's schema cannot be used by this version of fedgate."""
+
+
+def migrate(database: Database) -> int:
+    """Apply every migration not yet applied; returns the schema version now in force."""
+    database.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    applied = {row[0] for row in database.query("SELECT version FROM schema_migrations")}
+    unknown = sorted(v for v in applied if v not in MIGRATIONS)
+    if unknown:
+        raise SchemaError(
+            f"the findings index has schema version {unknown[-1]}, newer than this fedgate "
+            f"knows ({LATEST_VERSION}); upgrade fedgate or rebuild with 'fedgate index sync'"
+        )
+    types = _TYPES[database.dialect]
+    for version in sorted(MIGRATIONS):
+        if version in applied:
+            continue
+        with database.transaction() as cursor:
+            for statement in MIGRATIONS[version]:
+                for placeholder, sql_type in types.items():
+                    statement = statement.replace(placeholder, sql_type)
+                cursor.execute(statement)
+            cursor.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                (version, dt.datetime.now(dt.UTC).isoformat()),
+            )
+    return LATEST_VERSION

@@ -1,0 +1,86 @@
+"""Index rows written straight into a findings index: cohorts whose truth the test knows.
+
+Studies are written through :meth:`FindingsIndex.write`, the same call the intake path ends
+in, so the index under test is the real one; only the DICOM parsing is skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.index import (
+    FindingRecord,
+    FindingsIndex,
+    MeasurementRecord,
+    ReportRecord,
+    SeriesRecord,
+    StudyRecord,
+)
+
+NODULE = "SCT:27925004"
+MASS = "SCT:4147007"
+DIAMETER = "SCT:81827009"
+LUNG = "SCT:39607008"
+MALIGNANCY = "SCT:444814009"
+SUSPICIOUS = "SCT:263654008"
+
+
+@dataclass
+class SyntheticFinding:
+    finding_type: str = NODULE
+    diameter_mm: float | None = None
+    qualitative: tuple[tuple[str, str], ...] = ()
+    site: str | None = LUNG
+
+
+@dataclass
+class SyntheticStudy:
+    date: int = 20240315
+    modalities: tuple[str, ...] = ("CT",)
+    body_part: str = "CHEST"
+    age: int | None = 65
+    findings: list[SyntheticFinding] = field(default_factory=list)
+
+
+@dataclass
+class SyntheticPatient:
+    patient_id: str
+    sex: str | None = "F"
+    studies: list[SyntheticStudy] = field(default_factory=lambda: [SyntheticStudy()])
+
+
+def write_patients(index: FindingsIndex, patients: list[SyntheticPatient]) -> None:
+    studies: list[StudyRecord] = []
+    series: list[SeriesRecord] = []
+    reports: list[ReportRecord] = []
+    keys = index.keys
+    for patient in patients:
+        patient_key = keys.patient(patient.patient_id)
+        for number, study in enumerate(patient.studies):
+            uid = f"{patient.patient_id}/study/{number}"
+            study_key = keys.study(uid)
+            studies.append(StudyRecord(study_key, patient_key, patient.sex, study.age,
+                                       study.date))
+            for modality in study.modalities:
+                series.append(SeriesRecord(keys.series(f"{uid}/{modality}"), study_key,
+                                           patient_key, modality, study.body_part,
+                                           "fedgate phantom", "Synthetic"))
+            if study.findings:
+                reports.append(ReportRecord(
+                    report_key=keys.report(f"{uid}/sr"), study_key=study_key,
+                    patient_key=patient_key,
+                    findings=[
+                        FindingRecord(
+                            finding_type=f.finding_type,
+                            finding_site=f.site,
+                            qualitative=f.qualitative,
+                            measurements=(
+                                (MeasurementRecord(DIAMETER, f.diameter_mm, "mm"),)
+                                if f.diameter_mm is not None else ()
+                            ),
+                            algorithm_name="lung-nodules", algorithm_version="1.0",
+                        )
+                        for f in study.findings
+                    ],
+                ))
+    index.write(studies, series, reports)
