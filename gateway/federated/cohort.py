@@ -30,6 +30,7 @@ from gateway.federated.matching import (
     date_matcher,
     text_matcher,
 )
+from gateway.index.units import canonical, canonical_unit
 
 CODE_PATTERN = r"^[A-Za-z0-9_.\-]{1,16}:[^:\s]{1,64}$"
 Code = Annotated[str, Field(pattern=CODE_PATTERN, description="SCHEME:CODE, e.g. SCT:27925004")]
@@ -156,10 +157,36 @@ class Cohort(_Model):
         return {k: attribute_matcher(k, v) for k, v in sorted(self.attributes.items())}
 
     def definition(self) -> dict[str, Any]:
-        """A canonical form: two cohorts written differently but alike compare equal."""
+        """A canonical form: two cohorts written differently but alike compare equal
+        (attribute values parsed, measurement ranges in canonical units, filters sorted)."""
         data = self.model_dump(mode="json", exclude_defaults=True)
         data["attributes"] = {k: _canonical_matcher(m) for k, m in self.matchers().items()}
+        data["findings"] = sorted((_canonical_finding(f) for f in self.findings), key=str)
+        if self.patient_has is not None:
+            data["patient_has"] = {
+                "modalities": sorted(self.patient_has.modalities),
+                "findings": sorted((_canonical_finding(f) for f in self.patient_has.findings),
+                                   key=str),
+            }
         return data
+
+
+def _canonical_finding(finding: FindingFilter) -> dict[str, Any]:
+    data = finding.model_dump(mode="json", exclude_defaults=True)
+    data["measurements"] = sorted(
+        (
+            {
+                "concept": m.concept,
+                "unit": canonical_unit(m.unit),
+                "min": None if m.min is None else canonical(m.min, m.unit)[0],
+                "max": None if m.max is None else canonical(m.max, m.unit)[0],
+            }
+            for m in finding.measurements
+        ),
+        key=str,
+    )
+    data["qualitative"] = sorted((q.model_dump() for q in finding.qualitative), key=str)
+    return data
 
 
 def _canonical_matcher(matcher: Matcher) -> Any:
