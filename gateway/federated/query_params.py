@@ -18,6 +18,7 @@ from gateway.federated.cohort import (
     CountSpec,
     FindingFilter,
     MeasurementFilter,
+    attribute_matcher,
     check_attribute_keyword,
     parse_code,
 )
@@ -77,9 +78,12 @@ def parse_count_query(params: Iterable[tuple[str, str]]) -> AggregateRequest:
     else:
         finding_filters = [FindingFilter(type=f) for f in findings]
         finding_filters += [FindingFilter(measurements=(m,)) for m in measurements]
+    values = {k: v[0] if len(v) == 1 else v for k, v in attributes.items()}
+    for keyword, value in values.items():
+        attribute_matcher(keyword, value)  # FilterError naming the attribute
     try:
         cohort = Cohort(
-            attributes={k: v[0] if len(v) == 1 else v for k, v in attributes.items()},
+            attributes=values,
             findings=tuple(finding_filters),
         )
     except ValueError as error:

@@ -1,0 +1,180 @@
+"""The cohort language over HTTP: QIDO matching, presence filters, aggregates, clear 400s."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.federated.conftest import Site, SiteFactory
+from tests.federated.synthetic import (
+    DIAMETER,
+    MALIGNANCY,
+    MASS,
+    NODULE,
+    SUSPICIOUS,
+    SyntheticFinding,
+    SyntheticPatient,
+    SyntheticStudy,
+)
+
+
+def _mixed_site(make_site: SiteFactory) -> Site:
+    """Disjoint groups of 20: CT chest women 2024, MR head men 2023, CT+MR women 2022."""
+    patients = []
+    for i in range(20):
+        patients.append(SyntheticPatient(f"A{i}", "F", [SyntheticStudy(
+            date=20240301 + i, age=30 + i, modalities=("CT",), body_part="CHEST",
+            findings=[SyntheticFinding(NODULE, 5.0 + i)])]))
+        patients.append(SyntheticPatient(f"B{i}", "M", [SyntheticStudy(
+            date=20230301 + i, age=50 + i, modalities=("MR",), body_part="HEAD")]))
+        patients.append(SyntheticPatient(f"C{i}", "F", [
+            SyntheticStudy(date=20220301 + i, age=70, modalities=("CT",), body_part="CHEST"),
+            SyntheticStudy(date=20220901 + i, age=70, modalities=("MR",), body_part="HEAD",
+                           findings=[SyntheticFinding(MASS, 25.0, ((MALIGNANCY, SUSPICIOUS),))]),
+        ]))
+    return make_site(patients, differencing={"enabled": False})
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"ModalitiesInStudy": "CT"}, 40),
+    ({"ModalitiesInStudy": "CT,MR"}, 60),  # list: any of them
+    ({"ModalitiesInStudy": "CT\\MR", "level": "studies"}, 80),
+    ({"Modality": "M?"}, 40),  # wildcard, one character
+    ({"BodyPartExamined": "CH*"}, 40),  # wildcard, any sequence
+    ({"StudyDate": "20240101-20241231"}, 20),  # range
+    ({"StudyDate": "20230101-"}, 40),  # open range
+    ({"StudyDate": "-20221231", "level": "studies"}, 40),
+    ({"PatientAge": "060Y-070Y"}, 30),  # DICOM AS, inclusive: B aged 60-69 and C aged 70
+    ({"PatientSex": "F", "level": "series"}, 60),
+    ({"finding": NODULE, "measurement": f"{DIAMETER}:1.5-:cm"}, 10),
+])
+def test_qido_matching(make_site: SiteFactory, params: dict[str, str], expected: int) -> None:
+    site = _mixed_site(make_site)
+    response = site.get(params)
+    assert response.status_code == 200, response.text
+    assert response.json()["count"] == expected
+
+
+def test_presence_filters_make_multimodal_cohorts(make_site: SiteFactory) -> None:
+    site = _mixed_site(make_site)
+    # Patients with a CT study who also have an MR study (C), and a mass somewhere (C).
+    body = site.post({"cohort": {"attributes": {"ModalitiesInStudy": "CT"},
+                                 "patient_has": {"modalities": ["MR"]}}})
+    assert body.json()["count"] == 20
+    body = site.post({"cohort": {"attributes": {"ModalitiesInStudy": "CT"},
+                                 "patient_has": {"findings": [{"type": MASS}]}},
+                      "level": "studies"})
+    assert body.json()["count"] == 20  # the CT studies of patients with a mass on MR
+
+
+def test_qualitative_filter_and_histogram(make_site: SiteFactory) -> None:
+    site = _mixed_site(make_site)
+    body = site.post({"cohort": {"findings": [{"qualitative": [
+        {"concept": MALIGNANCY, "value": SUSPICIOUS}]}]}})
+    assert body.json()["count"] == 20
+    histogram = site.post({"aggregate": {"kind": "histogram", "by": {
+        "kind": "category", "name": "qualitative", "concept": MALIGNANCY}}}).json()
+    cells = {c["value"]: c for c in histogram["cells"]}
+    # "(other)" (every rarer value) is always listed; here it is empty, so it is suppressed,
+    # and with it the only other cell, which total minus "(other)" would otherwise give away.
+    assert set(cells) == {SUSPICIOUS, "(other)"}
+    assert cells["(other)"]["suppressed"] and cells[SUSPICIOUS]["suppressed"]
+
+
+def test_crosstab_of_modality_by_sex(make_site: SiteFactory) -> None:
+    site = _mixed_site(make_site)
+    body = site.post({"level": "studies", "aggregate": {
+        "kind": "crosstab", "rows": {"kind": "category", "name": "modality"},
+        "columns": {"kind": "category", "name": "sex"}}}).json()
+    cells = {(c["row"], c["column"]): c for c in body["cells"]}
+    assert body["total"]["count"] == 80
+    # CT: 40 women (A, C); MR: 20 women (C) and 20 men (B). Zeros are suppressed, and so
+    # is a second cell in each row and column that has one.
+    assert cells[("CT", "M")]["suppressed"] is True
+    assert cells[("CT", "O")]["suppressed"] is True
+    released = {k: c["count"] for k, c in cells.items() if not c.get("suppressed")}
+    truth = {("CT", "F"): 40, ("MR", "F"): 20, ("MR", "M"): 20}
+    for key, count in released.items():
+        assert count == truth[key]
+
+
+def test_summary_of_a_measurement_and_quantiles_only_under_dp(make_site: SiteFactory) -> None:
+    site = _mixed_site(make_site)
+    spec = {"kind": "summary", "of": "measurement", "concept": DIAMETER, "unit": "mm",
+            "lower": 0, "upper": 100}
+    body = site.post({"cohort": {"findings": [{"type": NODULE}]}, "aggregate": spec}).json()
+    diameters = [5.0 + i for i in range(20)]
+    assert body["n"] == 20
+    assert body["mean"] == pytest.approx(sum(diameters) / 20)
+    refused = site.post({"aggregate": {**spec, "quantiles": [0.5]}})
+    assert refused.status_code == 400
+    assert refused.json()["field"] == "aggregate.quantiles"
+
+
+def test_age_summary_in_years(make_site: SiteFactory) -> None:
+    site = _mixed_site(make_site)
+    body = site.post({"cohort": {"attributes": {"PatientSex": "M"}}, "aggregate": {
+        "kind": "summary", "of": "age", "lower": 0, "upper": 120}}).json()
+    assert body["mean"] == pytest.approx(59.5)
+
+
+@pytest.mark.parametrize("attribute", [
+    "PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+    "AccessionNumber", "PatientBirthDate", "FrameOfReferenceUID", "IssuerOfPatientID",
+])
+def test_identifying_attributes_are_refused_by_name(site: Site, attribute: str) -> None:
+    response = site.get({attribute: "1"})
+    assert response.status_code == 400
+    assert response.json()["field"] == attribute
+    assert "identifying" in response.json()["error"]
+    response = site.post({"cohort": {"attributes": {attribute: "1"}}})
+    assert response.status_code == 400
+    assert attribute in response.json()["error"]
+
+
+def test_identifying_attribute_given_as_a_tag_is_refused(site: Site) -> None:
+    response = site.get({"00100020": "F001"})  # PatientID
+    assert response.status_code == 400
+    assert response.json()["field"] == "PatientID"
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({"level": "instances"}, "level"),
+    ({"StudyDate": "2024"}, "StudyDate"),
+    ({"PatientAge": "old"}, "PatientAge"),
+    ({"PatientSex": "X"}, "PatientSex"),
+    ({"finding": "nodule"}, "finding"),
+    ({"measurement": f"{DIAMETER}:8-"}, "measurement"),
+    ({"measurement": f"{DIAMETER}:big-:mm"}, "measurement"),
+    ({"measurement": f"{DIAMETER}:9-8:mm"}, "measurement"),
+    ({"InstitutionName": "St Elsewhere"}, "InstitutionName"),
+    ({"NoSuchKeyword": "1"}, "NoSuchKeyword"),
+])
+def test_bad_filters_get_a_400_naming_the_field(site: Site, params: dict[str, str],
+                                               field: str) -> None:
+    response = site.get(params)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"level": "instances"}, "level"),
+    ({"aggregate": {"kind": "histogram", "by": {"kind": "bins", "of": "age", "start": 0,
+                                                  "stop": 100000, "width": 1}}}, "aggregate"),
+    ({"aggregate": {"kind": "histogram", "by": {"kind": "category", "name": "qualitative"}}},
+     "aggregate.histogram.by.category"),
+    ({"cohort": {"findings": [{"measurements": [{"concept": DIAMETER, "unit": "mm"}]}]}},
+     "cohort.findings.0.measurements.0"),
+])
+def test_bad_json_gets_a_400_naming_the_field(site: Site, body: dict[str, object],
+                                             field: str) -> None:
+    response = site.post(body)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"].startswith(field)
+
+
+def test_not_json_is_a_400(site: Site) -> None:
+    import httpx
+
+    response = httpx.post(f"{site.url}/aggregate", content=b"{not json",
+                          headers={"Authorization": "Bearer query-token-for-tests"})
+    assert response.status_code == 400
