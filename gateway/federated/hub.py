@@ -128,6 +128,8 @@ def combine_tables(answers: list[dict[str, Any]], level: str) -> dict[str, Any]:
             k = answer.get("min_cell_size", 10)
             entries.append(site_cells.get(key, {"count": None, "suppressed": True,
                                                 "bound": f"<{k}"}))
+        # A suppressed cell without a bound may hold any number (it may be suppressed to
+        # protect another): it adds 0 to the lower bound and makes the upper bound unknown.
         cells.append({**label, **combine_counts(entries, level)})
     return {"total": combine_counts([a["total"] for a in answers if "total" in a], level),
             "dimensions": answers[0].get("dimensions", []), "cells": cells}
@@ -257,7 +259,7 @@ def hub_app(settings: HubSettings) -> Starlette:
             return error_response(400, f"body is not JSON: {error}", "(body)")
         except ValidationError as error:
             return validation_response(error)
-        payload = parsed.model_dump(mode="json", exclude_defaults=True)
+        payload = parsed.model_dump(mode="json", exclude_none=True)
 
         async def send(client: httpx.AsyncClient, site: SiteSettings,
                        timeout: float) -> httpx.Response:

@@ -247,7 +247,9 @@ class FederatedService:
                 else {"row": labels[0], "column": labels[1]}
             )
             if cells[key].suppressed:
-                entry.update(self._suppressed())
+                # No "<k" bound on cells: a cell suppressed to protect another holds k or
+                # more, and saying which cells are which would point at the small ones.
+                entry.update(count=None, suppressed=True)
             else:
                 entry["count"] = max(0, round(value)) if self.dp_enabled else int(value)
             result_cells.append(entry)

@@ -1,0 +1,207 @@
+"""The hub as a real process (``fedgate hub``) over three real sites: sums, merges, statuses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from gateway.federated.settings import FederatedSettings
+from gateway.index import FindingsIndex, IndexSettings
+from tests.federated.conftest import QUERY_TOKEN, sha256, site_auth
+from tests.federated.servers import HangingServer, ThreadedServer, site_app
+from tests.federated.synthetic import (
+    DIAMETER,
+    NODULE,
+    SyntheticFinding,
+    SyntheticPatient,
+    SyntheticStudy,
+    write_patients,
+)
+from tests.support.ports import free_port, wait_for_http
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HUB_TOKEN = "hub-analyst-token"
+
+
+def site_patients(prefix: str, women: int, men: int, nodules: int) -> list[SyntheticPatient]:
+    """``women`` + ``men`` CT patients; the first ``nodules`` women have a 12 mm nodule."""
+    patients = []
+    for i in range(women):
+        findings = [SyntheticFinding(NODULE, 12.0)] if i < nodules else []
+        patients.append(SyntheticPatient(f"{prefix}F{i}", "F", [SyntheticStudy(
+            age=40 + i % 40, findings=findings)]))
+    for i in range(men):
+        patients.append(SyntheticPatient(f"{prefix}M{i}", "M", [SyntheticStudy(age=40 + i % 40)]))
+    return patients
+
+
+@contextmanager
+def hub_process(workdir: Path, sites: list[dict[str, Any]], **extra: Any) -> Iterator[str]:
+    port = free_port()
+    config = {"listen": {"host": "127.0.0.1", "port": port}, "sites": sites,
+              "auth": {"clients": [{"name": "analyst", "token_sha256": sha256(HUB_TOKEN),
+                                    "roles": ["query"]}]}, **extra}
+    path = workdir / f"hub-{port}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = open(workdir / f"hub-{port}.log", "wb")  # noqa: SIM115 - owned by the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fedgate", "hub", "--config", str(path)], cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=30, process=process)
+        yield f"http://127.0.0.1:{port}/federated/v1"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+class Sites:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.indexes: list[FindingsIndex] = []
+        self.servers: list[Any] = []
+
+    def site(self, name: str, patients: list[SyntheticPatient]) -> dict[str, Any]:
+        index = FindingsIndex.open(IndexSettings(), self.tmp_path / name)
+        write_patients(index, patients)
+        server = ThreadedServer(site_app(index, FederatedSettings(), site_auth())).start()
+        self.indexes.append(index)
+        self.servers.append(server)
+        return {"name": name, "url": f"{server.url}/federated/v1", "token": QUERY_TOKEN}
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+        for index in self.indexes:
+            index.close()
+
+
+def _ask(hub: str, params: dict[str, Any] | None = None,
+         body: dict[str, Any] | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {HUB_TOKEN}"}
+    if body is None:
+        response = httpx.get(f"{hub}/count", params=params, headers=headers, timeout=60)
+    else:
+        response = httpx.post(f"{hub}/aggregate", json=body, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def test_hub_sums_counts_and_merges_histograms(tmp_path: Path) -> None:
+    sites = Sites(tmp_path)
+    try:
+        truth = {"a": (30, 20, 15), "b": (25, 40, 12), "c": (25, 11, 3)}
+        configs = [sites.site(name, site_patients(name, *t)) for name, t in truth.items()]
+        with hub_process(tmp_path, configs) as hub:
+            women = _ask(hub, {"PatientSex": "F"})
+            assert women["count"] == 30 + 25 + 25
+            assert [s["status"] for s in women["sites"]] == ["ok", "ok", "ok"]
+            assert women["complete"] is True
+            # Site c has 3 nodules: suppressed there; the combined answer is an interval.
+            # (Each site's cohorts differ from its earlier "women" by at least 10 patients,
+            # else the site's differencing guard would refuse them.)
+            nodules = _ask(hub, {"finding": NODULE, "measurement": f"{DIAMETER}:10-:mm"})
+            statuses = {s["name"]: s["status"] for s in nodules["sites"]}
+            assert statuses == {"a": "ok", "b": "ok", "c": "suppressed"}
+            assert nodules["count"] is None
+            assert (nodules["lower"], nodules["upper"]) == (15 + 12, 15 + 12 + 9)
+            # Histogram of sex over all sites: released cells are sums of the sites' truth.
+            histogram = _ask(hub, body={"aggregate": {"kind": "histogram", "by": {
+                "kind": "category", "name": "sex"}}})
+            assert "cells" in histogram, histogram
+            cells = {c["value"]: c for c in histogram["cells"]}
+            assert histogram["total"]["count"] == sum(w + m for w, m, _ in truth.values())
+            assert cells["O"]["count"] is None and cells["O"]["lower"] == 0
+            for value, column in (("F", 0), ("M", 1)):
+                cell = cells[value]
+                exact = sum(t[column] for t in truth.values())
+                if cell["count"] is not None:
+                    assert cell["count"] == exact
+                else:  # suppressed somewhere: bounds that hold the truth, never a guess
+                    assert cell["lower"] <= exact
+                    assert cell["upper"] is None or exact <= cell["upper"]
+            # Pooled mean age from per-site n, mean, sd.
+            summary = _ask(hub, body={"aggregate": {"kind": "summary", "of": "age",
+                                                    "lower": 0, "upper": 120},
+                                      "cohort": {"attributes": {"PatientSex": "M"}}})
+            ages = [40 + i % 40 for _, m, _ in truth.values() for i in range(m)]
+            assert summary["n"] == len(ages)
+            assert abs(summary["mean"] - sum(ages) / len(ages)) < 1e-9
+    finally:
+        sites.close()
+
+
+def test_hub_reports_a_stopped_and_a_hanging_site(tmp_path: Path) -> None:
+    sites = Sites(tmp_path)
+    hanging = HangingServer().start()
+    try:
+        configs = [sites.site("up", site_patients("u", 20, 20, 0))]
+        configs.append({"name": "stopped", "url": f"http://127.0.0.1:{free_port()}/federated/v1",
+                        "token": QUERY_TOKEN})
+        configs.append({"name": "hung", "url": f"{hanging.url}/federated/v1",
+                        "token": QUERY_TOKEN, "timeout_seconds": 1.5})
+        with hub_process(tmp_path, configs, timeout_seconds=20) as hub:
+            started = time.monotonic()
+            answer = _ask(hub, {"PatientSex": "F"})
+            elapsed = time.monotonic() - started
+            statuses = {s["name"]: s["status"] for s in answer["sites"]}
+            assert statuses == {"up": "ok", "stopped": "error", "hung": "timeout"}
+            assert answer["count"] == 20 and answer["complete"] is False
+            assert elapsed < 1.5 + 1.0, "a hung site must cost no more than its timeout"
+    finally:
+        hanging.stop()
+        sites.close()
+
+
+def test_hub_refusals_and_bad_questions(tmp_path: Path) -> None:
+    sites = Sites(tmp_path)
+    try:
+        configs = [sites.site("a", site_patients("a", 31, 0, 0))]
+        with hub_process(tmp_path, configs) as hub:
+            assert _ask(hub, {"PatientSex": "F"})["count"] == 31
+            narrowed = _ask(hub, {"PatientSex": "F", "PatientAge": "40-69"})  # 30 of 31
+            assert narrowed["sites"][0]["status"] == "refused"
+            headers = {"Authorization": f"Bearer {HUB_TOKEN}"}
+            bad = httpx.get(f"{hub}/count", params={"PatientID": "aF1"}, headers=headers)
+            assert bad.status_code == 400 and bad.json()["field"] == "PatientID"
+            assert httpx.get(f"{hub}/count").status_code == 401
+    finally:
+        sites.close()
+
+
+def test_hubs_stack(tmp_path: Path) -> None:
+    sites = Sites(tmp_path)
+    try:
+        lower = [sites.site(n, site_patients(n, w, 10, k))
+                 for n, w, k in (("a", 30, 12), ("b", 15, 4))]
+        with hub_process(tmp_path, lower) as inner:
+            outer_sites = [
+                {"name": "region", "url": inner, "token": HUB_TOKEN},
+                sites.site("c", site_patients("c", 25, 10, 10)),
+            ]
+            with hub_process(tmp_path, outer_sites) as outer:
+                women = _ask(outer, {"PatientSex": "F"})
+                assert women["count"] == 70
+                nodules = _ask(outer, {"finding": NODULE})
+                # a: 12, b: <10 (4), c: 10 -> [22, 31]
+                assert (nodules["lower"], nodules["upper"]) == (22, 31)
+    finally:
+        sites.close()
