@@ -78,9 +78,11 @@ def parse_count_query(params: Iterable[tuple[str, str]]) -> AggregateRequest:
     else:
         finding_filters = [FindingFilter(type=f) for f in findings]
         finding_filters += [FindingFilter(measurements=(m,)) for m in measurements]
-    values = {k: v[0] if len(v) == 1 else v for k, v in attributes.items()}
-    for keyword, value in values.items():
-        attribute_matcher(keyword, value)  # FilterError naming the attribute
+    values: dict[str, str | list[str]] = {
+        k: v[0] if len(v) == 1 else v for k, v in attributes.items()
+    }
+    for keyword, given in values.items():
+        attribute_matcher(keyword, given)  # FilterError naming the attribute
     try:
         cohort = Cohort(
             attributes=values,
