@@ -10,17 +10,14 @@ from __future__ import annotations
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from sr_writer.findings import IMAGING_PROCEDURE as IMAGING_PROCEDURE  # re-exported
+from sr_writer.findings import PROBABILITY as PROBABILITY  # re-exported
 from sr_writer.findings import CodedConcept
 
 
 def concept(code: Code) -> CodedConcept:
     """The model's :class:`CodedConcept` for a pydicom/highdicom ``Code``."""
-    return CodedConcept(
-        value=str(code.value),
-        scheme_designator=str(code.scheme_designator),
-        meaning=str(code.meaning),
-        scheme_version=code.scheme_version or None,
-    )
+    return CodedConcept.from_code(code)
 
 
 def to_code(coded: CodedConcept) -> Code:
@@ -54,10 +51,9 @@ LEFT = concept(codes.SCT.Left)
 RIGHT = concept(codes.SCT.Right)
 
 # Procedure reported (CID 100): the generic imaging procedure when the caller names none.
-IMAGING_PROCEDURE = concept(codes.SCT.ImagingProcedure)
+# IMAGING_PROCEDURE (SCT 363679005) is imported above: the model's default.
 
-# The finding's probability: NUM "Probability" (DCM 122157), dimensionless (UCUM "1").
-PROBABILITY = concept(codes.DCM.Probability)
+# The finding's probability: NUM PROBABILITY (DCM 122157, imported above), dimensionless.
 UNITY = ucum("1", "no units")
 
 # The study-level "no finding" result: a TID 1501 group whose qualitative evaluation says

@@ -24,6 +24,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 # PS3.5 9.1: components of digits without leading zeros, at most 64 characters.
 UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
@@ -58,6 +60,23 @@ class CodedConcept(_Model):
         """Same concept (value and scheme), whatever the meaning's wording."""
         return self.value == other.value and self.scheme_designator == other.scheme_designator
 
+    @classmethod
+    def from_code(cls, code: Code) -> CodedConcept:
+        """The concept of a pydicom/highdicom ``Code`` (or highdicom ``CodedConcept``)."""
+        return cls(
+            value=str(code.value),
+            scheme_designator=str(code.scheme_designator),
+            meaning=str(code.meaning),
+            scheme_version=code.scheme_version or None,
+        )
+
+
+# Two concepts the model itself needs (sr_writer.codes re-exports them with the others).
+# "Imaging procedure" (SCT 363679005, CID 100) is the procedure reported when none is given.
+IMAGING_PROCEDURE = CodedConcept.from_code(codes.SCT.ImagingProcedure)
+# "Probability" (DCM 122157): the NUM item that carries Finding.probability.
+PROBABILITY = CodedConcept.from_code(codes.DCM.Probability)
+
 
 class AlgorithmIdentification(_Model):
     """The algorithm that produced the findings (TID 4019, and the device of TID 1004).
@@ -86,6 +105,15 @@ class Evidence(_Model):
 
     study_instance_uid: UID
     instances: tuple[SourceInstance, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _each_instance_once(self) -> Evidence:
+        seen: set[str] = set()
+        for index, instance in enumerate(self.instances):
+            if instance.sop_instance_uid in seen:
+                raise ValueError(f"instances.{index}: SOP Instance UID listed twice")
+            seen.add(instance.sop_instance_uid)
+        return self
 
     @classmethod
     def from_datasets(cls, datasets: Iterable[Dataset]) -> Evidence:
@@ -146,7 +174,7 @@ _POINT_COUNTS: dict[str, tuple[int, int | None]] = {
     "POINT": (1, 1),
     "MULTIPOINT": (1, None),
     "POLYLINE": (2, None),
-    "POLYGON": (3, None),
+    "POLYGON": (4, None),  # closed: at least a triangle plus the repeated first point
     "CIRCLE": (2, 2),
     "ELLIPSE": (4, 4),
     "ELLIPSOID": (6, 6),
@@ -195,6 +223,9 @@ class VolumeRegion(_Model):
     @model_validator(mode="after")
     def _points_fit_graphic_type(self) -> VolumeRegion:
         _check_point_count(self.graphic_type, len(self.points))
+        if self.graphic_type == "POLYGON" and self.points[0] != self.points[-1]:
+            # PS3.3 C.18.9.1.2: a 3D POLYGON is closed, its last point repeats its first.
+            raise ValueError("a POLYGON's last point must equal its first (closed)")
         return self
 
 
@@ -232,8 +263,6 @@ class Finding(_Model):
 
     @model_validator(mode="after")
     def _no_probability_measurement(self) -> Finding:
-        from sr_writer.codes import PROBABILITY  # the one place that defines the concept
-
         for measurement in self.measurements:
             if measurement.name.matches(PROBABILITY):
                 raise ValueError("use Finding.probability, not a measurement named Probability")
@@ -268,7 +297,9 @@ class Findings(_Model):
     algorithm: AlgorithmIdentification | None
     evidence: Evidence
     findings: tuple[Finding, ...] = ()
-    procedure_reported: tuple[CodedConcept, ...] = ()
+    procedure_reported: tuple[CodedConcept, ...] = Field(
+        default=(IMAGING_PROCEDURE,), min_length=1
+    )
     report: ReportReference | None = None
 
     @model_validator(mode="after")
