@@ -11,6 +11,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from sr_writer.findings import IMAGING_PROCEDURE as IMAGING_PROCEDURE  # re-exported
+from sr_writer.findings import NO_ABNORMALITY as NO_ABNORMALITY  # re-exported
 from sr_writer.findings import PROBABILITY as PROBABILITY  # re-exported
 from sr_writer.findings import CodedConcept
 
@@ -56,10 +57,9 @@ RIGHT = concept(codes.SCT.Right)
 # The finding's probability: NUM PROBABILITY (DCM 122157, imported above), dimensionless.
 UNITY = ucum("1", "no units")
 
-# The study-level "no finding" result: a TID 1501 group whose qualitative evaluation says
-# Finding (DCM 121071) = No abnormality (DCM 111286), with the algorithm identification.
+# The study-level "no finding" result: a TID 1501 group whose Finding (DCM 121071) is
+# No abnormality (DCM 111286), with the algorithm identification.
 FINDING = concept(codes.DCM.Finding)
-NO_ABNORMALITY = concept(codes.DCM.NoAbnormality)
 PRESENCE = concept(codes.DCM.PresenceOfProperty)
 PRESENT = concept(codes.DCM.Present)
 ABSENT = concept(codes.DCM.Absent)

@@ -22,7 +22,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import numpy as np
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -76,6 +84,8 @@ class CodedConcept(_Model):
 IMAGING_PROCEDURE = CodedConcept.from_code(codes.SCT.ImagingProcedure)
 # "Probability" (DCM 122157): the NUM item that carries Finding.probability.
 PROBABILITY = CodedConcept.from_code(codes.DCM.Probability)
+# "No abnormality" (DCM 111286): the finding of the group that records a negative study.
+NO_ABNORMALITY = CodedConcept.from_code(codes.DCM.NoAbnormality)
 
 
 class AlgorithmIdentification(_Model):
@@ -166,8 +176,14 @@ class QualitativeEvaluation(_Model):
     value: CodedConcept
 
 
-Point2D = tuple[Finite, Finite]
-Point3D = tuple[Finite, Finite, Finite]
+def _as_float32(value: float) -> float:
+    # Graphic Data (0070,0022) is FL: rounding here keeps write -> read lossless.
+    return float(np.float32(value))
+
+
+Coordinate = Annotated[Finite, AfterValidator(_as_float32)]
+Point2D = tuple[Coordinate, Coordinate]
+Point3D = tuple[Coordinate, Coordinate, Coordinate]
 
 # Number of points each graphic type needs (PS3.3 C.18.6.1.2 and C.18.9.1.2).
 _POINT_COUNTS: dict[str, tuple[int, int | None]] = {
@@ -190,6 +206,8 @@ def _check_point_count(graphic_type: str, count: int) -> None:
 
 class ImageRegion(_Model):
     """A 2D graphic (SCOORD) on one source image, in image pixel coordinates (column, row).
+
+    Coordinates are stored as 32-bit floats (as DICOM stores them), rounded on construction.
 
     Coordinates follow PS3.3 C.18.6.1.1: (0.0, 0.0) is the top left corner of the top left pixel,
     so a point is inside an image of C columns and R rows when 0 <= column <= C and 0 <= row <= R.
@@ -245,12 +263,14 @@ class Finding(_Model):
     """One finding: a TID 1500 measurement group.
 
     ``probability`` (0..1) is written as a NUM item "Probability" (DCM 122157, unit "1"), so a
-    measurement of that concept is refused to keep the two from being confused. ``tracking_uid``
+    measurement of that concept is refused to keep the two from being confused. ``finding_type``
+    is optional as in TID 1501 (third-party reports, e.g. OHIF's, often leave it out); a writer
+    should always give it. ``tracking_uid``
     may be left out: the writer derives one deterministically from the report and the tracking
     identifier, and the reader always fills it in.
     """
 
-    finding_type: CodedConcept
+    finding_type: CodedConcept | None
     tracking_identifier: LongString
     tracking_uid: UID | None = None
     finding_category: CodedConcept | None = None
@@ -266,6 +286,8 @@ class Finding(_Model):
         for measurement in self.measurements:
             if measurement.name.matches(PROBABILITY):
                 raise ValueError("use Finding.probability, not a measurement named Probability")
+        if self.finding_type is not None and self.finding_type.matches(NO_ABNORMALITY):
+            raise ValueError("'No abnormality' is written for an empty findings list; omit it")
         if self.laterality is not None and self.finding_site is None:
             raise ValueError("laterality qualifies a finding site: give finding_site too")
         return self

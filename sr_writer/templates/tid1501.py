@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import highdicom as hd
 
-from sr_writer.codes import FINDING, NO_ABNORMALITY, UNITY
+from sr_writer.codes import NO_ABNORMALITY, UNITY
 from sr_writer.findings import PROBABILITY, AlgorithmIdentification, CodedConcept, Finding
 
 
@@ -40,7 +40,7 @@ class GroupContent:
     """The highdicom arguments that TID 1501, 1410 and 1411 share, built from one finding."""
 
     tracking_identifier: hd.sr.TrackingIdentifier
-    finding_type: hd.sr.CodedConcept
+    finding_type: hd.sr.CodedConcept | None
     finding_category: hd.sr.CodedConcept | None
     algorithm_id: hd.sr.AlgorithmIdentification
     finding_sites: list[hd.sr.FindingSite] | None
@@ -79,7 +79,7 @@ class GroupContent:
             tracking_identifier=hd.sr.TrackingIdentifier(
                 uid=tracking_uid, identifier=finding.tracking_identifier
             ),
-            finding_type=coded(finding.finding_type),
+            finding_type=coded(finding.finding_type) if finding.finding_type else None,
             finding_category=coded(finding.finding_category) if finding.finding_category else None,
             algorithm_id=algorithm,
             finding_sites=sites,
@@ -114,16 +114,14 @@ def no_finding_group(
     """The study-level negative result: Finding (DCM 121071) = No abnormality (DCM 111286).
 
     TID 1500 needs at least one group under Imaging Measurements, and a negative result must
-    still name the algorithm (TID 4019) that looked: so it is a TID 1501 group with no finding
-    type, no measurement and this single qualitative evaluation. The reader maps it back to an
-    empty findings list.
+    still name the algorithm (TID 4019) that looked: so it is a TID 1501 group whose finding is
+    "No abnormality", with no region and no measurement. The reader maps it back to an empty
+    findings list.
     """
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=tracking_uid, identifier=NO_FINDING_TRACKING_IDENTIFIER
         ),
         algorithm_id=algorithm,
-        qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(name=coded(FINDING), value=coded(NO_ABNORMALITY))
-        ],
+        finding_type=coded(NO_ABNORMALITY),
     )
