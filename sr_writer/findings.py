@@ -319,9 +319,7 @@ class Findings(_Model):
     algorithm: AlgorithmIdentification | None
     evidence: Evidence
     findings: tuple[Finding, ...] = ()
-    procedure_reported: tuple[CodedConcept, ...] = Field(
-        default=(IMAGING_PROCEDURE,), min_length=1
-    )
+    procedure_reported: tuple[CodedConcept, ...] = Field(default=(IMAGING_PROCEDURE,), min_length=1)
     report: ReportReference | None = None
 
     @model_validator(mode="after")

@@ -209,8 +209,7 @@ def _finding(group: Dataset, index: int, report_uid: str) -> Finding:
     values: dict[str, Any] = {
         "tracking_identifier": (_text(group, TRACKING_IDENTIFIER) or "")[:64]
         or f"Measurement group {index + 1}",
-        "tracking_uid": _text(group, TRACKING_UID)
-        or derive_uid("tracking", report_uid, index),
+        "tracking_uid": _text(group, TRACKING_UID) or derive_uid("tracking", report_uid, index),
         "finding_type": None,
     }
     measurements: list[Measurement] = []
@@ -229,9 +228,7 @@ def _finding(group: Dataset, index: int, report_uid: str) -> Finding:
                 values["laterality"] = _child_code(item, LATERALITY)
             elif item.get("RelationshipType") == "CONTAINS" and key not in _STRUCTURAL_CODES:
                 evaluations.append(
-                    QualitativeEvaluation(
-                        name=_coded(item.ConceptNameCodeSequence[0]), value=coded
-                    )
+                    QualitativeEvaluation(name=_coded(item.ConceptNameCodeSequence[0]), value=coded)
                 )
         elif value_type == "NUM":
             measurement = _measurement(item)
