@@ -10,17 +10,15 @@ from __future__ import annotations
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from sr_writer.findings import IMAGING_PROCEDURE as IMAGING_PROCEDURE  # re-exported
+from sr_writer.findings import NO_ABNORMALITY as NO_ABNORMALITY  # re-exported
+from sr_writer.findings import PROBABILITY as PROBABILITY  # re-exported
 from sr_writer.findings import CodedConcept
 
 
 def concept(code: Code) -> CodedConcept:
     """The model's :class:`CodedConcept` for a pydicom/highdicom ``Code``."""
-    return CodedConcept(
-        value=str(code.value),
-        scheme_designator=str(code.scheme_designator),
-        meaning=str(code.meaning),
-        scheme_version=code.scheme_version or None,
-    )
+    return CodedConcept.from_code(code)
 
 
 def to_code(coded: CodedConcept) -> Code:
@@ -54,16 +52,14 @@ LEFT = concept(codes.SCT.Left)
 RIGHT = concept(codes.SCT.Right)
 
 # Procedure reported (CID 100): the generic imaging procedure when the caller names none.
-IMAGING_PROCEDURE = concept(codes.SCT.ImagingProcedure)
+# IMAGING_PROCEDURE (SCT 363679005) is imported above: the model's default.
 
-# The finding's probability: NUM "Probability" (DCM 122157), dimensionless (UCUM "1").
-PROBABILITY = concept(codes.DCM.Probability)
+# The finding's probability: NUM PROBABILITY (DCM 122157, imported above), dimensionless.
 UNITY = ucum("1", "no units")
 
-# The study-level "no finding" result: a TID 1501 group whose qualitative evaluation says
-# Finding (DCM 121071) = No abnormality (DCM 111286), with the algorithm identification.
+# The study-level "no finding" result: a TID 1501 group whose Finding (DCM 121071) is
+# No abnormality (DCM 111286), with the algorithm identification.
 FINDING = concept(codes.DCM.Finding)
-NO_ABNORMALITY = concept(codes.DCM.NoAbnormality)
 PRESENCE = concept(codes.DCM.PresenceOfProperty)
 PRESENT = concept(codes.DCM.Present)
 ABSENT = concept(codes.DCM.Absent)

@@ -22,8 +22,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import numpy as np
+from highdicom.spatial import are_points_coplanar
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 # PS3.5 9.1: components of digits without leading zeros, at most 64 characters.
 UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
@@ -58,6 +69,25 @@ class CodedConcept(_Model):
         """Same concept (value and scheme), whatever the meaning's wording."""
         return self.value == other.value and self.scheme_designator == other.scheme_designator
 
+    @classmethod
+    def from_code(cls, code: Code) -> CodedConcept:
+        """The concept of a pydicom/highdicom ``Code`` (or highdicom ``CodedConcept``)."""
+        return cls(
+            value=str(code.value),
+            scheme_designator=str(code.scheme_designator),
+            meaning=str(code.meaning),
+            scheme_version=code.scheme_version or None,
+        )
+
+
+# Two concepts the model itself needs (sr_writer.codes re-exports them with the others).
+# "Imaging procedure" (SCT 363679005, CID 100) is the procedure reported when none is given.
+IMAGING_PROCEDURE = CodedConcept.from_code(codes.SCT.ImagingProcedure)
+# "Probability" (DCM 122157): the NUM item that carries Finding.probability.
+PROBABILITY = CodedConcept.from_code(codes.DCM.Probability)
+# "No abnormality" (DCM 111286): the finding of the group that records a negative study.
+NO_ABNORMALITY = CodedConcept.from_code(codes.DCM.NoAbnormality)
+
 
 class AlgorithmIdentification(_Model):
     """The algorithm that produced the findings (TID 4019, and the device of TID 1004).
@@ -86,6 +116,15 @@ class Evidence(_Model):
 
     study_instance_uid: UID
     instances: tuple[SourceInstance, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _each_instance_once(self) -> Evidence:
+        seen: set[str] = set()
+        for index, instance in enumerate(self.instances):
+            if instance.sop_instance_uid in seen:
+                raise ValueError(f"instances.{index}: SOP Instance UID listed twice")
+            seen.add(instance.sop_instance_uid)
+        return self
 
     @classmethod
     def from_datasets(cls, datasets: Iterable[Dataset]) -> Evidence:
@@ -138,15 +177,20 @@ class QualitativeEvaluation(_Model):
     value: CodedConcept
 
 
-Point2D = tuple[Finite, Finite]
-Point3D = tuple[Finite, Finite, Finite]
+def _as_float32(value: float) -> float:
+    # Graphic Data (0070,0022) is FL: rounding here keeps write -> read lossless.
+    return float(np.float32(value))
+
+
+Coordinate = Annotated[Finite, AfterValidator(_as_float32)]
+Point2D = tuple[Coordinate, Coordinate]
+Point3D = tuple[Coordinate, Coordinate, Coordinate]
 
 # Number of points each graphic type needs (PS3.3 C.18.6.1.2 and C.18.9.1.2).
 _POINT_COUNTS: dict[str, tuple[int, int | None]] = {
     "POINT": (1, 1),
-    "MULTIPOINT": (1, None),
     "POLYLINE": (2, None),
-    "POLYGON": (3, None),
+    "POLYGON": (4, None),  # closed: at least a triangle plus the repeated first point
     "CIRCLE": (2, 2),
     "ELLIPSE": (4, 4),
     "ELLIPSOID": (6, 6),
@@ -163,13 +207,16 @@ def _check_point_count(graphic_type: str, count: int) -> None:
 class ImageRegion(_Model):
     """A 2D graphic (SCOORD) on one source image, in image pixel coordinates (column, row).
 
+    Coordinates are stored as 32-bit floats (as DICOM stores them), rounded on construction.
+
     Coordinates follow PS3.3 C.18.6.1.1: (0.0, 0.0) is the top left corner of the top left pixel,
     so a point is inside an image of C columns and R rows when 0 <= column <= C and 0 <= row <= R.
     A closed polygon is a POLYLINE whose last point equals its first.
     """
 
     kind: Literal["image"] = "image"
-    graphic_type: Literal["POINT", "MULTIPOINT", "POLYLINE", "CIRCLE", "ELLIPSE"]
+    # MULTIPOINT is a valid SCOORD but not a region (TID 1410 row "Image Region").
+    graphic_type: Literal["POINT", "POLYLINE", "CIRCLE", "ELLIPSE"]
     points: tuple[Point2D, ...]
     sop_instance_uid: UID
     frame_number: Annotated[int, Field(ge=1)] | None = None
@@ -183,18 +230,25 @@ class ImageRegion(_Model):
 class VolumeRegion(_Model):
     """A 3D graphic (SCOORD3D) in a frame of reference, in patient coordinates (mm, LPS).
 
-    Planar types (POINT, MULTIPOINT, POLYLINE, POLYGON, ELLIPSE) are written as TID 1410 planar
+    Planar types (POINT, POLYLINE, POLYGON, ELLIPSE) are written as TID 1410 planar
     ROI groups, an ELLIPSOID as a TID 1411 volumetric ROI group (a volume surface).
     """
 
     kind: Literal["volume"] = "volume"
-    graphic_type: Literal["POINT", "MULTIPOINT", "POLYLINE", "POLYGON", "ELLIPSE", "ELLIPSOID"]
+    graphic_type: Literal["POINT", "POLYLINE", "POLYGON", "ELLIPSE", "ELLIPSOID"]
     points: tuple[Point3D, ...]
     frame_of_reference_uid: UID
 
     @model_validator(mode="after")
     def _points_fit_graphic_type(self) -> VolumeRegion:
         _check_point_count(self.graphic_type, len(self.points))
+        if self.graphic_type == "POLYGON" and self.points[0] != self.points[-1]:
+            # PS3.3 C.18.9.1.2: a 3D POLYGON is closed, its last point repeats its first.
+            raise ValueError("a POLYGON's last point must equal its first (closed)")
+        if self.graphic_type in {"POLYGON", "ELLIPSE"} and not are_points_coplanar(
+            np.asarray(self.points, dtype=np.float64)
+        ):
+            raise ValueError(f"the points of a {self.graphic_type} must lie in one plane")
         return self
 
 
@@ -214,12 +268,14 @@ class Finding(_Model):
     """One finding: a TID 1500 measurement group.
 
     ``probability`` (0..1) is written as a NUM item "Probability" (DCM 122157, unit "1"), so a
-    measurement of that concept is refused to keep the two from being confused. ``tracking_uid``
+    measurement of that concept is refused to keep the two from being confused. ``finding_type``
+    is optional as in TID 1501 (third-party reports, e.g. OHIF's, often leave it out); a writer
+    should always give it. ``tracking_uid``
     may be left out: the writer derives one deterministically from the report and the tracking
     identifier, and the reader always fills it in.
     """
 
-    finding_type: CodedConcept
+    finding_type: CodedConcept | None
     tracking_identifier: LongString
     tracking_uid: UID | None = None
     finding_category: CodedConcept | None = None
@@ -232,11 +288,11 @@ class Finding(_Model):
 
     @model_validator(mode="after")
     def _no_probability_measurement(self) -> Finding:
-        from sr_writer.codes import PROBABILITY  # the one place that defines the concept
-
         for measurement in self.measurements:
             if measurement.name.matches(PROBABILITY):
                 raise ValueError("use Finding.probability, not a measurement named Probability")
+        if self.finding_type is not None and self.finding_type.matches(NO_ABNORMALITY):
+            raise ValueError("'No abnormality' is written for an empty findings list; omit it")
         if self.laterality is not None and self.finding_site is None:
             raise ValueError("laterality qualifies a finding site: give finding_site too")
         return self
@@ -268,7 +324,7 @@ class Findings(_Model):
     algorithm: AlgorithmIdentification | None
     evidence: Evidence
     findings: tuple[Finding, ...] = ()
-    procedure_reported: tuple[CodedConcept, ...] = ()
+    procedure_reported: tuple[CodedConcept, ...] = Field(default=(IMAGING_PROCEDURE,), min_length=1)
     report: ReportReference | None = None
 
     @model_validator(mode="after")
