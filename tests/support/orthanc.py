@@ -19,7 +19,9 @@ DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 class OrthancServer:
     """Start with :meth:`start`, stop with :meth:`stop`; storage lives in ``workdir``."""
 
-    def __init__(self, workdir: Path, aet: str = "ORTHANC", overrides: dict[str, Any] | None = None):
+    def __init__(
+        self, workdir: Path, aet: str = "ORTHANC", overrides: dict[str, Any] | None = None
+    ):
         self.workdir = workdir
         self.aet = aet
         self.overrides = overrides or {}

@@ -20,7 +20,7 @@ def wait_for_http(url: str, timeout: float = 30.0, process: object | None = None
     last_error = "no attempt"
     while time.monotonic() < deadline:
         if process is not None and getattr(process, "poll")() is not None:  # noqa: B009
-            raise RuntimeError(f"process exited with {getattr(process, 'returncode')} before {url} answered")  # noqa: B009,E501
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
         try:
             response = httpx.get(url, timeout=2.0)
             if response.is_success:
