@@ -122,8 +122,12 @@ class IngestBatch:
         try:
             parsed = read_header(temporary)
         except UnreadableInstanceError as error:
+            known = error.dataset if error.dataset is not None else Dataset()
             return IngestOutcome(
-                None, None, failure=FailureReason.CANNOT_UNDERSTAND, comment=str(error)
+                sop_class_uid=_uid_or_none(known, "SOPClassUID"),
+                sop_instance_uid=_uid_or_none(known, "SOPInstanceUID"),
+                failure=FailureReason.CANNOT_UNDERSTAND,
+                comment=str(error),
             )
         dataset = parsed.dataset
         outcome = IngestOutcome(

@@ -35,7 +35,15 @@ _PREAMBLE_LENGTH = 128
 
 
 class UnreadableInstanceError(ValueError):
-    """The bytes are not a readable DICOM instance (STOW failure reason 0xC000)."""
+    """The bytes are not a readable DICOM instance (STOW failure reason 0xC000).
+
+    ``dataset`` is what could be read before the problem, if anything: it names the
+    instance in the failure report.
+    """
+
+    def __init__(self, message: str, dataset: Dataset | None = None):
+        super().__init__(message)
+        self.dataset = dataset
 
 
 @dataclass
@@ -61,7 +69,11 @@ def read_header(path: Path) -> ParsedInstance:
         raise UnreadableInstanceError(f"not a readable DICOM file: {error}") from None
     except Exception as error:  # pydicom raises a wide variety on arbitrary bytes
         raise UnreadableInstanceError(f"not a readable DICOM file: {error!r}") from None
-    _check_structure(dataset, size)
+    try:
+        _check_structure(dataset, size)
+    except UnreadableInstanceError as error:
+        error.dataset = dataset
+        raise
     meta = getattr(dataset, "file_meta", None)
     transfer_syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     if transfer_syntax is None:
