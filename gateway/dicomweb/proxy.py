@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.dicomweb.errors import DicomWebError
+from gateway.dicomweb.urls import dicomweb_root
 from gateway.pacs import PacsClient, UpstreamError
 
 log = structlog.get_logger(__name__)
@@ -40,7 +41,7 @@ async def proxy_to_pacs(request: Request) -> Response:
     headers = {name: upstream.headers[name] for name in _PASSED_HEADERS if name in upstream.headers}
     body: AsyncIterator[bytes] = upstream.aiter_raw(1024 * 1024)
     if "json" in upstream.headers.get("content-type", ""):
-        gateway_root = str(request.base_url).rstrip("/") + "/dicomweb"
+        gateway_root = dicomweb_root(request)
         body = rewrite_stream(body, pacs.base_url.encode(), gateway_root.encode())
     return StreamingResponse(
         _guarded(body, path),

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from gateway.dicomweb.errors import DicomWebError, warning_header
 from gateway.dicomweb.json_model import element, json_response, person_name
 from gateway.dicomweb.metadata import header_to_json
+from gateway.dicomweb.urls import dicomweb_root
 from gateway.store import EmbeddedStore
 from gateway.store.query import (
     ATTRIBUTES,
@@ -218,7 +219,7 @@ def _representative_header(
 async def search_level(request: Request, level: QueryLevel) -> Response:
     store: EmbeddedStore = request.app.state.store
     query, include, warnings = parse_query(request, level)
-    base = str(request.base_url).rstrip("/") + "/dicomweb"
+    base = dicomweb_root(request)
 
     def run() -> list[dict[str, Any]]:
         rows = search(store.catalog, query)

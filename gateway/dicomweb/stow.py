@@ -25,6 +25,7 @@ from starlette.responses import Response
 from gateway.dicomweb.errors import DicomWebError
 from gateway.dicomweb.json_model import stow_response
 from gateway.dicomweb.multipart import MediaType, MultipartError, MultipartParser
+from gateway.dicomweb.urls import dicomweb_root
 from gateway.metrics import STORED_BYTES, STORED_INSTANCES, STOW_FAILURES
 from gateway.store import EmbeddedStore, FailureReason, IngestBatch, IngestOutcome
 from gateway.store.uids import is_valid_uid
@@ -185,7 +186,7 @@ async def store_instances(request: Request) -> Response:
         bytes=received,
         seconds=round(time.perf_counter() - started, 3),
     )
-    return stow_response(outcomes, base_url=_dicomweb_base(request), study_uid=study_uid)
+    return stow_response(outcomes, base_url=dicomweb_root(request), study_uid=study_uid)
 
 
 async def _check_parts(
@@ -206,7 +207,3 @@ async def _check_parts(
         if batch.pending >= _COMMIT_EVERY:
             await anyio.to_thread.run_sync(batch.commit)
     await anyio.to_thread.run_sync(batch.commit)
-
-
-def _dicomweb_base(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + "/dicomweb"

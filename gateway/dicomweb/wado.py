@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from gateway.dicomweb.errors import DicomWebError
 from gateway.dicomweb.metadata import header_to_json
 from gateway.dicomweb.multipart import MediaType
+from gateway.dicomweb.urls import dicomweb_root
 from gateway.store import EmbeddedStore, InstanceRecord
 from gateway.store.part10 import DEFER_SIZE
 from gateway.store.uids import is_valid_uid
@@ -112,7 +113,7 @@ async def retrieve_metadata(request: Request) -> Response:
     """Instance headers as a DICOM JSON array, bulk data by BulkDataURI."""
     store: EmbeddedStore = request.app.state.store
     records = _records(request)
-    base = str(request.base_url).rstrip("/") + "/dicomweb"
+    base = dicomweb_root(request)
 
     def body() -> Iterator[bytes]:
         yield b"["

@@ -55,6 +55,8 @@ def test_dicomweb_client_stores_a_series_that_comes_back_identical(
     stored = {item.ReferencedSOPInstanceUID for item in response.ReferencedSOPSequence}
     assert stored == {ds.SOPInstanceUID for ds in series}
     assert "FailedSOPSequence" not in response
+    # dicomweb-client sends "Host" without the port: the URL must still reach this gateway.
+    assert response.RetrieveURL == f"{gateway.dicomweb_url}/studies/{series[0].StudyInstanceUID}"
     for dataset in series:
         assert_retrievable(client, dataset)
 

@@ -76,7 +76,8 @@ class OrthancServer:
             start_new_session=True,
         )
         try:
-            wait_for_http(f"{self.url}/system", timeout=30, process=self.process)
+            # 401 counts as up: with authentication enabled Orthanc answers, but not to us.
+            wait_for_http(f"{self.url}/system", timeout=30, process=self.process, ready=(401,))
         except Exception:
             self.stop()
             raise RuntimeError(f"Orthanc did not start; see {self.workdir}/orthanc.log") from None
