@@ -147,8 +147,8 @@ class IngestBatch:
         )
         existing = self._seen.get(outcome.sop_instance_uid)
         if existing is None:
-            known = self.catalog.find_instance(outcome.sop_instance_uid)
-            existing = self.layout.absolute(known.path) if known else None
+            catalogued = self.catalog.find_instance(outcome.sop_instance_uid)
+            existing = self.layout.absolute(catalogued.path) if catalogued else None
         if existing is not None and existing.exists():
             if _same_content(temporary, existing, parsed):
                 return outcome  # an identical resend: nothing to do, nothing to warn about

@@ -206,7 +206,8 @@ def test_transcoding_requests_are_406(gateway: GatewayProcess, phantoms: list[Ph
     response = httpx.get(
         f"{gateway.dicomweb_url}/studies/{truth.study_instance_uid}",
         headers={
-            "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+            "Accept": 'multipart/related; type="application/dicom"; '
+            "transfer-syntax=1.2.840.10008.1.2.4.50"
         },
     )
     assert response.status_code == 406

@@ -70,5 +70,5 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_bad_environment_value_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FEDGATE_INGEST__MAX_INSTANCE_BYTES", "-5")
-    with pytest.raises(ConfigError, match="ingest.max_instance_bytes"):
+    with pytest.raises(ConfigError, match=r"ingest\.max_instance_bytes"):
         load_settings(None)
