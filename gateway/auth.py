@@ -38,7 +38,7 @@ class AuthClient(BaseModel):
 
     name: str
     token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    roles: list[Role] = ["admin"]  # pydantic copies mutable defaults per instance
+    roles: list[Role] = Field(default_factory=lambda: list[Role](["admin"]))
 
 
 class OidcSettings(BaseModel):
