@@ -51,7 +51,7 @@ class MeasurementRecord:
 class FindingRecord:
     """One finding of a TID 1500 SR: its type, site, qualitative values and measurements."""
 
-    finding_type: str  # SCHEME:CODE
+    finding_type: str | None  # SCHEME:CODE; None for a group without a Finding item (OHIF)
     finding_site: str | None = None
     qualitative: tuple[tuple[str, str], ...] = ()  # (concept, value), both SCHEME:CODE
     measurements: tuple[MeasurementRecord, ...] = ()

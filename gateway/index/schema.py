@@ -61,7 +61,7 @@ MIGRATIONS: dict[int, list[str]] = {
             report_key BIGINT NOT NULL,
             study_key BIGINT NOT NULL,
             patient_key BIGINT NOT NULL,
-            finding_type TEXT NOT NULL,
+            finding_type TEXT,  -- NULL: a group without a Finding (e.g. OHIF's)
             finding_site TEXT,
             algorithm_name TEXT,
             algorithm_version TEXT

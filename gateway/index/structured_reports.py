@@ -58,7 +58,7 @@ def finding_records(findings: Findings) -> list[FindingRecord]:
         if finding.probability is not None:
             measurements.append(MeasurementRecord(PROBABILITY_CONCEPT, finding.probability, "1"))
         records.append(FindingRecord(
-            finding_type=_code(finding.finding_type),
+            finding_type=_code(finding.finding_type) if finding.finding_type else None,
             finding_site=_code(finding.finding_site) if finding.finding_site else None,
             qualitative=tuple(
                 (_code(q.name), _code(q.value)) for q in finding.qualitative_evaluations
