@@ -6,6 +6,7 @@ PostgreSQL refuses to run as root; as root (CI containers) the cluster runs as t
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -55,8 +56,6 @@ class PostgresCluster:
         return self
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run(_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.workdir, ignore_errors=True)

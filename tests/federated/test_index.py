@@ -112,7 +112,7 @@ def test_a_resent_sr_replaces_its_findings(index: FindingsIndex) -> None:
 def test_a_non_tid1500_sr_and_an_instance_without_uids_do_not_fail_intake(
     index: FindingsIndex,
 ) -> None:
-    phantom, datasets = _study_with_sr(10)
+    _, datasets = _study_with_sr(10)
     sr = datasets[-1]
     del sr.ContentTemplateSequence
     sr.ContentSequence = []
@@ -163,9 +163,10 @@ def test_the_index_on_postgresql(tmp_path: Path) -> None:
         assert answer["count"] is not None
         assert service.ledger.spent("pg-client") == pytest.approx(0.5)
         histogram = service.answer(AggregateRequest.model_validate({
-            "cohort": cohort, "aggregate": {"kind": "histogram", "by": {"kind": "bins", "of": "measurement",
-                                                      "concept": DIAMETER, "unit": "mm",
-                                                      "start": 0, "stop": 20, "width": 5}}}),
+            "cohort": cohort,
+            "aggregate": {"kind": "histogram", "by": {
+                "kind": "bins", "of": "measurement", "concept": DIAMETER, "unit": "mm",
+                "start": 0, "stop": 20, "width": 5}}}),
             "pg-client", "test")
         assert len(histogram["cells"]) == 4
         index.close()
