@@ -58,4 +58,3 @@ class CodedValue:
 
 
 ClinicalValue = NumericValue | CodedValue
-

@@ -32,6 +32,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 import highdicom as hd
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import EnhancedSRStorage, ExplicitVRLittleEndian
 
@@ -114,9 +115,9 @@ class ClinicalInformationReport(hd.base.SOPClass):
         self.CompletionFlag = "COMPLETE"
         self.VerificationFlag = "UNVERIFIED"
         self.PreliminaryFlag = "FINAL"
-        self.PerformedProcedureCodeSequence = []
+        self.PerformedProcedureCodeSequence: list[Dataset] = []
         # SR Document Series Module (PS3.3 C.17.1): Type 2, no performed procedure step.
-        self.ReferencedPerformedProcedureStepSequence = []
+        self.ReferencedPerformedProcedureStepSequence: list[Dataset] = []
 
         report = hd.sr.MeasurementReport(
             observation_context=hd.sr.ObservationContext(
