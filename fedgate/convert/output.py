@@ -81,6 +81,9 @@ def stow(
     """STOW-RS the datasets to the DICOMweb root ``url`` in batches; per-instance outcome."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     client = DICOMwebClient(url=url.rstrip("/"), headers=headers)
+    # A few quick retries of a busy server (429/503/504), not dicomweb-client's five with
+    # seconds-long back-off: a person is waiting at the command line.
+    client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
     delivery = Delivery()
     for batch in _batches(datasets, batch_size):
         for dataset in batch:
