@@ -20,7 +20,8 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from fedgate.convert.output import Delivery, Progress, stow, write_folder
+from fedgate.convert.output import Delivery, Progress, dicomweb_client, stow, write_folder
+from fedgate.convert.pacs import PacsDirectory
 from fedgate.convert.problems import ConversionError, Problem
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT = 0, 1, 2
@@ -103,11 +104,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_metadata(args: argparse.Namespace) -> int:
     from fedgate.convert.mapping import load_mapping
-    from fedgate.convert.metadata import build_report, convert_table
+    from fedgate.convert.metadata import build_report, complete_from_pacs, convert_table
     from fedgate.convert.table import read_table
 
     mapping = load_mapping(args.mapping)
-    conversion = convert_table(read_table(args.csv), mapping)
+    table = read_table(args.csv)
+    conversion = convert_table(table, mapping)
+    if args.stow:
+        conversion = complete_from_pacs(conversion, _pacs(args), table.source)
     _report_problems(conversion.problems)
     reports = (build_report(record) for record in conversion.records)
     delivery = _deliver(reports, len(conversion.records), args)
@@ -130,7 +134,12 @@ def _run_ecg(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise ConversionError(str(error)) from None
     recording = read_recording(args.input, sampling_frequency=args.sampling_frequency)
-    dataset = build_ecg(recording, patient_id=patient_id, study_instance_uid=study_uid)
+    dataset = build_ecg(
+        recording,
+        patient_id=patient_id,
+        study_instance_uid=study_uid,
+        pacs=_pacs(args) if args.stow else None,
+    )
     delivery = _deliver([dataset], 1, args)
     print(
         f"{UID(dataset.SOPClassUID).name}: {len(recording.leads)} lead(s), "
@@ -139,6 +148,10 @@ def _run_ecg(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_OK if not delivery.failed else EXIT_INCOMPLETE
+
+
+def _pacs(args: argparse.Namespace) -> PacsDirectory:
+    return PacsDirectory(dicomweb_client(args.stow, args.token))
 
 
 def _deliver(datasets: Iterable[Dataset], total: int, args: argparse.Namespace) -> Delivery:

@@ -37,6 +37,7 @@ from pydicom.valuerep import DA, TM, format_number_as_ds
 from fedgate.convert.ecg_input import EcgRecording
 from fedgate.convert.ecg_leads import KNOWN_LEADS_TEXT, lead_code
 from fedgate.convert.identity import PatientStudy, derived_uid
+from fedgate.convert.pacs import PacsDirectory, PatientMismatch
 from fedgate.convert.problems import ConversionError
 
 log = structlog.get_logger(__name__)
@@ -179,12 +180,17 @@ def _multiplex_group(recording: EcgRecording, codes: list[Code]) -> Dataset:
 
 
 def build_ecg(
-    recording: EcgRecording, *, patient_id: str, study_instance_uid: str | None = None
+    recording: EcgRecording,
+    *,
+    patient_id: str,
+    study_instance_uid: str | None = None,
+    pacs: PacsDirectory | None = None,
 ) -> EcgWaveform:
     """The ECG instance of a recording for a patient, with UIDs derived from its content.
 
     Without ``study_instance_uid`` the recording opens a study of its own (an ECG exam is a
-    study), derived from the patient and the recording: the same on every run.
+    study), derived from the patient and the recording: the same on every run. With ``pacs``,
+    patient and study attributes come from the PACS, and a study of another patient is refused.
     """
     digest = recording.digest()
     study_uid = study_instance_uid or derived_uid("fedgate.convert.ecg.study", patient_id, digest)
@@ -196,6 +202,11 @@ def build_ecg(
         study_date=acquired.strftime("%Y%m%d") if acquired and not study_instance_uid else None,
         study_time=acquired.strftime("%H%M%S") if acquired and not study_instance_uid else None,
     )
+    if pacs is not None:
+        try:
+            patient_study = pacs.complete(patient_study, study_named=bool(study_instance_uid))
+        except PatientMismatch as error:
+            raise ConversionError(f"{recording.source}: {error}") from None
     return EcgWaveform(
         recording,
         patient_study,

@@ -73,6 +73,8 @@ class PatientStudy:
     study_date: str | None = None
     study_time: str | None = None
     accession_number: str | None = None
+    study_id: str | None = None
+    referring_physician_name: str | None = None
     study_description: str | None = None
 
     def sop_class_kwargs(self) -> dict[str, Any]:
@@ -86,4 +88,6 @@ class PatientStudy:
             "study_date": self.study_date,
             "study_time": self.study_time,
             "accession_number": self.accession_number,
+            "study_id": self.study_id,
+            "referring_physician_name": self.referring_physician_name,
         }

@@ -10,6 +10,7 @@ missing values, which clinical tables have, and are simply left out of the repor
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import re
@@ -25,6 +26,7 @@ from fedgate.convert.identity import (
     validate_uid,
 )
 from fedgate.convert.mapping import CodedColumn, Mapping, NumericColumn
+from fedgate.convert.pacs import PacsDirectory, PatientMismatch
 from fedgate.convert.problems import Problem
 from fedgate.convert.table import Row, Table
 from sr_writer.clinical import ClinicalInformationReport, ClinicalValue, CodedValue, NumericValue
@@ -51,6 +53,8 @@ class ClinicalRecord:
     line: int
     patient_study: PatientStudy
     values: tuple[ClinicalValue, ...]
+    #: Whether the row named the study (else the patient's own clinical-information study).
+    study_named: bool = False
 
     @property
     def sop_instance_uid(self) -> str:
@@ -103,7 +107,30 @@ def convert_row(row: Row, mapping: Mapping) -> ClinicalRecord:
             values.append(_coded_value(column, cell))
     if not values:
         raise RowError(None, "no clinical value in this row (all mapped cells are empty)")
-    return ClinicalRecord(line=row.line, patient_study=patient_study, values=tuple(values))
+    return ClinicalRecord(
+        line=row.line,
+        patient_study=patient_study,
+        values=tuple(values),
+        study_named=patient_study.study_description is None,
+    )
+
+
+def complete_from_pacs(
+    conversion: MetadataConversion, pacs: PacsDirectory, source: str
+) -> MetadataConversion:
+    """Records with the PACS's patient/study attributes; rows naming another patient's study
+    become problems (see :mod:`fedgate.convert.pacs`)."""
+    records: list[ClinicalRecord] = []
+    problems = list(conversion.problems)
+    for record in conversion.records:
+        try:
+            identity = pacs.complete(record.patient_study, study_named=record.study_named)
+        except PatientMismatch as error:
+            problems.append(Problem(source, record.line, "StudyInstanceUID", str(error)))
+            continue
+        records.append(dataclasses.replace(record, patient_study=identity))
+    problems.sort(key=lambda problem: problem.line or 0)
+    return MetadataConversion(records=records, problems=problems)
 
 
 def build_report(

@@ -79,11 +79,7 @@ def stow(
     batch_size: int = STOW_BATCH_SIZE,
 ) -> Delivery:
     """STOW-RS the datasets to the DICOMweb root ``url`` in batches; per-instance outcome."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    client = DICOMwebClient(url=url.rstrip("/"), headers=headers)
-    # A few quick retries of a busy server (429/503/504), not dicomweb-client's five with
-    # seconds-long back-off: a person is waiting at the command line.
-    client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
+    client = dicomweb_client(url, token)
     delivery = Delivery()
     for batch in _batches(datasets, batch_size):
         for dataset in batch:
@@ -103,6 +99,16 @@ def stow(
         if progress:
             progress.advance(len(batch))
     return delivery
+
+
+def dicomweb_client(url: str, token: str | None = None) -> DICOMwebClient:
+    """A client of the DICOMweb root ``url``, with the bearer token if one is given."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = DICOMwebClient(url=url.rstrip("/"), headers=headers)
+    # A few quick retries of a busy server (429/503/504), not dicomweb-client's five with
+    # seconds-long back-off: a person is waiting at the command line.
+    client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
+    return client
 
 
 def _account(response: Dataset, sent: list[str], delivery: Delivery) -> None:
