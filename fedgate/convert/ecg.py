@@ -83,7 +83,8 @@ def quantize(
     for sensitivity in candidates:
         text = format_number_as_ds(sensitivity)
         step = float(text)
-        if peak / step <= _SAMPLE_MAX:
+        # Compare the rounded sample, not the ratio: 32.767 / 0.001 is 32767.000000000004.
+        if round(peak / step) <= _SAMPLE_MAX:
             break
     else:
         raise ConversionError(f"a peak of {peak:g} cannot be stored in 16 bits")
