@@ -96,6 +96,7 @@ def convert_row(row: Row, mapping: Mapping) -> ClinicalRecord:
         if not mapping.is_known(name) and not _is_empty(cell):
             raise RowError(name, "unknown column (not in the mapping, nor in its 'ignore' list)")
     patient_study = _patient_study(row.cells)
+    study_named = not _is_empty(row.cells.get("StudyInstanceUID"))
     values: list[ClinicalValue] = []
     for column in mapping.columns.values():
         cell = row.cells.get(column.name)
@@ -111,7 +112,7 @@ def convert_row(row: Row, mapping: Mapping) -> ClinicalRecord:
         line=row.line,
         patient_study=patient_study,
         values=tuple(values),
-        study_named=patient_study.study_description is None,
+        study_named=study_named,
     )
 
 
@@ -164,11 +165,13 @@ def _patient_study(cells: dict[str, Any]) -> PatientStudy:
         raise RowError("PatientID", "missing: every row needs the patient's PatientID")
     try:
         patient_id = validate_patient_id(patient_id_cell)
-        study_uid_cell = text("StudyInstanceUID")
+    except ValueError as error:
+        raise RowError("PatientID", str(error)) from None
+    study_uid_cell = text("StudyInstanceUID")
+    try:
         study_uid = validate_uid(study_uid_cell) if study_uid_cell else None
     except ValueError as error:
-        column = "PatientID" if "PatientID" in str(error) else "StudyInstanceUID"
-        raise RowError(column, str(error)) from None
+        raise RowError("StudyInstanceUID", str(error)) from None
     attributes: dict[str, str | None] = {}
     for column, check in (
         ("PatientSex", patient_sex),

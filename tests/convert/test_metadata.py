@@ -189,3 +189,29 @@ def test_reader_refuses_other_documents(tmp_path: Path, mapping_file: Path) -> N
     assert not is_clinical_report(report)
     with pytest.raises(NotAClinicalReport):
         read_clinical_values(report)
+
+
+def test_bad_identifiers_and_patient_attributes_are_reported(
+    tmp_path: Path, mapping_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = tmp_path / "ids.csv"
+    table.write_text(
+        "PatientID,StudyInstanceUID,PatientSex,PatientBirthDate,lvef\n"
+        "P1,1.02.3,F,1950-01-31,40\n"
+        "P2,1.2.3,X,1950-01-31,41\n"
+        "P3,1.2.3,M,31.01.1950,42\n"
+        "P4,1.2.3,M,1950-01-31,43\n"
+    )
+    out = tmp_path / "out"
+
+    assert main(["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file),
+                 "--out", str(out)]) == 1
+
+    err = capsys.readouterr().err
+    assert f"{table}:2: StudyInstanceUID: '1.02.3' is not a UID" in err
+    assert f"{table}:3: PatientSex: 'X' is not a DICOM patient sex (M, F or O)" in err
+    assert f"{table}:4: PatientBirthDate: '31.01.1950' is not a date" in err
+    (report,) = _reports(out).values()
+    assert (report.PatientID, report.PatientBirthDate, report.StudyInstanceUID) == (
+        "P4", "19500131", "1.2.3"
+    )
