@@ -37,17 +37,22 @@ class Delivery:
 
 
 class Progress:
-    """``label done/total`` lines on a stream (stderr by default), one per step."""
+    """``label done/total`` lines on a stream (stderr by default): at most about 100 of them,
+    and always the last."""
 
     def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
         self.label = label
         self.total = total
         self.done = 0
         self.stream = stream or sys.stderr
+        self._every = max(1, total // 100)
+        self._shown = 0
 
     def advance(self, count: int = 1) -> None:
         self.done += count
-        print(f"{self.label} {self.done}/{self.total}", file=self.stream, flush=True)
+        if self.done - self._shown >= self._every or self.done >= self.total:
+            self._shown = self.done
+            print(f"{self.label} {self.done}/{self.total}", file=self.stream, flush=True)
 
 
 def write_folder(

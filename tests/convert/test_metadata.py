@@ -215,3 +215,18 @@ def test_bad_identifiers_and_patient_attributes_are_reported(
     assert (report.PatientID, report.PatientBirthDate, report.StudyInstanceUID) == (
         "P4", "19500131", "1.2.3"
     )
+
+
+def test_progress_is_shown_without_flooding(
+    tmp_path: Path, mapping_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = tmp_path / "many.csv"
+    table.write_text("PatientID,lvef\n" + "".join(f"P{i},{i % 60 + 10}\n" for i in range(250)))
+
+    assert main(["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file),
+                 "--out", str(tmp_path / "out")]) == 0
+
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("written")]
+    assert progress[0] == "written 2/250" and progress[-1] == "written 250/250"
+    assert len(progress) == 125
+    assert len(list((tmp_path / "out").glob("*.dcm"))) == 250
