@@ -33,8 +33,15 @@ CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY
 
 def instances(count: int, seed: int = 7) -> list[bytes]:
     phantom = generate_phantom(
-        PhantomSpec(seed=seed, rows=512, columns=512, slices=count, pixel_spacing_mm=0.7,
-                    slice_thickness_mm=1.0, lesion_diameters_mm=(10.0,))
+        PhantomSpec(
+            seed=seed,
+            rows=512,
+            columns=512,
+            slices=count,
+            pixel_spacing_mm=0.7,
+            slice_thickness_mm=1.0,
+            lesion_diameters_mm=(10.0,),
+        )
     )
     result = []
     for dataset in phantom.instances():
@@ -47,7 +54,11 @@ def instances(count: int, seed: int = 7) -> list[bytes]:
 def body(parts: list[bytes]) -> bytes:
     chunks = []
     for part in parts:
-        chunks += [f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode(), part, b"\r\n"]
+        chunks += [
+            f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
+            part,
+            b"\r\n",
+        ]
     chunks.append(f"--{BOUNDARY}--\r\n".encode())
     return b"".join(chunks)
 
@@ -112,8 +123,12 @@ def gigabyte_request(gateway: GatewayProcess, target_bytes: int) -> tuple[int, f
 
     assert gateway.process is not None
     started = time.perf_counter()
-    response = httpx.post(gateway.dicomweb_url + "/studies", content=generate(),
-                          headers={"Content-Type": CONTENT_TYPE}, timeout=1800)
+    response = httpx.post(
+        gateway.dicomweb_url + "/studies",
+        content=generate(),
+        headers={"Content-Type": CONTENT_TYPE},
+        timeout=1800,
+    )
     elapsed = time.perf_counter() - started
     if response.status_code != 200:
         raise RuntimeError(f"gateway answered {response.status_code}: {response.text[:300]}")
@@ -151,16 +166,23 @@ def main() -> None:
                 orthanc_times.append(stow(orthanc.dicomweb_url + "/studies", payload))
             finally:
                 orthanc.stop()
-            print(f"round {round_index + 1}: gateway {gateway_times[-1]:.2f} s, "
-                  f"orthanc {orthanc_times[-1]:.2f} s", flush=True)
+            print(
+                f"round {round_index + 1}: gateway {gateway_times[-1]:.2f} s, "
+                f"orthanc {orthanc_times[-1]:.2f} s",
+                flush=True,
+            )
 
         gateway_s = statistics.median(gateway_times)
         orthanc_s = statistics.median(orthanc_times)
         print("\n| server | instances/s | MB/s |")
         print("|---|---|---|")
-        print(f"| fedgate gateway | {args.instances / gateway_s:.0f} | {megabytes / gateway_s:.0f} |")
-        print(f"| Orthanc 1.10 + DICOMweb | {args.instances / orthanc_s:.0f} | "
-              f"{megabytes / orthanc_s:.0f} |")
+        print(
+            f"| fedgate gateway | {args.instances / gateway_s:.0f} | {megabytes / gateway_s:.0f} |"
+        )
+        print(
+            f"| Orthanc 1.10 + DICOMweb | {args.instances / orthanc_s:.0f} | "
+            f"{megabytes / orthanc_s:.0f} |"
+        )
         print(f"\nratio gateway/Orthanc: {orthanc_s / gateway_s:.2f}x (median of {args.rounds})")
         print(f"gateway peak RSS: {gateway_peak:.0f} MB")
 
@@ -170,9 +192,11 @@ def main() -> None:
                 assert gateway.process is not None
                 baseline = current_rss_mb(gateway.process.pid)
                 count, seconds, peak = gigabyte_request(gateway, 1024**3)
-                print(f"\n1 GB request: {count} instances in {seconds:.1f} s "
-                      f"({count / seconds:.0f} instances/s); gateway RSS at start "
-                      f"{baseline:.0f} MB, peak {peak:.0f} MB")
+                print(
+                    f"\n1 GB request: {count} instances in {seconds:.1f} s "
+                    f"({count / seconds:.0f} instances/s); gateway RSS at start "
+                    f"{baseline:.0f} MB, peak {peak:.0f} MB"
+                )
             finally:
                 gateway.stop()
 

@@ -37,7 +37,7 @@ def parse(body: bytes, boundary: str, cuts: list[int]) -> Collector:
     collector = Collector()
     parser = MultipartParser(boundary, collector)
     previous = 0
-    for cut in sorted(set(cuts)) + [len(body)]:
+    for cut in [*sorted(set(cuts)), len(body)]:
         parser.feed(body[previous:cut])
         previous = cut
     parser.finish()
