@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,10 +35,22 @@ from gateway.store.uids import is_valid_uid
 log = structlog.get_logger(__name__)
 
 # Parts finished but not yet checked; past this, reception waits for the disk.
-_QUEUE_DEPTH = 8
+_QUEUE_DEPTH = 16
+# Threads checking parts at once: fsync releases the GIL, so their disk waits overlap.
+_CHECKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stow-check")
 # Commit (fsync directories, one catalog transaction, observers) at least this often, so
 # memory for pending headers stays bounded in a very large request.
 _COMMIT_EVERY = 64
+
+
+@dataclass
+class FinishedPart:
+    """A part received whole: its temporary file (still open), or why it already failed."""
+
+    path: Path | None
+    handle: BinaryIO | None
+    failure: FailureReason | None = None
+    comment: str = ""
 
 
 class _PartWriter:
@@ -45,7 +59,7 @@ class _PartWriter:
     def __init__(self, store: EmbeddedStore, max_instance_bytes: int):
         self.store = store
         self.max_instance_bytes = max_instance_bytes
-        self.finished: list[tuple[Path | None, FailureReason | None, str]] = []
+        self.finished: list[FinishedPart] = []
         self._path: Path | None = None
         self._handle: BinaryIO | None = None
         self._size = 0
@@ -78,12 +92,12 @@ class _PartWriter:
 
     def part_end(self) -> None:
         if self._handle is not None:
-            self._handle.close()
+            # Left open: the checker fsyncs through it and closes it.
+            self.finished.append(FinishedPart(self._path, self._handle))
             self._handle = None
-            self.finished.append((self._path, None, ""))
         else:
             reason, comment = self._failure or (FailureReason.CANNOT_UNDERSTAND, "empty part")
-            self.finished.append((None, reason, comment))
+            self.finished.append(FinishedPart(None, None, reason, comment))
         self._path = None
 
     def _discard(self) -> None:
@@ -97,10 +111,16 @@ class _PartWriter:
     def abort(self) -> None:
         """The request ended mid-part: the half-received part never becomes visible."""
         self._discard()
-        for path, _, _ in self.finished:
-            if path is not None:
-                path.unlink(missing_ok=True)
+        for part in self.finished:
+            discard_part(part)
         self.finished.clear()
+
+
+def discard_part(part: FinishedPart) -> None:
+    if part.handle is not None:
+        part.handle.close()
+    if part.path is not None:
+        part.path.unlink(missing_ok=True)
 
 
 def check_media_type(content_type: str | None) -> str:
@@ -139,9 +159,7 @@ async def store_instances(request: Request) -> Response:
     writer = _PartWriter(store, settings.max_instance_bytes)
     parser = MultipartParser(boundary, writer)
     batch = store.new_batch(expected_study_uid=study_uid)
-    queue: asyncio.Queue[tuple[Path | None, FailureReason | None, str] | None] = asyncio.Queue(
-        _QUEUE_DEPTH
-    )
+    queue: asyncio.Queue[FinishedPart | None] = asyncio.Queue(_QUEUE_DEPTH)
     outcomes: list[IngestOutcome] = []
     checker = asyncio.create_task(_check_parts(queue, batch, outcomes))
     received = 0
@@ -190,20 +208,38 @@ async def store_instances(request: Request) -> Response:
 
 
 async def _check_parts(
-    queue: asyncio.Queue[tuple[Path | None, FailureReason | None, str] | None],
+    queue: asyncio.Queue[FinishedPart | None],
     batch: IngestBatch,
     outcomes: list[IngestOutcome],
 ) -> None:
-    """Check and publish finished parts in a worker thread, committing in groups."""
-    while True:
-        item = await queue.get()
-        if item is None:
-            break
-        path, failure, comment = item
-        if path is None:
-            outcomes.append(batch.fail(None, failure or FailureReason.CANNOT_UNDERSTAND, comment))
-            continue
-        outcomes.append(await anyio.to_thread.run_sync(batch.add, path))
-        if batch.pending >= _COMMIT_EVERY:
-            await anyio.to_thread.run_sync(batch.commit)
+    """Check and publish finished parts in a worker thread, committing in groups.
+
+    Whatever has queued up is handled in one hop to the thread, so under load there is one
+    hop per group of parts rather than per part.
+    """
+    finished = False
+    while not finished:
+        parts = [await queue.get()]
+        while not queue.empty():
+            parts.append(queue.get_nowait())
+        if parts[-1] is None:
+            finished = True
+            parts.pop()
+        if parts:
+            outcomes.extend(await anyio.to_thread.run_sync(_check_group, batch, parts))
     await anyio.to_thread.run_sync(batch.commit)
+
+
+def _check_group(batch: IngestBatch, parts: list[FinishedPart | None]) -> list[IngestOutcome]:
+    """Check a group of parts, several at a time: one part's fsync overlaps another's parse."""
+
+    def check(part: FinishedPart | None) -> IngestOutcome:
+        assert part is not None
+        if part.path is None:
+            return batch.fail(None, part.failure or FailureReason.CANNOT_UNDERSTAND, part.comment)
+        return batch.add(part.path, part.handle)
+
+    results = list(_CHECKERS.map(check, parts))
+    if batch.pending >= _COMMIT_EVERY:
+        batch.commit()
+    return results

@@ -48,7 +48,8 @@ class FileLayout:
 
     def new_temporary(self) -> tuple[Path, BinaryIO]:
         path = self.tmp / f"{uuid.uuid4().hex}.part"
-        return path, open(path, "wb")
+        # Opened for reading too, so the checker can fsync through the same descriptor.
+        return path, open(path, "w+b")
 
 
 def fsync_file(handle: BinaryIO) -> None:

@@ -60,11 +60,9 @@ def read_header(path: Path) -> ParsedInstance:
     size = path.stat().st_size
     if size == 0:
         raise UnreadableInstanceError("the part is empty")
-    with open(path, "rb") as handle:
-        head = handle.read(_PREAMBLE_LENGTH + 4)
-    has_prefix = len(head) == _PREAMBLE_LENGTH + 4 and head[_PREAMBLE_LENGTH:] == b"DICM"
     try:
-        dataset = pydicom.dcmread(path, force=not has_prefix, defer_size=DEFER_SIZE)
+        # force: a part without preamble and DICM is still read (and rewritten later).
+        dataset = pydicom.dcmread(path, force=True, defer_size=DEFER_SIZE)
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OverflowError) as error:
         raise UnreadableInstanceError(f"not a readable DICOM file: {error}") from None
     except Exception as error:  # pydicom raises a wide variety on arbitrary bytes
@@ -83,7 +81,8 @@ def read_header(path: Path) -> ParsedInstance:
     return ParsedInstance(
         dataset=dataset,
         transfer_syntax_uid=str(transfer_syntax),
-        needs_part10_rewrite=not has_prefix,
+        # pydicom leaves the preamble None when the file has no preamble and DICM prefix.
+        needs_part10_rewrite=dataset.preamble is None,
     )
 
 
