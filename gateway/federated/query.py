@@ -1,12 +1,12 @@
 """Cohorts and dimensions as SQL over the findings index (both SQLite and PostgreSQL).
 
-Every filter becomes an uncorrelated ``IN (SELECT ...)`` semi-join, which both engines run as
-one scan of an index and a hash lookup per study, instead of one probe per study. Every value
-is a bound parameter; the only text put into SQL comes from the fixed tables below.
+Every value is a bound parameter; the only text put into SQL comes from the fixed tables
+below and the aliases chosen here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from gateway.federated.cohort import (
     Dimension,
     FindingFilter,
     Level,
+    MeasurementFilter,
 )
 from gateway.federated.matching import Exact, Matcher, Range, Wildcard
 from gateway.index.units import canonical, canonical_unit
@@ -56,40 +57,74 @@ def _match(column: str, matcher: Matcher) -> Sql:
     return Sql(" AND ".join(parts) or "1 = 1", params)
 
 
-def finding_predicate(finding: FindingFilter, alias: str) -> Sql:
+def finding_predicate(finding: FindingFilter, alias: str, *, skip_type: bool = False,
+                      skip_measurements: int = 0) -> Sql:
     """Conditions on one finding row ``alias`` (of ``findings``) for a finding filter."""
     parts: list[str] = []
     params: list[Any] = []
-    for column, value in (("finding_type", finding.type), ("finding_site", finding.site),
-                          ("algorithm_name", finding.algorithm)):
+    for column, value in (("finding_type", None if skip_type else finding.type),
+                          ("finding_site", finding.site), ("algorithm_name", finding.algorithm)):
         if value is not None:
             parts.append(f"{alias}.{column} = ?")
             params.append(value)
     for qualitative in finding.qualitative:
         parts.append(
-            f"{alias}.finding_key IN (SELECT q.finding_key FROM qualitative q "
-            "WHERE q.concept = ? AND q.value = ?)"
+            f"EXISTS (SELECT 1 FROM qualitative q WHERE q.finding_key = {alias}.finding_key "
+            "AND q.concept = ? AND q.value = ?)"
         )
         params += [qualitative.concept, qualitative.value]
-    for measurement in finding.measurements:
-        condition = ["m.concept = ?", "m.unit = ?"]
-        bounds: list[Any] = [measurement.concept, canonical_unit(measurement.unit)]
-        if measurement.min is not None:
-            condition.append("m.value >= ?")
-            bounds.append(canonical(measurement.min, measurement.unit)[0])
-        if measurement.max is not None:
-            condition.append("m.value <= ?")
-            bounds.append(canonical(measurement.max, measurement.unit)[0])
-        parts.append(
-            f"{alias}.finding_key IN (SELECT m.finding_key FROM measurements m "
-            f"WHERE {' AND '.join(condition)})"
-        )
-        params += bounds
+    for measurement in finding.measurements[skip_measurements:]:
+        condition = _measurement_condition(measurement, "m")
+        parts.append(f"EXISTS (SELECT 1 FROM measurements m WHERE m.finding_key = "
+                     f"{alias}.finding_key AND {condition.text})")
+        params += condition.params
     return Sql(" AND ".join(parts) or "1 = 1", params)
 
 
+def _measurement_condition(measurement: MeasurementFilter, alias: str) -> Sql:
+    parts = [f"{alias}.concept = ?", f"{alias}.unit = ?"]
+    params: list[Any] = [measurement.concept, canonical_unit(measurement.unit)]
+    if measurement.min is not None:
+        parts.append(f"{alias}.value >= ?")
+        params.append(canonical(measurement.min, measurement.unit)[0])
+    if measurement.max is not None:
+        parts.append(f"{alias}.value <= ?")
+        params.append(canonical(measurement.max, measurement.unit)[0])
+    return Sql(" AND ".join(parts), params)
+
+
+def finding_exists(finding: FindingFilter, study_key: str) -> Sql:
+    """EXISTS a finding of the study ``study_key`` satisfying ``finding``.
+
+    With a measurement, the (denormalised) measurements table drives: one covering-index probe
+    per study (``measurements_study``); the finding row is read only for what remains.
+    """
+    if not finding.measurements:
+        inner = finding_predicate(finding, "f")
+        return Sql(f"EXISTS (SELECT 1 FROM findings f WHERE f.study_key = {study_key} "
+                   f"AND {inner.text})", inner.params)
+    first = _measurement_condition(finding.measurements[0], "m0")
+    parts = [f"m0.study_key = {study_key}", first.text]
+    params = list(first.params)
+    if finding.type is not None:
+        parts.append("m0.finding_type = ?")
+        params.append(finding.type)
+    rest = finding_predicate(finding, "f", skip_type=True, skip_measurements=1)
+    join = ""
+    if rest.text != "1 = 1":
+        join = "JOIN findings f ON f.finding_key = m0.finding_key "
+        parts.append(rest.text)
+        params += rest.params
+    return Sql(f"EXISTS (SELECT 1 FROM measurements m0 {join}WHERE {' AND '.join(parts)})",
+               params)
+
+
 def cohort_where(cohort: Cohort, level: Level) -> Sql:
-    """The WHERE condition over ``studies s`` (and ``series r`` at series level)."""
+    """The WHERE condition over ``studies s`` (and ``series r`` at series level).
+
+    Every filter is a correlated EXISTS probing a covering index per candidate study: the cost
+    grows with the number of studies, never with the size of an intermediate set.
+    """
     parts: list[str] = []
     params: list[Any] = []
 
@@ -99,13 +134,16 @@ def cohort_where(cohort: Cohort, level: Level) -> Sql:
 
     matchers = cohort.matchers()
     series_matchers = {k: m for k, m in matchers.items() if k in SERIES_ATTRIBUTES}
+    # Plain columns of the study first: SQLite tests terms in order, and a column costs
+    # nothing next to an index probe.
     for keyword, matcher in matchers.items():
         if keyword in STUDY_ATTRIBUTES:
             add(_match(f"s.{STUDY_ATTRIBUTES[keyword]}", matcher))
-        elif keyword in STUDY_SERIES_ATTRIBUTES:
+    for keyword, matcher in matchers.items():
+        if keyword in STUDY_SERIES_ATTRIBUTES:
             inner = _match(f"rm.{STUDY_SERIES_ATTRIBUTES[keyword]}", matcher)
-            add(Sql(f"s.study_key IN (SELECT rm.study_key FROM series rm WHERE {inner.text})",
-                    inner.params))
+            add(Sql(f"EXISTS (SELECT 1 FROM series rm WHERE rm.study_key = s.study_key "
+                    f"AND {inner.text})", inner.params))
     if series_matchers:
         # QIDO series-level matching: one series must match all series-level filters.
         alias = "r" if level == "series" else "r0"
@@ -116,19 +154,18 @@ def cohort_where(cohort: Cohort, level: Level) -> Sql:
         if level == "series":
             add(Sql(text, values))
         else:
-            add(Sql(f"s.study_key IN (SELECT r0.study_key FROM series r0 WHERE {text})", values))
+            add(Sql(f"EXISTS (SELECT 1 FROM series r0 WHERE r0.study_key = s.study_key "
+                    f"AND {text})", values))
     for finding in cohort.findings:
-        inner = finding_predicate(finding, "f")
-        add(Sql(f"s.study_key IN (SELECT f.study_key FROM findings f WHERE {inner.text})",
-                inner.params))
+        add(finding_exists(finding, "s.study_key"))
     if cohort.patient_has is not None:
         for modality in cohort.patient_has.modalities:
-            add(Sql("s.patient_key IN (SELECT rp.patient_key FROM series rp "
-                    "WHERE rp.modality = ?)", [modality]))
+            add(Sql("EXISTS (SELECT 1 FROM series rp WHERE rp.patient_key = s.patient_key "
+                    "AND rp.modality = ?)", [modality]))
         for finding in cohort.patient_has.findings:
             inner = finding_predicate(finding, "fp")
-            add(Sql(f"s.patient_key IN (SELECT fp.patient_key FROM findings fp "
-                    f"WHERE {inner.text})", inner.params))
+            add(Sql("EXISTS (SELECT 1 FROM findings fp WHERE fp.patient_key = s.patient_key "
+                    f"AND {inner.text})", inner.params))
     return Sql(" AND ".join(parts) or "1 = 1", params)
 
 
@@ -138,11 +175,16 @@ def base_from(level: Level) -> str:
     return "studies s"
 
 
-def membership_sql(cohort: Cohort, level: Level) -> Sql:
-    """The distinct (unit, patient) pairs of a cohort: who is behind an answer."""
+def membership_sql(cohort: Cohort, level: Level, columns: Sequence[str] = ()) -> Sql:
+    """The (unit, patient) pairs of a cohort: who is behind an answer.
+
+    No DISTINCT: each study (or series) row is one unit already, and duplicate patients are
+    removed by the caller (numpy), which is cheaper than SQLite's temporary B-tree.
+    """
     where = cohort_where(cohort, level)
     return Sql(
-        f"SELECT DISTINCT {UNIT_COLUMN[level]}, s.patient_key FROM {base_from(level)} "
+        f"SELECT {', '.join([UNIT_COLUMN[level], 's.patient_key', *columns])} "
+        f"FROM {base_from(level)} "
         f"WHERE {where.text}",
         where.params,
     )
@@ -159,25 +201,87 @@ class DimensionSql:
     raw: list[str]
 
 
+def _finding_restriction(cohort: Cohort, alias: str) -> Sql | None:
+    """Finding dimensions describe the findings the cohort asked about, if it asked."""
+    if not cohort.findings:
+        return None
+    predicates = [finding_predicate(f, alias) for f in cohort.findings]
+    return Sql("(" + " OR ".join(f"({p.text})" for p in predicates) + ")",
+               [v for p in predicates for v in p.params])
+
+
+def _measurement_restriction(cohort: Cohort, dimension: BinnedDimension, alias: str) -> Sql:
+    """The restriction to the cohort's findings, on a measurement row ``alias``.
+
+    Fast path: one finding filter of a type and ranges of this very measurement is checked on
+    the (denormalised) measurement row itself; anything else looks up the finding.
+    """
+    if not cohort.findings:
+        return Sql("1 = 1")
+    (only, *others) = cohort.findings
+    unit = canonical_unit(dimension.unit or "")
+    if not others and only.site is None and only.algorithm is None and not only.qualitative \
+            and all(m.concept == dimension.concept and canonical_unit(m.unit) == unit
+                    for m in only.measurements):
+        parts, params = [], []
+        if only.type is not None:
+            parts.append(f"{alias}.finding_type = ?")
+            params.append(only.type)
+        for measurement in only.measurements:
+            condition = _measurement_condition(measurement, alias)
+            parts.append(condition.text)
+            params += condition.params
+        return Sql(" AND ".join(parts) or "1 = 1", params)
+    restriction = _finding_restriction(cohort, "fx")
+    assert restriction is not None
+    return Sql(f"EXISTS (SELECT 1 FROM findings fx WHERE fx.finding_key = {alias}.finding_key "
+               f"AND {restriction.text})", restriction.params)
+
+
 def dimension_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -> DimensionSql:
+    """Joins placing each cohort row in cells. All finding-based dimensions of one question
+    describe the same finding: the first measurement dimension (if any) is the anchor, joined
+    by study through a covering index, and the others are joined to its finding."""
     joins: list[Sql] = []
     expressions: list[str] = []
     conditions: list[Sql] = []
     raw: list[str] = []
+    anchor: str | None = None  # the alias whose finding_key the finding dimensions share
+
+    measurement_dims = [d for d in dimensions
+                        if isinstance(d, BinnedDimension) and d.of == "measurement"]
+    measurement_alias: dict[int, str] = {}
+    for number, measured in enumerate(measurement_dims):
+        alias = f"md{number}"
+        measurement_alias[id(measured)] = alias
+        if anchor is None:
+            restriction = _measurement_restriction(cohort, measured, alias)
+            joins.append(Sql(
+                f"JOIN measurements {alias} ON {alias}.study_key = s.study_key "
+                f"AND {alias}.concept = ? AND {alias}.unit = ? AND {restriction.text}",
+                [measured.concept, canonical_unit(measured.unit or ""), *restriction.params]))
+            anchor = alias
+        else:
+            joins.append(Sql(
+                f"JOIN measurements {alias} ON {alias}.finding_key = {anchor}.finding_key "
+                f"AND {alias}.concept = ? AND {alias}.unit = ?",
+                [measured.concept, canonical_unit(measured.unit or "")]))
     finding_alias: str | None = None
 
     def findings_join() -> str:
         nonlocal finding_alias
         if finding_alias is None:
             finding_alias = "fd"
-            # Finding dimensions describe the findings the cohort asked about, if it did.
-            predicates = [finding_predicate(f, "fd") for f in cohort.findings]
-            text = "fd.study_key = s.study_key"
-            params: list[Any] = []
-            if predicates:
-                text += " AND (" + " OR ".join(f"({p.text})" for p in predicates) + ")"
-                params = [v for p in predicates for v in p.params]
-            joins.append(Sql(f"JOIN findings fd ON {text}", params))
+            if anchor is not None:
+                joins.append(Sql(f"JOIN findings fd ON fd.finding_key = {anchor}.finding_key"))
+            else:
+                restriction = _finding_restriction(cohort, "fd")
+                text = "fd.study_key = s.study_key"
+                params: list[Any] = []
+                if restriction is not None:
+                    text += f" AND {restriction.text}"
+                    params = restriction.params
+                joins.append(Sql(f"JOIN findings fd ON {text}", params))
         return finding_alias
 
     for number, dimension in enumerate(dimensions):
@@ -208,27 +312,17 @@ def dimension_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -> 
                 expressions.append(f"{q}.value")
             raw.append(expressions[-1])
         else:
-            value = _binned_value(dimension, number, findings_join, joins)
+            if dimension.of == "age":
+                value = "s.age_years"
+            else:
+                factor = canonical(1.0, dimension.unit or "")[0]
+                value = f"({measurement_alias[id(dimension)]}.value / {float(factor)!r})"
             raw.append(value)
             # Bin index (0-based) of values inside [start, stop).
             expressions.append(f"CAST(({value} - ?) / ? AS INTEGER)")
             conditions.append(Sql(f"{value} >= ? AND {value} < ?",
                                   [dimension.start, dimension.stop]))
     return DimensionSql(joins, expressions, conditions, raw)
-
-
-def _binned_value(dimension: BinnedDimension, number: int, findings_join: Any,
-                  joins: list[Sql]) -> str:
-    if dimension.of == "age":
-        return "s.age_years"
-    alias = findings_join()
-    m = f"md{number}"
-    assert dimension.concept is not None and dimension.unit is not None
-    factor = canonical(1.0, dimension.unit)[0]
-    joins.append(Sql(f"JOIN measurements {m} ON {m}.finding_key = {alias}.finding_key "
-                     f"AND {m}.concept = ? AND {m}.unit = ?",
-                     [dimension.concept, canonical_unit(dimension.unit)]))
-    return f"({m}.value / {float(factor)!r})"
 
 
 def cells_sql(cohort: Cohort, level: Level, dimensions: list[Dimension],
@@ -271,7 +365,7 @@ def values_sql(cohort: Cohort, level: Level, dimension: BinnedDimension) -> Sql:
     raw = dims.raw[0]
     join_text = " ".join(j.text for j in dims.joins)
     join_params = [p for j in dims.joins for p in j.params]
-    unit = "fd.finding_key" if dimension.of == "measurement" else UNIT_COLUMN[level]
+    unit = "md0.finding_key" if dimension.of == "measurement" else UNIT_COLUMN[level]
     return Sql(
         f"SELECT DISTINCT {unit}, s.patient_key, {raw} FROM {base_from(level)} {join_text} "
         f"WHERE {where.text} AND {raw} IS NOT NULL",

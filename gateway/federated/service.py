@@ -120,7 +120,7 @@ class FederatedService:
                                "differential privacy (an exact quantile is one patient's value)")
 
     def _answer(self, request: AggregateRequest, client: str) -> tuple[dict[str, Any], float, bool]:
-        membership = self._membership(request)
+        membership, rows = self._membership(request)
         definition = json.dumps(request.cohort.definition(), sort_keys=True)
         try:
             seen_before = self.guard.check(membership, definition)
@@ -139,20 +139,54 @@ class FederatedService:
                     self.ledger.check(client, epsilon)
                 except BudgetExhausted as error:
                     raise Refused(str(error)) from None
-                answer = self._compute(request, membership)
+                answer = self._compute(request, membership, rows)
                 self.cache.put(answer_key, answer, client)
                 self.ledger.charge(client, epsilon, answer_key)
                 spent = epsilon
         else:
-            answer = self._compute(request, membership)
+            answer = self._compute(request, membership, rows)
         if not seen_before:
             self.guard.record(membership, definition, client)
         return answer, spent, cached
 
-    def _membership(self, request: AggregateRequest) -> Membership:
-        sql = membership_sql(request.cohort, request.level)
+    def _membership(self, request: AggregateRequest) -> tuple[Membership, list[Any] | None]:
+        """Who is behind the answer; with the rows themselves when they carry the study
+        columns a table needs (then the table costs no second query)."""
+        extra = _study_columns(request)
+        sql = membership_sql(request.cohort, request.level, extra or ())
         rows = self.index.database.query(sql.text, sql.params)
-        return Membership.from_pairs(request.level, [(int(u), int(p)) for u, p in rows])
+        membership = Membership.from_pairs(request.level,
+                                           [(int(r[0]), int(r[1])) for r in rows])
+        return membership, rows if extra else None
+
+    def _cells_from_rows(self, dimensions: list[Dimension], rows: list[Any],
+                         bound: int | None) -> list[tuple[Any, ...]]:
+        """Per cell (dimension values..., units, patients) from membership rows that carry the
+        study columns of :func:`_study_columns`, as :func:`cells_sql` would return them."""
+        if bound is not None:
+            rows = sorted(rows, key=lambda r: (r[1], r[0]))
+            kept, previous, rank = [], None, 0
+            for row in rows:
+                rank = rank + 1 if row[1] == previous else 1
+                previous = row[1]
+                if rank <= bound:
+                    kept.append(row)
+            rows = kept
+        groups: dict[tuple[Any, ...], tuple[set[int], set[int]]] = {}
+        for row in rows:
+            key: list[Any] = []
+            for number, dimension in enumerate(dimensions):
+                value = row[2 + number]
+                if isinstance(dimension, BinnedDimension):
+                    if value is None or not dimension.start <= value < dimension.stop:
+                        break
+                    value = int((value - dimension.start) // dimension.width)
+                key.append(value)
+            else:
+                units, patients = groups.setdefault(tuple(key), (set(), set()))
+                units.add(row[0])
+                patients.add(row[1])
+        return [(*key, len(units), len(patients)) for key, (units, patients) in groups.items()]
 
     @staticmethod
     def _answer_key(request: AggregateRequest, membership: Membership) -> str:
@@ -166,7 +200,8 @@ class FederatedService:
 
     # -- computing ----------------------------------------------------------------------------
 
-    def _compute(self, request: AggregateRequest, membership: Membership) -> dict[str, Any]:
+    def _compute(self, request: AggregateRequest, membership: Membership,
+                 rows: list[Any] | None) -> dict[str, Any]:
         spec = request.aggregate
         answer: dict[str, Any] = {"level": request.level, "kind": spec.kind,
                                   "min_cell_size": self.k}
@@ -178,7 +213,7 @@ class FederatedService:
         elif isinstance(spec, HistogramSpec | CrossTabSpec):
             half = self.settings.dp.epsilon_per_query / 2
             answer["total"] = self._count(request, membership, half)
-            answer.update(self._table(request, membership, half))
+            answer.update(self._table(request, membership, rows, half))
         else:
             answer.update(self._summary(request, membership))
         return answer
@@ -202,17 +237,21 @@ class FederatedService:
         return {"count": max(0, round(noisy))}
 
     def _table(self, request: AggregateRequest, membership: Membership,
-               epsilon: float) -> dict[str, Any]:
+               membership_rows: list[Any] | None, epsilon: float) -> dict[str, Any]:
         spec = request.aggregate
         dimensions: list[Dimension] = (
             [spec.by] if isinstance(spec, HistogramSpec)
             else [spec.rows, spec.columns] if isinstance(spec, CrossTabSpec) else []
         )
         bound = self.settings.dp.max_rows_per_patient if self.dp_enabled else None
-        sql = cells_sql(request.cohort, request.level, dimensions, bound)
+        if membership_rows is not None:
+            rows = self._cells_from_rows(dimensions, membership_rows, bound)
+        else:
+            sql = cells_sql(request.cohort, request.level, dimensions, bound)
+            rows = self.index.database.query(sql.text, sql.params)
         axes_fixed = [_fixed_values(d) for d in dimensions]
         cells: dict[CellKey, Cell] = {}
-        for row in self.index.database.query(sql.text, sql.params):
+        for row in rows:
             key = tuple(_category(v) for v in row[: len(dimensions)])
             if any(fixed is not None and value not in fixed
                    for fixed, value in zip(axes_fixed, key, strict=True)):
@@ -297,6 +336,28 @@ class FederatedService:
                 for q in spec.quantiles
             }
         return result
+
+
+#: Dimensions that are columns of the study row itself.
+_STUDY_COLUMN = {"sex": "s.patient_sex", "study_year": "s.study_year", "age": "s.age_years"}
+
+
+def _study_columns(request: AggregateRequest) -> list[str] | None:
+    """The study columns of a table's dimensions, or None if any dimension needs a join."""
+    spec = request.aggregate
+    if isinstance(spec, HistogramSpec):
+        dimensions: list[Dimension] = [spec.by]
+    elif isinstance(spec, CrossTabSpec):
+        dimensions = [spec.rows, spec.columns]
+    else:
+        return None
+    columns = []
+    for dimension in dimensions:
+        name = dimension.name if isinstance(dimension, CategoryDimension) else dimension.of
+        if name not in _STUDY_COLUMN:
+            return None
+        columns.append(_STUDY_COLUMN[name])
+    return columns
 
 
 def _first_rows_per_patient(patients: np.ndarray, bound: int) -> np.ndarray:

@@ -173,7 +173,9 @@ class FindingsIndex:
                 finding.algorithm_version,
             ))
             measurement_rows.extend(
-                (finding_key, m.concept, m.value, m.unit) for m in finding.measurements
+                (finding_key, report.study_key, report.patient_key, finding.finding_type,
+                 m.concept, m.value, m.unit)
+                for m in finding.measurements
             )
             qualitative_rows.extend(
                 (finding_key, concept, value) for concept, value in finding.qualitative
@@ -187,7 +189,8 @@ class FindingsIndex:
             )
         if measurement_rows:
             cursor.executemany(
-                "INSERT INTO measurements (finding_key, concept, value, unit) VALUES (?, ?, ?, ?)",
+                "INSERT INTO measurements (finding_key, study_key, patient_key, finding_type, "
+                "concept, value, unit) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 measurement_rows,
             )
         if qualitative_rows:

@@ -47,7 +47,7 @@ MIGRATIONS: dict[int, list[str]] = {
             manufacturer TEXT,
             manufacturer_model TEXT
         )""",
-        "CREATE INDEX series_study ON series (study_key)",
+        "CREATE INDEX series_study ON series (study_key, modality, body_part)",
         "CREATE INDEX series_modality ON series (modality, study_key)",
         "CREATE INDEX series_patient ON series (patient_key, modality)",
         # One row per TID 1500 SR read, so that a re-sent SR replaces its findings.
@@ -67,17 +67,23 @@ MIGRATIONS: dict[int, list[str]] = {
             algorithm_version TEXT
         )""",
         "CREATE INDEX findings_type ON findings (finding_type, study_key)",
-        "CREATE INDEX findings_study ON findings (study_key)",
+        "CREATE INDEX findings_study ON findings (study_key, finding_type, finding_site)",
         "CREATE INDEX findings_report ON findings (report_key)",
         "CREATE INDEX findings_patient ON findings (patient_key, finding_type)",
+        # The finding's study, patient and type are repeated here so that "a nodule of 8 mm
+        # or more in this study" is one covering-index probe per study, not a join per finding.
         """CREATE TABLE measurements (
             finding_key BIGINT NOT NULL,
+            study_key BIGINT NOT NULL,
+            patient_key BIGINT NOT NULL,
+            finding_type TEXT,
             concept TEXT NOT NULL,
             value {REAL} NOT NULL,
             unit TEXT NOT NULL
         )""",
-        "CREATE INDEX measurements_concept ON measurements (concept, value, finding_key)",
-        "CREATE INDEX measurements_finding ON measurements (finding_key)",
+        "CREATE INDEX measurements_study ON measurements "
+        "(study_key, concept, unit, finding_type, value)",
+        "CREATE INDEX measurements_finding ON measurements (finding_key, concept, unit, value)",
         """CREATE TABLE qualitative (
             finding_key BIGINT NOT NULL,
             concept TEXT NOT NULL,

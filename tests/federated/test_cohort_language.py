@@ -178,3 +178,36 @@ def test_not_json_is_a_400(site: Site) -> None:
     response = httpx.post(f"{site.url}/aggregate", content=b"{not json",
                           headers={"Authorization": "Bearer query-token-for-tests"})
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("level", ["patients", "studies", "series"])
+@pytest.mark.parametrize("dp_bound", [None, 1])
+def test_tables_over_study_columns_match_the_sql_path(tmp_path: object, level: str,
+                                                      dp_bound: int | None) -> None:
+    """The one-query path (cells from the membership rows) counts exactly what SQL counts."""
+    from pathlib import Path
+
+    from gateway.federated.cohort import AggregateRequest
+    from gateway.federated.query import cells_sql
+    from gateway.federated.service import FederatedService
+    from gateway.federated.settings import FederatedSettings
+    from gateway.index import FindingsIndex, IndexSettings
+    from tests.federated.conftest import standard_cohort
+    from tests.federated.synthetic import write_patients
+
+    assert isinstance(tmp_path, Path)
+    index = FindingsIndex.open(IndexSettings(), tmp_path / "site")
+    write_patients(index, standard_cohort())
+    service = FederatedService(index, FederatedSettings())
+    request = AggregateRequest.model_validate({"level": level, "aggregate": {
+        "kind": "crosstab", "rows": {"kind": "category", "name": "sex"},
+        "columns": {"kind": "bins", "of": "age", "start": 40, "stop": 100, "width": 7}},
+        "cohort": {"attributes": {"ModalitiesInStudy": "CT"}}})
+    _, rows = service._membership(request)
+    assert rows is not None
+    dimensions = [request.aggregate.rows, request.aggregate.columns]  # type: ignore[union-attr]
+    ours = sorted(service._cells_from_rows(dimensions, rows, dp_bound), key=str)
+    sql = cells_sql(request.cohort, request.level, dimensions, dp_bound)
+    theirs = sorted((tuple(r) for r in index.database.query(sql.text, sql.params)), key=str)
+    assert ours == theirs
+    index.close()

@@ -1,0 +1,223 @@
+"""Federated query benchmark (issue 6): single-site latency over a large index, and a hub.
+
+1. An index of ``--studies`` studies (default 100,000, about 0.6 patients per study) and
+   ``--findings`` findings (default 1,000,000, each with a diameter), generated straight into a
+   SQLite findings index. p50/p95 latency of a count, a histogram and a cross-tab, each over a
+   cohort of three filters, through the whole disclosure control (membership, differencing
+   guard, suppression, audit log with fsync). The peer is the bare SQL count of the same cohort
+   (what a site without disclosure control would run): the ratio is the cost of the control.
+2. A hub over ``--sites`` simulated sites (in-process ASGI apps, random delays 5-200 ms): the
+   hub's latency over the slowest site's delay (target: under 50 ms), and with one hung site,
+   the hub's latency over that site's timeout.
+
+Run: ``python -m bench.federated`` (``--studies 20000 --findings 200000`` for a quick run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.federated.cohort import AggregateRequest
+from gateway.federated.hub import Hub, HubSettings, SiteSettings
+from gateway.federated.query import membership_sql
+from gateway.federated.service import FederatedService
+from gateway.federated.settings import FederatedSettings
+from gateway.index import FindingsIndex, IndexSettings
+
+NODULE, MASS, CYST = "SCT:27925004", "SCT:4147007", "SCT:441457006"
+DIAMETER = "SCT:81827009"
+
+
+def build_index(data_dir: Path, studies: int, findings: int, seed: int = 6) -> FindingsIndex:
+    """Random but plausible rows, written in one transaction straight into the index tables."""
+    rng = np.random.default_rng(seed)
+    index = FindingsIndex.open(IndexSettings(), data_dir)
+    patients = int(studies * 0.6)
+    study_patient = rng.integers(0, patients, studies)
+    patient_sex = rng.choice(np.array(["F", "M"]), patients)
+    patient_birth = rng.integers(1930, 2005, patients)
+    study_year = rng.integers(2015, 2025, studies)
+    study_date = (study_year * 10000 + rng.integers(1, 13, studies) * 100
+                  + rng.integers(1, 29, studies))
+    modality = rng.choice(np.array(["CT", "MR", "CR", "US"]), studies, p=[0.5, 0.2, 0.2, 0.1])
+    study_rows = [
+        (s + 1, int(study_patient[s]) + 1, str(patient_sex[study_patient[s]]),
+         int(study_year[s] - patient_birth[study_patient[s]]), int(study_date[s]),
+         int(study_year[s]), int(study_date[s] // 100 % 100))
+        for s in range(studies)
+    ]
+    series_rows: list[tuple[object, ...]] = [(s + 1, s + 1, int(study_patient[s]) + 1, str(modality[s]), "CHEST",
+                    "Vendor", "Model") for s in range(studies)]
+    series_rows += [(studies + s + 1, s + 1, int(study_patient[s]) + 1, "SR", None, None, None)
+                    for s in range(studies)]
+    finding_study = rng.integers(0, studies, findings)
+    finding_type = rng.choice(np.array([NODULE, MASS, CYST]), findings, p=[0.6, 0.25, 0.15])
+    diameters = np.round(rng.gamma(2.0, 4.0, findings), 1)
+    finding_rows = [(f + 1, int(finding_study[f]) + 1, int(finding_study[f]) + 1,
+                     int(study_patient[finding_study[f]]) + 1, str(finding_type[f]),
+                     "SCT:39607008", "bench-model", "1.0") for f in range(findings)]
+    measurement_rows = [(f + 1, int(finding_study[f]) + 1, int(study_patient[finding_study[f]]) + 1,
+                         str(finding_type[f]), DIAMETER, float(diameters[f]), "mm")
+                        for f in range(findings)]
+    report_rows = [(s + 1, s + 1, int(study_patient[s]) + 1) for s in range(studies)]
+    with index.database.transaction() as cursor:
+        cursor.executemany("INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?)", study_rows)
+        cursor.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?)", series_rows)
+        cursor.executemany("INSERT INTO reports VALUES (?, ?, ?)", report_rows)
+        cursor.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", finding_rows)
+        cursor.executemany("INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           measurement_rows)
+    index.database.execute("ANALYZE")
+    return index
+
+
+def _timed(function: Callable[[], Any], repeats: int) -> list[float]:
+    function()  # warm-up (page cache, first plan)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def _p(times: list[float], q: float) -> float:
+    return float(np.percentile(times, q))
+
+
+def single_site(args: argparse.Namespace) -> list[str]:
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="fedgate-bench-") as folder:
+        started = time.perf_counter()
+        index = build_index(Path(folder), args.studies, args.findings)
+        built = time.perf_counter() - started
+        counts = index.counts()
+        lines.append(f"Index: {counts['studies']:,} studies, {counts['findings']:,} findings, "
+                     f"generated in {built:.1f} s.")
+        service = FederatedService(index, FederatedSettings())
+        cohort = {"attributes": {"ModalitiesInStudy": "CT", "PatientSex": "F"},
+                  "findings": [{"type": NODULE, "measurements": [
+                      {"concept": DIAMETER, "min": 8, "unit": "mm"}]}]}
+        queries = {
+            "count (patients)": {"cohort": cohort},
+            "histogram (age, 10 bins)": {"cohort": cohort, "aggregate": {
+                "kind": "histogram",
+                "by": {"kind": "bins", "of": "age", "start": 0, "stop": 100, "width": 10}}},
+            "cross-tab (study year x diameter, studies)": {
+                "cohort": cohort, "level": "studies", "aggregate": {
+                    "kind": "crosstab", "rows": {"kind": "category", "name": "study_year"},
+                    "columns": {"kind": "bins", "of": "measurement", "concept": DIAMETER,
+                                "unit": "mm", "start": 8, "stop": 40, "width": 4}}},
+        }
+        request = AggregateRequest.model_validate(queries["count (patients)"])
+        bare = membership_sql(request.cohort, "patients")
+        peer = _timed(lambda: index.database.query(
+            f"SELECT COUNT(DISTINCT patient_key) FROM ({bare.text}) m", bare.params),
+            args.repeats)
+        size = service.answer(request, "bench", "count")["count"]
+        lines.append(f"Cohort (3 filters: CT study, woman, nodule of 8 mm or more): "
+                     f"{size:,} patients.")
+        lines.append("")
+        lines.append("| query | p50 ms | p95 ms | p50 / bare SQL count |")
+        lines.append("|---|---|---|---|")
+        lines.append(f"| bare SQL count (peer: no disclosure control) | {_p(peer, 50):.1f} | "
+                     f"{_p(peer, 95):.1f} | 1.00 |")
+        for name, body in queries.items():
+            parsed = AggregateRequest.model_validate(body)
+
+            def ask(parsed: AggregateRequest = parsed) -> Any:
+                return service.answer(parsed, "bench", "bench")
+
+            times = _timed(ask, args.repeats)
+            lines.append(f"| {name} | {_p(times, 50):.1f} | {_p(times, 95):.1f} | "
+                         f"{_p(times, 50) / _p(peer, 50):.2f} |")
+        index.close()
+    return lines
+
+
+def _sites_app(delays: dict[str, float], hung: set[str]) -> Starlette:
+    async def count(request: Request) -> Response:
+        site = request.path_params["site"]
+        if site in hung:
+            await asyncio.sleep(3600)
+        await asyncio.sleep(delays[site])
+        return JSONResponse({"level": "patients", "kind": "count", "min_cell_size": 10,
+                             "count": 42})
+
+    return Starlette(routes=[Route("/{site}/federated/v1/count", count)])
+
+
+async def _hub_latency(sites: int, hung: set[str], repeats: int, timeout: float,
+                       rng: random.Random) -> tuple[list[float], list[float]]:
+    overheads, latencies = [], []
+    names = [f"site-{n:03d}" for n in range(sites)]
+    settings = HubSettings(
+        sites=[SiteSettings(name=n, url=f"http://sites/{n}/federated/v1") for n in names],
+        timeout_seconds=timeout,
+    )
+
+    async def send(client: httpx.AsyncClient, site: SiteSettings,
+                   timeout: float) -> httpx.Response:
+        return await client.get(f"{site.url}/count", params={"PatientSex": "F"},
+                                timeout=timeout)
+
+    for _ in range(repeats):
+        delays = {n: rng.uniform(0.005, 0.2) for n in names}
+        transport = httpx.ASGITransport(app=_sites_app(delays, hung))
+        async with httpx.AsyncClient(transport=transport) as client:
+            hub = Hub(settings, client)
+            started = time.perf_counter()
+            answer = await hub.ask(send, "count", "patients")
+            elapsed = time.perf_counter() - started
+        slowest = max(d for n, d in delays.items() if n not in hung)
+        expected = max(slowest, timeout if hung else 0.0)
+        assert answer["count"] == 42 * (sites - len(hung)), answer
+        latencies.append(elapsed * 1000)
+        overheads.append((elapsed - expected) * 1000)
+    return latencies, overheads
+
+
+def hub(args: argparse.Namespace) -> list[str]:
+    rng = random.Random(6)
+    lines = ["", f"Hub over {args.sites} simulated sites (in-process ASGI apps, delays 5-200 ms, "
+             f"{args.hub_repeats} rounds):", "",
+             "| case | hub p50 ms | hub p95 ms | p50 over the slowest site (or the timeout) ms |",
+             "|---|---|---|---|"]
+    latencies, overheads = asyncio.run(_hub_latency(args.sites, set(), args.hub_repeats, 2.0,
+                                                    rng))
+    lines.append(f"| all sites answer | {_p(latencies, 50):.0f} | {_p(latencies, 95):.0f} | "
+                 f"{_p(overheads, 50):.0f} |")
+    latencies, overheads = asyncio.run(_hub_latency(args.sites, {"site-007"}, args.hub_repeats,
+                                                    0.5, rng))
+    lines.append(f"| one site hung (its timeout: 500 ms) | {_p(latencies, 50):.0f} | "
+                 f"{_p(latencies, 95):.0f} | {_p(overheads, 50):.0f} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Federated query benchmark (issue 6)")
+    parser.add_argument("--studies", type=int, default=100_000)
+    parser.add_argument("--findings", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--sites", type=int, default=100)
+    parser.add_argument("--hub-repeats", type=int, default=10)
+    args = parser.parse_args()
+    print("\n".join(single_site(args) + hub(args)))
+
+
+if __name__ == "__main__":
+    main()
