@@ -60,8 +60,10 @@ def build_index(data_dir: Path, studies: int, findings: int, seed: int = 6) -> F
          int(study_year[s]), int(study_date[s] // 100 % 100))
         for s in range(studies)
     ]
-    series_rows: list[tuple[object, ...]] = [(s + 1, s + 1, int(study_patient[s]) + 1, str(modality[s]), "CHEST",
-                    "Vendor", "Model") for s in range(studies)]
+    series_rows: list[tuple[object, ...]] = [
+        (s + 1, s + 1, int(study_patient[s]) + 1, str(modality[s]), "CHEST", "Vendor", "Model")
+        for s in range(studies)
+    ]
     series_rows += [(studies + s + 1, s + 1, int(study_patient[s]) + 1, "SR", None, None, None)
                     for s in range(studies)]
     finding_study = rng.integers(0, studies, findings)
@@ -70,9 +72,9 @@ def build_index(data_dir: Path, studies: int, findings: int, seed: int = 6) -> F
     finding_rows = [(f + 1, int(finding_study[f]) + 1, int(finding_study[f]) + 1,
                      int(study_patient[finding_study[f]]) + 1, str(finding_type[f]),
                      "SCT:39607008", "bench-model", "1.0") for f in range(findings)]
-    measurement_rows = [(f + 1, int(finding_study[f]) + 1, int(study_patient[finding_study[f]]) + 1,
-                         str(finding_type[f]), DIAMETER, float(diameters[f]), "mm")
-                        for f in range(findings)]
+    measurement_rows = [(f + 1, int(finding_study[f]) + 1,
+                         int(study_patient[finding_study[f]]) + 1, str(finding_type[f]),
+                         DIAMETER, float(diameters[f]), "mm") for f in range(findings)]
     report_rows = [(s + 1, s + 1, int(study_patient[s]) + 1) for s in range(studies)]
     with index.database.transaction() as cursor:
         cursor.executemany("INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?)", study_rows)
