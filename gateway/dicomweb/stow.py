@@ -77,7 +77,7 @@ class _PartWriter:
             return
         self._path, self._handle = self.store.layout.new_temporary()
 
-    def part_data(self, data: bytes) -> None:
+    def part_data(self, data: memoryview) -> None:
         self._size += len(data)
         if self._handle is None:
             return
