@@ -106,8 +106,9 @@ class PostgresServer:
                 break
             except psycopg.OperationalError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
+                    log_text = (self.workdir / "postgres.log").read_text(errors="replace")
                     self.stop()
-                    raise RuntimeError(f"PostgreSQL did not start; see {self.workdir}/postgres.log")
+                    raise RuntimeError(f"PostgreSQL did not start:\n{log_text[-2000:]}") from None
                 time.sleep(0.2)
         return self
 
