@@ -1,1 +1,2 @@
-"""The inference service: a model repository served over the Open Inference Protocol and a study-level analysis API."""
+"""The inference service: a model repository served over the Open Inference Protocol v2 and a
+study-level analysis API that writes DICOM SR/SEG (see docs and DESIGN.md)."""
