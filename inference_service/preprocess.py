@@ -28,7 +28,7 @@ class PreparedInput:
     resampled: bool
 
 
-def _resample(values: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+def _resample(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     factors = [new / old for new, old in zip(shape, values.shape, strict=True)]
     result: np.ndarray = ndimage.zoom(values, factors, order=1, mode="nearest", grid_mode=True)
     return result
@@ -59,16 +59,16 @@ def from_layout(tensor: np.ndarray, axis_order: str) -> np.ndarray:
 def prepare_input(volume: Volume, spec: InputSpec) -> PreparedInput:
     values = volume.values
     spacing = volume.spacing_mm
-    shape: tuple[int, int, int] = values.shape  # type: ignore[assignment]
+    shape: tuple[int, int, int] = values.shape
     if spec.spacing_mm is not None:
         extent = np.asarray(shape) * np.asarray(spacing)
-        shape = tuple(max(1, round(e / s)) for e, s in zip(extent, spec.spacing_mm, strict=True))  # type: ignore[assignment]
+        shape = tuple(max(1, round(e / s)) for e, s in zip(extent, spec.spacing_mm, strict=True))
     if spec.shape is not None:
         shape = spec.shape
     resampled = shape != values.shape
     if resampled:
         values = _resample(values, shape)
-        spacing = tuple(  # type: ignore[assignment]
+        spacing = tuple(
             old * size / new
             for old, size, new in zip(volume.spacing_mm, volume.values.shape, shape, strict=True)
         )
@@ -93,4 +93,4 @@ def resample_to(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A model output on its grid -> the source volume's grid (trilinear)."""
     if values.shape == shape:
         return values
-    return _resample(values, shape)  # type: ignore[arg-type]
+    return _resample(values, shape)

@@ -13,8 +13,12 @@ class ModelBackend(Protocol):
     """Runs one model. ``infer`` is called from worker threads and must be thread-safe."""
 
     platform: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]: ...
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]: ...
 
     def ready(self) -> bool: ...
 

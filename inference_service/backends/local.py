@@ -8,6 +8,7 @@ configuration serves a GPU node (``onnxruntime-gpu`` installed) and a CPU-only l
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,9 @@ class LocalBackend:
             )
         except Exception as error:  # onnxruntime raises its own untyped errors
             raise PermanentError(f"{model_path}: onnxruntime cannot load it: {error}") from None
+        # One run at a time per model: onnxruntime already uses every core for one run, and two
+        # runs would only fight over them; the analyses' other stages overlap it instead.
+        self._run_lock = threading.Lock()
         self.inputs = tuple(_spec(i) for i in self.session.get_inputs())
         self.outputs = tuple(_spec(o) for o in self.session.get_outputs())
 
@@ -105,7 +109,8 @@ class LocalBackend:
         if unknown_outputs:
             raise BadRequestError(f"outputs: unknown {unknown_outputs}, known {known_outputs}")
         try:
-            results = self.session.run(names, inputs)
+            with self._run_lock:
+                results = self.session.run(names, inputs)
         except Exception as error:  # e.g. a dimension the graph cannot take
             raise BadRequestError(f"the model refused the input: {error}") from None
         return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}

@@ -168,6 +168,7 @@ def build_nodule_presence(version: str) -> onnx.ModelProto:
     kernel = np.einsum("i,j,k->ijk", binomial, binomial, binomial).reshape(1, 1, 3, 3, 3)
     initializers = [
         _const("smoothing_kernel", kernel),
+        _const("smoothing_pads", np.array([0, 0, 1, 1, 1, 0, 0, 1, 1, 1], dtype=np.int64)),
         _const("presence_half_count", np.log1p(PRESENCE_HALF_COUNT)),
         _const("presence_slope", PRESENCE_SLOPE),
         _const("logit_signs", np.array([[-0.5, 0.5]])),
@@ -175,9 +176,9 @@ def build_nodule_presence(version: str) -> onnx.ModelProto:
     field_nodes, field_inits, field = _lung_field_nodes("volume", "field_")
     initializers.append(_const("half_contrast", HALF_CONTRAST_HU))
     nodes = [
-        helper.make_node(
-            "Conv", ["volume", "smoothing_kernel"], ["smoothed"], pads=[1, 1, 1, 1, 1, 1]
-        ),
+        # Replicate the edge voxels: zero padding would be 0 HU, "tissue" on every border slice.
+        helper.make_node("Pad", ["volume", "smoothing_pads"], ["padded"], mode="edge"),
+        helper.make_node("Conv", ["padded", "smoothing_kernel"], ["smoothed"]),
         *field_nodes,
         # A hard threshold here: a logistic's tails, summed over 10^5 lung voxels, would count
         # as much as a small lesion.
