@@ -62,12 +62,16 @@ def make_client(endpoint: Endpoint, timeout_seconds: float) -> DICOMwebClient:
         session.auth = (endpoint.auth.username, endpoint.auth.password.get_secret_value())
     elif isinstance(endpoint.auth, BearerAuth):
         headers["Authorization"] = f"Bearer {endpoint.auth.token.get_secret_value()}"
-    return DICOMwebClient(
+    client = DICOMwebClient(
         url=endpoint.url.rstrip("/"),
         session=session,
         headers=headers,
         timeout=(5.0, timeout_seconds),
     )
+    # dicomweb-client retries failed requests itself (5 attempts, ~30 s of back-off). The
+    # caller's queue owns retrying: a transient error must reach it at once, classified.
+    client.set_http_retry_params(retry=False)
+    return client
 
 
 def _classified(role: str, url: str, call: Callable[[], T]) -> T:
