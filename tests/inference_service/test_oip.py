@@ -1,4 +1,4 @@
-"""Open Inference Protocol v2 endpoints, and a model run on a remote OIP server (another service)."""
+"""Open Inference Protocol v2 endpoints, and a model run on a remote OIP server (a 2nd service)."""
 
 from __future__ import annotations
 
