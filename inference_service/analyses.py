@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydicom.dataset import Dataset
 
 from inference_service import dicomweb
 from inference_service.errors import PermanentError
@@ -37,7 +38,14 @@ from inference_service.report import SegPlan, algorithm_of, build_findings
 from inference_service.repository import Model, ModelRepository
 from inference_service.settings import InferenceSettings
 from inference_service.volume import Volume, assemble_volume
-from sr_writer import Findings, FindingsError, build_seg, build_sr, derive_result_uids
+from sr_writer import (
+    Findings,
+    FindingsError,
+    ResultUIDs,
+    build_seg,
+    build_sr,
+    derive_result_uids,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -214,7 +222,9 @@ class Analyzer:
         )
 
     @staticmethod
-    def _build_seg(plan: SegPlan | None, volume: Volume, model: Model, uids: Any) -> Any:
+    def _build_seg(
+        plan: SegPlan | None, volume: Volume, model: Model, uids: ResultUIDs
+    ) -> Dataset | None:
         if plan is None:
             return None
         return build_seg(

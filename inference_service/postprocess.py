@@ -132,6 +132,18 @@ def _measure(
     )
 
 
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every True voxel of ``mask`` (None when there is none)."""
+    slices = np.flatnonzero(mask.any(axis=(1, 2)))
+    if slices.size == 0:
+        return None
+    z = slice(int(slices[0]), int(slices[-1]) + 1)
+    plane: np.ndarray = np.any(mask[z], axis=0)
+    rows = np.flatnonzero(plane.any(axis=1))
+    columns = np.flatnonzero(plane.any(axis=0))
+    return (z, slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1))
+
+
 def mask_result(volume: Volume, probability: np.ndarray, output: MaskOutput) -> MaskResult:
     """Label the thresholded mask and measure every component (``probability``: source grid)."""
     if probability.shape != volume.values.shape:
@@ -140,22 +152,31 @@ def mask_result(volume: Volume, probability: np.ndarray, output: MaskOutput) -> 
             f"{volume.values.shape}"
         )
     mask = probability > output.threshold
-    raw_labels, count = ndimage.label(mask, structure=_CONNECTIVITY_26)
+    # np.zeros maps zeroed pages lazily: only the lesions' pages are ever written.
+    labels = np.zeros(mask.shape, dtype=np.uint16)
+    lesions: list[LesionResult] = []
+    # Label only the box that holds the mask: lesions are a tiny part of a CT volume, and
+    # labelling all of it (int32 labels, 4 bytes a voxel) costs more than the model.
+    crop = _bounding_box(mask)
+    if crop is None:
+        return MaskResult(output, labels, lesions)
+    raw_labels, count = ndimage.label(mask[crop], structure=_CONNECTIVITY_26)
     min_voxels = output.min_volume_mm3 / volume.voxel_volume_mm3
     sizes = np.bincount(raw_labels.ravel(), minlength=count + 1)[1:]
     keep = [int(i) + 1 for i in np.argsort(-sizes, kind="stable") if sizes[i] >= min_voxels]
-    labels = np.zeros(mask.shape, dtype=np.uint16)
     boxes = ndimage.find_objects(raw_labels)
-    lesions: list[LesionResult] = []
     for raw in keep:
-        box = boxes[raw - 1]
-        assert box is not None  # a label with voxels always has a box
+        local = boxes[raw - 1]
+        assert local is not None  # a label with voxels always has a box
+        box = tuple(
+            slice(s.start + c.start, s.stop + c.start) for s, c in zip(local, crop, strict=True)
+        )
         grown_box = tuple(
             slice(max(s.start - _MARGIN, 0), min(s.stop + _MARGIN, n))
             for s, n in zip(box, mask.shape, strict=True)
         )
         new_label = len(lesions) + 1
-        labels[box][raw_labels[box] == raw] = new_label
+        labels[box][raw_labels[local] == raw] = new_label
         lesion = _measure(volume, labels, new_label, grown_box)
         if lesion is None or lesion.volume_mm3 < output.min_volume_mm3:
             labels[box][labels[box] == new_label] = 0
