@@ -20,6 +20,7 @@ from pydicom.uid import JPEG2000Lossless
 from fedgate.phantom import Phantom, PhantomSpec, generate_phantom
 from sr_writer import derive_result_uids, read_findings
 from tests.inference_service import phantoms
+from tests.inference_service.user_model import write_user_model
 from tests.support.inference import InferenceProcess
 from tests.support.orthanc import OrthancServer
 from tests.support.ports import free_port
@@ -370,3 +371,49 @@ def test_unreachable_source_or_destination_is_transient(
         error = response.json()["error"]
         assert error["kind"] == "transient"
         assert f"{role} {nowhere['url']} unreachable" in error["message"]
+
+
+def test_a_users_own_model_drops_into_the_repository(
+    tmp_path: Path, models_dir: Path, shared_orthanc: OrthancServer, three_lesions: Phantom
+) -> None:
+    repository = tmp_path / "repository"
+    write_user_model(repository)
+    process = InferenceProcess(tmp_path / "svc", repository).start()
+    try:
+        truth = three_lesions.truth
+        metadata = httpx.get(f"{process.url}/v2/models/mean-density").json()
+        assert metadata["inputs"] == [
+            {"name": "image", "datatype": "FP32", "shape": [1, 16, 32, 32, 1]}
+        ]
+        response = analyse(
+            process,
+            shared_orthanc,
+            "mean-density",
+            truth.study_instance_uid,
+            truth.series_instance_uid,
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        classified, scalar = body["findings"]
+        # Mostly air and lung: the windowed mean is low, so "high density" is improbable.
+        (mean,) = scalar["measurements"]
+        assert 0.0 < mean["value"] < 0.5
+        expected = 1.0 / (1.0 + math.exp(-16.0 * (mean["value"] - 0.5)))
+        assert classified["probability"] == pytest.approx(expected, abs=1e-4)
+        assert classified["qualitative_evaluations"][0]["value"]["meaning"] == "Absent"
+        sr = retrieve(
+            shared_orthanc,
+            truth.study_instance_uid,
+            derive_result_uids(
+                truth.study_instance_uid, truth.series_instance_uid, "2.25.987654321", "0.3.0"
+            ).sr_series_instance_uid,
+            body["sr_sop_instance_uid"],
+        )
+        stored = read_findings(sr)
+        assert stored.algorithm is not None and stored.algorithm.version == "0.3.0"
+        assert [f.tracking_identifier for f in stored.findings] == [
+            "Dense lung presence",
+            "Mean windowed value",
+        ]
+    finally:
+        process.stop()

@@ -127,3 +127,12 @@ def test_bundled_manifests_round_trip(models_dir: Path) -> None:
     assert manifest.input.spacing_mm == (2.0, 2.0, 2.0)
     assert manifest.algorithm_uid.startswith("2.25.")
     assert os.path.getsize(models_dir / "nodule-presence/model.yaml") > 0
+
+
+def test_the_readme_manifest_example_is_valid() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    start = readme.index("```yaml\nname: lung-nodule-unet")
+    block = readme[start + len("```yaml\n") : readme.index("```", start + 7)]
+    manifest = parse_manifest(yaml.safe_load(block), "lung-nodule-unet")
+    assert [output.kind for output in manifest.outputs] == ["mask", "class_probabilities"]
+    assert manifest.input.spacing_mm == (1.5, 1.0, 1.0)
