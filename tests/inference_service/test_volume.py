@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import random
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -16,6 +18,7 @@ from inference_service.errors import PermanentError
 from inference_service.manifest import InputSpec
 from inference_service.volume import GeometryError, assemble_volume
 from tests.inference_service import phantoms
+from tests.support.requirements import require_executable
 
 CT = InputSpec(modality="CT")
 
@@ -91,3 +94,28 @@ def test_compressed_series_decode_to_the_same_values(syntax: pydicom.uid.UID) ->
     assert str(compressed[0].file_meta.TransferSyntaxUID) == syntax
     volume = assemble_volume(compressed, CT, "m")
     np.testing.assert_array_equal(volume.values, reference.values)
+
+
+@pytest.mark.parametrize(
+    ("option", "syntax", "tolerance_hu"),
+    [
+        ("+e1", "1.2.840.10008.1.2.4.70", 0.0),  # JPEG Lossless, first-order prediction
+        ("+ee", "1.2.840.10008.1.2.4.51", 30.0),  # JPEG Extended (12-bit, lossy: ~3 HU mean)
+    ],
+)
+def test_jpeg_written_by_dcmtk_decodes(
+    tmp_path: Path, option: str, syntax: str, tolerance_hu: float
+) -> None:
+    encoder = require_executable("dcmcjpeg")
+    phantom = phantoms.small_phantom(29, lesions=(10.0,))
+    reference = assemble_volume(list(phantom.instances()), CT, "m")
+    compressed = []
+    for path in phantom.write(tmp_path / "plain"):
+        target = tmp_path / f"{path.stem}.jpeg.dcm"
+        subprocess.run([encoder, option, str(path), str(target)], check=True, capture_output=True)
+        compressed.append(pydicom.dcmread(target))
+    assert str(compressed[0].file_meta.TransferSyntaxUID) == syntax
+    volume = assemble_volume(compressed, CT, "m")
+    difference = np.abs(volume.values - reference.values)
+    assert float(difference.mean()) <= tolerance_hu / 5
+    assert float(difference.max()) <= tolerance_hu
