@@ -77,13 +77,11 @@ def analyse(url: str, orthanc: OrthancServer, phantom: Phantom) -> dict[str, Any
     return result
 
 
-def bare_onnxruntime(models: Path, phantom: Phantom, rounds: int) -> tuple[float, float]:
-    """(median seconds of one session.run, seconds to prepare the tensor) in this process."""
+def bare_onnxruntime(models: Path, phantom: Phantom, rounds: int) -> float:
+    """Median seconds of one bare session.run on the prepared tensor, in this process."""
     manifest = load_manifest(models / "nodule-detector")
-    started = time.perf_counter()
     volume = assemble_volume(list(phantom.instances()), manifest.input, manifest.name)
     tensor = prepare_input(volume, manifest.input).tensor
-    prepare_seconds = time.perf_counter() - started
     session = onnxruntime.InferenceSession(
         str(models / "nodule-detector/model.onnx"), providers=["CPUExecutionProvider"]
     )
@@ -93,7 +91,7 @@ def bare_onnxruntime(models: Path, phantom: Phantom, rounds: int) -> tuple[float
         started = time.perf_counter()
         session.run(None, {"volume": tensor})
         times.append(time.perf_counter() - started)
-    return statistics.median(times), prepare_seconds
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -107,7 +105,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="fedgate-bench-inference-"))
     models = bundled_models(work / "models")
     print(
-        f"phantom {args.size}x{args.size}x{args.slices}, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+        f"{os.getloadavg()[0]:.2f}; phantom {args.size}x{args.size}x{args.slices}, "
+        f"{os.cpu_count()} cores, "
         f"onnxruntime {onnxruntime.__version__} "
         f"({', '.join(onnxruntime.get_available_providers())})"
     )
@@ -125,7 +125,7 @@ def main() -> None:
         print(f"warm-up analysis: {warm['timings']['total']:.2f} s, {len(warm['lesions'])} lesions")
         runs = [analyse(service.url, orthanc, phantom)["timings"] for _ in range(args.rounds)]
         medians = {stage: statistics.median(r[stage] for r in runs) for stage in (*STAGES, "total")}
-        bare, prepare_seconds = bare_onnxruntime(models, phantom, args.rounds)
+        bare = bare_onnxruntime(models, phantom, args.rounds)
 
         print(f"\nstages of one analysis (median of {args.rounds}):")
         for stage in STAGES:
@@ -138,7 +138,6 @@ def main() -> None:
             f"service model stage / bare: {medians['model'] / bare:.2f}"
         )
         print(f"whole analysis / bare session.run: {medians['total'] / bare:.2f}")
-        print(f"(in-process decode + preprocess of the same series: {prepare_seconds:.2f} s)")
 
         count = args.back_to_back
         started = time.perf_counter()
