@@ -240,6 +240,8 @@ def assemble_volume(datasets: Sequence[Dataset], spec: InputSpec, model: str) ->
             [np.cross(row_direction, column_direction), column_direction, row_direction]
         ),
         datasets=ordered,
-        frame_of_reference_uid=str(first.get("FrameOfReferenceUID")) or None,
+        frame_of_reference_uid=str(first.FrameOfReferenceUID)
+        if "FrameOfReferenceUID" in first
+        else None,
         modality=str(first.Modality),
     )
