@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import numpy as np
+from highdicom.spatial import are_points_coplanar
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -188,7 +189,6 @@ Point3D = tuple[Coordinate, Coordinate, Coordinate]
 # Number of points each graphic type needs (PS3.3 C.18.6.1.2 and C.18.9.1.2).
 _POINT_COUNTS: dict[str, tuple[int, int | None]] = {
     "POINT": (1, 1),
-    "MULTIPOINT": (1, None),
     "POLYLINE": (2, None),
     "POLYGON": (4, None),  # closed: at least a triangle plus the repeated first point
     "CIRCLE": (2, 2),
@@ -215,7 +215,8 @@ class ImageRegion(_Model):
     """
 
     kind: Literal["image"] = "image"
-    graphic_type: Literal["POINT", "MULTIPOINT", "POLYLINE", "CIRCLE", "ELLIPSE"]
+    # MULTIPOINT is a valid SCOORD but not a region (TID 1410 row "Image Region").
+    graphic_type: Literal["POINT", "POLYLINE", "CIRCLE", "ELLIPSE"]
     points: tuple[Point2D, ...]
     sop_instance_uid: UID
     frame_number: Annotated[int, Field(ge=1)] | None = None
@@ -229,12 +230,12 @@ class ImageRegion(_Model):
 class VolumeRegion(_Model):
     """A 3D graphic (SCOORD3D) in a frame of reference, in patient coordinates (mm, LPS).
 
-    Planar types (POINT, MULTIPOINT, POLYLINE, POLYGON, ELLIPSE) are written as TID 1410 planar
+    Planar types (POINT, POLYLINE, POLYGON, ELLIPSE) are written as TID 1410 planar
     ROI groups, an ELLIPSOID as a TID 1411 volumetric ROI group (a volume surface).
     """
 
     kind: Literal["volume"] = "volume"
-    graphic_type: Literal["POINT", "MULTIPOINT", "POLYLINE", "POLYGON", "ELLIPSE", "ELLIPSOID"]
+    graphic_type: Literal["POINT", "POLYLINE", "POLYGON", "ELLIPSE", "ELLIPSOID"]
     points: tuple[Point3D, ...]
     frame_of_reference_uid: UID
 
@@ -244,6 +245,10 @@ class VolumeRegion(_Model):
         if self.graphic_type == "POLYGON" and self.points[0] != self.points[-1]:
             # PS3.3 C.18.9.1.2: a 3D POLYGON is closed, its last point repeats its first.
             raise ValueError("a POLYGON's last point must equal its first (closed)")
+        if self.graphic_type in {"POLYGON", "ELLIPSE"} and not are_points_coplanar(
+            np.asarray(self.points, dtype=np.float64)
+        ):
+            raise ValueError(f"the points of a {self.graphic_type} must lie in one plane")
         return self
 
 

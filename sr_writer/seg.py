@@ -21,7 +21,7 @@ from sr_writer.errors import EmptyMaskError, InvalidValueError, NonFiniteValueEr
 from sr_writer.findings import AlgorithmIdentification, SegmentDescription
 from sr_writer.part10 import as_part10
 from sr_writer.templates.tid1501 import coded
-from sr_writer.uids import ResultUIDs, derive_result_uids
+from sr_writer.uids import ResultUIDs, derive_result_uids, derive_uid
 
 SegmentationType = Literal["BINARY", "FRACTIONAL"]
 
@@ -73,7 +73,13 @@ def build_seg(
             segmented_property_type=coded(segment.type),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm_id,
-            tracking_uid=segment.tracking_uid,
+            # Both or neither (PS3.3 C.8.20.4): a missing UID is derived, stable across re-runs.
+            tracking_uid=(
+                segment.tracking_uid
+                or derive_uid("fedgate-segment", uids.seg_sop_instance_uid, segment.number)
+            )
+            if segment.tracking_identifier
+            else None,
             tracking_id=segment.tracking_identifier,
         )
         for segment in segments
