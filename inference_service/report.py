@@ -1,8 +1,8 @@
 """Results -> ``sr_writer`` findings, and the SEG's mask and segments.
 
 Each lesion of a mask output is one finding (a TID 1410 planar ROI group, which OHIF draws):
-its region is the lesion's outline on the slice through its centroid (a closed polyline round
-the circle of the same area as the lesion's cross-section there), and it carries Volume (mm3),
+its region is a CIRCLE on the slice through its centroid, of the same area as the lesion's
+cross-section there, and it carries Volume (mm3),
 Diameter with derivation Maximum (mm) and Attenuation Coefficient with derivation Mean (HU),
 PS3.16 CID 7470/7472 and TID 1419. Each lesion is also a segment of the SEG; finding and
 segment share their tracking identifier and tracking UID, so a reader can pair them.
@@ -50,9 +50,6 @@ ABSENT = CodedConcept(value="121054", scheme_designator="DCM", meaning="Absent")
 CUBIC_MILLIMETER = CodedConcept(value="mm3", scheme_designator="UCUM", meaning="cubic millimeter")
 MILLIMETER = CodedConcept(value="mm", scheme_designator="UCUM", meaning="millimeter")
 
-_OUTLINE_POINTS = 24
-
-
 def coded(concept: Concept) -> CodedConcept:
     return CodedConcept(
         value=concept.value, scheme_designator=concept.scheme_designator, meaning=concept.meaning
@@ -77,7 +74,7 @@ class SegPlan:
 
 
 def _outline(volume: Volume, result: MaskResult, label: int, centre: np.ndarray) -> ImageRegion:
-    """A closed polyline on the slice nearest the centroid, round the lesion's cross-section."""
+    """A CIRCLE on the slice nearest the centroid, of the area of the lesion's cross-section."""
     slice_index = int(np.clip(round(float(centre[0])), 0, volume.values.shape[0] - 1))
     section = result.labels[slice_index] == label
     if not section.any():  # the centroid's slice may miss a lesion only in odd shapes
@@ -88,24 +85,13 @@ def _outline(volume: Volume, result: MaskResult, label: int, centre: np.ndarray)
     _, row_spacing, column_spacing = volume.spacing_mm
     radius_mm = math.sqrt(section.sum() * row_spacing * column_spacing / math.pi)
     # Image coordinates: (column, row) with (0, 0) the top left corner of the top left pixel,
-    # so a pixel's centre is at +0.5 (PS3.3 C.18.6.1.1).
-    centre_column, centre_row = columns.mean() + 0.5, rows.mean() + 0.5
-    angles = np.linspace(0.0, 2.0 * math.pi, _OUTLINE_POINTS, endpoint=False)
-    points = [
-        (
-            float(
-                np.clip(
-                    centre_column + radius_mm / column_spacing * math.cos(a), 0, section.shape[1]
-                )
-            ),
-            float(np.clip(centre_row + radius_mm / row_spacing * math.sin(a), 0, section.shape[0])),
-        )
-        for a in angles
-    ]
-    points.append(points[0])
+    # so a pixel's centre is at +0.5 (PS3.3 C.18.6.1.1). A CIRCLE is its centre and one point
+    # on it (C.18.6.1.2); the point lies along the row, so its radius is in column spacings.
+    centre_column, centre_row = float(columns.mean()) + 0.5, float(rows.mean()) + 0.5
+    edge_column = min(centre_column + radius_mm / column_spacing, float(section.shape[1]))
     return ImageRegion(
-        graphic_type="POLYLINE",
-        points=tuple(points),
+        graphic_type="CIRCLE",
+        points=((centre_column, centre_row), (edge_column, centre_row)),
         sop_instance_uid=str(volume.datasets[slice_index].SOPInstanceUID),
     )
 

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless
 
 from fedgate.phantom import Phantom, PhantomSpec, generate_phantom
-from sr_writer import derive_result_uids, read_findings
+from sr_writer import ImageRegion, derive_result_uids, read_findings
 from tests.inference_service import phantoms
 from tests.inference_service.user_model import write_user_model
 from tests.support.inference import InferenceProcess
@@ -118,6 +118,13 @@ def test_detector_writes_sr_and_seg_that_read_back_within_tolerance(
         finding = next(f for f in stored.findings if f.tracking_identifier == f"Nodule {index + 1}")
         assert measurement(finding, "Diameter") == pytest.approx(lesion.diameter_mm, rel=0.10)
         assert measurement(finding, "Volume") == pytest.approx(lesion.volume_mm3, rel=0.15)
+        # Drawn as a circle on the slice through the lesion (what OHIF shows).
+        region = finding.region
+        assert isinstance(region, ImageRegion) and region.graphic_type == "CIRCLE"
+        assert region.sop_instance_uid in truth.sop_instance_uids
+        (column, _row), (edge_column, _) = region.points
+        radius_mm = (edge_column - column) * truth.pixel_spacing_mm
+        assert radius_mm == pytest.approx(lesion.diameter_mm / 2, rel=0.15)
     # The response's findings are the SR's findings.
     for answered, read in zip(body["findings"], stored.findings, strict=True):
         assert answered["tracking_identifier"] == read.tracking_identifier
