@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,6 +34,7 @@ from inference_service.errors import (
     SaturatedError,
 )
 from inference_service.manifest import describe_validation_error
+from inference_service.metrics import Metrics
 from inference_service.repository import ModelRepository
 from inference_service.settings import InferenceSettings, LogSettings
 
@@ -84,27 +86,49 @@ async def _parse_analysis(request: Request) -> AnalysisRequest:
 async def create_analysis(request: Request) -> Response:
     gate: AnalysisGate = request.app.state.gate
     analyzer: Analyzer = request.app.state.analyzer
+    metrics: Metrics = request.app.state.metrics
+    analysis: AnalysisRequest | None = None
     try:
         analysis = await _parse_analysis(request)
         analyzer.repository.get(analysis.model)  # 404 before waiting for a slot
         gate.admit()
+        metrics.in_flight.inc()
         try:
             outcome = await anyio.to_thread.run_sync(analyzer.run, analysis, limiter=gate.limiter)
         finally:
             gate.release()
+            metrics.in_flight.dec()
     except InferenceServiceError as error:
         log.info(
             "analysis_refused", status=error.status_code, kind=error.kind, reason=error.message
         )
+        metrics.analyses.labels(_model_label(request, analysis), error.kind).inc()
         return error_response(error)
     except Exception:
         # A bug, not the caller's fault; permanent, so a queue gives the job a terminal state
         # instead of retrying it for ever.
         log.exception("analysis_failed")
+        metrics.analyses.labels(_model_label(request, analysis), "permanent").inc()
         return error_response(
             PermanentError("internal error in the inference service (see its log)", status_code=500)
         )
+    metrics.analyses.labels(analysis.model, "ok").inc()
+    for stage, seconds in outcome.timings.items():
+        metrics.stage_seconds.labels(analysis.model, stage).observe(seconds)
     return JSONResponse(outcome.to_json())
+
+
+def _model_label(request: Request, analysis: AnalysisRequest | None) -> str:
+    """The model's name for a metric label, only when it is one of ours (bounded cardinality)."""
+    repository: ModelRepository = request.app.state.repository
+    if analysis is not None and analysis.model in repository.models:
+        return analysis.model
+    return "(none)"
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def list_models(request: Request) -> Response:
@@ -166,6 +190,7 @@ def create_app(settings: InferenceSettings, repository: ModelRepository) -> Star
         routes=[
             Route("/v1/analyses", create_analysis, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             *oip.routes,
         ],
         exception_handlers={HTTPException: http_error},
@@ -173,6 +198,7 @@ def create_app(settings: InferenceSettings, repository: ModelRepository) -> Star
     app.state.settings = settings
     app.state.repository = repository
     app.state.analyzer = Analyzer(repository, settings)
+    app.state.metrics = Metrics()
     app.state.gate = AnalysisGate(
         concurrency.max_analyses, concurrency.max_waiting, concurrency.retry_after_seconds
     )

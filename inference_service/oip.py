@@ -99,7 +99,10 @@ async def infer(request: Request) -> Response:
         names = list(parsed.outputs) if parsed.outputs is not None else None
         outputs = await anyio.to_thread.run_sync(model.backend.infer, parsed.inputs, names)
     except InferenceServiceError as error:
+        if not isinstance(error, UnknownModelError):
+            request.app.state.metrics.infer_requests.labels(model.name, error.kind).inc()
         return oip_error(error)
+    request.app.state.metrics.infer_requests.labels(model.name, "ok").inc()
     header: dict[str, Any] = {"model_name": model.name, "model_version": model.manifest.version}
     if parsed.request_id is not None:
         header["id"] = parsed.request_id

@@ -50,6 +50,7 @@ ABSENT = CodedConcept(value="121054", scheme_designator="DCM", meaning="Absent")
 CUBIC_MILLIMETER = CodedConcept(value="mm3", scheme_designator="UCUM", meaning="cubic millimeter")
 MILLIMETER = CodedConcept(value="mm", scheme_designator="UCUM", meaning="millimeter")
 
+
 def coded(concept: Concept) -> CodedConcept:
     return CodedConcept(
         value=concept.value, scheme_designator=concept.scheme_designator, meaning=concept.meaning

@@ -167,3 +167,12 @@ def test_analysis_answers_fit_the_document(
     )
     not_found = httpx.post(url, json={**body, "method": "GET"})
     check("POST", "/v1/analyses", not_found)
+
+    metrics = httpx.get(f"{service.url}/metrics")
+    check("GET", "/metrics", metrics)
+    text = metrics.text
+    assert 'fedgate_inference_analyses_total{model="nodule-detector",outcome="ok"} 1.0' in text
+    assert 'fedgate_inference_analyses_total{model="nodule-detector",outcome="permanent"}' in text
+    assert 'fedgate_inference_analyses_total{model="(none)",outcome="permanent"} 3.0' in text
+    stage = 'fedgate_inference_stage_seconds_count{model="nodule-detector",stage="model"}'
+    assert f"{stage} 1.0" in text
