@@ -25,6 +25,9 @@ class _Strict(BaseModel):
 class ListenSettings(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    #: The root URL clients reach the gateway at, when behind a reverse proxy
+    #: (e.g. https://fedgate.hospital.example); used in RetrieveURL and BulkDataURI.
+    public_url: str | None = None
 
 
 class BasicAuth(_Strict):

@@ -19,7 +19,9 @@ DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 class OrthancServer:
     """Start with :meth:`start`, stop with :meth:`stop`; storage lives in ``workdir``."""
 
-    def __init__(self, workdir: Path, aet: str = "ORTHANC", overrides: dict[str, Any] | None = None):
+    def __init__(
+        self, workdir: Path, aet: str = "ORTHANC", overrides: dict[str, Any] | None = None
+    ):
         self.workdir = workdir
         self.aet = aet
         self.overrides = overrides or {}
@@ -74,7 +76,8 @@ class OrthancServer:
             start_new_session=True,
         )
         try:
-            wait_for_http(f"{self.url}/system", timeout=30, process=self.process)
+            # 401 counts as up: with authentication enabled Orthanc answers, but not to us.
+            wait_for_http(f"{self.url}/system", timeout=30, process=self.process, ready=(401,))
         except Exception:
             self.stop()
             raise RuntimeError(f"Orthanc did not start; see {self.workdir}/orthanc.log") from None
