@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("fedgate.commands.gateway", "serve the gateway (DICOMweb, jobs, federated API)"),
     "hub": ("fedgate.commands.hub", "ask many sites' federated APIs at once (a federation hub)"),
     "index": ("fedgate.commands.index", "the findings index: sync from the PACS, show counts"),
+    "inference": ("fedgate.commands.inference", "serve a model repository (OIP v2, /v1/analyses)"),
+    "models": ("fedgate.commands.models", "build the bundled models into a model repository"),
     "phantom": ("fedgate.commands.phantom", "write synthetic chest CT phantom studies"),
 }
 

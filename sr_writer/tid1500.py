@@ -34,6 +34,7 @@ from sr_writer.templates import (
     volumetric_roi_group,
 )
 from sr_writer.templates.tid1501 import algorithm_identification, coded
+from sr_writer.templates.tid1600 import image_library
 from sr_writer.uids import ResultUIDs, derive_result_uids, derive_uid
 from sr_writer.validation import check_regions, index_evidence, require_algorithm
 
@@ -96,8 +97,11 @@ def build_sr(
         observation_context=observation_context(algorithm),
         procedure_reported=[coded(procedure) for procedure in findings.procedure_reported],
         imaging_measurements=groups,
-        referenced_images=library_images(findings, by_uid),
     )
+    # TID 1500 row 5: the image library comes before "Imaging Measurements" (the last item).
+    images = library_images(findings, by_uid)
+    if images:
+        report[0].ContentSequence.insert(-1, image_library(images))
     evidence_datasets = list(by_uid.values())
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence_datasets,

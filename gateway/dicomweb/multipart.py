@@ -43,7 +43,7 @@ class PartHandler(Protocol):
 
     def part_begin(self, headers: dict[str, str]) -> None: ...
 
-    def part_data(self, data: bytes) -> None: ...
+    def part_data(self, data: memoryview) -> None: ...
 
     def part_end(self) -> None: ...
 
@@ -117,6 +117,14 @@ class MultipartParser:
         self._state = self._HEADERS
         return True
 
+    def _emit(self, length: int) -> None:
+        """Hand the first ``length`` buffered bytes to the handler without copying them.
+
+        The view is valid only during the call: a handler that keeps data must copy it.
+        """
+        with memoryview(self._buffer) as view, view[:length] as data:
+            self._handler.part_data(data)
+
     def _read_headers(self) -> bool:
         if self._buffer[:2] == b"\r\n":
             raw_headers = b""
@@ -146,11 +154,11 @@ class MultipartParser:
             keep = len(self._delimiter) - 1
             if len(self._buffer) > keep:
                 cut = len(self._buffer) - keep
-                self._handler.part_data(bytes(self._buffer[:cut]))
+                self._emit(cut)
                 del self._buffer[:cut]
             return False
         if index:
-            self._handler.part_data(bytes(self._buffer[:index]))
+            self._emit(index)
         del self._buffer[: index + len(self._delimiter)]
         self._handler.part_end()
         self._state = self._AFTER_DELIMITER

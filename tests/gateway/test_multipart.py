@@ -19,7 +19,7 @@ class Collector:
         self._headers = headers
         self._data = bytearray()
 
-    def part_data(self, data: bytes) -> None:
+    def part_data(self, data: memoryview) -> None:
         self._data += data
 
     def part_end(self) -> None:
