@@ -57,7 +57,8 @@ def build_index(data_dir: Path, studies: int, findings: int, seed: int = 6) -> F
     study_rows = [
         (s + 1, int(study_patient[s]) + 1, str(patient_sex[study_patient[s]]),
          int(study_year[s] - patient_birth[study_patient[s]]), int(study_date[s]),
-         int(study_year[s]), int(study_date[s] // 100 % 100))
+         int(study_year[s]), int(study_date[s] // 100 % 100),
+         "/" + "/".join(sorted([str(modality[s]), "SR"])) + "/")
         for s in range(studies)
     ]
     series_rows: list[tuple[object, ...]] = [
@@ -77,7 +78,7 @@ def build_index(data_dir: Path, studies: int, findings: int, seed: int = 6) -> F
                          DIAMETER, float(diameters[f]), "mm") for f in range(findings)]
     report_rows = [(s + 1, s + 1, int(study_patient[s]) + 1) for s in range(studies)]
     with index.database.transaction() as cursor:
-        cursor.executemany("INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?)", study_rows)
+        cursor.executemany("INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?)", study_rows)
         cursor.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?)", series_rows)
         cursor.executemany("INSERT INTO reports VALUES (?, ?, ?)", report_rows)
         cursor.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", finding_rows)

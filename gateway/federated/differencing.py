@@ -44,8 +44,8 @@ class Membership:
     unit_patients: np.ndarray  # int64, the patient of each unit
 
     @classmethod
-    def from_pairs(cls, level: str, pairs: list[tuple[int, int]]) -> Membership:
-        array = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    def from_pairs(cls, level: str, pairs: np.ndarray | list[tuple[int, int]]) -> Membership:
+        array = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         patients = np.unique(array[:, 1])
         if level == "patients":
             empty = np.empty(0, dtype=np.int64)

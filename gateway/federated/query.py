@@ -140,7 +140,11 @@ def cohort_where(cohort: Cohort, level: Level) -> Sql:
         if keyword in STUDY_ATTRIBUTES:
             add(_match(f"s.{STUDY_ATTRIBUTES[keyword]}", matcher))
     for keyword, matcher in matchers.items():
-        if keyword in STUDY_SERIES_ATTRIBUTES:
+        if keyword == "ModalitiesInStudy" and isinstance(matcher, Exact):
+            # The study row's '/CT/SR/' list: no probe of the series table.
+            add(Sql("(" + " OR ".join("s.modalities LIKE ?" for _ in matcher.values) + ")",
+                    [f"%/{value}/%" for value in matcher.values]))
+        elif keyword in STUDY_SERIES_ATTRIBUTES:
             inner = _match(f"rm.{STUDY_SERIES_ATTRIBUTES[keyword]}", matcher)
             add(Sql(f"EXISTS (SELECT 1 FROM series rm WHERE rm.study_key = s.study_key "
                     f"AND {inner.text})", inner.params))
@@ -350,8 +354,10 @@ def cells_sql(cohort: Cohort, level: Level, dimensions: list[Dimension],
     params = select_params + join_params + condition_params
     group = ", ".join(names)
     if max_rows_per_patient is None:
+        # COUNT(DISTINCT) already ignores duplicate rows: no DISTINCT facts needed here.
         return Sql(f"SELECT {group}, COUNT(DISTINCT unit), COUNT(DISTINCT patient) "
-                   f"FROM ({facts}) facts GROUP BY {group}", params)
+                   f"FROM ({facts.replace('SELECT DISTINCT', 'SELECT', 1)}) facts "
+                   f"GROUP BY {group}", params)
     ranked = (f"SELECT {group}, unit, patient, ROW_NUMBER() OVER "
               f"(PARTITION BY patient ORDER BY unit, {group}) AS rank FROM ({facts}) facts")
     return Sql(f"SELECT {group}, COUNT(*), COUNT(DISTINCT patient) FROM ({ranked}) ranked "

@@ -155,9 +155,9 @@ class FederatedService:
         extra = _study_columns(request)
         sql = membership_sql(request.cohort, request.level, extra or ())
         rows = self.index.database.query(sql.text, sql.params)
-        membership = Membership.from_pairs(request.level,
-                                           [(int(r[0]), int(r[1])) for r in rows])
-        return membership, rows if extra else None
+        pairs = (np.array([r[:2] for r in rows], dtype=np.int64) if extra
+                 else np.array(rows, dtype=np.int64))
+        return Membership.from_pairs(request.level, pairs), rows if extra else None
 
     def _cells_from_rows(self, dimensions: list[Dimension], rows: list[Any],
                          bound: int | None) -> list[tuple[Any, ...]]:
@@ -172,21 +172,42 @@ class FederatedService:
                 if rank <= bound:
                     kept.append(row)
             rows = kept
-        groups: dict[tuple[Any, ...], tuple[set[int], set[int]]] = {}
-        for row in rows:
-            key: list[Any] = []
-            for number, dimension in enumerate(dimensions):
-                value = row[2 + number]
-                if isinstance(dimension, BinnedDimension):
-                    if value is None or not dimension.start <= value < dimension.stop:
-                        break
-                    value = int((value - dimension.start) // dimension.width)
-                key.append(value)
+        if not rows:
+            return []
+        units = np.array([r[0] for r in rows], dtype=np.int64)
+        patients = np.array([r[1] for r in rows], dtype=np.int64)
+        keep = np.ones(len(rows), dtype=bool)
+        codes = np.zeros(len(rows), dtype=np.int64)
+        labels: list[list[Any]] = []
+        for number, dimension in enumerate(dimensions):
+            column = [r[2 + number] for r in rows]
+            if isinstance(dimension, BinnedDimension):
+                values = np.array([np.nan if v is None else v for v in column], dtype=float)
+                inside = (values >= dimension.start) & (values < dimension.stop)
+                keep &= inside
+                bins = np.where(inside, (values - dimension.start) // dimension.width, 0)
+                axis_codes = bins.astype(np.int64)
+                axis_labels: list[Any] = list(range(dimension.bin_count))
             else:
-                units, patients = groups.setdefault(tuple(key), (set(), set()))
-                units.add(row[0])
-                patients.add(row[1])
-        return [(*key, len(units), len(patients)) for key, (units, patients) in groups.items()]
+                axis_labels = sorted(set(column), key=str)
+                index = {value: position for position, value in enumerate(axis_labels)}
+                axis_codes = np.array([index[v] for v in column], dtype=np.int64)
+            codes = codes * (len(axis_labels) + 1) + axis_codes
+            labels.append(axis_labels)
+        codes, units, patients = codes[keep], units[keep], patients[keep]
+        cells = []
+        unit_cells = np.unique(np.stack([codes, units]), axis=1)[0]
+        patient_cells = np.unique(np.stack([codes, patients]), axis=1)[0]
+        cell_codes, unit_counts = np.unique(unit_cells, return_counts=True)
+        _, patient_counts = np.unique(patient_cells, return_counts=True)
+        for code, unit_count, patient_count in zip(cell_codes.tolist(), unit_counts.tolist(),
+                                                   patient_counts.tolist(), strict=True):
+            key = []
+            for axis_labels in reversed(labels):
+                code, position = divmod(code, len(axis_labels) + 1)
+                key.append(axis_labels[position])
+            cells.append((*reversed(key), unit_count, patient_count))
+        return cells
 
     @staticmethod
     def _answer_key(request: AggregateRequest, membership: Membership) -> str:

@@ -147,8 +147,26 @@ class FindingsIndex:
                 cursor.executemany(_UPSERT_STUDY, study_rows)
             if series_rows:
                 cursor.executemany(_UPSERT_SERIES, series_rows)
+                self._update_modalities(cursor, sorted({row[1] for row in series_rows}))
             for report in report_list:
                 self._replace_report(cursor, report)
+
+    @staticmethod
+    def _update_modalities(cursor: Cursor, study_keys: list[int]) -> None:
+        """Refresh ``studies.modalities`` ('/CT/SR/') of these studies from their series."""
+        for start in range(0, len(study_keys), 500):
+            chunk = study_keys[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            cursor.execute(f"SELECT DISTINCT study_key, modality FROM series "
+                           f"WHERE study_key IN ({marks}) AND modality IS NOT NULL", chunk)
+            found: dict[int, set[str]] = {key: set() for key in chunk}
+            for study_key, modality in cursor.fetchall():
+                found[study_key].add(modality)
+            cursor.executemany(
+                "UPDATE studies SET modalities = ? WHERE study_key = ?",
+                [("/" + "/".join(sorted(m)) + "/" if m else None, key)
+                 for key, m in found.items()],
+            )
 
     def _replace_report(self, cursor: Cursor, report: ReportRecord) -> None:
         key = (report.report_key,)

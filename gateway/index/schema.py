@@ -34,7 +34,10 @@ MIGRATIONS: dict[int, list[str]] = {
             age_years INTEGER,
             study_date INTEGER,
             study_year INTEGER,
-            study_month INTEGER
+            study_month INTEGER,
+            -- QIDO's ModalitiesInStudy, as '/CT/SR/' (kept from the series rows): "has a CT
+            -- series" is then a test on the study row instead of an index probe per study.
+            modalities TEXT
         )""",
         "CREATE INDEX studies_patient ON studies (patient_key)",
         "CREATE INDEX studies_date ON studies (study_date)",
