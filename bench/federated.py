@@ -120,7 +120,11 @@ def single_site(args: argparse.Namespace) -> list[str]:
             "histogram (age, 10 bins)": {"cohort": cohort, "aggregate": {
                 "kind": "histogram",
                 "by": {"kind": "bins", "of": "age", "start": 0, "stop": 100, "width": 10}}},
-            "cross-tab (study year x diameter, studies)": {
+            "cross-tab (sex x age, 10 bins)": {"cohort": cohort, "aggregate": {
+                "kind": "crosstab", "rows": {"kind": "category", "name": "sex"},
+                "columns": {"kind": "bins", "of": "age", "start": 0, "stop": 100,
+                            "width": 10}}},
+            "cross-tab (study year x nodule diameter, studies)": {
                 "cohort": cohort, "level": "studies", "aggregate": {
                     "kind": "crosstab", "rows": {"kind": "category", "name": "study_year"},
                     "columns": {"kind": "bins", "of": "measurement", "concept": DIAMETER,

@@ -196,10 +196,8 @@ class FederatedService:
             labels.append(axis_labels)
         codes, units, patients = codes[keep], units[keep], patients[keep]
         cells = []
-        unit_cells = np.unique(np.stack([codes, units]), axis=1)[0]
-        patient_cells = np.unique(np.stack([codes, patients]), axis=1)[0]
-        cell_codes, unit_counts = np.unique(unit_cells, return_counts=True)
-        _, patient_counts = np.unique(patient_cells, return_counts=True)
+        cell_codes, unit_counts = _distinct_per_code(codes, units)
+        _, patient_counts = _distinct_per_code(codes, patients)
         for code, unit_count, patient_count in zip(cell_codes.tolist(), unit_counts.tolist(),
                                                    patient_counts.tolist(), strict=True):
             key = []
@@ -379,6 +377,15 @@ def _study_columns(request: AggregateRequest) -> list[str] | None:
             return None
         columns.append(_STUDY_COLUMN[name])
     return columns
+
+
+def _distinct_per_code(codes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each distinct code, how many distinct keys occur with it (1-D uniques only: the
+    keys are renumbered densely so that (code, key) packs into one int64)."""
+    _, dense = np.unique(keys, return_inverse=True)
+    packed = codes * (int(dense.max()) + 1 if len(dense) else 1) + dense
+    pairs = np.unique(packed)
+    return np.unique(pairs // (int(dense.max()) + 1 if len(dense) else 1), return_counts=True)
 
 
 def _first_rows_per_patient(patients: np.ndarray, bound: int) -> np.ndarray:
