@@ -119,6 +119,9 @@ class DifferencingGuard:
         return seen_before
 
     def record(self, membership: Membership, definition: str, client: str) -> None:
+        """Remember an answered cohort (and forget those older than the window)."""
+        since = time.time() - self.settings.window_days * 86400
+        self.database.execute("DELETE FROM query_history WHERE asked_at < ?", (since,))
         self.database.execute(
             "INSERT INTO query_history (asked_at, client, level, definition, patient_count, "
             "patients, units, unit_patients) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -213,3 +213,16 @@ def test_findings_filter_on_the_same_finding(make_site: SiteFactory) -> None:
     site = make_site(patients)
     body = site.get({"finding": NODULE, "measurement": f"{DIAMETER}:10-:mm"}).json()
     assert body == {**body, **SUPPRESSED}
+
+
+def test_the_guard_forgets_cohorts_older_than_its_window(make_site: SiteFactory) -> None:
+    site = make_site(differencing={"window_days": 1e-5})  # about one second
+    assert site.get({"PatientSex": "F"}).json()["count"] == 31
+    assert site.get({"PatientSex": "F", "PatientAge": "60-69"}).status_code == 403
+    import time
+
+    time.sleep(1.2)
+    # Outside the window (a site's documented choice), the earlier cohort no longer counts.
+    assert site.get({"PatientSex": "F", "PatientAge": "60-69"}).json()["count"] == 30
+    rows = site.index.database.query("SELECT COUNT(*) FROM query_history")
+    assert rows[0][0] == 1
