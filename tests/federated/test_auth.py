@@ -152,3 +152,26 @@ def test_no_auth_configured_means_anonymous_admin() -> None:
     assert not authenticator.enabled
     principal = authenticator.authenticate(None)
     assert principal is not None and principal.has("admin")
+
+
+def test_a_query_token_cannot_reach_the_real_gateways_images_or_jobs(
+    tmp_path: Path, idp: IdentityProvider,
+) -> None:
+    """The real gateway process (the lead's AuthMiddleware with this Authenticator)."""
+    from tests.support.gateway import GatewayProcess
+
+    auth = site_auth().model_copy(update={"oidc": OidcSettings(
+        jwks_url=idp.jwks_url, issuer=ISSUER, audience=AUDIENCE,
+        roles_claim="realm_access.roles")})
+    gateway = GatewayProcess(tmp_path / "gateway",
+                             {"auth": auth.model_dump(mode="json")}).start()
+    try:
+        for path in ("/dicomweb/studies", "/jobs"):
+            assert _get(gateway.url + path, QUERY_TOKEN).status_code == 403, path
+            assert _get(gateway.url + path, idp.token()).status_code == 403, path
+            assert _get(gateway.url + path, None).status_code == 401, path
+            assert _get(gateway.url + path, ADMIN_TOKEN).status_code == 200, path
+        expired = idp.token(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200)
+        assert _get(gateway.url + "/dicomweb/studies", expired).status_code == 401
+    finally:
+        gateway.stop()

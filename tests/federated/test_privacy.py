@@ -1,0 +1,56 @@
+"""Differential privacy answers: Gaussian and Laplace noise, noisy tables, DP-only quantiles."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from gateway.federated.privacy import NoiseMechanism
+from gateway.federated.settings import DifferentialPrivacySettings
+from tests.federated.conftest import SiteFactory
+from tests.federated.synthetic import SyntheticPatient, SyntheticStudy
+
+
+@pytest.mark.parametrize("mechanism", ["laplace", "gaussian"])
+def test_noise_has_the_scale_the_epsilon_implies(mechanism: str) -> None:
+    noise = NoiseMechanism(DifferentialPrivacySettings(mechanism=mechanism))  # type: ignore[arg-type]
+    draws = noise.release([0.0] * 4000, sensitivity=1.0, epsilon=1.0)
+    spread = statistics.pstdev(draws)
+    if mechanism == "laplace":
+        assert spread == pytest.approx(2**0.5, rel=0.1)  # Laplace(b=1): sd = b * sqrt(2)
+    else:
+        assert 2.0 < spread < 8.0  # (1, 1e-7)-DP Gaussian: sigma about 4-5
+    assert abs(statistics.mean(draws)) < 0.3
+
+
+def _ages(count: int) -> list[SyntheticPatient]:
+    return [SyntheticPatient(f"P{i}", "F" if i % 2 else "M", [SyntheticStudy(age=20 + i % 60)])
+            for i in range(count)]
+
+
+def test_gaussian_answers_and_budget(make_site: SiteFactory) -> None:
+    site = make_site(_ages(300), dp={"enabled": True, "mechanism": "gaussian",
+                                     "epsilon_per_query": 1.0,
+                                     "epsilon_budget_per_client": 2.0})
+    answer = site.get({"PatientSex": "F"}).json()
+    assert answer["privacy"] == {"mechanism": "gaussian", "epsilon": 1.0}
+    assert abs(answer["count"] - 150) < 40
+    assert site.get({"PatientSex": "M"}).status_code == 200
+    assert site.get({"PatientAge": "20-49"}).status_code == 403  # budget of 2 spent
+
+
+def test_noisy_histogram_cells_and_quantiles_under_dp(make_site: SiteFactory) -> None:
+    site = make_site(_ages(600), dp={"enabled": True, "epsilon_per_query": 4.0,
+                                     "epsilon_budget_per_client": 100.0})
+    histogram = site.post({"aggregate": {"kind": "histogram", "by": {
+        "kind": "bins", "of": "age", "start": 20, "stop": 80, "width": 20}}}).json()
+    for cell in histogram["cells"]:
+        assert abs(cell["count"] - 200) < 30, cell  # 200 per bin, noise of scale 5/2
+    summary = site.post({"cohort": {"attributes": {"PatientSex": "F"}}, "aggregate": {
+        "kind": "summary", "of": "age", "lower": 0, "upper": 100,
+        "quantiles": [0.25, 0.5, 0.75]}}).json()
+    assert abs(summary["mean"] - 49.5) < 5
+    median = summary["quantiles"]["0.5"]
+    assert 40 <= median <= 60
+    assert summary["quantiles"]["0.25"] <= median <= summary["quantiles"]["0.75"]
