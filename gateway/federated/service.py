@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class FederatedService:
         self.noise = NoiseMechanism(settings.dp)
         audit_path = settings.audit_log or Path(index.data_dir) / AUDIT_FILE_NAME
         self.audit = AuditLog(audit_path, fsync=settings.audit_fsync)
+        self._lock = threading.Lock()
 
     @property
     def dp_enabled(self) -> bool:
@@ -91,7 +93,10 @@ class FederatedService:
         }
         try:
             self._validate(request)
-            answer, spent, cached = self._answer(request, client)
+            # One question at a time from guard check to history record: two near-identical
+            # questions sent at once must not both pass the guard before either is recorded.
+            with self._lock:
+                answer, spent, cached = self._answer(request, client)
         except (RequestError, Refused) as error:
             audit.update(status="refused" if isinstance(error, Refused) else "invalid",
                          reason=str(error), epsilon_spent=0.0)

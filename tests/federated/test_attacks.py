@@ -226,3 +226,14 @@ def test_the_guard_forgets_cohorts_older_than_its_window(make_site: SiteFactory)
     assert site.get({"PatientSex": "F", "PatientAge": "60-69"}).json()["count"] == 30
     rows = site.index.database.query("SELECT COUNT(*) FROM query_history")
     assert rows[0][0] == 1
+
+
+def test_near_identical_questions_sent_at_once_do_not_both_pass(site: Site) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = [{"PatientSex": "F"}, {"PatientSex": "F", "PatientAge": "60-69"}] * 10
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(site.get, questions))
+    answered = {json.dumps(q, sort_keys=True) for q, r in zip(questions, responses, strict=True)
+                if r.status_code == 200}
+    assert len(answered) == 1, "both cohorts answered: their difference is one patient"
