@@ -95,7 +95,8 @@ class FederatedService:
             self._validate(request)
             # One question at a time from guard check to history record: two near-identical
             # questions sent at once must not both pass the guard before either is recorded.
-            with self._lock:
+            # Across gateway replicas sharing a PostgreSQL index, too.
+            with self._lock, self.index.database.exclusive("fedgate-federated-answer"):
                 answer, spent, cached = self._answer(request, client)
         except (RequestError, Refused) as error:
             audit.update(status="refused" if isinstance(error, Refused) else "invalid",

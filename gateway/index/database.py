@@ -7,6 +7,7 @@ A lock serialises use of the one connection: the gateway calls the index from wo
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,8 @@ class Database:
         self._connection = connection
         self.dialect: Dialect = dialect
         self._lock = threading.RLock()
+        self._locker: Any = None  # PostgreSQL connection holding advisory locks
+        self._locker_lock = threading.Lock()
 
     @classmethod
     def sqlite(cls, path: Path) -> Database:
@@ -77,6 +80,32 @@ class Database:
             finally:
                 cursor.close()
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold a lock named ``name`` across processes sharing this database.
+
+        PostgreSQL: a session advisory lock, so that replicas of a gateway serialise on it.
+        SQLite: one process owns the file, whose callers serialise in-process already.
+        """
+        if self.dialect != "postgresql":
+            yield
+            return
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        with self._locker_lock:
+            if self._locker is None:
+                # A connection of its own: the shared one stays free for the work done under
+                # the lock (and a session lock does not exclude its own session).
+                import psycopg
+
+                info = self._connection.info
+                self._locker = psycopg.connect(info.dsn, password=info.password,
+                                               autocommit=True)
+            self._locker.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                yield
+            finally:
+                self._locker.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._lock:
             cursor = self._connection.cursor()
@@ -93,6 +122,8 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self._connection.close()
+            if self._locker is not None:
+                self._locker.close()
 
 
 class _Translating:

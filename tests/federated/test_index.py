@@ -174,3 +174,50 @@ def test_the_index_on_postgresql(tmp_path: Path) -> None:
         FindingsIndex.open(IndexSettings(url=cluster.url), tmp_path / "data").close()
     finally:
         cluster.stop()
+
+
+def test_two_replicas_on_postgresql_share_guard_and_budget(tmp_path: Path) -> None:
+    """Two gateway replicas (two services, two connections) over one PostgreSQL index."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.federated.service import Refused
+
+    cluster = PostgresCluster().start()
+    try:
+        settings = FederatedSettings(dp={"enabled": True, "epsilon_per_query": 1.0,
+                                         "epsilon_budget_per_client": 2.0})
+        replicas = [FindingsIndex.open(IndexSettings(url=cluster.url), tmp_path / "data")
+                    for _ in range(2)]
+        for seed in range(60):
+            phantom = _phantom(200 + seed, ())
+            replicas[0].observe_instances(_headers(phantom)[:1])
+        services = [FederatedService(index, settings) for index in replicas]
+        women = AggregateRequest.model_validate({"cohort": {"attributes": {"PatientSex": "F"}}})
+        everyone = AggregateRequest.model_validate({})
+        count = replicas[0].database.query("SELECT COUNT(*) FROM studies WHERE patient_sex = 'F'")
+        assert count[0][0] >= 10  # a cohort to answer
+
+        def ask(number: int) -> tuple[int, object]:
+            service = services[number % 2]
+            request = women if number % 4 < 2 else everyone
+            try:
+                return number % 4 < 2, service.answer(request, "client", "test")["count"]
+            except Refused:
+                return number % 4 < 2, "refused"
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            outcomes = list(pool.map(ask, range(16)))
+        # Both cohorts are far apart (women vs everyone): each answered once, with one noise
+        # draw that both replicas then serve, and the ledger shared through PostgreSQL
+        # charged exactly 2 (the whole budget), however the questions raced.
+        assert len({count for is_women, count in outcomes if is_women}) == 1
+        assert len({count for is_women, count in outcomes if not is_women}) == 1
+        assert "refused" not in {count for _, count in outcomes}
+        assert services[1].ledger.spent("client") == pytest.approx(2.0)
+        with pytest.raises(Refused, match="privacy budget"):
+            services[1].answer(AggregateRequest.model_validate(
+                {"cohort": {"attributes": {"PatientSex": "M"}}}), "client", "test")
+        for index in replicas:
+            index.close()
+    finally:
+        cluster.stop()
