@@ -143,7 +143,14 @@ class SchemaError(Exception):
 
 
 def migrate(database: Database) -> int:
-    """Apply every migration not yet applied; returns the schema version now in force."""
+    """Apply every migration not yet applied; returns the schema version now in force.
+
+    Replicas starting together on one PostgreSQL take turns (an advisory lock)."""
+    with database.exclusive("fedgate-index-migrate"):
+        return _migrate(database)
+
+
+def _migrate(database: Database) -> int:
     database.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations "
         "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
