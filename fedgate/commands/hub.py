@@ -15,6 +15,7 @@ The config (YAML) lists the sites, their URLs and credentials, and who may ask t
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import structlog
@@ -35,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = HubSettings.load(args.config)
     except OSError as error:
-        print(f"fedgate hub: cannot read {args.config}: {error.strerror}")
+        print(f"fedgate hub: cannot read {args.config}: {error.strerror}", file=sys.stderr)
         return 2
     except ValidationError as error:
-        print(f"fedgate hub: {describe_validation_error(error)}")
+        print(f"fedgate hub: {describe_validation_error(error)}", file=sys.stderr)
         return 2
     host = settings.listen.host
     if not settings.auth.enabled and host not in ("127.0.0.1", "::1", "localhost"):

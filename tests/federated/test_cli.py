@@ -83,3 +83,13 @@ def test_audit_shows_the_log(tmp_path: Path) -> None:
     only = fedgate("audit", "--log", str(tmp_path / "audit.jsonl"), "--client", "second",
                    "--json")
     assert [json.loads(line)["client"] for line in only.stdout.splitlines()] == ["second"]
+
+
+def test_hub_refuses_a_bad_config_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "hub.yaml"
+    config.write_text(yaml.safe_dump({"sites": [{"name": "a", "url": "ftp://nope"}]}))
+    result = fedgate("hub", "--config", str(config))
+    assert result.returncode == 2
+    assert "sites.0.url" in result.stderr
+    missing = fedgate("hub", "--config", str(tmp_path / "absent.yaml"))
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
