@@ -20,6 +20,7 @@ from pathlib import Path
 
 import structlog
 import uvicorn
+import yaml
 from pydantic import ValidationError
 
 from gateway.federated.hub import HubSettings, hub_app
@@ -37,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
         settings = HubSettings.load(args.config)
     except OSError as error:
         print(f"fedgate hub: cannot read {args.config}: {error.strerror}", file=sys.stderr)
+        return 2
+    except yaml.YAMLError as error:
+        print(f"fedgate hub: {args.config} is not valid YAML: {error}", file=sys.stderr)
         return 2
     except ValidationError as error:
         print(f"fedgate hub: {describe_validation_error(error)}", file=sys.stderr)

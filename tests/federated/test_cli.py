@@ -93,3 +93,6 @@ def test_hub_refuses_a_bad_config_naming_the_key(tmp_path: Path) -> None:
     assert "sites.0.url" in result.stderr
     missing = fedgate("hub", "--config", str(tmp_path / "absent.yaml"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+    config.write_text("sites: [unclosed")
+    broken = fedgate("hub", "--config", str(config))
+    assert broken.returncode == 2 and "not valid YAML" in broken.stderr
