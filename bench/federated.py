@@ -42,10 +42,11 @@ NODULE, MASS, CYST = "SCT:27925004", "SCT:4147007", "SCT:441457006"
 DIAMETER = "SCT:81827009"
 
 
-def build_index(data_dir: Path, studies: int, findings: int, seed: int = 6) -> FindingsIndex:
+def build_index(data_dir: Path, studies: int, findings: int, seed: int = 6,
+                url: str | None = None) -> FindingsIndex:
     """Random but plausible rows, written in one transaction straight into the index tables."""
     rng = np.random.default_rng(seed)
-    index = FindingsIndex.open(IndexSettings(), data_dir)
+    index = FindingsIndex.open(IndexSettings(url=url), data_dir)
     patients = int(studies * 0.6)
     study_patient = rng.integers(0, patients, studies)
     patient_sex = rng.choice(np.array(["F", "M"]), patients)
@@ -106,11 +107,12 @@ def single_site(args: argparse.Namespace) -> list[str]:
     lines = []
     with tempfile.TemporaryDirectory(prefix="fedgate-bench-") as folder:
         started = time.perf_counter()
-        index = build_index(Path(folder), args.studies, args.findings)
+        index = build_index(Path(folder), args.studies, args.findings, url=args.index_url)
         built = time.perf_counter() - started
         counts = index.counts()
-        lines.append(f"Index: {counts['studies']:,} studies, {counts['findings']:,} findings, "
-                     f"generated in {built:.1f} s.")
+        engine = "PostgreSQL" if args.index_url else "SQLite"
+        lines.append(f"Index ({engine}): {counts['studies']:,} studies, "
+                     f"{counts['findings']:,} findings, generated in {built:.1f} s.")
         service = FederatedService(index, FederatedSettings())
         cohort = {"attributes": {"ModalitiesInStudy": "CT", "PatientSex": "F"},
                   "findings": [{"type": NODULE, "measurements": [
@@ -133,7 +135,7 @@ def single_site(args: argparse.Namespace) -> list[str]:
         request = AggregateRequest.model_validate(queries["count (patients)"])
         bare = membership_sql(request.cohort, "patients")
         peer = _timed(lambda: index.database.query(
-            f"SELECT COUNT(DISTINCT patient_key) FROM ({bare.text}) m", bare.params),
+            f"SELECT COUNT(DISTINCT patient) FROM ({bare.text}) m", bare.params),
             args.repeats)
         size = service.answer(request, "bench", "count")["count"]
         lines.append(f"Cohort (3 filters: CT study, woman, nodule of 8 mm or more): "
@@ -222,8 +224,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--sites", type=int, default=100)
     parser.add_argument("--hub-repeats", type=int, default=10)
+    parser.add_argument("--index-url", help="an empty PostgreSQL database (default: SQLite)")
+    parser.add_argument("--no-hub", action="store_true", help="only the single-site part")
     args = parser.parse_args()
-    print("\n".join(single_site(args) + hub(args)))
+    print("\n".join(single_site(args) + ([] if args.no_hub else hub(args))))
 
 
 if __name__ == "__main__":

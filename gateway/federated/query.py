@@ -187,7 +187,8 @@ def membership_sql(cohort: Cohort, level: Level, columns: Sequence[str] = ()) ->
     """
     where = cohort_where(cohort, level)
     return Sql(
-        f"SELECT {', '.join([UNIT_COLUMN[level], 's.patient_key', *columns])} "
+        f"SELECT {UNIT_COLUMN[level]} AS unit, "
+        f"{', '.join(['s.patient_key AS patient', *columns])} "
         f"FROM {base_from(level)} "
         f"WHERE {where.text}",
         where.params,
