@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pydicom.dataset import Dataset
+
+from fedgate.phantom import Phantom, PhantomSpec, generate_phantom
 from gateway.index import (
     FindingRecord,
     FindingsIndex,
@@ -84,3 +87,18 @@ def write_patients(index: FindingsIndex, patients: list[SyntheticPatient]) -> No
                     ],
                 ))
     index.write(studies, series, reports)
+
+
+def small_phantom(seed: int, lesions: tuple[float, ...] = (12.0,)) -> Phantom:
+    """A quick phantom study (64x64x8) with lesions of these diameters."""
+    return generate_phantom(PhantomSpec(seed=seed, rows=64, columns=64, slices=8,
+                                        pixel_spacing_mm=4.0, slice_thickness_mm=5.0,
+                                        lesion_diameters_mm=lesions))
+
+
+def header_only(phantom: Phantom) -> list[Dataset]:
+    """The phantom's instances without pixel data, as the intake path hands them over."""
+    datasets = list(phantom.instances())
+    for dataset in datasets:
+        del dataset.PixelData
+    return datasets

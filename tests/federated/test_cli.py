@@ -15,7 +15,7 @@ from dicomweb_client.api import DICOMwebClient
 from gateway.federated.audit import AuditLog
 from gateway.index import FindingsIndex, IndexSettings
 from sr_writer import build_sr
-from tests.federated.test_index import _headers, _phantom
+from tests.federated.synthetic import header_only, small_phantom
 from tests.sr_writer.builders import lesion_findings
 from tests.support.orthanc import OrthancServer
 
@@ -29,9 +29,9 @@ def fedgate(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _store_study(client: DICOMwebClient, seed: int) -> None:
-    phantom = _phantom(seed)
+    phantom = small_phantom(seed)
     images = list(phantom.instances())
-    sr = build_sr(lesion_findings(phantom, _headers(phantom)), _headers(phantom))
+    sr = build_sr(lesion_findings(phantom, header_only(phantom)), header_only(phantom))
     client.store_instances([*images, sr])
 
 

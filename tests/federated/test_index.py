@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from fedgate.phantom import Phantom, PhantomSpec, generate_phantom
+from fedgate.phantom import Phantom
 from gateway.federated.cohort import AggregateRequest
 from gateway.federated.service import FederatedService
 from gateway.federated.settings import FederatedSettings
@@ -21,29 +21,17 @@ from gateway.index.keys import SALT_FILE_NAME
 from gateway.index.schema import LATEST_VERSION, SchemaError
 from sr_writer import build_sr
 from tests.federated.postgres import PostgresCluster
+from tests.federated.synthetic import header_only, small_phantom
 from tests.sr_writer.builders import lesion_findings
 
 DIAMETER = "SCT:81827009"
 NODULE = "SCT:27925004"
 
 
-def _phantom(seed: int, lesions: tuple[float, ...] = (12.0,)) -> Phantom:
-    return generate_phantom(PhantomSpec(seed=seed, rows=64, columns=64, slices=8,
-                                        pixel_spacing_mm=4.0, slice_thickness_mm=5.0,
-                                        lesion_diameters_mm=lesions))
-
-
-def _headers(phantom: Phantom) -> list[Dataset]:
-    datasets = list(phantom.instances())
-    for dataset in datasets:
-        del dataset.PixelData  # the intake path passes header-only datasets
-    return datasets
-
-
 def _study_with_sr(seed: int, lesions: tuple[float, ...] = (12.0,)) -> tuple[Phantom,
                                                                               list[Dataset]]:
-    phantom = _phantom(seed, lesions)
-    headers = _headers(phantom)
+    phantom = small_phantom(seed, lesions)
+    headers = header_only(phantom)
     sr = build_sr(lesion_findings(phantom, headers), headers)
     return phantom, [*headers, sr]
 
@@ -124,8 +112,8 @@ def test_a_non_tid1500_sr_and_an_instance_without_uids_do_not_fail_intake(
 
 
 def test_observing_a_series_is_cheap(index: FindingsIndex) -> None:
-    phantom = _phantom(11, ())
-    header = _headers(phantom)[0]
+    phantom = small_phantom(11, ())
+    header = header_only(phantom)[0]
     many = [header] * 2000
     started = time.perf_counter()
     for start in range(0, len(many), 200):  # ten STOW requests of 200 instances
@@ -189,8 +177,8 @@ def test_two_replicas_on_postgresql_share_guard_and_budget(tmp_path: Path) -> No
         replicas = [FindingsIndex.open(IndexSettings(url=cluster.url), tmp_path / "data")
                     for _ in range(2)]
         for seed in range(60):
-            phantom = _phantom(200 + seed, ())
-            replicas[0].observe_instances(_headers(phantom)[:1])
+            phantom = small_phantom(200 + seed, ())
+            replicas[0].observe_instances(header_only(phantom)[:1])
         services = [FederatedService(index, settings) for index in replicas]
         women = AggregateRequest.model_validate({"cohort": {"attributes": {"PatientSex": "F"}}})
         everyone = AggregateRequest.model_validate({})
