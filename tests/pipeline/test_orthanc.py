@@ -14,7 +14,13 @@ from dicomweb_client.api import DICOMwebClient
 
 from fedgate.phantom import Phantom
 from sr_writer import read_findings
-from tests.pipeline.conftest import chest_phantom, finished_jobs, jobs, pipeline_settings, wait_until
+from tests.pipeline.conftest import (
+    chest_phantom,
+    finished_jobs,
+    jobs,
+    pipeline_settings,
+    wait_until,
+)
 from tests.support.gateway import GatewayProcess
 from tests.support.inference import InferenceProcess
 from tests.support.orthanc import OrthancServer
@@ -53,15 +59,27 @@ class Site:
         """DCMTK storescu to Orthanc's DICOM port, as a modality would."""
         files = phantom.write(folder / phantom.truth.series_instance_uid)
         subprocess.run(
-            [require_executable("storescu"), "-aet", "CT-SCANNER", "-aec", self.orthanc.aet,
-             "127.0.0.1", str(self.orthanc.dicom_port), *map(str, files)],
-            check=True, capture_output=True, timeout=120,
+            [
+                require_executable("storescu"),
+                "-aet",
+                "CT-SCANNER",
+                "-aec",
+                self.orthanc.aet,
+                "127.0.0.1",
+                str(self.orthanc.dicom_port),
+                *map(str, files),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
 
     def results_in_pacs(self, study_uid: str) -> dict[str, list[str]] | None:
         found: dict[str, list[str]] = {}
         for modality in ("SR", "SEG"):
-            instances = self.pacs.search_for_instances(study_uid, search_filters={"Modality": modality})
+            instances = self.pacs.search_for_instances(
+                study_uid, search_filters={"Modality": modality}
+            )
             found[modality] = [i["00080018"]["Value"][0] for i in instances]
         return found if found["SR"] and found["SEG"] else None
 
@@ -79,14 +97,17 @@ def test_storescu_to_orthanc_then_sr_and_seg_appear_in_orthanc(site: Site, tmp_p
     phantom = chest_phantom(seed=700, lesions=(10.0, 20.0))
     site.storescu(phantom, tmp_path / "files")
     truth = phantom.truth
-    found = wait_until(lambda: site.results_in_pacs(truth.study_instance_uid), 120,
-                       "the SR and SEG in Orthanc")
+    found = wait_until(
+        lambda: site.results_in_pacs(truth.study_instance_uid), 120, "the SR and SEG in Orthanc"
+    )
     assert len(found["SR"]) == 1 and len(found["SEG"]) == 1
     (sr_uid,) = found["SR"]
     series_uid = site.pacs.search_for_instances(
         truth.study_instance_uid, search_filters={"SOPInstanceUID": sr_uid}
     )[0]["0020000E"]["Value"][0]
-    findings = read_findings(site.pacs.retrieve_instance(truth.study_instance_uid, series_uid, sr_uid))
+    findings = read_findings(
+        site.pacs.retrieve_instance(truth.study_instance_uid, series_uid, sr_uid)
+    )
     diameters = sorted(
         m.value for f in findings.findings for m in f.measurements if "iameter" in m.name.meaning
     )
@@ -102,11 +123,26 @@ def test_kill_9_of_the_gateway_mid_job_then_every_job_completes_once(
 ) -> None:
     site = Site(tmp_path, inference.url, queue={"lease_seconds": 3, "max_attempts": 10}).start()
     try:
-        phantoms = [chest_phantom(seed=710 + i) for i in range(3)]
+        # Larger series, so that analyses take long enough to be caught running.
+        phantoms = [
+            chest_phantom(
+                seed=710 + i,
+                rows=256,
+                columns=256,
+                slices=96,
+                pixel_spacing_mm=0.75,
+                slice_thickness_mm=1.0,
+            )
+            for i in range(3)
+        ]
         for phantom in phantoms:
             site.storescu(phantom, tmp_path / "files")
-        wait_until(lambda: [j for j in jobs(site.gateway) if j["state"] == "running"], 90,
-                   "a running job")
+        wait_until(
+            lambda: [j for j in jobs(site.gateway) if j["state"] == "running"],
+            90,
+            "a running job",
+            step=0.05,
+        )
         site.gateway.kill()
         site.gateway.start()  # same port, same data directory: the queue survived
         wait_until(lambda: finished_jobs(site.gateway, 3), 180, "all jobs to finish")
@@ -124,20 +160,29 @@ def test_inference_down_then_orthanc_down_nothing_lost_nothing_doubled(
 ) -> None:
     service = InferenceProcess(tmp_path / "inference", models_dir)
     service.port = free_port()
-    site = Site(tmp_path, service.url,
-                queue={"max_attempts": 30, "backoff_seconds": 0.5, "backoff_max_seconds": 3}).start()
+    site = Site(
+        tmp_path,
+        service.url,
+        queue={"max_attempts": 30, "backoff_seconds": 0.5, "backoff_max_seconds": 3},
+    ).start()
     try:
         # Phase 1: the inference service is down for 20 s while a study waits.
         first = chest_phantom(seed=720)
         site.storescu(first, tmp_path / "files")
-        wait_until(lambda: [j for j in jobs(site.gateway) if j["attempts"] >= 1], 60,
-                   "a failed attempt while the inference service is down")
+        wait_until(
+            lambda: [j for j in jobs(site.gateway) if j["attempts"] >= 1],
+            60,
+            "a failed attempt while the inference service is down",
+        )
         time.sleep(20)
         service.start()
         (job,) = wait_until(lambda: finished_jobs(site.gateway, 1), 120, "the job after the outage")
         assert job["state"] == "succeeded" and job["attempts"] > 1
-        wait_until(lambda: site.results_in_pacs(first.truth.study_instance_uid), 60,
-                   "phase 1 results in Orthanc")
+        wait_until(
+            lambda: site.results_in_pacs(first.truth.study_instance_uid),
+            60,
+            "phase 1 results in Orthanc",
+        )
 
         # Phase 2: Orthanc is down for 20 s while the results are written.
         second = chest_phantom(seed=721)
@@ -146,8 +191,11 @@ def test_inference_down_then_orthanc_down_nothing_lost_nothing_doubled(
         wait_until(lambda: finished_jobs(site.gateway, 2), 120, "the second job")
         time.sleep(20)
         site.orthanc.start()  # same ports and storage
-        found = wait_until(lambda: site.results_in_pacs(second.truth.study_instance_uid), 120,
-                           "phase 2 results in Orthanc after its outage")
+        found = wait_until(
+            lambda: site.results_in_pacs(second.truth.study_instance_uid),
+            120,
+            "phase 2 results in Orthanc after its outage",
+        )
         assert len(found["SR"]) == 1 and len(found["SEG"]) == 1
         assert len(site.results_in_pacs(first.truth.study_instance_uid)["SR"]) == 1  # type: ignore[index]
     finally:
