@@ -24,6 +24,7 @@ from gateway.auth import Authenticator
 from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
 from gateway.dicomweb.routes import embedded_routes, results_routes, upstream_routes
 from gateway.forwarder import Forwarder
+from gateway.intake.dimse import DimseIntake
 from gateway.jobs_api import job_routes
 from gateway.middleware import AuthMiddleware, RequestContextMiddleware
 from gateway.pacs import PacsClient
@@ -107,6 +108,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
+        dimse = DimseIntake(store, settings.dimse) if settings.dimse.enabled else None
+        if dimse is not None:
+            await anyio.to_thread.run_sync(dimse.start)
         if pacs is not None:
             forwarder = Forwarder(store, pacs)
             store.subscribe(lambda stored: forwarder.notify())
@@ -147,6 +151,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
         try:
             yield
         finally:
+            if dimse is not None:
+                await anyio.to_thread.run_sync(dimse.stop)
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.auth import AuthSettings
+from gateway.intake.dimse import DimseSettings
 from gateway.pipeline.settings import PipelineSettings, RoutingRule
 from gateway.queue.settings import QueueSettings
 
@@ -102,6 +103,7 @@ class GatewaySettings(BaseSettings):
     pacs: PacsSettings = Field(default_factory=PacsSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    dimse: DimseSettings = Field(default_factory=DimseSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     routing: list[RoutingRule] = Field(default_factory=list)
     queue: QueueSettings = Field(default_factory=QueueSettings)
