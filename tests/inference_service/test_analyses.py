@@ -6,6 +6,7 @@ read with ``sr_writer.read_findings``.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -424,3 +425,24 @@ def test_a_users_own_model_drops_into_the_repository(
         ]
     finally:
         process.stop()
+
+
+def test_request_id_follows_the_analysis_into_the_log(
+    service: InferenceProcess, shared_orthanc: OrthancServer, three_lesions: Phantom
+) -> None:
+    truth = three_lesions.truth
+    body = {
+        "model": "nodule-presence",
+        "study_instance_uid": truth.study_instance_uid,
+        "series_instance_uid": truth.series_instance_uid,
+        "source": {"url": shared_orthanc.dicomweb_url},
+        "destination": {"url": shared_orthanc.dicomweb_url},
+    }
+    response = httpx.post(
+        f"{service.url}/v1/analyses", json=body, headers={"X-Request-ID": "job-4242"}, timeout=60
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == "job-4242"
+    lines = [json.loads(line) for line in service.log().splitlines() if line.startswith("{")]
+    done = [line for line in lines if line.get("event") == "analysis_done"]
+    assert any(line.get("request_id") == "job-4242" for line in done)
