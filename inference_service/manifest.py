@@ -99,8 +99,18 @@ class Measurements(_Strict):
 
 
 class MaskOutput(_Strict):
+    """A per-voxel map in the input's layout (same D/H/W as the tensor the model got).
+
+    A one-channel probability map (``activation: none``) or logit map (``sigmoid``), or
+    several channels of which ``channel`` is the foreground (``softmax`` across channels, as
+    a MONAI network with ``out_channels=2`` exports).
+    """
+
     kind: Literal["mask"] = "mask"
     name: str
+    activation: Literal["none", "sigmoid", "softmax"] = "none"
+    #: The foreground channel of a multi-channel output (None: the output has one channel).
+    channel: Annotated[int, Field(ge=0)] | None = None
     threshold: float = 0.5
     #: Components smaller than this are noise, not findings.
     min_volume_mm3: Annotated[float, Field(ge=0)] = 10.0
