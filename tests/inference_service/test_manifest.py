@@ -136,6 +136,8 @@ def test_the_readme_manifest_example_is_valid() -> None:
     manifest = parse_manifest(yaml.safe_load(block), "lung-nodule-unet")
     assert [output.kind for output in manifest.outputs] == ["mask", "class_probabilities"]
     assert manifest.input.spacing_mm == (1.5, 1.0, 1.0)
+    mask = manifest.mask_output
+    assert mask is not None and mask.activation == "softmax" and mask.channel == 1
 
 
 def test_environment_overrides_the_config_file(
