@@ -64,3 +64,26 @@ def test_softmax_and_sigmoid_logits_give_the_same_lesions(repository: ModelRepos
         postprocess(model, {"lesion_probability": two_channels}, prepared, volume)
     with pytest.raises(PermanentError, match="a mask must match its input"):
         postprocess(model, {"lesion_probability": logit[:, :, :20]}, prepared, volume)
+
+
+def test_mask_of_a_resampled_model_is_measured_on_the_source_grid(
+    repository: ModelRepository,
+) -> None:
+    model = repository.get("nodule-detector")
+    resampling = model.manifest.input.model_copy(update={"spacing_mm": (1.0, 0.8, 0.8)})
+    model = Model(
+        model.manifest.model_copy(update={"input": resampling}), model.backend, model.folder
+    )
+    phantom = generate_phantom(
+        PhantomSpec(seed=82, rows=128, columns=128, slices=40, lesion_diameters_mm=(10.0, 16.0))
+    )
+    volume = assemble_volume(list(phantom.instances()), model.manifest.input, model.name)
+    prepared = prepare_input(volume, model.manifest.input)
+    assert prepared.resampled and prepared.grid_shape == (60, 160, 160)
+    outputs = model.backend.infer({"volume": prepared.tensor})
+    (result,) = postprocess(model, outputs, prepared, volume)
+    assert isinstance(result, MaskResult)
+    assert result.labels.shape == volume.values.shape
+    found = sorted(lesion.diameter_mm for lesion in result.lesions)
+    truth = sorted(lesion.diameter_mm for lesion in phantom.truth.lesions)
+    assert found == pytest.approx(truth, rel=0.10)
