@@ -89,6 +89,40 @@ def test_json_infer_matches_onnxruntime(service: InferenceProcess, models_dir: P
     )
 
 
+def test_triton_style_binary_request_and_response(
+    service: InferenceProcess, models_dir: Path
+) -> None:
+    """JSON header + raw input bytes in, all outputs binary out (binary_data_output)."""
+    volume = _volume(2)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "volume",
+                    "shape": list(volume.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": volume.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    response = httpx.post(
+        f"{service.url}/v2/models/nodule-detector/infer",
+        content=header + volume.tobytes(),
+        headers={
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream",
+        },
+    )
+    assert response.status_code == 200, response.text
+    length = int(response.headers["Inference-Header-Content-Length"])
+    (output,) = json.loads(response.content[:length])["outputs"]
+    assert output["parameters"]["binary_data_size"] == volume.nbytes
+    received = np.frombuffer(response.content[length:], dtype="<f4").reshape(output["shape"])
+    np.testing.assert_array_equal(received, _local(models_dir, "nodule-detector", volume))
+
+
 def test_binary_infer_through_the_remote_backend(
     service: InferenceProcess, models_dir: Path
 ) -> None:
