@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tests.inference_service.user_model import write_user_model
 from tests.support.inference import InferenceProcess
 from tests.support.orthanc import OrthancServer
 from tests.support.ports import free_port
+from tests.support.requirements import require_executable
 
 pytestmark = pytest.mark.orthanc
 
@@ -81,7 +83,7 @@ def three_lesions(shared_orthanc: OrthancServer) -> Phantom:
 
 
 def test_detector_writes_sr_and_seg_that_read_back_within_tolerance(
-    service: InferenceProcess, shared_orthanc: OrthancServer, three_lesions: Phantom
+    service: InferenceProcess, shared_orthanc: OrthancServer, three_lesions: Phantom, tmp_path: Path
 ) -> None:
     truth = three_lesions.truth
     response = analyse(
@@ -144,6 +146,14 @@ def test_detector_writes_sr_and_seg_that_read_back_within_tolerance(
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Nodule 1", "Nodule 2", "Nodule 3"]
     # Segment and finding share the tracking UID.
     assert {s.TrackingUID for s in seg.SegmentSequence} == {f.tracking_uid for f in stored.findings}
+    # What landed in the archive conforms to its IOD (dicom3tools).
+    verifier = require_executable("dciodvfy")
+    for name, dataset in (("sr", sr), ("seg", seg)):
+        path = tmp_path / f"{name}.dcm"
+        dataset.save_as(path, enforce_file_format=True)
+        report = subprocess.run([verifier, str(path)], capture_output=True, text=True)
+        errors = [line for line in (report.stdout + report.stderr).splitlines() if "Error" in line]
+        assert errors == [], f"{name}: {errors}"
 
 
 def service_model_uid(service: InferenceProcess, name: str) -> str:
