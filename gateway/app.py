@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
-from collections.abc import AsyncIterator
+import socket
+import time
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio.to_thread
@@ -19,12 +22,17 @@ from starlette.routing import Mount, Route
 
 from gateway.auth import Authenticator
 from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
-from gateway.dicomweb.routes import embedded_routes, upstream_routes
+from gateway.dicomweb.routes import embedded_routes, results_routes, upstream_routes
 from gateway.forwarder import Forwarder
+from gateway.jobs_api import job_routes
 from gateway.middleware import AuthMiddleware, RequestContextMiddleware
 from gateway.pacs import PacsClient
+from gateway.pipeline.retention import Retention
+from gateway.pipeline.scheduler import StabilityScheduler
+from gateway.pipeline.worker import JobWorker
+from gateway.queue import Database, JobQueue, StabilityLedger
 from gateway.settings import GatewaySettings
-from gateway.store import EmbeddedStore, IngestPolicy
+from gateway.store import EmbeddedStore, IngestPolicy, StoredInstance
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +64,22 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+def own_url(settings: GatewaySettings) -> str:
+    """The gateway's root URL for its own callers (the inference service, replicas)."""
+    if settings.listen.public_url:
+        return settings.listen.public_url.rstrip("/")
+    host = settings.listen.host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "[::1]"
+    return f"http://{host}:{settings.listen.port}"
+
+
+def gateway_id(settings: GatewaySettings) -> str:
+    return settings.pipeline.gateway_id or f"{socket.gethostname()}:{settings.data_dir.resolve()}"
+
+
 def create_app(settings: GatewaySettings) -> Starlette:
     """Build the gateway for ``settings``; parts open and close with the app's lifespan."""
     store = EmbeddedStore(
@@ -68,18 +92,56 @@ def create_app(settings: GatewaySettings) -> Starlette:
     )
     pacs = PacsClient(settings.pacs) if settings.pacs.url else None
     dicomweb = upstream_routes() if pacs else embedded_routes()
+    database = Database.open(settings.queue, settings.data_dir)
+    queue = JobQueue(database)
+    ledger = StabilityLedger(database)
+    this_gateway = gateway_id(settings)
+    root = own_url(settings)
+
+    def record_arrivals(stored: Sequence[StoredInstance]) -> None:
+        series = {(s.record.study_instance_uid, s.record.series_instance_uid) for s in stored}
+        ledger.touch_series(sorted(series), this_gateway, time.time())
+
+    store.subscribe(record_arrivals)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
-        if pacs is not None and store.policy.forward_to_pacs:
+        if pacs is not None:
             forwarder = Forwarder(store, pacs)
             store.subscribe(lambda stored: forwarder.notify())
             tasks.append(asyncio.create_task(forwarder.run(), name="forwarder"))
+        scheduler = StabilityScheduler(
+            store,
+            ledger,
+            queue,
+            settings.routing,
+            settings.pipeline,
+            this_gateway,
+            source_url=root + "/dicomweb",
+        )
+        tasks.append(asyncio.create_task(scheduler.run(), name="scheduler"))
+        if settings.pipeline.workers:
+            token = settings.pipeline.callback_token
+            worker = JobWorker(
+                queue,
+                settings.pipeline,
+                f"{this_gateway}:{os.getpid()}",
+                destination_url=root + "/results",
+                callback_auth={"type": "bearer", "token": token.get_secret_value()}
+                if token
+                else None,
+            )
+            tasks.append(asyncio.create_task(worker.run(), name="worker"))
+        if pacs is not None and settings.pipeline.retention_seconds is not None:
+            retention = Retention(store, queue, settings.pipeline.retention_seconds)
+            tasks.append(asyncio.create_task(retention.run(), name="retention"))
         log.info(
             "gateway.started",
             data_dir=str(settings.data_dir),
             pacs=settings.pacs.url or "embedded store",
+            queue="postgresql" if settings.queue.url else "sqlite",
+            rules=[rule.name for rule in settings.routing],
             auth="bearer tokens" if settings.auth.enabled else "off (loopback only)",
         )
         try:
@@ -92,6 +154,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
                     await task
             if pacs is not None:
                 await pacs.aclose()
+            database.close()
             store.close()
 
     app = Starlette(
@@ -100,6 +163,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             Mount("/dicomweb", routes=dicomweb),
+            Mount("/results", routes=results_routes()),
+            *job_routes(),
         ],
         middleware=[
             Middleware(RequestContextMiddleware),
@@ -111,4 +176,6 @@ def create_app(settings: GatewaySettings) -> Starlette:
     app.state.settings = settings
     app.state.store = store
     app.state.pacs = pacs
+    app.state.queue = queue
+    app.state.ledger = ledger
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 STORED_INSTANCES = Counter(
     "fedgate_instances_stored_total", "Instances stored in the embedded store"
@@ -22,4 +22,17 @@ UPSTREAM_ERRORS = Counter(
 )
 FORWARDED_INSTANCES = Counter(
     "fedgate_forwarded_instances_total", "Instances forwarded to the upstream PACS"
+)
+QUEUE_DEPTH = Gauge("fedgate_jobs", "Jobs in the queue by state", ["state"])
+JOB_WAIT_SECONDS = Histogram(
+    "fedgate_job_wait_seconds",
+    "From enqueued to started, per attempt",
+    ["model"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+JOB_RUN_SECONDS = Histogram(
+    "fedgate_job_run_seconds",
+    "Duration of one attempt, inference included",
+    ["model"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )

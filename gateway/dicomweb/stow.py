@@ -145,6 +145,20 @@ def check_media_type(content_type: str | None) -> str:
 
 async def store_instances(request: Request) -> Response:
     """The STOW-RS endpoint, at study level or for any study."""
+    return await _store(request, forward_to_pacs=None)
+
+
+async def store_results(request: Request) -> Response:
+    """STOW-RS of analysis results (SR, SEG): stored, and forwarded to the PACS if there is one.
+
+    The inference service writes here, so results reach the radiologists' PACS through the
+    gateway's durable outbox even when the PACS is briefly down.
+    """
+    has_pacs = request.app.state.pacs is not None
+    return await _store(request, forward_to_pacs=has_pacs)
+
+
+async def _store(request: Request, forward_to_pacs: bool | None) -> Response:
     store: EmbeddedStore = request.app.state.store
     settings = request.app.state.settings.ingest
     study_uid = request.path_params.get("study")
@@ -158,7 +172,7 @@ async def store_instances(request: Request) -> Response:
     started = time.perf_counter()
     writer = _PartWriter(store, settings.max_instance_bytes)
     parser = MultipartParser(boundary, writer)
-    batch = store.new_batch(expected_study_uid=study_uid)
+    batch = store.new_batch(expected_study_uid=study_uid, forward_to_pacs=forward_to_pacs)
     queue: asyncio.Queue[FinishedPart | None] = asyncio.Queue(_QUEUE_DEPTH)
     outcomes: list[IngestOutcome] = []
     checker = asyncio.create_task(_check_parts(queue, batch, outcomes))

@@ -233,6 +233,22 @@ class CatalogWriter:
             (record.sop_instance_uid, record.study_instance_uid, time.time()),
         )
 
+    def delete_study(self, study_instance_uid: str) -> bool:
+        """Delete the study's rows; False (nothing deleted) while forwards are outstanding."""
+        waiting = self._connection.execute(
+            "SELECT count(*) FROM forward_outbox WHERE study_instance_uid = ? "
+            "AND state = 'pending'",
+            (study_instance_uid,),
+        ).fetchone()[0]
+        if waiting:
+            return False
+        for table in ("instances", "series", "studies"):
+            self._connection.execute(
+                f"DELETE FROM {table} WHERE study_instance_uid = ?",
+                (study_instance_uid,),
+            )
+        return True
+
     def forward_succeeded(self, sop_instance_uids: Sequence[str]) -> None:
         self._connection.executemany(
             "DELETE FROM forward_outbox WHERE sop_instance_uid = ?",
