@@ -77,6 +77,13 @@ def analyse(url: str, orthanc: OrthancServer, phantom: Phantom) -> dict[str, Any
     return result
 
 
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class BareOnnxRuntime:
     """The peer: the same model on the same prepared tensor, ``session.run`` in this process."""
 
@@ -173,6 +180,8 @@ def main() -> None:
             f"throughput ratio service / bare onnxruntime: {service_rate / bare_rate:.2f} "
             "(target >= 0.90)"
         )
+        assert service.process is not None
+        print(f"service peak RSS: {peak_rss_mb(service.process.pid):.0f} MB")
         lesions = warm["lesions"]
         truth = sorted(phantom.truth.lesions, key=lambda lesion: -lesion.diameter_mm)
         errors = [

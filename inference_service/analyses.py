@@ -204,7 +204,9 @@ class Analyzer:
                 raise PermanentError(
                     f"source returned instance {mismatched[0].SOPInstanceUID} of another series"
                 )
-            volume = assemble_volume(datasets, manifest.input, manifest.name)
+            volume = assemble_volume(
+                datasets, manifest.input, manifest.name, release_pixel_data=True
+            )
         with timings.stage("preprocess"):
             prepared = prepare_input(volume, manifest.input)
         with timings.stage("model"):
