@@ -213,6 +213,9 @@ class Analyzer:
             outputs = run_model(model, prepared)
         with timings.stage("postprocess"):
             results = postprocess(model, outputs, prepared, volume)
+            # The tensor and the raw outputs (hundreds of MB for a CT) are done with; free them
+            # before the SR/SEG and the store, where the next analysis's model may be running.
+            del outputs, prepared
         uids = derive_result_uids(
             request.study_instance_uid,
             request.series_instance_uid,
