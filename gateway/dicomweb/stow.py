@@ -171,7 +171,10 @@ async def _store(request: Request, forward_to_pacs: bool | None) -> Response:
 
     started = time.perf_counter()
     writer = _PartWriter(store, settings.max_instance_bytes)
-    parser = MultipartParser(boundary, writer)
+    try:
+        parser = MultipartParser(boundary, writer)
+    except MultipartError as error:
+        raise DicomWebError(400, f"malformed multipart body: {error}") from None
     batch = store.new_batch(expected_study_uid=study_uid, forward_to_pacs=forward_to_pacs)
     queue: asyncio.Queue[FinishedPart | None] = asyncio.Queue(_QUEUE_DEPTH)
     outcomes: list[IngestOutcome] = []
