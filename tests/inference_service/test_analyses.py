@@ -418,7 +418,14 @@ def test_a_users_own_model_drops_into_the_repository(
         assert 0.0 < mean["value"] < 0.5
         expected = 1.0 / (1.0 + math.exp(-16.0 * (mean["value"] - 0.5)))
         assert classified["probability"] == pytest.approx(expected, abs=1e-4)
-        assert classified["qualitative_evaluations"][0]["value"]["meaning"] == "Absent"
+        # The decided class's own concept, from the manifest.
+        (evaluation,) = classified["qualitative_evaluations"]
+        assert evaluation["value"] == {
+            "value": "L",
+            "scheme_designator": "99TEST",
+            "meaning": "Low density",
+        }
+        assert evaluation["name"]["meaning"] == "Presence of property"
         sr = retrieve(
             shared_orthanc,
             truth.study_instance_uid,
@@ -430,7 +437,7 @@ def test_a_users_own_model_drops_into_the_repository(
         stored = read_findings(sr)
         assert stored.algorithm is not None and stored.algorithm.version == "0.3.0"
         assert [f.tracking_identifier for f in stored.findings] == [
-            "Dense lung presence",
+            "Dense lung classification",
             "Mean windowed value",
         ]
     finally:
