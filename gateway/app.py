@@ -25,6 +25,7 @@ from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
 from gateway.dicomweb.routes import embedded_routes, results_routes, upstream_routes
 from gateway.forwarder import Forwarder
 from gateway.intake.dimse import DimseIntake
+from gateway.intake.poller import PacsPoller
 from gateway.jobs_api import job_routes
 from gateway.middleware import AuthMiddleware, RequestContextMiddleware
 from gateway.pacs import PacsClient
@@ -137,6 +138,15 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 else None,
             )
             tasks.append(asyncio.create_task(worker.run(), name="worker"))
+        if pacs is not None and settings.pacs.poll.enabled:
+            poller = PacsPoller(
+                store,
+                pacs,
+                settings.pacs.poll,
+                settings.data_dir / "poller.json",
+                settings.ingest.max_instance_bytes,
+            )
+            tasks.append(asyncio.create_task(poller.run(), name="poller"))
         if pacs is not None and settings.pipeline.retention_seconds is not None:
             retention = Retention(store, queue, settings.pipeline.retention_seconds)
             tasks.append(asyncio.create_task(retention.run(), name="retention"))
