@@ -164,15 +164,18 @@ def highdicom_sr(findings: Findings, evidence: list[Dataset]) -> Dataset:
 
 def masks(evidence: list[Dataset], dense: bool) -> np.ndarray:
     slices, size = len(evidence), int(evidence[0].Rows)
-    yy, xx = np.mgrid[0:size, 0:size]
-    if dense:  # the body outline on every slice: every frame is encoded
+    if dense:
+        yy, xx = np.mgrid[0:size, 0:size]  # the body outline on every slice: every frame is encoded
         body = ((xx - size / 2) / (0.45 * size)) ** 2 + ((yy - size / 2) / (0.36 * size)) ** 2
         return np.broadcast_to(body <= 1.0, (slices, size, size)).copy()
     mask = np.zeros((slices, size, size), dtype=bool)
-    zz = np.arange(slices)[:, None, None]
     for fz, fy, fx, r in ((1 / 3, 0.4, 0.3, 9), (2 / 3, 0.5, 0.7, 6)):
         cz, cy, cx = int(fz * slices), int(fy * size), int(fx * size)
-        mask |= (zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+        # Only the sphere's bounding box: a full-volume int64 grid would be 600 MB.
+        zz, yy, xx = np.mgrid[cz - r : cz + r + 1, cy - r : cy + r + 1, cx - r : cx + r + 1]
+        mask[cz - r : cz + r + 1, cy - r : cy + r + 1, cx - r : cx + r + 1] |= (
+            (zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+        )
     return mask
 
 

@@ -24,6 +24,8 @@ from gateway.auth import Authenticator
 from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
 from gateway.dicomweb.routes import embedded_routes, results_routes, upstream_routes
 from gateway.forwarder import Forwarder
+from gateway.intake.dimse import DimseIntake
+from gateway.intake.poller import PacsPoller
 from gateway.jobs_api import job_routes
 from gateway.middleware import AuthMiddleware, RequestContextMiddleware
 from gateway.pacs import PacsClient
@@ -107,6 +109,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
+        dimse = DimseIntake(store, settings.dimse) if settings.dimse.enabled else None
+        if dimse is not None:
+            await anyio.to_thread.run_sync(dimse.start)
         if pacs is not None:
             forwarder = Forwarder(store, pacs)
             store.subscribe(lambda stored: forwarder.notify())
@@ -133,6 +138,15 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 else None,
             )
             tasks.append(asyncio.create_task(worker.run(), name="worker"))
+        if pacs is not None and settings.pacs.poll.enabled:
+            poller = PacsPoller(
+                store,
+                pacs,
+                settings.pacs.poll,
+                settings.data_dir / "poller.json",
+                settings.ingest.max_instance_bytes,
+            )
+            tasks.append(asyncio.create_task(poller.run(), name="poller"))
         if pacs is not None and settings.pipeline.retention_seconds is not None:
             retention = Retention(store, queue, settings.pipeline.retention_seconds)
             tasks.append(asyncio.create_task(retention.run(), name="retention"))
@@ -147,6 +161,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
         try:
             yield
         finally:
+            if dimse is not None:
+                await anyio.to_thread.run_sync(dimse.stop)
             for task in tasks:
                 task.cancel()
             for task in tasks:

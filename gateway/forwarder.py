@@ -29,7 +29,7 @@ MAX_REFUSALS = 5
 
 
 def _delay(attempts: int) -> float:
-    return min(300.0, 2.0 * 2**attempts)
+    return min(60.0, 2.0**attempts)
 
 
 class Forwarder:

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gateway.auth import AuthSettings
 from gateway.federated.settings import FederatedSettings
 from gateway.index.settings import IndexSettings
+from gateway.intake.settings import DimseSettings, PollSettings
 from gateway.pipeline.settings import PipelineSettings, RoutingRule
 from gateway.queue.settings import QueueSettings
 
@@ -56,6 +57,8 @@ class PacsSettings(_Strict):
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
+    #: Poll the PACS for new studies (for archives that cannot forward).
+    poll: PollSettings = Field(default_factory=PollSettings)
 
     @model_validator(mode="after")
     def _url_is_http(self) -> PacsSettings:
@@ -106,6 +109,7 @@ class GatewaySettings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     federated: FederatedSettings = Field(default_factory=FederatedSettings)
+    dimse: DimseSettings = Field(default_factory=DimseSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     routing: list[RoutingRule] = Field(default_factory=list)
     queue: QueueSettings = Field(default_factory=QueueSettings)

@@ -16,6 +16,7 @@ from typing import Protocol
 _TOKEN_PARAM = re.compile(r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
 
 MAX_HEADER_BYTES = 16 * 1024
+MAX_BOUNDARY_LENGTH = 256
 
 
 class MultipartError(ValueError):
@@ -54,8 +55,12 @@ class MultipartParser:
     _PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _EPILOGUE = range(5)
 
     def __init__(self, boundary: str, handler: PartHandler):
-        if not boundary or len(boundary) > 70:
-            raise MultipartError("the multipart boundary must be 1 to 70 characters")
+        # RFC 2046 says at most 70 characters, but Orthanc's STOW client sends longer ones:
+        # accept them, within a bound that keeps a hostile header harmless.
+        if not boundary or len(boundary) > MAX_BOUNDARY_LENGTH:
+            raise MultipartError(
+                f"the multipart boundary must be 1 to {MAX_BOUNDARY_LENGTH} characters"
+            )
         self._handler = handler
         # Treat the body as if preceded by CRLF so the first delimiter needs no special case.
         self._delimiter = b"\r\n--" + boundary.encode("latin-1")

@@ -86,9 +86,12 @@ class StabilityScheduler:
             summary = "; ".join(reasons) if not created else "routed"
             # A study already analysed keeps its decision when only results (SR, SEG) or
             # other unroutable series arrived since.
-            if created or not self.queue.search(study_instance_uid=study_uid, limit=1)[1]:
+            if created:
                 self.ledger.record_decision(study_uid, created, summary)
-            if not created:
+            elif self.queue.search(study_instance_uid=study_uid, limit=1)[1]:
+                log.info("pipeline.nothing_new_to_route", study=study_uid, reason=summary)
+            else:
+                self.ledger.record_decision(study_uid, created, summary)
                 log.info("pipeline.not_routed", study=study_uid, reason=summary)
             created_total += created
         return created_total

@@ -129,7 +129,10 @@ class JobWorker:
     async def _analyse(self, http: httpx.AsyncClient, job: Job) -> None:
         url = f"{job.inference_url}/v1/analyses"
         try:
-            response = await http.post(url, json=self._request(job))
+            # One id traces the job through both services' logs.
+            response = await http.post(
+                url, json=self._request(job), headers={"X-Request-ID": f"job-{job.id}"}
+            )
         except httpx.TimeoutException:
             await self._fail(job, f"no answer from {url} in time", permanent=False)
             return

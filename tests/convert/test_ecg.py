@@ -29,11 +29,25 @@ def synthetic_ecg(seconds: float, fs: int, leads: int, seed: int = 0) -> npt.NDA
     return np.stack([g * beat + rng.normal(0, 0.03, t.size) for g in gains], axis=1)
 
 
-def write_wfdb(directory: Path, name: str, signal: npt.NDArray[np.float64], fs: int,
-               leads: list[str], gain: float = 200.0) -> Path:
-    wfdb.wrsamp(name, fs=fs, units=["mV"] * len(leads), sig_name=leads, p_signal=signal,
-                fmt=["16"] * len(leads), adc_gain=[gain] * len(leads),
-                baseline=[0] * len(leads), write_dir=str(directory))
+def write_wfdb(
+    directory: Path,
+    name: str,
+    signal: npt.NDArray[np.float64],
+    fs: int,
+    leads: list[str],
+    gain: float = 200.0,
+) -> Path:
+    wfdb.wrsamp(
+        name,
+        fs=fs,
+        units=["mV"] * len(leads),
+        sig_name=leads,
+        p_signal=signal,
+        fmt=["16"] * len(leads),
+        adc_gain=[gain] * len(leads),
+        baseline=[0] * len(leads),
+        write_dir=str(directory),
+    )
     return directory / f"{name}.hea"
 
 
@@ -83,8 +97,21 @@ def test_csv_round_trip_within_quantisation(tmp_path: Path) -> None:
     study = "1.2.826.0.1.3680043.8.498.77"
     out = tmp_path / "out"
 
-    assert convert("--input", str(csv_path), "--patient-id", "P002", "--study-instance-uid", study,
-                   "--sampling-frequency", "250", "--out", str(out)) == 0
+    assert (
+        convert(
+            "--input",
+            str(csv_path),
+            "--patient-id",
+            "P002",
+            "--study-instance-uid",
+            study,
+            "--sampling-frequency",
+            "250",
+            "--out",
+            str(out),
+        )
+        == 0
+    )
 
     ds = only_instance(out)
     assert ds.StudyInstanceUID == study  # filed with the patient's imaging study
@@ -118,8 +145,19 @@ def test_missing_samples_become_padding(tmp_path: Path) -> None:
     csv_path.write_text("I,II\n0.1,0.2\n,0.3\n0.5,0.4\n")
     out = tmp_path / "out"
 
-    assert convert("--input", str(csv_path), "--patient-id", "P004",
-                   "--sampling-frequency", "500", "--out", str(out)) == 0
+    assert (
+        convert(
+            "--input",
+            str(csv_path),
+            "--patient-id",
+            "P004",
+            "--sampling-frequency",
+            "500",
+            "--out",
+            str(out),
+        )
+        == 0
+    )
 
     ds = only_instance(out)
     group = ds.WaveformSequence[0]
@@ -154,7 +192,10 @@ def test_rerun_gives_the_same_uid_and_a_new_study_per_recording(tmp_path: Path) 
     ],
 )
 def test_bad_recordings_are_refused_with_the_reason(
-    tmp_path: Path, setup: str, extra: list[str], message: str,
+    tmp_path: Path,
+    setup: str,
+    extra: list[str],
+    message: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     signal = synthetic_ecg(1, 500, 2)
@@ -168,13 +209,15 @@ def test_bad_recordings_are_refused_with_the_reason(
         path = write_wfdb(tmp_path, "rec", signal, 500, ["i", "foo"])
     else:
         path = tmp_path / "bad.csv"
-        path.write_text({
-            "csv_no_fs": "I,II\n0.1,0.2\n",
-            "csv_text": "I,II\n0.1,0.2\nx1,0.3\n",
-            "csv_ragged": "I,II\n0.1,0.2\n0.3\n",
-            "csv_unknown_lead": "I,Lead 7\n0.1,0.2\n",
-            "csv_slow": "I,II\n0.1,0.2\n",
-        }[setup])
+        path.write_text(
+            {
+                "csv_no_fs": "I,II\n0.1,0.2\n",
+                "csv_text": "I,II\n0.1,0.2\nx1,0.3\n",
+                "csv_ragged": "I,II\n0.1,0.2\n0.3\n",
+                "csv_unknown_lead": "I,Lead 7\n0.1,0.2\n",
+                "csv_slow": "I,II\n0.1,0.2\n",
+            }[setup]
+        )
     out = tmp_path / "out"
 
     assert convert("--input", str(path), "--patient-id", "P9", "--out", str(out), *extra) == 2

@@ -39,8 +39,18 @@ def test_csv_round_trip_values_units_codes_and_patient_matching(
     table.write_text(GOOD_CSV)
     out = tmp_path / "out"
 
-    status = main(["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file),
-                   "--out", str(out)])
+    status = main(
+        [
+            "convert",
+            "metadata",
+            "--csv",
+            str(table),
+            "--mapping",
+            str(mapping_file),
+            "--out",
+            str(out),
+        ]
+    )
 
     assert status == 0
     reports = _reports(out)
@@ -75,14 +85,34 @@ def test_rerun_gives_the_same_uids(tmp_path: Path, mapping_file: Path) -> None:
     table.write_text(GOOD_CSV)
     runs = []
     for name in ("a", "b"):
-        main(["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file),
-              "--out", str(tmp_path / name)])
+        main(
+            [
+                "convert",
+                "metadata",
+                "--csv",
+                str(table),
+                "--mapping",
+                str(mapping_file),
+                "--out",
+                str(tmp_path / name),
+            ]
+        )
         runs.append(sorted(path.name for path in (tmp_path / name).glob("*.dcm")))
     assert runs[0] == runs[1] and len(runs[0]) == 2
     # ... and a changed value is a different report.
     table.write_text(GOOD_CSV.replace("35.5", "36.5"))
-    main(["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file),
-          "--out", str(tmp_path / "c")])
+    main(
+        [
+            "convert",
+            "metadata",
+            "--csv",
+            str(table),
+            "--mapping",
+            str(mapping_file),
+            "--out",
+            str(tmp_path / "c"),
+        ]
+    )
     changed = sorted(path.name for path in (tmp_path / "c").glob("*.dcm"))
     assert len(set(changed) & set(runs[0])) == 1
 
@@ -106,8 +136,18 @@ def test_bad_rows_are_reported_with_line_numbers_and_skipped(
     table.write_text(BAD_CSV)
     out = tmp_path / "out"
 
-    status = main(["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file),
-                   "--out", str(out)])
+    status = main(
+        [
+            "convert",
+            "metadata",
+            "--csv",
+            str(table),
+            "--mapping",
+            str(mapping_file),
+            "--out",
+            str(out),
+        ]
+    )
 
     assert status == 1  # converted, but not everything
     skipped = sorted(
@@ -143,8 +183,21 @@ def test_json_rows_report_their_own_lines(
     )
     out = tmp_path / "out"
 
-    assert main(["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file),
-                 "--out", str(out)]) == 1
+    assert (
+        main(
+            [
+                "convert",
+                "metadata",
+                "--csv",
+                str(table),
+                "--mapping",
+                str(mapping_file),
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
 
     err = capsys.readouterr().err
     assert f"{table}:5: lvef: unit '1' is not the mapped unit '%'" in err
@@ -155,12 +208,19 @@ def test_json_rows_report_their_own_lines(
 @pytest.mark.parametrize(
     ("mapping", "message"),
     [
-        ('{"columns": {"x": {"concept": {"scheme": "LN", "code": "1"}, "unit": "kg"}}}',
-         "columns.x.concept: missing meaning"),
-        ('{"columns": {"x": {"concept": {"scheme": "LN", "code": "1", "meaning": "X"},'
-         ' "unit": "milli gram"}}}', "columns.x.unit: 'milli gram' is not a UCUM unit code"),
-        ('{"columns": {"x": {"concept": {"scheme": "LN", "code": "1", "meaning": "X"}}}}',
-         "columns.x: give exactly one of 'unit' (numeric) or 'values' (coded)"),
+        (
+            '{"columns": {"x": {"concept": {"scheme": "LN", "code": "1"}, "unit": "kg"}}}',
+            "columns.x.concept: missing meaning",
+        ),
+        (
+            '{"columns": {"x": {"concept": {"scheme": "LN", "code": "1", "meaning": "X"},'
+            ' "unit": "milli gram"}}}',
+            "columns.x.unit: 'milli gram' is not a UCUM unit code",
+        ),
+        (
+            '{"columns": {"x": {"concept": {"scheme": "LN", "code": "1", "meaning": "X"}}}}',
+            "columns.x: give exactly one of 'unit' (numeric) or 'values' (coded)",
+        ),
         ('{"columns": {\n  "x": oops}}', "mapping.json:2: not valid JSON"),
     ],
 )
@@ -173,8 +233,21 @@ def test_a_bad_mapping_stops_before_converting_anything(
     table.write_text("PatientID,x\nP1,1\n")
     out = tmp_path / "out"
 
-    assert main(["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file),
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "convert",
+                "metadata",
+                "--csv",
+                str(table),
+                "--mapping",
+                str(mapping_file),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert message in capsys.readouterr().err
     assert not out.exists()
 
@@ -182,8 +255,18 @@ def test_a_bad_mapping_stops_before_converting_anything(
 def test_reader_refuses_other_documents(tmp_path: Path, mapping_file: Path) -> None:
     table = tmp_path / "clinical.csv"
     table.write_text(GOOD_CSV)
-    main(["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file),
-          "--out", str(tmp_path / "out")])
+    main(
+        [
+            "convert",
+            "metadata",
+            "--csv",
+            str(table),
+            "--mapping",
+            str(mapping_file),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     report = next(iter(_reports(tmp_path / "out").values()))
     report.ConceptNameCodeSequence[0].CodeValue = "126000"  # an imaging measurement report
     assert not is_clinical_report(report)
@@ -204,8 +287,21 @@ def test_bad_identifiers_and_patient_attributes_are_reported(
     )
     out = tmp_path / "out"
 
-    assert main(["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file),
-                 "--out", str(out)]) == 1
+    assert (
+        main(
+            [
+                "convert",
+                "metadata",
+                "--csv",
+                str(table),
+                "--mapping",
+                str(mapping_file),
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
 
     err = capsys.readouterr().err
     assert f"{table}:2: StudyInstanceUID: '1.02.3' is not a UID" in err
@@ -213,7 +309,9 @@ def test_bad_identifiers_and_patient_attributes_are_reported(
     assert f"{table}:4: PatientBirthDate: '31.01.1950' is not a date" in err
     (report,) = _reports(out).values()
     assert (report.PatientID, report.PatientBirthDate, report.StudyInstanceUID) == (
-        "P4", "19500131", "1.2.3"
+        "P4",
+        "19500131",
+        "1.2.3",
     )
 
 
@@ -223,8 +321,21 @@ def test_progress_is_shown_without_flooding(
     table = tmp_path / "many.csv"
     table.write_text("PatientID,lvef\n" + "".join(f"P{i},{i % 60 + 10}\n" for i in range(250)))
 
-    assert main(["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file),
-                 "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "metadata",
+                "--csv",
+                str(table),
+                "--mapping",
+                str(mapping_file),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
 
     progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("written")]
     assert progress[0] == "written 2/250" and progress[-1] == "written 250/250"

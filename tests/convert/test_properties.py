@@ -46,8 +46,12 @@ def test_a_source_resolution_is_kept_exactly(counts: list[int], gain: float) -> 
 def test_numeric_values_survive_the_sr_exactly(value: float) -> None:
     report = ClinicalInformationReport(
         [NumericValue(Code("10230-1", "LN", "LVEF"), value, Code("%", "UCUM", "percent"))],
-        patient_id="P1", study_instance_uid="1.2.3", series_instance_uid="1.2.3.4",
-        sop_instance_uid="1.2.3.4.5", tracking_uid="1.2.3.4.6", device_observer_uid="1.2.3.4.7",
+        patient_id="P1",
+        study_instance_uid="1.2.3",
+        series_instance_uid="1.2.3.4",
+        sop_instance_uid="1.2.3.4.5",
+        tracking_uid="1.2.3.4.6",
+        device_observer_uid="1.2.3.4.7",
     )
     (back,) = read_clinical_values(report)
     assert back.value == value

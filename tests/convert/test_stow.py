@@ -22,7 +22,10 @@ pytestmark = pytest.mark.orthanc
 
 
 def test_metadata_and_ecg_join_the_patients_imaging_study_in_orthanc(
-    tmp_path: Path, orthanc: OrthancServer, small_phantom: Phantom, mapping_file: Path,
+    tmp_path: Path,
+    orthanc: OrthancServer,
+    small_phantom: Phantom,
+    mapping_file: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     client = DICOMwebClient(url=orthanc.dicomweb_url)
@@ -36,10 +39,28 @@ def test_metadata_and_ecg_join_the_patients_imaging_study_in_orthanc(
         f"SOMEONE-ELSE,{truth.study_instance_uid},45,never\n"
     )
     header = write_wfdb(tmp_path, "ecg", synthetic_ecg(10, 500, 12), 500, LEADS_12)
-    metadata_args = ["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file),
-                     "--stow", orthanc.dicomweb_url]
-    ecg_args = ["convert", "ecg", "--input", str(header), "--patient-id", truth.patient_id,
-                "--study-instance-uid", truth.study_instance_uid, "--stow", orthanc.dicomweb_url]
+    metadata_args = [
+        "convert",
+        "metadata",
+        "--csv",
+        str(table),
+        "--mapping",
+        str(mapping_file),
+        "--stow",
+        orthanc.dicomweb_url,
+    ]
+    ecg_args = [
+        "convert",
+        "ecg",
+        "--input",
+        str(header),
+        "--patient-id",
+        truth.patient_id,
+        "--study-instance-uid",
+        truth.study_instance_uid,
+        "--stow",
+        orthanc.dicomweb_url,
+    ]
 
     assert main(metadata_args) == 1
     assert main(ecg_args) == 0
@@ -70,8 +91,9 @@ def test_metadata_and_ecg_join_the_patients_imaging_study_in_orthanc(
         ("10230-1", 38.0),
         ("365981007", MAPPING["columns"]["smoking"]["values"]["current"]["code"]),
     ]
-    np.testing.assert_allclose(ecg.waveform_array(0), wfdb.rdrecord(str(tmp_path / "ecg")).p_signal,
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        ecg.waveform_array(0), wfdb.rdrecord(str(tmp_path / "ecg")).p_signal, atol=1e-9
+    )
 
     # Converting again replaces, it does not duplicate.
     assert main(metadata_args) == 1 and main(ecg_args) == 0
@@ -84,9 +106,9 @@ def test_metadata_and_ecg_join_the_patients_imaging_study_in_orthanc(
     other[other.index(truth.patient_id)] = "SOMEONE-ELSE"
     assert main(other) == 2
     assert "belongs to another PatientID in the PACS" in capsys.readouterr().err
-    assert httpx.get(f"{orthanc.url}/statistics").json()["CountInstances"] == stats[
-        "CountInstances"
-    ]
+    assert (
+        httpx.get(f"{orthanc.url}/statistics").json()["CountInstances"] == stats["CountInstances"]
+    )
 
 
 def test_stow_to_an_unreachable_server_reports_each_object(
@@ -96,8 +118,9 @@ def test_stow_to_an_unreachable_server_reports_each_object(
     table.write_text("PatientID,lvef\nP1,40\nP2,50\n")
     url = f"http://127.0.0.1:{free_port()}/dicom-web"
 
-    status = main(["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file),
-                   "--stow", url])
+    status = main(
+        ["convert", "metadata", "--csv", str(table), "--mapping", str(mapping_file), "--stow", url]
+    )
 
     assert status == 1
     err = capsys.readouterr().err

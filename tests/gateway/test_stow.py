@@ -101,6 +101,21 @@ def test_multipart_without_boundary_is_400(gateway: GatewayProcess) -> None:
     assert_still_up(gateway)
 
 
+def test_long_boundaries_are_accepted_and_absurd_ones_are_400(
+    gateway: GatewayProcess, client: DICOMwebClient
+) -> None:
+    dataset = next(phantom(seed=118).instances())
+    boundary = "b" * 100  # longer than RFC 2046's 70, as Orthanc's STOW client sends
+    body, content_type = multipart_body([part10_bytes(dataset)], boundary=boundary)
+    assert post(gateway, body, content_type).status_code == 200
+    assert_retrievable(client, dataset)
+    boundary = "b" * 1000
+    body, content_type = multipart_body([part10_bytes(dataset)], boundary=boundary)
+    response = post(gateway, body, content_type)
+    assert response.status_code == 400
+    assert "boundary" in response.text
+
+
 def test_empty_body_is_400(gateway: GatewayProcess) -> None:
     response = post(gateway, b"", 'multipart/related; type="application/dicom"; boundary=x')
     assert response.status_code == 400

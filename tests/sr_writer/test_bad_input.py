@@ -26,7 +26,9 @@ from sr_writer import (
     NotMeasurementReportError,
     ReferenceNotInEvidenceError,
     SegmentDescription,
+    SegmentRegion,
     ValueTooLongError,
+    VolumeRegion,
     build_seg,
     build_sr,
     codes,
@@ -246,3 +248,31 @@ def test_non_tid1500_sr_is_refused_clearly(header_only: list[Dataset]) -> None:
 def test_an_image_is_not_a_report(phantom_datasets: list[Dataset]) -> None:
     with pytest.raises(NotMeasurementReportError, match="not a structured report"):
         read_findings(phantom_datasets[0])
+
+
+def test_volume_region_in_a_frame_of_reference_not_in_the_evidence(
+    lesion_phantom: Phantom, header_only: list[Dataset], sr_constructions: list[int]
+) -> None:
+    findings = lesion_findings(lesion_phantom, header_only)
+    elsewhere = VolumeRegion(
+        graphic_type="POINT", points=((0.0, 0.0, 0.0),), frame_of_reference_uid="1.2.3.4.5"
+    )
+    bad = findings.model_copy(
+        update={"findings": (findings.findings[0].model_copy(update={"region": elsewhere}),)}
+    )
+    with pytest.raises(ReferenceNotInEvidenceError) as raised:
+        build_sr(bad, header_only)
+    assert raised.value.field == "findings.0.region.frame_of_reference_uid"
+    assert sr_constructions == []
+
+
+def test_segment_of_a_seg_not_in_the_evidence(
+    lesion_phantom: Phantom, header_only: list[Dataset]
+) -> None:
+    findings = lesion_findings(lesion_phantom, header_only)
+    segment = SegmentRegion(sop_instance_uid="1.2.3.4.6", segment_number=1)
+    bad = findings.model_copy(
+        update={"findings": (findings.findings[0].model_copy(update={"region": segment}),)}
+    )
+    with pytest.raises(ReferenceNotInEvidenceError, match="segmentation is not in the evidence"):
+        build_sr(bad, header_only)

@@ -20,11 +20,20 @@ class OrthancServer:
     """Start with :meth:`start`, stop with :meth:`stop`; storage lives in ``workdir``."""
 
     def __init__(
-        self, workdir: Path, aet: str = "ORTHANC", overrides: dict[str, Any] | None = None
+        self,
+        workdir: Path,
+        aet: str = "ORTHANC",
+        overrides: dict[str, Any] | None = None,
+        forward_to: str | None = None,
+        forward_token: str | None = None,
     ):
+        """``forward_to``: a gateway's DICOMweb root that deploy/orthanc's Lua script
+        forwards every stable study to, as a hospital's Orthanc would."""
         self.workdir = workdir
         self.aet = aet
         self.overrides = overrides or {}
+        self.forward_to = forward_to
+        self.forward_token = forward_token
         self.http_port = 0
         self.dicom_port = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -53,6 +62,15 @@ class OrthancServer:
                 "StableAge": 2,
             }
         )
+        if self.forward_to:
+            server: dict[str, Any] = {"Url": self.forward_to.rstrip("/") + "/"}
+            if self.forward_token:
+                server["HttpHeaders"] = {"Authorization": f"Bearer {self.forward_token}"}
+            config["LuaScripts"] = [str(REPO_ROOT / "deploy/orthanc/forward-to-fedgate.lua")]
+            config["DicomWeb"] = {**config["DicomWeb"], "Servers": {"fedgate": server}}
+        else:
+            config["LuaScripts"] = []
+            config["DicomWeb"] = {**config["DicomWeb"], "Servers": {}}
         for key, value in self.overrides.items():
             if isinstance(value, dict) and isinstance(config.get(key), dict):
                 config[key] = {**config[key], **value}

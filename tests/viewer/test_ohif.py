@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dicomweb_client.api import DICOMwebClient
@@ -47,6 +48,53 @@ def ohif(orthanc: OrthancServer) -> Iterator[OhifServer]:
         server.stop()
 
 
+def wait_for_series_list(page: Any, thumbnail: Any, seconds: float = 90) -> None:
+    """Wait for the series list, dismissing the first-run tour and the investigational-use
+    banner as they appear (they cover the viewport and swallow clicks)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        dismiss_overlays(page)
+        if thumbnail.count():
+            return
+        page.wait_for_timeout(500)
+    raise AssertionError("OHIF did not list the study's series")
+
+
+def dismiss_overlays(page: Any) -> None:
+    for label in ("Skip all", "Confirm and hide"):
+        button = page.get_by_text(label)
+        if button.count():
+            button.first.click()
+
+
+def wait_for_text(page: Any, viewport: Any, wanted: str, seconds: float) -> str:
+    """Poll the page text for ``wanted``, nudging the viewport to render meanwhile.
+
+    Headless, OHIF draws a read-only SR annotation only when the viewport re-renders after
+    the SR is loaded: a pointer moving over the image does it when the SR opens before the CT
+    has been displayed, but when the SR replaces a CT already on screen only a change of image
+    does. So: move the mouse over the image, then scroll one image on and back (as a reader
+    would), until the text shows.
+    """
+    deadline = time.monotonic() + seconds
+    text = ""
+    attempt = 0
+    while time.monotonic() < deadline:
+        box = viewport.bounding_box()
+        if box:
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            if attempt % 3 == 2:
+                page.mouse.wheel(0, 100)
+                page.wait_for_timeout(300)
+                page.mouse.wheel(0, -100)
+            attempt += 1
+        page.wait_for_timeout(700)
+        text = str(page.inner_text("body"))
+        if wanted in text:
+            return text
+    return text
+
+
 def test_ohif_draws_the_sr_roi_and_its_diameter(
     lesion_phantom: Phantom,
     phantom_datasets: list[Dataset],
@@ -73,32 +121,14 @@ def test_ohif_draws_the_sr_roi_and_its_diameter(
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{ohif.url}/viewer?StudyInstanceUIDs={study_uid}", timeout=60_000)
-            skip = page.get_by_text("Skip all")
-            try:
-                skip.wait_for(timeout=20_000)
-                skip.click()
-            except Exception:
-                pass
-            # The investigational-use banner covers part of the viewport.
-            confirm = page.get_by_text("Confirm and hide")
-            if confirm.count():
-                confirm.first.click()
             sr_thumbnail = page.locator("[data-cy='study-browser-thumbnail-no-image']").first
-            sr_thumbnail.wait_for(timeout=60_000)
+            wait_for_series_list(page, sr_thumbnail)
+            # Let the first display set (the CT) settle before opening the SR in its place.
+            page.wait_for_timeout(2000)
+            dismiss_overlays(page)
             sr_thumbnail.dblclick()
             viewport = page.locator(".cornerstone-viewport-element, [data-viewport-uid]").first
-            deadline = time.monotonic() + 60
-            text = ""
-            while time.monotonic() < deadline:
-                # Headless, the annotation is drawn only after a pointer event over the image.
-                box = viewport.bounding_box()
-                if box:
-                    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-                    page.mouse.move(box["x"] + box["width"] / 3, box["y"] + box["height"] / 3)
-                text = page.inner_text("body")
-                if "Diameter: 12.30 mm" in text:
-                    break
-                page.wait_for_timeout(1000)
+            text = wait_for_text(page, viewport, "Diameter: 12.30 mm", seconds=60)
             page.wait_for_timeout(1000)
             screenshot = tmp_path / "ohif-sr.png"
             print(f"screenshot: {screenshot}", flush=True)
