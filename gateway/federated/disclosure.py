@@ -35,24 +35,27 @@ class Cell:
     count: float
     patients: int
     suppressed: bool = False
+    #: Suppressed whatever its size (the differencing guard found it too close to an earlier
+    #: answer); a primary suppression like a small cell.
+    withheld: bool = False
 
 
 def merge_rare_categories(
     cells: dict[CellKey, Cell], open_axes: Sequence[bool], k: int
-) -> dict[CellKey, Cell]:
+) -> tuple[dict[CellKey, Cell], list[set[Hashable]]]:
     """Merge the values of open axes with fewer than ``k`` patients into ``(other)``.
 
     The merged cell's patients are the sum over the merged cells (an upper bound on the distinct
     patients, since one patient may be in two of them); ``(other)`` is always present.
+    Also returns, per axis, the values merged.
     """
     result = dict(cells)
+    merged_values: list[set[Hashable]] = []
     for axis, is_open in enumerate(open_axes):
+        rare = rare_values(result, axis, k) if is_open else set()
+        merged_values.append(rare)
         if not is_open:
             continue
-        totals: dict[Hashable, int] = defaultdict(int)
-        for key, cell in result.items():
-            totals[key[axis]] += cell.patients
-        rare = {value for value, patients in totals.items() if patients < k}
         merged: dict[CellKey, Cell] = {}
         for key, cell in result.items():
             new_key = (*key[:axis], OTHER, *key[axis + 1:]) if key[axis] in rare else key
@@ -62,7 +65,15 @@ def merge_rare_categories(
             else:
                 merged[new_key] = Cell(cell.count, cell.patients)
         result = merged
-    return result
+    return result, merged_values
+
+
+def rare_values(cells: dict[CellKey, Cell], axis: int, k: int) -> set[Hashable]:
+    """The values of ``axis`` held by fewer than ``k`` patients (summed over its cells)."""
+    totals: dict[Hashable, int] = defaultdict(int)
+    for key, cell in cells.items():
+        totals[key[axis]] += cell.patients
+    return {value for value, patients in totals.items() if patients < k}
 
 
 def complete(cells: dict[CellKey, Cell], axes_values: Sequence[Sequence[Hashable]]) -> None:
@@ -77,7 +88,7 @@ def complete(cells: dict[CellKey, Cell], axes_values: Sequence[Sequence[Hashable
 def suppress(cells: dict[CellKey, Cell], k: int) -> None:
     """Mark cells suppressed: primary (fewer than ``k`` patients) then complementary."""
     for cell in cells.values():
-        cell.suppressed = cell.patients < k
+        cell.suppressed = cell.patients < k or cell.withheld
     dimensions = len(next(iter(cells))) if cells else 0
     lines = _lines(cells, dimensions)
     changed = True

@@ -25,6 +25,9 @@ from gateway.federated.cohort import (
 from gateway.federated.matching import Exact, Matcher, Range, Wildcard
 from gateway.index.units import canonical, canonical_unit
 
+#: The bin of values outside a binned dimension's [start, stop), or missing.
+OUTSIDE = -1
+
 UNIT_COLUMN: dict[str, str] = {
     "patients": "s.patient_key",
     "studies": "s.study_key",
@@ -323,10 +326,11 @@ def dimension_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -> 
                 factor = canonical(1.0, dimension.unit or "")[0]
                 value = f"({measurement_alias[id(dimension)]}.value / {float(factor)!r})"
             raw.append(value)
-            # Bin index (0-based) of values inside [start, stop).
-            expressions.append(f"CAST(({value} - ?) / ? AS INTEGER)")
-            conditions.append(Sql(f"{value} >= ? AND {value} < ?",
-                                  [dimension.start, dimension.stop]))
+            # Bin index (0-based) of values inside [start, stop); -1 for values outside it
+            # (or missing), which form a cell of their own: leaving them out would let the
+            # total minus the bins give their number away.
+            expressions.append(f"CASE WHEN {value} >= ? AND {value} < ? "
+                               f"THEN CAST(({value} - ?) / ? AS INTEGER) ELSE {OUTSIDE} END")
     return DimensionSql(joins, expressions, conditions, raw)
 
 
@@ -344,7 +348,8 @@ def cells_sql(cohort: Cohort, level: Level, dimensions: list[Dimension],
     select_params: list[Any] = []
     for dimension in dimensions:
         if isinstance(dimension, BinnedDimension):
-            select_params += [dimension.start, dimension.width]
+            select_params += [dimension.start, dimension.stop, dimension.start,
+                              dimension.width]
     join_text = " ".join(j.text for j in dims.joins)
     join_params = [p for j in dims.joins for p in j.params]
     conditions = [where, *dims.conditions]
@@ -363,6 +368,21 @@ def cells_sql(cohort: Cohort, level: Level, dimensions: list[Dimension],
               f"(PARTITION BY patient ORDER BY unit, {group}) AS rank FROM ({facts}) facts")
     return Sql(f"SELECT {group}, COUNT(*), COUNT(DISTINCT patient) FROM ({ranked}) ranked "
                f"WHERE rank <= ? GROUP BY {group}", [*params, max_rows_per_patient])
+
+
+def facts_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -> Sql:
+    """One row per (unit, patient, raw dimension values...) of the cohort: who is in which
+    cell, for the differencing guard's comparison of cells."""
+    where = cohort_where(cohort, level)
+    dims = dimension_sql(cohort, level, dimensions)
+    join_text = " ".join(j.text for j in dims.joins)
+    join_params = [p for j in dims.joins for p in j.params]
+    conditions = [where, *dims.conditions]
+    return Sql(
+        f"SELECT {UNIT_COLUMN[level]} AS unit, s.patient_key AS patient, {', '.join(dims.raw)} "
+        f"FROM {base_from(level)} {join_text} WHERE {' AND '.join(c.text for c in conditions)}",
+        join_params + [p for c in conditions for p in c.params],
+    )
 
 
 def values_sql(cohort: Cohort, level: Level, dimension: BinnedDimension) -> Sql:

@@ -21,8 +21,13 @@ import numpy as np
 import structlog
 
 from gateway.federated.audit import AUDIT_FILE_NAME, AuditLog
+from gateway.federated.cells import (
+    category,
+    cell_definition,
+    cell_memberships,
+    fixed_values,
+)
 from gateway.federated.cohort import (
-    FIXED_CATEGORIES,
     AggregateRequest,
     BinnedDimension,
     CategoryDimension,
@@ -42,14 +47,15 @@ from gateway.federated.disclosure import (
     suppress,
 )
 from gateway.federated.privacy import AnswerCache, BudgetExhausted, NoiseMechanism, PrivacyLedger
-from gateway.federated.query import cells_sql, membership_sql, values_sql
+from gateway.federated.query import OUTSIDE, cells_sql, facts_sql, membership_sql, values_sql
 from gateway.federated.settings import FederatedSettings
 from gateway.index import FindingsIndex
 
 log = structlog.get_logger(__name__)
 
-UNKNOWN = "(unknown)"
 QUANTILE_BINS = 64
+#: The cell of values outside a binned dimension's range (or missing), as answers name it.
+OUTSIDE_LABEL = "(outside)"
 
 
 class RequestError(ValueError):
@@ -145,12 +151,12 @@ class FederatedService:
                     self.ledger.check(client, epsilon)
                 except BudgetExhausted as error:
                     raise Refused(str(error)) from None
-                answer = self._compute(request, membership, rows)
+                answer = self._compute(request, membership, rows, client)
                 self.cache.put(answer_key, answer, client)
                 self.ledger.charge(client, epsilon, answer_key)
                 spent = epsilon
         else:
-            answer = self._compute(request, membership, rows)
+            answer = self._compute(request, membership, rows, client)
         if not seen_before:
             self.guard.record(membership, definition, client)
         return answer, spent, cached
@@ -182,7 +188,6 @@ class FederatedService:
             return []
         units = np.array([r[0] for r in rows], dtype=np.int64)
         patients = np.array([r[1] for r in rows], dtype=np.int64)
-        keep = np.ones(len(rows), dtype=bool)
         codes = np.zeros(len(rows), dtype=np.int64)
         labels: list[list[Any]] = []
         for number, dimension in enumerate(dimensions):
@@ -190,17 +195,16 @@ class FederatedService:
             if isinstance(dimension, BinnedDimension):
                 values = np.array([np.nan if v is None else v for v in column], dtype=float)
                 inside = (values >= dimension.start) & (values < dimension.stop)
-                keep &= inside
-                bins = np.where(inside, (values - dimension.start) // dimension.width, 0)
+                bins = np.where(inside, (values - dimension.start) // dimension.width,
+                                dimension.bin_count)
                 axis_codes = bins.astype(np.int64)
-                axis_labels: list[Any] = list(range(dimension.bin_count))
+                axis_labels: list[Any] = [*range(dimension.bin_count), OUTSIDE]
             else:
                 axis_labels = sorted(set(column), key=str)
                 index = {value: position for position, value in enumerate(axis_labels)}
                 axis_codes = np.array([index[v] for v in column], dtype=np.int64)
             codes = codes * (len(axis_labels) + 1) + axis_codes
             labels.append(axis_labels)
-        codes, units, patients = codes[keep], units[keep], patients[keep]
         cells = []
         cell_codes, unit_counts = _distinct_per_code(codes, units)
         _, patient_counts = _distinct_per_code(codes, patients)
@@ -226,7 +230,7 @@ class FederatedService:
     # -- computing ----------------------------------------------------------------------------
 
     def _compute(self, request: AggregateRequest, membership: Membership,
-                 rows: list[Any] | None) -> dict[str, Any]:
+                 rows: list[Any] | None, client: str) -> dict[str, Any]:
         spec = request.aggregate
         answer: dict[str, Any] = {"level": request.level, "kind": spec.kind,
                                   "min_cell_size": self.k}
@@ -238,7 +242,7 @@ class FederatedService:
         elif isinstance(spec, HistogramSpec | CrossTabSpec):
             half = self.settings.dp.epsilon_per_query / 2
             answer["total"] = self._count(request, membership, half)
-            answer.update(self._table(request, membership, rows, half))
+            answer.update(self._table(request, membership, rows, half, client))
         else:
             answer.update(self._summary(request, membership))
         return answer
@@ -262,7 +266,8 @@ class FederatedService:
         return {"count": max(0, round(noisy))}
 
     def _table(self, request: AggregateRequest, membership: Membership,
-               membership_rows: list[Any] | None, epsilon: float) -> dict[str, Any]:
+               membership_rows: list[Any] | None, epsilon: float,
+               client: str) -> dict[str, Any]:
         spec = request.aggregate
         dimensions: list[Dimension] = (
             [spec.by] if isinstance(spec, HistogramSpec)
@@ -274,16 +279,16 @@ class FederatedService:
         else:
             sql = cells_sql(request.cohort, request.level, dimensions, bound)
             rows = self.index.database.query(sql.text, sql.params)
-        axes_fixed = [_fixed_values(d) for d in dimensions]
+        axes_fixed = [fixed_values(d) for d in dimensions]
         cells: dict[CellKey, Cell] = {}
         for row in rows:
-            key = tuple(_category(v) for v in row[: len(dimensions)])
+            key = tuple(category(v) for v in row[: len(dimensions)])
             if any(fixed is not None and value not in fixed
                    for fixed, value in zip(axes_fixed, key, strict=True)):
                 continue
             cells[key] = Cell(float(row[-2]), int(row[-1]))
         open_axes = [fixed is None for fixed in axes_fixed]
-        cells = merge_rare_categories(cells, open_axes, self.k)
+        cells, merged = merge_rare_categories(cells, open_axes, self.k)
         axes_values: list[list[Hashable]] = []
         for axis, fixed in enumerate(axes_fixed):
             if fixed is not None:
@@ -296,6 +301,9 @@ class FederatedService:
         if len(membership.patients) < self.k:
             for cell in cells.values():
                 cell.suppressed = True
+        elif self.settings.differencing.enabled:
+            self._guard_cells(request, dimensions, cells, merged, membership, membership_rows,
+                              client)
         ordered = sorted(cells, key=lambda key: tuple(
             axes_values[axis].index(value) for axis, value in enumerate(key)))
         released = [cells[key].count for key in ordered]
@@ -319,6 +327,31 @@ class FederatedService:
             result_cells.append(entry)
         return {"dimensions": [d.model_dump(mode="json") for d in dimensions],
                 "cells": result_cells}
+
+    def _guard_cells(self, request: AggregateRequest, dimensions: list[Dimension],
+                     cells: dict[CellKey, Cell], merged: list[set[Hashable]],
+                     membership: Membership, rows: list[Any] | None, client: str) -> None:
+        """Withhold every cell too close to a cohort or cell answered before (any client),
+        then suppress again around the withheld ones; remember the cells released."""
+        if rows is None:
+            sql = facts_sql(request.cohort, request.level, dimensions)
+            rows = self.index.database.query(sql.text, sql.params)
+        members = cell_memberships(request.level, dimensions, rows, merged)
+        withheld = False
+        for key in sorted(cells, key=str):
+            cell, found = cells[key], members.get(key)
+            if cell.suppressed or found is None or _same_members(found, membership):
+                continue  # a cell that is the whole cohort says nothing the total does not
+            definition = cell_definition(request.cohort, request.level, dimensions, key)
+            try:
+                seen_before = self.guard.check(found, definition)
+            except DifferencingRefused:
+                cell.withheld = withheld = True
+                continue
+            if not seen_before:
+                self.guard.record(found, definition, client)
+        if withheld:
+            suppress(cells, self.k)
 
     def _summary(self, request: AggregateRequest, membership: Membership) -> dict[str, Any]:
         spec = request.aggregate
@@ -405,23 +438,15 @@ def _first_rows_per_patient(patients: np.ndarray, bound: int) -> np.ndarray:
     return np.array(keep, dtype=np.int64)
 
 
-def _fixed_values(dimension: Dimension) -> tuple[Hashable, ...] | None:
-    if isinstance(dimension, BinnedDimension):
-        return tuple(range(dimension.bin_count))
-    return FIXED_CATEGORIES.get(dimension.name)
-
-
-def _category(value: Any) -> Hashable:
-    if value is None:
-        return UNKNOWN
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+def _same_members(a: Membership, b: Membership) -> bool:
+    return np.array_equal(a.patients, b.patients) and np.array_equal(a.units, b.units)
 
 
 def _label(dimension: Dimension, value: Hashable) -> Any:
     if isinstance(dimension, CategoryDimension) or value == OTHER:
         return value
     assert isinstance(value, int)
+    if value == OUTSIDE:
+        return OUTSIDE_LABEL
     low = dimension.start + value * dimension.width
     return {"low": low, "high": min(low + dimension.width, dimension.stop)}

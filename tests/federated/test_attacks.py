@@ -87,8 +87,10 @@ def test_a_suppressed_cell_cannot_be_recovered_from_the_total(site: Site) -> Non
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["total"]["count"] == 31
-    cells = {c["value"]["low"]: c for c in body["cells"]}
+    cells = {c["value"]["low"] if isinstance(c["value"], dict) else c["value"]: c
+             for c in body["cells"]}
     assert cells[90.0]["suppressed"] is True  # LONER's cell, primary suppression
+    assert "(outside)" in cells  # ages outside the bins are a cell too
     suppressed = [low for low, c in cells.items() if c.get("suppressed")]
     assert len(suppressed) >= 2, "one lone suppressed cell = total minus the others"
     released = sum(c["count"] for c in cells.values() if not c.get("suppressed"))
@@ -237,3 +239,59 @@ def test_near_identical_questions_sent_at_once_do_not_both_pass(site: Site) -> N
     answered = {json.dumps(q, sort_keys=True) for q, r in zip(questions, responses, strict=True)
                 if r.status_code == 200}
     assert len(answered) == 1, "both cohorts answered: their difference is one patient"
+
+
+def _age_histogram(site: Site, stop: int, width: int) -> dict[object, dict[str, object]]:
+    body = site.post({"aggregate": {
+        "kind": "histogram",
+        "by": {"kind": "bins", "of": "age", "start": 60, "stop": stop, "width": width}}})
+    assert body.status_code == 200, body.text
+    return {c["value"]["low"] if isinstance(c["value"], dict) else c["value"]: c
+            for c in body.json()["cells"]}
+
+
+def test_shifted_bins_cannot_be_subtracted(make_site: SiteFactory) -> None:
+    # 30 patients aged 60-69 (three of each age) and 15 in their eighties.
+    patients = [SyntheticPatient(f"S{i}", "F", [SyntheticStudy(age=60 + i % 10)])
+                for i in range(30)]
+    patients += [SyntheticPatient(f"E{i}", "M", [SyntheticStudy(age=80 + i % 10)])
+                 for i in range(15)]
+    site = make_site(patients)
+    one_bin = _age_histogram(site, 70, 10)
+    assert one_bin[60.0]["count"] == 30 and one_bin["(outside)"]["count"] == 15
+    # One bin [60, 69) would hold 27 (and "(outside)" 18): the three aged 69 by subtraction.
+    # Its cell is too close to the [60, 70) cell released before: withheld, and the other
+    # cell with it (a lone suppressed cell is total minus the rest).
+    shifted = _age_histogram(site, 69, 9)
+    assert shifted[60.0]["suppressed"] is True and shifted["(outside)"]["suppressed"] is True
+    # The same bins again are the same question: answered as before.
+    assert _age_histogram(site, 70, 10)[60.0]["count"] == 30
+    # And the same cell asked as a count is the same question too.
+    assert site.get({"PatientAge": "60-69"}).json()["count"] == 30
+
+
+def test_a_cell_equal_to_an_earlier_count_is_the_same_question(site: Site) -> None:
+    assert site.get({"PatientSex": "F"}).json()["count"] == 31
+    body = site.post({"aggregate": {"kind": "histogram",
+                                    "by": {"kind": "category", "name": "sex"}}}).json()
+    cells = {c["value"]: c for c in body["cells"]}
+    assert cells["F"]["count"] == 31  # not withheld: it is "PatientSex=F" again
+
+
+def test_overlapping_cells_of_one_answer_are_not_both_released(make_site: SiteFactory) -> None:
+    # 20 patients have a nodule and a mass, 2 only a nodule: nodule - mass = 2 patients.
+    both = [SyntheticFinding(NODULE, 5.0), SyntheticFinding(MASS, 20.0)]
+    patients = [SyntheticPatient(f"B{i}", "F", [SyntheticStudy(findings=both)])
+                for i in range(20)]
+    patients += [SyntheticPatient(f"N{i}", "F", [SyntheticStudy(findings=[
+        SyntheticFinding(NODULE, 5.0)])]) for i in range(2)]
+    # And 15 with rarer findings (five kinds, three each): an "(other)" big enough to release,
+    # so that complementary suppression alone would release both cells above.
+    patients += [SyntheticPatient(f"R{i}", "F", [SyntheticStudy(findings=[
+        SyntheticFinding(f"SCT:10000{i % 5}", 5.0)])]) for i in range(15)]
+    site = make_site(patients)
+    body = site.post({"aggregate": {"kind": "histogram",
+                                    "by": {"kind": "category", "name": "finding_type"}}}).json()
+    cells = {c["value"]: c for c in body["cells"]}
+    released = [v for v in (NODULE, MASS) if v in cells and not cells[v].get("suppressed")]
+    assert len(released) <= 1, body

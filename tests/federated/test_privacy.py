@@ -45,8 +45,13 @@ def test_noisy_histogram_cells_and_quantiles_under_dp(make_site: SiteFactory) ->
                                      "epsilon_budget_per_client": 100.0})
     histogram = site.post({"aggregate": {"kind": "histogram", "by": {
         "kind": "bins", "of": "age", "start": 20, "stop": 80, "width": 20}}}).json()
-    for cell in histogram["cells"]:
-        assert abs(cell["count"] - 200) < 30, cell  # 200 per bin, noise of scale 5/2
+    cells = histogram["cells"]
+    # Nobody is outside [20, 80): that cell is suppressed, and one bin with it.
+    assert [c["value"] for c in cells if c.get("suppressed")][-1] == "(outside)"
+    assert sum(1 for c in cells if c.get("suppressed")) == 2
+    for cell in cells:
+        if not cell.get("suppressed"):
+            assert abs(cell["count"] - 200) < 30, cell  # 200 per bin, noise of scale 5/2
     summary = site.post({"cohort": {"attributes": {"PatientSex": "F"}}, "aggregate": {
         "kind": "summary", "of": "age", "lower": 0, "upper": 100,
         "quantiles": [0.25, 0.5, 0.75]}}).json()
