@@ -48,35 +48,56 @@ def fixed_values(dimension: Dimension) -> tuple[Hashable, ...] | None:
     return FIXED_CATEGORIES.get(dimension.name)
 
 
-def cell_key(dimensions: Sequence[Dimension], raw: Sequence[Any],
-             merged: Sequence[set[Hashable]]) -> CellKey | None:
-    """The cell of one row from its raw dimension values, or None when it is in no cell."""
-    key: list[Hashable] = []
-    for dimension, value, rare in zip(dimensions, raw, merged, strict=True):
-        if isinstance(dimension, BinnedDimension):
-            if value is None or not dimension.start <= value < dimension.stop:
-                key.append(OUTSIDE)
-            else:
-                key.append(int((value - dimension.start) // dimension.width))
-            continue
-        value = category(value)
-        fixed = fixed_values(dimension)
-        if fixed is not None and value not in fixed:
-            return None
-        key.append(OTHER if value in rare else value)
-    return tuple(key)
-
-
 def cell_memberships(level: Level, dimensions: Sequence[Dimension], rows: Sequence[Any],
                      merged: Sequence[set[Hashable]]) -> dict[CellKey, Membership]:
-    """Per cell, its units and patients, from rows of (unit, patient, raw dimension values)."""
-    pairs: dict[CellKey, list[tuple[int, int]]] = {}
-    for row in rows:
-        key = cell_key(dimensions, row[2:], merged)
-        if key is not None:
-            pairs.setdefault(key, []).append((int(row[0]), int(row[1])))
-    return {key: Membership.from_pairs(level, np.array(found, dtype=np.int64))
-            for key, found in pairs.items()}
+    """Per cell, its units and patients, from rows of (unit, patient, raw dimension values).
+
+    Vectorised: each row gets one integer code for its cell, rows are sorted by code, and each
+    run of equal codes is one cell's membership.
+    """
+    if not rows:
+        return {}
+    count = len(rows)
+    codes = np.zeros(count, dtype=np.int64)
+    valid = np.ones(count, dtype=bool)
+    axes: list[list[Hashable]] = []
+    for number, (dimension, rare) in enumerate(zip(dimensions, merged, strict=True)):
+        column = [row[2 + number] for row in rows]
+        labels: list[Hashable]
+        if isinstance(dimension, BinnedDimension):
+            values = np.array([np.nan if v is None else v for v in column], dtype=float)
+            inside = (values >= dimension.start) & (values < dimension.stop)
+            bins = np.where(inside, np.floor((values - dimension.start) / dimension.width),
+                            dimension.bin_count)
+            axis_codes = np.nan_to_num(bins, nan=dimension.bin_count).astype(np.int64)
+            labels = [*range(dimension.bin_count), OUTSIDE]
+        else:
+            fixed = fixed_values(dimension)
+            mapped = [category(v) for v in column]
+            mapped = [OTHER if v in rare else v for v in mapped]
+            if fixed is not None:
+                valid &= np.array([v in fixed for v in mapped], dtype=bool)
+            labels = sorted(set(mapped), key=str)
+            index = {value: position for position, value in enumerate(labels)}
+            axis_codes = np.array([index[v] for v in mapped], dtype=np.int64)
+        codes = codes * (len(labels) + 1) + axis_codes
+        axes.append(labels)
+    units = np.array([row[0] for row in rows], dtype=np.int64)[valid]
+    patients = np.array([row[1] for row in rows], dtype=np.int64)[valid]
+    codes = codes[valid]
+    order = np.argsort(codes, kind="stable")
+    codes, units, patients = codes[order], units[order], patients[order]
+    distinct, starts = np.unique(codes, return_index=True)
+    ends = [*starts[1:].tolist(), len(codes)]
+    result: dict[CellKey, Membership] = {}
+    for code, start, end in zip(distinct.tolist(), starts.tolist(), ends, strict=True):
+        key: list[Hashable] = []
+        for labels in reversed(axes):
+            code, position = divmod(code, len(labels) + 1)
+            key.append(labels[position])
+        pairs = np.stack([units[start:end], patients[start:end]], axis=1)
+        result[tuple(reversed(key))] = Membership.from_pairs(level, pairs)
+    return result
 
 
 def cell_definition(cohort: Cohort, level: Level, dimensions: Sequence[Dimension],

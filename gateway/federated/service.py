@@ -173,10 +173,13 @@ class FederatedService:
 
     def _cells_from_rows(self, dimensions: list[Dimension], rows: list[Any],
                          bound: int | None) -> list[tuple[Any, ...]]:
-        """Per cell (dimension values..., units, patients) from membership rows that carry the
-        study columns of :func:`_study_columns`, as :func:`cells_sql` would return them."""
+        """Per cell (dimension values..., units, patients) from rows of (unit, patient, raw
+        dimension values...), as :func:`cells_sql` would return them."""
         if bound is not None:
-            rows = sorted(rows, key=lambda r: (r[1], r[0]))
+            # Distinct facts, a patient's first ``bound`` of them (as cells_sql ranks them).
+            rows = sorted(set(map(tuple, rows)),
+                          key=lambda r: (r[1], r[0],
+                                         *((v is None, type(v).__name__, v) for v in r[2:])))
             kept, previous, rank = [], None, 0
             for row in rows:
                 rank = rank + 1 if row[1] == previous else 1
@@ -274,6 +277,10 @@ class FederatedService:
             else [spec.rows, spec.columns] if isinstance(spec, CrossTabSpec) else []
         )
         bound = self.settings.dp.max_rows_per_patient if self.dp_enabled else None
+        if membership_rows is None and self.settings.differencing.enabled:
+            # The guard needs who is in each cell: fetch that once and count from it too.
+            sql = facts_sql(request.cohort, request.level, dimensions)
+            membership_rows = self.index.database.query(sql.text, sql.params)
         if membership_rows is not None:
             rows = self._cells_from_rows(dimensions, membership_rows, bound)
         else:
@@ -333,9 +340,7 @@ class FederatedService:
                      membership: Membership, rows: list[Any] | None, client: str) -> None:
         """Withhold every cell too close to a cohort or cell answered before (any client),
         then suppress again around the withheld ones; remember the cells released."""
-        if rows is None:
-            sql = facts_sql(request.cohort, request.level, dimensions)
-            rows = self.index.database.query(sql.text, sql.params)
+        assert rows is not None  # fetched by _table whenever the guard is on
         members = cell_memberships(request.level, dimensions, rows, merged)
         withheld = False
         for key in sorted(cells, key=str):

@@ -211,3 +211,48 @@ def test_tables_over_study_columns_match_the_sql_path(tmp_path: object, level: s
     theirs = sorted((tuple(r) for r in index.database.query(sql.text, sql.params)), key=str)
     assert ours == theirs
     index.close()
+
+
+@pytest.mark.parametrize("level", ["patients", "studies", "series"])
+@pytest.mark.parametrize("dimensions", [
+    [{"kind": "category", "name": "finding_type"}],
+    [{"kind": "category", "name": "sex"},
+     {"kind": "bins", "of": "measurement", "concept": DIAMETER, "unit": "mm",
+      "start": 4, "stop": 12, "width": 3}],
+    [{"kind": "category", "name": "modality"}, {"kind": "category", "name": "study_year"}],
+])
+def test_cell_memberships_match_the_cell_counts(tmp_path: object, level: str,
+                                                dimensions: list[dict[str, object]]) -> None:
+    """The guard's view of who is in each cell agrees with the counts released for it."""
+    from pathlib import Path
+
+    from gateway.federated.cells import category, cell_memberships
+    from gateway.federated.cohort import AggregateRequest
+    from gateway.federated.query import cells_sql, facts_sql
+    from gateway.index import FindingsIndex, IndexSettings
+    from tests.federated.conftest import standard_cohort
+    from tests.federated.synthetic import write_patients
+
+    assert isinstance(tmp_path, Path)
+    index = FindingsIndex.open(IndexSettings(), tmp_path / "site")
+    write_patients(index, standard_cohort())
+    aggregate = ({"kind": "histogram", "by": dimensions[0]} if len(dimensions) == 1 else
+                 {"kind": "crosstab", "rows": dimensions[0], "columns": dimensions[1]})
+    request = AggregateRequest.model_validate({"level": level, "aggregate": aggregate})
+    spec = request.aggregate
+    dims = [spec.by] if len(dimensions) == 1 else [spec.rows, spec.columns]  # type: ignore[union-attr]
+    facts = facts_sql(request.cohort, request.level, dims)
+    members = cell_memberships(request.level, dims, index.database.query(facts.text,
+                                                                          facts.params),
+                               [set() for _ in dims])
+    counts = cells_sql(request.cohort, request.level, dims)
+    expected = {}
+    for row in index.database.query(counts.text, counts.params):
+        key = tuple(category(v) for v in row[:len(dims)])
+        if any(d.get("name") == "sex" and k not in ("F", "M", "O")
+               for d, k in zip(dimensions, key, strict=True)):
+            continue
+        expected[key] = (row[-2], row[-1])
+    found = {key: (m.unit_count, len(m.patients)) for key, m in members.items()}
+    assert found == expected
+    index.close()
