@@ -36,6 +36,7 @@ from sr_writer import (
     read_findings,
 )
 from tests.sr_writer.builders import ALGORITHM, lesion_findings
+from tests.sr_writer.dicomtools import assert_conformant, dsrdump
 from tests.sr_writer.npm import DCMJS, NODE_PREFIX, REPO_ROOT, ensure_node_packages
 from tests.support.requirements import require_executable
 
@@ -327,3 +328,21 @@ def test_reads_an_sr_written_by_dcmjs(header_only: list[Dataset], tmp_path: Path
         points=((30.5, 40.0), (36.5, 48.0)),
         sop_instance_uid=str(image.SOPInstanceUID),
     )
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_generated_reports_are_conformant(
+    data: st.DataObject, header_only: list[Dataset], segmentation: Dataset, tmp_path: Path
+) -> None:
+    """dciodvfy and dsrdump on reports with every kind of group, region and concept."""
+    findings = data.draw(findings_of(header_only, segmentation))
+    path = tmp_path / "generated.dcm"
+    build_sr(findings, [*header_only, segmentation]).save_as(path, enforce_file_format=True)
+    assert_conformant(path)
+    dump = dsrdump(path)
+    assert dump.count('CONTAINER:(,,"Measurement Group")') == max(len(findings.findings), 1)

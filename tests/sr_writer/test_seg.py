@@ -99,12 +99,18 @@ def test_seg_is_conformant_and_holds_the_mask(
             assert np.abs(volume - expected).max() <= 1 / 255 / 2 + 1e-6  # stored as 0..255
 
 
-def test_label_map_mask(lesion_phantom: Phantom, header_only: list[Dataset]) -> None:
+def test_label_map_mask(
+    lesion_phantom: Phantom, header_only: list[Dataset], tmp_path: Path
+) -> None:
     fractions = sphere_masks(lesion_phantom, header_only) >= 0.5
     labels = np.zeros(fractions.shape[:3], dtype=np.uint8)
     labels[fractions[..., 0]] = 1
     labels[fractions[..., 1]] = 2
     seg = build_seg(labels, header_only, segments(2), ALGORITHM)
+    path = tmp_path / "labels.dcm"
+    seg.save_as(path, enforce_file_format=True)
+    assert_conformant(path)
+    assert "[Nodule 2]" in dcmdump(path)
     assert [s.SegmentNumber for s in seg.SegmentSequence] == [1, 2]
     assert int(seg.NumberOfFrames) == int(fractions[..., 0].any(axis=(1, 2)).sum()) + int(
         fractions[..., 1].any(axis=(1, 2)).sum()
