@@ -18,7 +18,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
 from fedgate.phantom import Phantom
-from sr_writer import build_sr
+from sr_writer import ImageRegion, build_sr
 from tests.sr_writer.builders import lesion_findings
 from tests.sr_writer.npm import OHIF_DIST, ensure_node_packages
 from tests.support.orthanc import OrthancServer
@@ -134,12 +134,46 @@ def test_ohif_draws_the_sr_roi_and_its_diameter(
             print(f"screenshot: {screenshot}", flush=True)
             page.screenshot(path=str(screenshot))
             (tmp_path / "ohif-page.txt").write_text(text)
-            roi_shapes = page.locator(
-                "svg.svg-layer circle, svg.svg-layer ellipse, svg.svg-layer path"
-            ).count()
+            (tmp_path / "ohif-annotations.svg").write_text(
+                "\n".join(
+                    page.locator("svg.svg-layer").evaluate_all("l => l.map(e => e.outerHTML)")
+                )
+            )
+            # Cornerstone draws a CIRCLE ROI as an SVG ellipse with rx = ry.
+            circles = page.locator("svg.svg-layer ellipse").evaluate_all(
+                """elements => elements.map(e => {
+                    const svg = e.ownerSVGElement.getBoundingClientRect();
+                    return {cx: +e.getAttribute('cx'), cy: +e.getAttribute('cy'),
+                            r: +e.getAttribute('rx'), ry: +e.getAttribute('ry'),
+                            width: svg.width, height: svg.height};
+                })"""
+            )
         finally:
             browser.close()
 
-    print(f"screenshot: {screenshot}")
     assert "Diameter: 12.30 mm" in text, f"see {screenshot}; page text:\n{text[:2000]}"
-    assert roi_shapes > 0, f"no ROI drawn; see {screenshot}"
+    # The ROI: a circle where the lesion is. OHIF fits the 128x128 image into the viewport
+    # (same scale on both axes, centred), so the SR's pixel coordinates map linearly to it.
+    region = sr_region(lesion_phantom, phantom_datasets)
+    (column, row), (edge, _) = region.points
+    drawn = [c for c in circles if c["r"] > 2 and abs(c["r"] - c["ry"]) < 0.5]
+    assert drawn, f"no ROI circle drawn; see {screenshot}"
+    scale = min(drawn[0]["width"], drawn[0]["height"]) / 128
+    expected = (
+        drawn[0]["width"] / 2 + (column - 64) * scale,
+        drawn[0]["height"] / 2 + (row - 64) * scale,
+        (edge - column) * scale,
+    )
+    assert any(
+        abs(c["cx"] - expected[0]) < scale  # within one image pixel
+        and abs(c["cy"] - expected[1]) < scale
+        and abs(c["r"] - expected[2]) < scale / 2
+        for c in drawn
+    ), f"circles {drawn}, expected about {expected}; see {screenshot}"
+
+
+def sr_region(phantom: Phantom, datasets: list[Dataset]) -> ImageRegion:
+    """The first finding's circle, as the SR holds it (pixel coordinates)."""
+    region = lesion_findings(phantom, datasets).findings[0].region
+    assert isinstance(region, ImageRegion)
+    return region
