@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 prefix=.cache/node
 ohif_version="3.13.x"
-# 0.51 still exports the Cornerstone adapters that write TID 1500 (used by the reader test).
+# The version the reader test is written against (its Cornerstone adapter writes TID 1500).
 dcmjs_version="0.51.x"
 if [ ! -f "$prefix/ohif/dist/index.html" ] || [ ! -f "$prefix/node_modules/dcmjs/package.json" ]; then
   command -v npm >/dev/null || { echo "setup: npm is missing (Debian package npm)" >&2; exit 1; }
