@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, CTImageStorage, ExplicitVRLittleEndian
 
 # An organisation root for the phantoms' UIDs (PS3.5 9.1). 2.25 is the UUID-derived root, so the
 # UIDs we derive from a hash are valid without registering anything.
@@ -164,7 +164,9 @@ def _plan_geometry(spec: PhantomSpec) -> _Geometry:
     xx, yy = np.meshgrid(xs, ys)
     body_a, body_b = 0.45 * width_mm, 0.36 * height_mm
     body = (xx / body_a) ** 2 + (yy / body_b) ** 2 <= 1.0
-    spine = ((xx / (0.06 * width_mm)) ** 2 + ((yy - 0.24 * height_mm) / (0.06 * height_mm)) ** 2) <= 1
+    spine = (
+        (xx / (0.06 * width_mm)) ** 2 + ((yy - 0.24 * height_mm) / (0.06 * height_mm)) ** 2
+    ) <= 1
     depth_mm = spec.slices * spec.slice_thickness_mm
     semi = (0.16 * width_mm, 0.25 * height_mm, max(0.6 * depth_mm, 20.0))
     centers = ((-0.2 * width_mm, -0.02 * height_mm, 0.0), (0.2 * width_mm, -0.02 * height_mm, 0.0))
@@ -177,7 +179,9 @@ def _plan_geometry(spec: PhantomSpec) -> _Geometry:
     )
 
 
-def _place_lesions(spec: PhantomSpec, geometry: _Geometry, rng: np.random.Generator) -> list[Lesion]:
+def _place_lesions(
+    spec: PhantomSpec, geometry: _Geometry, rng: np.random.Generator
+) -> list[Lesion]:
     """Put each lesion inside a lung, clear of the lung wall, the volume's ends and each other."""
     placed: list[Lesion] = []
     z_half = (spec.slices - 1) / 2.0 * spec.slice_thickness_mm
@@ -194,10 +198,14 @@ def _place_lesions(spec: PhantomSpec, geometry: _Geometry, rng: np.random.Genera
             x = cx + u[0] * max(ax - margin, 0.0)
             y = cy + u[1] * max(ay - margin, 0.0)
             z = float(np.clip(cz + u[2] * (az - margin), -z_half + margin, z_half - margin))
-            candidate = Lesion((round(float(x), 2), round(float(y), 2), round(z, 2)), float(diameter))
+            candidate = Lesion(
+                (round(float(x), 2), round(float(y), 2), round(z, 2)), float(diameter)
+            )
             if not _inside_lung(candidate, geometry):
                 continue
-            if all(_distance(candidate, other) > radius + other.diameter_mm / 2 + 4 for other in placed):
+            if all(
+                _distance(candidate, other) > radius + other.diameter_mm / 2 + 4 for other in placed
+            ):
                 placed.append(candidate)
                 break
         else:
@@ -211,9 +219,12 @@ def _inside_lung(lesion: Lesion, geometry: _Geometry) -> bool:
     for cx, cy, cz in geometry.lung_centers_mm:
         x, y, z = (lesion.center_mm[0] - cx, lesion.center_mm[1] - cy, lesion.center_mm[2] - cz)
         # Conservative test: the sphere's centre within the lung shrunk by r on every axis.
-        if ax > r and ay > r and az > r and (x / (ax - r)) ** 2 + (y / (ay - r)) ** 2 + (
-            z / (az - r)
-        ) ** 2 <= 1.0:
+        if (
+            ax > r
+            and ay > r
+            and az > r
+            and (x / (ax - r)) ** 2 + (y / (ay - r)) ** 2 + (z / (az - r)) ** 2 <= 1.0
+        ):
             return True
     return False
 
@@ -278,8 +289,8 @@ def _slice_dataset(phantom: Phantom, index: int) -> Dataset:
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = truth.sop_instance_uids[index]
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPInstanceUID = UID(truth.sop_instance_uids[index])
+    meta.TransferSyntaxUID = UID(ExplicitVRLittleEndian)
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = Dataset()
     ds.file_meta = meta

@@ -26,7 +26,7 @@ class AuthClient(BaseModel):
 
     name: str
     token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    roles: list[Role] = Field(default_factory=lambda: ["admin"])
+    roles: list[Role] = Field(default_factory=lambda: list[Role](["admin"]))
 
 
 class AuthSettings(BaseModel):

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.auth import AuthSettings
+from gateway.intake.dimse import DimseSettings
+from gateway.pipeline.settings import PipelineSettings, RoutingRule
+from gateway.queue.settings import QueueSettings
 
 
 class _Strict(BaseModel):
@@ -25,6 +28,9 @@ class _Strict(BaseModel):
 class ListenSettings(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    #: The root URL clients reach the gateway at, when behind a reverse proxy
+    #: (e.g. https://fedgate.hospital.example); used in RetrieveURL and BulkDataURI.
+    public_url: str | None = None
 
 
 class BasicAuth(_Strict):
@@ -97,6 +103,10 @@ class GatewaySettings(BaseSettings):
     pacs: PacsSettings = Field(default_factory=PacsSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    dimse: DimseSettings = Field(default_factory=DimseSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    routing: list[RoutingRule] = Field(default_factory=list)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod
@@ -132,15 +142,28 @@ def load_settings(path: Path | None) -> GatewaySettings:
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         data = loaded
     try:
-        return GatewaySettings(**data)
+        settings = GatewaySettings(**data)
     except ValidationError as error:
-        raise ConfigError(describe_validation_error(error)) from error
+        raise ConfigError(describe_validation_error(error, data)) from error
+    names = [rule.name for rule in settings.routing]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigError(f"invalid configuration: routing: rule name(s) used twice: {duplicates}")
+    return settings
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """One line per problem, each naming the dotted key, e.g. ``listen.port: ...``."""
+def describe_validation_error(error: ValidationError, data: dict[str, Any] | None = None) -> str:
+    """One line per problem, each naming the dotted key, e.g. ``listen.port: ...``; a routing
+    rule is named by its ``name`` (``routing[chest-ct].match.Modality``)."""
     lines = []
     for problem in error.errors():
-        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        parts = [str(part) for part in problem["loc"]]
+        if len(parts) >= 2 and parts[0] == "routing" and parts[1].isdigit() and data:
+            rules = data.get("routing")
+            index = int(parts[1])
+            if isinstance(rules, list) and index < len(rules) and isinstance(rules[index], dict):
+                name = rules[index].get("name", f"#{index + 1}")
+                parts[:2] = [f"routing[{name}]"]
+        key = ".".join(parts) or "(top level)"
         lines.append(f"{key}: {problem['msg']}")
     return "invalid configuration: " + "; ".join(lines)

@@ -25,6 +25,13 @@ def orthanc(tmp_path: Path) -> Iterator[OrthancServer]:
 def small_phantom() -> Phantom:
     """A small chest CT phantom (64x64x8, one 10 mm lesion): quick to send around."""
     return generate_phantom(
-        PhantomSpec(seed=1, rows=64, columns=64, slices=8, pixel_spacing_mm=4.0,
-                    slice_thickness_mm=5.0, lesion_diameters_mm=())
+        PhantomSpec(
+            seed=1,
+            rows=64,
+            columns=64,
+            slices=8,
+            pixel_spacing_mm=4.0,
+            slice_thickness_mm=5.0,
+            lesion_diameters_mm=(),
+        )
     )

@@ -19,9 +19,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class GatewayProcess:
     """Writes ``settings`` (merged over listen/data_dir) to YAML and runs the gateway on it."""
 
-    def __init__(self, workdir: Path, settings: dict[str, Any] | None = None):
+    def __init__(
+        self, workdir: Path, settings: dict[str, Any] | None = None, host: str = "127.0.0.1"
+    ):
         self.workdir = workdir
         self.settings = dict(settings or {})
+        self.host = host
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -48,7 +51,7 @@ class GatewayProcess:
         settings = {
             "data_dir": str(self.workdir / "data"),
             **self.settings,
-            "listen": {"host": "127.0.0.1", "port": self.port},
+            "listen": {**self.settings.get("listen", {}), "host": self.host, "port": self.port},
         }
         config_path = self.workdir / "gateway.yaml"
         config_path.write_text(yaml.safe_dump(settings))

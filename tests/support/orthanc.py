@@ -19,10 +19,21 @@ DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 class OrthancServer:
     """Start with :meth:`start`, stop with :meth:`stop`; storage lives in ``workdir``."""
 
-    def __init__(self, workdir: Path, aet: str = "ORTHANC", overrides: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        aet: str = "ORTHANC",
+        overrides: dict[str, Any] | None = None,
+        forward_to: str | None = None,
+        forward_token: str | None = None,
+    ):
+        """``forward_to``: a gateway's DICOMweb root that deploy/orthanc's Lua script
+        forwards every stable study to, as a hospital's Orthanc would."""
         self.workdir = workdir
         self.aet = aet
         self.overrides = overrides or {}
+        self.forward_to = forward_to
+        self.forward_token = forward_token
         self.http_port = 0
         self.dicom_port = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -51,6 +62,15 @@ class OrthancServer:
                 "StableAge": 2,
             }
         )
+        if self.forward_to:
+            server: dict[str, Any] = {"Url": self.forward_to.rstrip("/") + "/"}
+            if self.forward_token:
+                server["HttpHeaders"] = {"Authorization": f"Bearer {self.forward_token}"}
+            config["LuaScripts"] = [str(REPO_ROOT / "deploy/orthanc/forward-to-fedgate.lua")]
+            config["DicomWeb"] = {**config["DicomWeb"], "Servers": {"fedgate": server}}
+        else:
+            config["LuaScripts"] = []
+            config["DicomWeb"] = {**config["DicomWeb"], "Servers": {}}
         for key, value in self.overrides.items():
             if isinstance(value, dict) and isinstance(config.get(key), dict):
                 config[key] = {**config[key], **value}
@@ -74,7 +94,8 @@ class OrthancServer:
             start_new_session=True,
         )
         try:
-            wait_for_http(f"{self.url}/system", timeout=30, process=self.process)
+            # 401 counts as up: with authentication enabled Orthanc answers, but not to us.
+            wait_for_http(f"{self.url}/system", timeout=30, process=self.process, ready=(401,))
         except Exception:
             self.stop()
             raise RuntimeError(f"Orthanc did not start; see {self.workdir}/orthanc.log") from None

@@ -14,16 +14,18 @@ def free_port() -> int:
         return port
 
 
-def wait_for_http(url: str, timeout: float = 30.0, process: object | None = None) -> None:
-    """Poll ``url`` until it answers 2xx, or raise with the last error."""
+def wait_for_http(
+    url: str, timeout: float = 30.0, process: object | None = None, ready: tuple[int, ...] = ()
+) -> None:
+    """Poll ``url`` until it answers 2xx (or a status in ``ready``), or raise."""
     deadline = time.monotonic() + timeout
     last_error = "no attempt"
     while time.monotonic() < deadline:
         if process is not None and getattr(process, "poll")() is not None:  # noqa: B009
-            raise RuntimeError(f"process exited with {getattr(process, 'returncode')} before {url} answered")  # noqa: B009,E501
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
         try:
             response = httpx.get(url, timeout=2.0)
-            if response.is_success:
+            if response.is_success or response.status_code in ready:
                 return
             last_error = f"HTTP {response.status_code}"
         except httpx.HTTPError as error:

@@ -1,0 +1,187 @@
+"""The gateway's ASGI application: routes, middleware and the lifetime of its parts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import anyio.to_thread
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from gateway.auth import Authenticator
+from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
+from gateway.dicomweb.routes import embedded_routes, results_routes, upstream_routes
+from gateway.forwarder import Forwarder
+from gateway.intake.dimse import DimseIntake
+from gateway.jobs_api import job_routes
+from gateway.middleware import AuthMiddleware, RequestContextMiddleware
+from gateway.pacs import PacsClient
+from gateway.pipeline.retention import Retention
+from gateway.pipeline.scheduler import StabilityScheduler
+from gateway.pipeline.worker import JobWorker
+from gateway.queue import Database, JobQueue, StabilityLedger
+from gateway.settings import GatewaySettings
+from gateway.store import EmbeddedStore, IngestPolicy, StoredInstance
+
+log = structlog.get_logger(__name__)
+
+# Below this much free space in data_dir the gateway reports itself not ready.
+MIN_FREE_BYTES = 512 * 1024 * 1024
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: the store can be read and has room."""
+    store: EmbeddedStore = request.app.state.store
+    problems: dict[str, Any] = {}
+    try:
+        await anyio.to_thread.run_sync(store.catalog.counts)
+    except Exception as error:  # any failure of the catalog makes us unready
+        problems["catalog"] = str(error)
+    free = shutil.disk_usage(store.layout.root).free
+    if free < MIN_FREE_BYTES:
+        problems["disk"] = f"only {free} bytes free in the data directory"
+    status = 503 if problems else 200
+    return JSONResponse({"status": "unready" if problems else "ready", **problems}, status)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def own_url(settings: GatewaySettings) -> str:
+    """The gateway's root URL for its own callers (the inference service, replicas)."""
+    if settings.listen.public_url:
+        return settings.listen.public_url.rstrip("/")
+    host = settings.listen.host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "[::1]"
+    return f"http://{host}:{settings.listen.port}"
+
+
+def gateway_id(settings: GatewaySettings) -> str:
+    return settings.pipeline.gateway_id or f"{socket.gethostname()}:{settings.data_dir.resolve()}"
+
+
+def create_app(settings: GatewaySettings) -> Starlette:
+    """Build the gateway for ``settings``; parts open and close with the app's lifespan."""
+    store = EmbeddedStore(
+        settings.data_dir / "store",
+        IngestPolicy(
+            duplicates=settings.ingest.duplicates,
+            sop_classes=frozenset(settings.ingest.sop_classes),
+            forward_to_pacs=settings.ingest.forward_to_pacs and settings.pacs.url is not None,
+        ),
+    )
+    pacs = PacsClient(settings.pacs) if settings.pacs.url else None
+    dicomweb = upstream_routes() if pacs else embedded_routes()
+    database = Database.open(settings.queue, settings.data_dir)
+    queue = JobQueue(database)
+    ledger = StabilityLedger(database)
+    this_gateway = gateway_id(settings)
+    root = own_url(settings)
+
+    def record_arrivals(stored: Sequence[StoredInstance]) -> None:
+        series = {(s.record.study_instance_uid, s.record.series_instance_uid) for s in stored}
+        ledger.touch_series(sorted(series), this_gateway, time.time())
+
+    store.subscribe(record_arrivals)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tasks: list[asyncio.Task[None]] = []
+        dimse = DimseIntake(store, settings.dimse) if settings.dimse.enabled else None
+        if dimse is not None:
+            await anyio.to_thread.run_sync(dimse.start)
+        if pacs is not None:
+            forwarder = Forwarder(store, pacs)
+            store.subscribe(lambda stored: forwarder.notify())
+            tasks.append(asyncio.create_task(forwarder.run(), name="forwarder"))
+        scheduler = StabilityScheduler(
+            store,
+            ledger,
+            queue,
+            settings.routing,
+            settings.pipeline,
+            this_gateway,
+            source_url=root + "/dicomweb",
+        )
+        tasks.append(asyncio.create_task(scheduler.run(), name="scheduler"))
+        if settings.pipeline.workers:
+            token = settings.pipeline.callback_token
+            worker = JobWorker(
+                queue,
+                settings.pipeline,
+                f"{this_gateway}:{os.getpid()}",
+                destination_url=root + "/results",
+                callback_auth={"type": "bearer", "token": token.get_secret_value()}
+                if token
+                else None,
+            )
+            tasks.append(asyncio.create_task(worker.run(), name="worker"))
+        if pacs is not None and settings.pipeline.retention_seconds is not None:
+            retention = Retention(store, queue, settings.pipeline.retention_seconds)
+            tasks.append(asyncio.create_task(retention.run(), name="retention"))
+        log.info(
+            "gateway.started",
+            data_dir=str(settings.data_dir),
+            pacs=settings.pacs.url or "embedded store",
+            queue="postgresql" if settings.queue.url else "sqlite",
+            rules=[rule.name for rule in settings.routing],
+            auth="bearer tokens" if settings.auth.enabled else "off (loopback only)",
+        )
+        try:
+            yield
+        finally:
+            if dimse is not None:
+                await anyio.to_thread.run_sync(dimse.stop)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if pacs is not None:
+                await pacs.aclose()
+            database.close()
+            store.close()
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            Mount("/dicomweb", routes=dicomweb),
+            Mount("/results", routes=results_routes()),
+            *job_routes(),
+        ],
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(AuthMiddleware, authenticator=Authenticator(settings.auth)),
+        ],
+        exception_handlers={DicomWebError: dicomweb_error_handler},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.pacs = pacs
+    app.state.queue = queue
+    app.state.ledger = ledger
+    return app

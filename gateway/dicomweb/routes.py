@@ -1,0 +1,83 @@
+"""The ``/dicomweb`` routes: served by the embedded store, or passed through to ``pacs.url``.
+
+STOW-RS always lands in the embedded store (the intake for analysis). QIDO-RS and WADO-RS
+come from the upstream PACS when one is configured, else from the embedded store. With a PACS,
+requests about one study the embedded store holds (it arrived at the gateway and may not be
+in the PACS) are answered locally: the inference service reads a study it was just sent.
+
+``/results`` takes the analysis results (STOW-RS only): stored, and forwarded to the PACS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.dicomweb import qido, stow, wado
+from gateway.dicomweb.proxy import proxy_to_pacs
+from gateway.store import EmbeddedStore
+
+_STUDY = "/studies/{study}"
+_SERIES = _STUDY + "/series/{series}"
+_INSTANCE = _SERIES + "/instances/{instance}"
+
+
+def _stow_routes() -> list[BaseRoute]:
+    return [
+        Route("/studies", stow.store_instances, methods=["POST"]),
+        Route(_STUDY, stow.store_instances, methods=["POST"]),
+    ]
+
+
+def embedded_routes() -> list[BaseRoute]:
+    return [
+        *_stow_routes(),
+        Route("/studies", qido.search_studies, methods=["GET"]),
+        Route(_STUDY + "/series", qido.search_series, methods=["GET"]),
+        Route("/series", qido.search_series, methods=["GET"]),
+        Route(_SERIES + "/instances", qido.search_instances, methods=["GET"]),
+        Route(_STUDY + "/instances", qido.search_instances, methods=["GET"]),
+        Route("/instances", qido.search_instances, methods=["GET"]),
+        Route(_STUDY, wado.retrieve_instances, methods=["GET"]),
+        Route(_SERIES, wado.retrieve_instances, methods=["GET"]),
+        Route(_INSTANCE, wado.retrieve_instances, methods=["GET"]),
+        Route(_STUDY + "/metadata", wado.retrieve_metadata, methods=["GET"]),
+        Route(_SERIES + "/metadata", wado.retrieve_metadata, methods=["GET"]),
+        Route(_INSTANCE + "/metadata", wado.retrieve_metadata, methods=["GET"]),
+        Route(_INSTANCE + "/frames/{frames}", wado.retrieve_frames, methods=["GET"]),
+        Route(_INSTANCE + "/bulkdata/{tag}", wado.retrieve_bulk_data, methods=["GET"]),
+    ]
+
+
+def upstream_routes() -> list[BaseRoute]:
+    local_first = [
+        Route(route.path, _local_first(route.endpoint), methods=["GET"])
+        for route in embedded_routes()
+        if isinstance(route, Route) and "{study}" in route.path and "GET" in (route.methods or ())
+    ]
+    return [*_stow_routes(), *local_first, Route("/{path:path}", proxy_to_pacs, methods=["GET"])]
+
+
+def results_routes() -> list[BaseRoute]:
+    return [
+        Route("/studies", stow.store_results, methods=["POST"]),
+        Route(_STUDY, stow.store_results, methods=["POST"]),
+    ]
+
+
+def _local_first(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        store: EmbeddedStore = request.app.state.store
+        study = request.path_params["study"]
+        held = await anyio.to_thread.run_sync(
+            store.catalog.query, "SELECT 1 FROM studies WHERE study_instance_uid = ?", [study]
+        )
+        return await (handler(request) if held else proxy_to_pacs(request))
+
+    return endpoint

@@ -1,0 +1,112 @@
+"""A DIMSE C-STORE SCP (PS3.4 Annex B, PS3.7 9.1.1), for PACS and modalities that forward only
+over DIMSE.
+
+Every storage SOP class is accepted at association negotiation, with the common transfer
+syntaxes, so that an instance the gateway does not take gets a proper C-STORE status
+(0x0122 SOP Class Not Supported) instead of a bare refusal of the presentation context. Each
+C-STORE is answered only after the instance is durable and catalogued: a success status is
+an acknowledgment (DESIGN.md, principle 1).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from gateway.store import EmbeddedStore, FailureReason, WarningReason
+
+log = structlog.get_logger(__name__)
+
+SUCCESS = 0x0000
+
+
+class DimseSettings(BaseModel):
+    """``dimse:`` in the gateway's YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    ae_title: Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[ -~]*[!-~][ -~]*$")] = (
+        "FEDGATE"
+    )
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 11112
+    #: Calling AE titles allowed to store; empty: any.
+    allowed_calling_ae_titles: list[str] = Field(default_factory=list)
+    max_associations: Annotated[int, Field(ge=1)] = 10
+
+
+class DimseIntake:
+    """The SCP: :meth:`start` it beside the HTTP server, :meth:`stop` at shutdown."""
+
+    def __init__(self, store: EmbeddedStore, settings: DimseSettings):
+        self.store = store
+        self.settings = settings
+        self._server: Any = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.maximum_associations = self.settings.max_associations
+        for context in AllStoragePresentationContexts:
+            if context.abstract_syntax is not None:
+                ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        if self.settings.allowed_calling_ae_titles:
+            ae.require_calling_aet = list(self.settings.allowed_calling_ae_titles)
+        self._server = ae.start_server(
+            (self.settings.host, self.settings.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._handle_store)],
+        )
+        log.info(
+            "dimse.listening",
+            ae_title=self.settings.ae_title,
+            host=self.settings.host,
+            port=self.settings.port,
+        )
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def _handle_store(self, event: Any) -> int:
+        """Store one instance; the returned status is the C-STORE response."""
+        calling = event.assoc.requestor.ae_title
+        path, handle = self.store.layout.new_temporary()
+        try:
+            # The dataset as received plus File Meta Information: a Part 10 file.
+            handle.write(event.encoded_dataset(include_meta=True))
+        except Exception as error:  # e.g. a dataset pynetdicom could not frame
+            handle.close()
+            path.unlink(missing_ok=True)
+            log.warning("dimse.unreadable", calling_ae_title=calling, error=repr(error))
+            return int(FailureReason.CANNOT_UNDERSTAND)
+        batch = self.store.new_batch()
+        outcome = batch.add(path, handle)
+        if outcome.stored:
+            with self._lock:  # one commit at a time; each C-STORE waits for its own
+                batch.commit()
+        if outcome.failure is not None:
+            log.warning(
+                "dimse.refused",
+                calling_ae_title=calling,
+                sop_instance_uid=outcome.sop_instance_uid,
+                reason=f"0x{outcome.failure:04X}",
+                comment=outcome.comment,
+            )
+            return int(outcome.failure)
+        log.debug(
+            "dimse.stored", calling_ae_title=calling, sop_instance_uid=outcome.sop_instance_uid
+        )
+        if outcome.warning is WarningReason.COERCION_OF_DATA_ELEMENTS:
+            return 0xB000
+        if outcome.warning is WarningReason.ELEMENTS_DISCARDED:
+            return 0xB006
+        return SUCCESS

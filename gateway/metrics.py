@@ -1,0 +1,38 @@
+"""Prometheus metrics of the gateway (exposed at ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+STORED_INSTANCES = Counter(
+    "fedgate_instances_stored_total", "Instances stored in the embedded store"
+)
+STORED_BYTES = Counter("fedgate_stow_received_bytes_total", "Bytes received by STOW-RS")
+STOW_FAILURES = Counter(
+    "fedgate_stow_failures_total", "Instances refused by STOW-RS, by failure reason", ["reason"]
+)
+REQUEST_LATENCY = Histogram(
+    "fedgate_http_request_duration_seconds",
+    "HTTP request latency by route and status",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+UPSTREAM_ERRORS = Counter(
+    "fedgate_upstream_errors_total", "Failed requests to the upstream PACS, by kind", ["kind"]
+)
+FORWARDED_INSTANCES = Counter(
+    "fedgate_forwarded_instances_total", "Instances forwarded to the upstream PACS"
+)
+QUEUE_DEPTH = Gauge("fedgate_jobs", "Jobs in the queue by state", ["state"])
+JOB_WAIT_SECONDS = Histogram(
+    "fedgate_job_wait_seconds",
+    "From enqueued to started, per attempt",
+    ["model"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+JOB_RUN_SECONDS = Histogram(
+    "fedgate_job_run_seconds",
+    "Duration of one attempt, inference included",
+    ["model"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+)

@@ -1,0 +1,108 @@
+"""ASGI middleware: request ids, access logs, latency metrics, and who may call what.
+
+Written as plain ASGI (not BaseHTTPMiddleware) so request and response bodies stream through
+untouched: STOW-RS bodies of gigabytes pass here chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import structlog
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.auth import Authenticator, Role
+from gateway.metrics import REQUEST_LATENCY
+
+log = structlog.get_logger("gateway.http")
+
+#: Paths anyone may call (liveness, readiness and metrics scrapes).
+PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
+#: Path prefixes and the role they need; the first match wins. ``admin`` may call anything.
+ROLE_BY_PREFIX: tuple[tuple[str, Role], ...] = (("/federated/", "query"),)
+
+
+def _route_label(path: str) -> str:
+    """A low-cardinality label for metrics: the path with UIDs and numbers folded."""
+    parts = []
+    for segment in path.split("/"):
+        parts.append("{uid}" if segment[:1].isdigit() else segment)
+    return "/".join(parts)[:100]
+
+
+class RequestContextMiddleware:
+    """Bind a request id (``X-Request-ID``, the caller's or a new one) to every log line."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            path: str = scope["path"]
+            REQUEST_LATENCY.labels(scope["method"], _route_label(path), str(status)).observe(
+                elapsed
+            )
+            if path not in PUBLIC_PATHS:
+                log.info(
+                    "http.request",
+                    method=scope["method"],
+                    path=path,
+                    status=status,
+                    seconds=round(elapsed, 4),
+                )
+
+
+class AuthMiddleware:
+    """Bearer-token authentication and role checks in front of every endpoint."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator):
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        principal = self.authenticator.authenticate(Headers(scope=scope).get("authorization"))
+        if principal is None:
+            response = PlainTextResponse(
+                "authentication required\n",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="fedgate"'},
+            )
+            await response(scope, receive, send)
+            return
+        needed: Role = next(
+            (role for prefix, role in ROLE_BY_PREFIX if path.startswith(prefix)), "admin"
+        )
+        if not principal.has(needed):
+            await PlainTextResponse(f"the {needed} role is required\n", status_code=403)(
+                scope, receive, send
+            )
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        structlog.contextvars.bind_contextvars(client=principal.name)
+        await self.app(scope, receive, send)

@@ -1,0 +1,1 @@
+"""The pipeline: stable studies -> routing rules -> jobs -> inference -> results in the PACS."""

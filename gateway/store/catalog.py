@@ -1,0 +1,347 @@
+"""The embedded store's catalog: one SQLite database (WAL) of studies, series and instances.
+
+The catalog holds the attributes QIDO-RS matches on and returns by default (PS3.18 10.6.3,
+Table 10.6.3-3/4/5), and the path of each instance's file. Anything else is read from the
+file itself when asked for. Writes go through one connection under a lock, in one
+transaction per STOW request; readers use their own connections (WAL lets them run beside
+the writer).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_instance_uid TEXT PRIMARY KEY,
+    patient_id TEXT, patient_name TEXT, patient_birth_date TEXT, patient_sex TEXT,
+    study_date TEXT, study_time TEXT, accession_number TEXT, study_id TEXT,
+    study_description TEXT, referring_physician_name TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS series (
+    series_instance_uid TEXT PRIMARY KEY,
+    study_instance_uid TEXT NOT NULL REFERENCES studies ON DELETE CASCADE,
+    modality TEXT, series_number INTEGER, series_description TEXT, body_part_examined TEXT,
+    performed_procedure_step_start_date TEXT, performed_procedure_step_start_time TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS series_by_study ON series (study_instance_uid);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid TEXT PRIMARY KEY,
+    series_instance_uid TEXT NOT NULL REFERENCES series ON DELETE CASCADE,
+    study_instance_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL, instance_number INTEGER,
+    rows INTEGER, columns INTEGER, bits_allocated INTEGER, number_of_frames INTEGER,
+    transfer_syntax_uid TEXT NOT NULL,
+    path TEXT NOT NULL, size INTEGER NOT NULL, stored_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_by_series ON instances (series_instance_uid);
+CREATE INDEX IF NOT EXISTS instances_by_study ON instances (study_instance_uid);
+CREATE INDEX IF NOT EXISTS studies_by_patient ON studies (patient_id);
+CREATE INDEX IF NOT EXISTS studies_by_date ON studies (study_date);
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+-- Instances still to be forwarded to the upstream PACS (ingest.forward_to_pacs). Written in
+-- the same transaction as the instance, so an acknowledged instance is never left behind.
+CREATE TABLE IF NOT EXISTS forward_outbox (
+    sop_instance_uid TEXT PRIMARY KEY,
+    study_instance_uid TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending | failed (gave up; see last_error)
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS forward_outbox_due ON forward_outbox (state, next_attempt_at);
+"""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One stored instance as the catalog knows it."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    path: str
+    size: int
+    instance_number: int | None = None
+    number_of_frames: int | None = None
+
+
+def _text(dataset: Dataset, keyword: str) -> str | None:
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def _integer(dataset: Dataset, keyword: str) -> int | None:
+    value = dataset.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+class Catalog:
+    """The SQLite catalog. Open with :meth:`open`; thread-safe."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._writer = self._connect()
+
+    @classmethod
+    def open(cls, path: Path) -> Catalog:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        catalog = cls(path)
+        with catalog._write_lock:
+            catalog._writer.executescript(_SCHEMA)
+            row = catalog._writer.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                catalog._writer.execute(
+                    "INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,)
+                )
+            elif row[0] > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"catalog {path} has schema version {row[0]}, newer than this fedgate "
+                    f"({SCHEMA_VERSION}); upgrade fedgate"
+                )
+            catalog._writer.commit()
+        return catalog
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        connection.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable in WAL mode except for the last transactions before a power loss;
+        # FULL makes the acknowledgment durable too, which principle 1 asks for.
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        return connection
+
+    def reader(self) -> sqlite3.Connection:
+        """A connection for this thread's reads."""
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            connection.row_factory = sqlite3.Row
+            self._local.connection = connection
+        return connection
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[CatalogWriter]:
+        """One write transaction; committed when the block ends without an exception."""
+        with self._write_lock:
+            try:
+                yield CatalogWriter(self._writer)
+                self._writer.commit()
+            except BaseException:
+                self._writer.rollback()
+                raise
+
+    # -- reads -------------------------------------------------------------------------
+
+    def find_instance(self, sop_instance_uid: str) -> InstanceRecord | None:
+        row = (
+            self.reader()
+            .execute("SELECT * FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
+            .fetchone()
+        )
+        return _record(row) if row else None
+
+    def instances(
+        self,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> list[InstanceRecord]:
+        """The instances at a WADO-RS level, in series then instance-number order."""
+        sql = "SELECT i.* FROM instances i WHERE i.study_instance_uid = ?"
+        params: list[Any] = [study_instance_uid]
+        if series_instance_uid is not None:
+            sql += " AND i.series_instance_uid = ?"
+            params.append(series_instance_uid)
+        if sop_instance_uid is not None:
+            sql += " AND i.sop_instance_uid = ?"
+            params.append(sop_instance_uid)
+        sql += " ORDER BY i.series_instance_uid, i.instance_number, i.sop_instance_uid"
+        return [_record(row) for row in self.reader().execute(sql, params)]
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        return list(self.reader().execute(sql, params))
+
+    def due_forwards(self, limit: int) -> list[tuple[InstanceRecord, int]]:
+        """Instances due for forwarding, with the attempts made so far, oldest first."""
+        rows = (
+            self.reader()
+            .execute(
+                """SELECT i.*, f.attempts FROM forward_outbox f
+            JOIN instances i ON i.sop_instance_uid = f.sop_instance_uid
+            WHERE f.state = 'pending' AND f.next_attempt_at <= ?
+            ORDER BY f.next_attempt_at LIMIT ?""",
+                (time.time(), limit),
+            )
+            .fetchall()
+        )
+        return [(_record(row), row["attempts"]) for row in rows]
+
+    def forward_backlog(self) -> dict[str, int]:
+        rows = (
+            self.reader()
+            .execute("SELECT state, count(*) FROM forward_outbox GROUP BY state")
+            .fetchall()
+        )
+        return {state: count for state, count in rows}
+
+    def counts(self) -> dict[str, int]:
+        connection = self.reader()
+        return {
+            table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("studies", "series", "instances")
+        }
+
+
+class CatalogWriter:
+    """Writes inside one transaction (see :meth:`Catalog.transaction`)."""
+
+    def __init__(self, connection: sqlite3.Connection):
+        self._connection = connection
+
+    def enqueue_forward(self, record: InstanceRecord) -> None:
+        self._connection.execute(
+            """INSERT INTO forward_outbox (sop_instance_uid, study_instance_uid, next_attempt_at)
+            VALUES (?, ?, ?) ON CONFLICT (sop_instance_uid) DO UPDATE SET
+              state='pending', attempts=0, next_attempt_at=excluded.next_attempt_at""",
+            (record.sop_instance_uid, record.study_instance_uid, time.time()),
+        )
+
+    def delete_study(self, study_instance_uid: str) -> bool:
+        """Delete the study's rows; False (nothing deleted) while forwards are outstanding."""
+        waiting = self._connection.execute(
+            "SELECT count(*) FROM forward_outbox WHERE study_instance_uid = ? "
+            "AND state = 'pending'",
+            (study_instance_uid,),
+        ).fetchone()[0]
+        if waiting:
+            return False
+        for table in ("instances", "series", "studies"):
+            self._connection.execute(
+                f"DELETE FROM {table} WHERE study_instance_uid = ?",
+                (study_instance_uid,),
+            )
+        return True
+
+    def forward_succeeded(self, sop_instance_uids: Sequence[str]) -> None:
+        self._connection.executemany(
+            "DELETE FROM forward_outbox WHERE sop_instance_uid = ?",
+            [(uid,) for uid in sop_instance_uids],
+        )
+
+    def forward_failed(
+        self, sop_instance_uid: str, error: str, next_attempt_at: float, give_up: bool
+    ) -> None:
+        self._connection.execute(
+            """UPDATE forward_outbox SET attempts = attempts + 1, last_error = ?,
+            next_attempt_at = ?, state = ? WHERE sop_instance_uid = ?""",
+            (error[:500], next_attempt_at, "failed" if give_up else "pending", sop_instance_uid),
+        )
+
+    def add_instance(self, dataset: Dataset, record: InstanceRecord) -> None:
+        """Insert or replace the instance, and refresh its study and series rows."""
+        now = time.time()
+        self._connection.execute(
+            """INSERT INTO studies VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+            ON CONFLICT (study_instance_uid) DO UPDATE SET
+              patient_id=excluded.patient_id, patient_name=excluded.patient_name,
+              patient_birth_date=excluded.patient_birth_date, patient_sex=excluded.patient_sex,
+              study_date=excluded.study_date, study_time=excluded.study_time,
+              accession_number=excluded.accession_number, study_id=excluded.study_id,
+              study_description=excluded.study_description,
+              referring_physician_name=excluded.referring_physician_name,
+              updated_at=excluded.updated_at""",
+            (
+                record.study_instance_uid,
+                _text(dataset, "PatientID"),
+                _text(dataset, "PatientName"),
+                _text(dataset, "PatientBirthDate"),
+                _text(dataset, "PatientSex"),
+                _text(dataset, "StudyDate"),
+                _text(dataset, "StudyTime"),
+                _text(dataset, "AccessionNumber"),
+                _text(dataset, "StudyID"),
+                _text(dataset, "StudyDescription"),
+                _text(dataset, "ReferringPhysicianName"),
+                now,
+            ),
+        )
+        self._connection.execute(
+            """INSERT INTO series VALUES (?,?,?,?,?,?,?,?,?)
+            ON CONFLICT (series_instance_uid) DO UPDATE SET
+              modality=excluded.modality, series_number=excluded.series_number,
+              series_description=excluded.series_description,
+              body_part_examined=excluded.body_part_examined,
+              performed_procedure_step_start_date=excluded.performed_procedure_step_start_date,
+              performed_procedure_step_start_time=excluded.performed_procedure_step_start_time,
+              updated_at=excluded.updated_at""",
+            (
+                record.series_instance_uid,
+                record.study_instance_uid,
+                _text(dataset, "Modality"),
+                _integer(dataset, "SeriesNumber"),
+                _text(dataset, "SeriesDescription"),
+                _text(dataset, "BodyPartExamined"),
+                _text(dataset, "PerformedProcedureStepStartDate"),
+                _text(dataset, "PerformedProcedureStepStartTime"),
+                now,
+            ),
+        )
+        self._connection.execute(
+            "INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.sop_instance_uid,
+                record.series_instance_uid,
+                record.study_instance_uid,
+                record.sop_class_uid,
+                _integer(dataset, "InstanceNumber"),
+                _integer(dataset, "Rows"),
+                _integer(dataset, "Columns"),
+                _integer(dataset, "BitsAllocated"),
+                _integer(dataset, "NumberOfFrames"),
+                record.transfer_syntax_uid,
+                record.path,
+                record.size,
+                now,
+            ),
+        )
+
+
+def _record(row: sqlite3.Row) -> InstanceRecord:
+    return InstanceRecord(
+        study_instance_uid=row["study_instance_uid"],
+        series_instance_uid=row["series_instance_uid"],
+        sop_instance_uid=row["sop_instance_uid"],
+        sop_class_uid=row["sop_class_uid"],
+        transfer_syntax_uid=row["transfer_syntax_uid"],
+        path=row["path"],
+        size=row["size"],
+        instance_number=row["instance_number"],
+        number_of_frames=row["number_of_frames"],
+    )

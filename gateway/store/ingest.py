@@ -1,0 +1,288 @@
+"""Accepting received files into the embedded store: check, publish atomically, catalogue.
+
+The STOW-RS endpoint (and later the DIMSE and polling intakes) hands each received part, as a
+temporary file, to an :class:`IngestBatch`. The batch checks it, renames it into place and
+records it; :meth:`IngestBatch.commit` makes the renames and the catalog rows durable. Only
+after the commit may the sender be told "stored" (DESIGN.md, principle 1).
+
+Failure reasons are those of PS3.18 Table 10.5.3-2 (and PS3.4 Annex B for 0x0122).
+"""
+
+from __future__ import annotations
+
+import enum
+import filecmp
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import structlog
+from pydicom.dataset import Dataset
+
+from gateway.store.catalog import Catalog, InstanceRecord
+from gateway.store.files import FileLayout, fsync_directory, publish
+from gateway.store.part10 import (
+    ParsedInstance,
+    UnreadableInstanceError,
+    read_header,
+    rewrite_as_part10,
+)
+from gateway.store.uids import is_valid_uid
+
+log = structlog.get_logger(__name__)
+
+
+class FailureReason(enum.IntEnum):
+    """STOW-RS Failure Reason (0008,1197) values, PS3.18 10.5.3."""
+
+    PROCESSING_FAILURE = 0x0110
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
+    OUT_OF_RESOURCES = 0xA700
+    DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+
+
+class WarningReason(enum.IntEnum):
+    """STOW-RS Warning Reason (0008,1196) values, PS3.18 10.5.3."""
+
+    COERCION_OF_DATA_ELEMENTS = 0xB000
+    ELEMENTS_DISCARDED = 0xB006
+
+
+@dataclass
+class IngestOutcome:
+    """What happened to one received instance."""
+
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    failure: FailureReason | None = None
+    warning: WarningReason | None = None
+    comment: str = ""
+
+    @property
+    def stored(self) -> bool:
+        return self.failure is None
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """Handed to the store's observers (findings index, forwarder) after a commit."""
+
+    record: InstanceRecord
+    dataset: Dataset  # the header, bulk data deferred
+
+
+Observer = Callable[[Sequence[StoredInstance]], None]
+
+
+@dataclass
+class IngestPolicy:
+    duplicates: str = "replace"  # "replace" or "keep"
+    sop_classes: frozenset[str] = frozenset()  # empty: all
+    forward_to_pacs: bool = False
+
+
+@dataclass
+class IngestBatch:
+    """The instances of one request.
+
+    :meth:`add` may be called from several threads at once; :meth:`commit` only when no
+    :meth:`add` is running.
+    """
+
+    layout: FileLayout
+    catalog: Catalog
+    policy: IngestPolicy
+    observers: Sequence[Observer] = ()
+    expected_study_uid: str | None = None
+    _pending: list[tuple[Dataset, InstanceRecord, IngestOutcome]] = field(default_factory=list)
+    _directories: set[Path] = field(default_factory=set)
+    _replaced_files: list[Path] = field(default_factory=list)
+    _seen: dict[str, Path] = field(default_factory=dict)
+    # add() may run in several threads at once (their fsyncs overlap); commit() may not.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, temporary: Path | None, reason: FailureReason, comment: str) -> IngestOutcome:
+        """Record a part that failed before it could be read (e.g. too large)."""
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        return IngestOutcome(None, None, failure=reason, comment=comment)
+
+    def add(self, temporary: Path, handle: BinaryIO | None = None) -> IngestOutcome:
+        """Check ``temporary`` (a complete part) and move it into the store.
+
+        ``handle``, if given, is the still-open file the part was written through: its data
+        is made durable through it (one open fewer per instance on the hot path) and it is
+        closed here.
+        """
+        try:
+            if handle is not None:
+                with handle:
+                    handle.flush()
+                    os.fdatasync(handle.fileno())
+            return self._add(temporary, synced=handle is not None)
+        except OSError as error:
+            log.error("store.write_failed", error=str(error))
+            return IngestOutcome(
+                None, None, failure=FailureReason.PROCESSING_FAILURE, comment="storage failure"
+            )
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def _add(self, temporary: Path, synced: bool) -> IngestOutcome:
+        try:
+            parsed = read_header(temporary)
+        except UnreadableInstanceError as error:
+            known = error.dataset if error.dataset is not None else Dataset()
+            return IngestOutcome(
+                sop_class_uid=_uid_or_none(known, "SOPClassUID"),
+                sop_instance_uid=_uid_or_none(known, "SOPInstanceUID"),
+                failure=FailureReason.CANNOT_UNDERSTAND,
+                comment=str(error),
+            )
+        dataset = parsed.dataset
+        outcome = IngestOutcome(
+            sop_class_uid=_uid_or_none(dataset, "SOPClassUID"),
+            sop_instance_uid=_uid_or_none(dataset, "SOPInstanceUID"),
+            study_instance_uid=_uid_or_none(dataset, "StudyInstanceUID"),
+            series_instance_uid=_uid_or_none(dataset, "SeriesInstanceUID"),
+        )
+        problem = self._check(dataset, parsed)
+        if problem is not None:
+            outcome.failure, outcome.comment = problem
+            return outcome
+        assert outcome.sop_instance_uid and outcome.sop_class_uid
+        assert outcome.study_instance_uid and outcome.series_instance_uid
+        final = self.layout.instance_path(
+            outcome.study_instance_uid, outcome.series_instance_uid, outcome.sop_instance_uid
+        )
+        with self._lock:
+            existing = self._seen.get(outcome.sop_instance_uid)
+        if existing is None:
+            catalogued = self.catalog.find_instance(outcome.sop_instance_uid)
+            existing = self.layout.absolute(catalogued.path) if catalogued else None
+        if existing is not None and existing.exists():
+            if _same_content(temporary, existing, parsed):
+                return outcome  # an identical resend: nothing to do, nothing to warn about
+            if self.policy.duplicates == "keep":
+                outcome.warning = WarningReason.ELEMENTS_DISCARDED
+                outcome.comment = "duplicate SOP Instance UID: kept the stored copy"
+                return outcome
+            outcome.warning = WarningReason.COERCION_OF_DATA_ELEMENTS
+            outcome.comment = "duplicate SOP Instance UID: replaced the stored copy"
+            if existing != final:
+                with self._lock:
+                    self._replaced_files.append(existing)
+        source = temporary
+        if parsed.needs_part10_rewrite:
+            source = temporary.with_suffix(".p10")
+            rewrite_as_part10(temporary, parsed, source)
+        elif not synced:
+            with open(temporary, "rb+") as handle:
+                os.fdatasync(handle.fileno())
+        publish(source, final)
+        with self._lock:
+            self._directories.add(final.parent)
+            self._seen[outcome.sop_instance_uid] = final
+        record = InstanceRecord(
+            study_instance_uid=outcome.study_instance_uid,
+            series_instance_uid=outcome.series_instance_uid,
+            sop_instance_uid=outcome.sop_instance_uid,
+            sop_class_uid=outcome.sop_class_uid,
+            transfer_syntax_uid=parsed.transfer_syntax_uid,
+            path=self.layout.relative(final),
+            size=final.stat().st_size,
+        )
+        with self._lock:
+            self._pending.append((dataset, record, outcome))
+        return outcome
+
+    def _check(self, dataset: Dataset, parsed: ParsedInstance) -> tuple[FailureReason, str] | None:
+        for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+            value = dataset.get(keyword)
+            if value in (None, ""):
+                return FailureReason.CANNOT_UNDERSTAND, f"{keyword} is missing"
+            if not is_valid_uid(str(value)):
+                return FailureReason.CANNOT_UNDERSTAND, f"{keyword} is not a valid UID"
+        meta = getattr(dataset, "file_meta", None)
+        if meta is not None:
+            for meta_keyword, keyword in (
+                ("MediaStorageSOPClassUID", "SOPClassUID"),
+                ("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
+            ):
+                meta_value = meta.get(meta_keyword)
+                if meta_value and str(meta_value) != str(dataset.get(keyword)):
+                    return (
+                        FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                        f"{meta_keyword} in the file meta differs from {keyword}",
+                    )
+        if self.expected_study_uid and str(dataset.StudyInstanceUID) != self.expected_study_uid:
+            return (
+                FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                "StudyInstanceUID differs from the study in the request URL",
+            )
+        if self.policy.sop_classes and str(dataset.SOPClassUID) not in self.policy.sop_classes:
+            return FailureReason.SOP_CLASS_NOT_SUPPORTED, "SOP Class not accepted by this gateway"
+        return None
+
+    def commit(self) -> list[StoredInstance]:
+        """Make everything added so far durable and catalogued; tell the observers.
+
+        If that fails (disk full, database error), the instances of this group become
+        failures (0x0110): they are not acknowledged, and their new files are removed.
+        """
+        if not self._pending:
+            return []
+        try:
+            for directory in self._directories:
+                fsync_directory(directory)
+            with self.catalog.transaction() as writer:
+                for dataset, record, _ in self._pending:
+                    writer.add_instance(dataset, record)
+                    if self.policy.forward_to_pacs:
+                        writer.enqueue_forward(record)
+        except (OSError, sqlite3.Error) as error:
+            log.error("store.commit_failed", error=str(error), instances=len(self._pending))
+            for _, record, outcome in self._pending:
+                outcome.failure = FailureReason.PROCESSING_FAILURE
+                outcome.warning = None
+                outcome.comment = "storage failure"
+                self.layout.absolute(record.path).unlink(missing_ok=True)
+            self._pending.clear()
+            return []
+        for stale in self._replaced_files:
+            stale.unlink(missing_ok=True)
+        stored = [StoredInstance(record, dataset) for dataset, record, _ in self._pending]
+        self._pending.clear()
+        self._directories.clear()
+        self._replaced_files.clear()
+        for observer in self.observers:
+            try:
+                observer(stored)
+            except Exception:  # an observer's bug must not fail the intake
+                log.exception("store.observer_failed", observer=repr(observer))
+        return stored
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+
+def _uid_or_none(dataset: Dataset, keyword: str) -> str | None:
+    value = dataset.get(keyword)
+    text = str(value) if value not in (None, "") else None
+    return text if text is not None and is_valid_uid(text) else None
+
+
+def _same_content(received: Path, stored: Path, parsed: ParsedInstance) -> bool:
+    if parsed.needs_part10_rewrite:
+        return False  # different bytes by construction; treat as a new copy
+    if received.stat().st_size != stored.stat().st_size:
+        return False
+    return filecmp.cmp(received, stored, shallow=False)

@@ -1,0 +1,130 @@
+"""Reading and checking a received Part 10 file (PS3.10 7.1) without loading its bulk data.
+
+pydicom reads a truncated file without complaint (a short value is simply short), so the
+structure is checked here: every top-level element must end inside the file and the last
+one exactly at its end. Bulk values (pixel data above all) are deferred, never read, so the
+check costs the same for a 2 GB multi-frame as for a small SR.
+
+Parts without the 128-byte preamble and ``DICM`` prefix (what ``dicomweb-client`` sends for
+datasets built in memory) are accepted leniently and rewritten as proper Part 10 files, so
+that what we serve back is readable by every toolkit.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+# Values larger than this are not read into memory when a header is parsed.
+DEFER_SIZE = 64 * 1024
+_PREAMBLE_LENGTH = 128
+
+
+class UnreadableInstanceError(ValueError):
+    """The bytes are not a readable DICOM instance (STOW failure reason 0xC000).
+
+    ``dataset`` is what could be read before the problem, if anything: it names the
+    instance in the failure report.
+    """
+
+    def __init__(self, message: str, dataset: Dataset | None = None):
+        super().__init__(message)
+        self.dataset = dataset
+
+
+@dataclass
+class ParsedInstance:
+    """A received instance's header, and whether its file needs rewriting as Part 10."""
+
+    dataset: Dataset  # bulk values deferred
+    transfer_syntax_uid: str
+    needs_part10_rewrite: bool
+
+
+def read_header(path: Path) -> ParsedInstance:
+    """Parse ``path`` leniently and check its structure; raise UnreadableInstanceError."""
+    size = path.stat().st_size
+    if size == 0:
+        raise UnreadableInstanceError("the part is empty")
+    try:
+        # force: a part without preamble and DICM is still read (and rewritten later).
+        dataset = pydicom.dcmread(path, force=True, defer_size=DEFER_SIZE)
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OverflowError) as error:
+        raise UnreadableInstanceError(f"not a readable DICOM file: {error}") from None
+    except Exception as error:  # pydicom raises a wide variety on arbitrary bytes
+        raise UnreadableInstanceError(f"not a readable DICOM file: {error!r}") from None
+    try:
+        _check_structure(dataset, size)
+    except UnreadableInstanceError as error:
+        error.dataset = dataset
+        raise
+    meta = getattr(dataset, "file_meta", None)
+    transfer_syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if transfer_syntax is None:
+        transfer_syntax = (
+            ImplicitVRLittleEndian if dataset.original_encoding[0] else ExplicitVRLittleEndian
+        )
+    return ParsedInstance(
+        dataset=dataset,
+        transfer_syntax_uid=str(transfer_syntax),
+        # pydicom leaves the preamble None when the file has no preamble and DICM prefix.
+        needs_part10_rewrite=dataset.preamble is None,
+    )
+
+
+def _check_structure(dataset: Dataset, size: int) -> None:
+    if len(dataset) == 0:
+        raise UnreadableInstanceError("no DICOM data elements found")
+    end = 0
+    # keys(), not iteration: iterating a Dataset converts (and so reads) every value.
+    for tag in dataset.keys():  # noqa: SIM118
+        raw = dataset._dict[tag]  # the raw element: value position and length, value unread
+        tell = getattr(raw, "value_tell", None)
+        length = getattr(raw, "length", None)
+        if tell is None or length is None or length == 0xFFFFFFFF:
+            continue  # undefined length: pydicom read it to its delimiter, so it is complete
+        element_end = tell + length
+        if element_end > size:
+            raise UnreadableInstanceError(
+                f"the file is truncated: element {tag} ends at byte {element_end}, "
+                f"the file has {size}"
+            )
+        end = max(end, element_end)
+    if 0 < end < size and size - end < 8:
+        raise UnreadableInstanceError("the file is truncated inside a data element header")
+
+
+def rewrite_as_part10(source: Path, parsed: ParsedInstance, destination: Path) -> None:
+    """Write ``source`` (no preamble) as a proper Part 10 file at ``destination``."""
+    dataset = parsed.dataset
+    with open(source, "rb") as handle:
+        starts_with_meta = handle.read(2) == b"\x02\x00"
+    with open(destination, "wb") as out, open(source, "rb") as original:
+        out.write(b"\x00" * _PREAMBLE_LENGTH + b"DICM")
+        if not starts_with_meta:
+            # A bare dataset: give it the File Meta Information it lacks (PS3.10 7.1).
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+            meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+            meta.TransferSyntaxUID = UID(parsed.transfer_syntax_uid)
+            meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+            buffer = io.BytesIO()
+            write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
+            out.write(buffer.getvalue())
+        shutil.copyfileobj(original, out, 1024 * 1024)
+        out.flush()
+        os.fdatasync(out.fileno())

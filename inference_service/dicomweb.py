@@ -1,0 +1,151 @@
+"""DICOMweb client side: fetch a series by WADO-RS, store results by STOW-RS (PS3.18 10.4, 10.5).
+
+Built on ``dicomweb-client``. Failures are classified for the caller:
+
+- the source or destination cannot be reached, times out or answers 5xx/429: transient;
+- the source answers 404 (no such series): permanent, 404;
+- the source or destination answers another 4xx (refused credentials, a request it rejects):
+  permanent, 502 (retrying the same request cannot help, but the fault is upstream);
+- a STOW-RS answer that lists the instance under FailedSOPSequence, or does not list it under
+  ReferencedSOPSequence, is a failure even with a 2xx status (an archive once answered 200
+  to a chunked STOW and stored nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Annotated, Literal, TypeVar
+
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydicom.dataset import Dataset
+
+from inference_service.errors import InferenceServiceError, PermanentError, TransientError
+
+T = TypeVar("T")
+
+#: Any transfer syntax: the archive sends what it stores, and pydicom/pylibjpeg decode it here.
+ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BasicAuth(_Strict):
+    type: Literal["basic"] = "basic"
+    username: str
+    password: SecretStr
+
+
+class BearerAuth(_Strict):
+    type: Literal["bearer"] = "bearer"
+    token: SecretStr
+
+
+Auth = Annotated[BasicAuth | BearerAuth, Field(discriminator="type")]
+
+
+class Endpoint(_Strict):
+    """A DICOMweb root (source or destination) and its credentials."""
+
+    url: Annotated[str, Field(pattern=r"^https?://", max_length=2048)]
+    auth: Auth | None = None
+
+
+def make_client(endpoint: Endpoint, timeout_seconds: float) -> DICOMwebClient:
+    session = requests.Session()
+    headers: dict[str, str] = {}
+    if isinstance(endpoint.auth, BasicAuth):
+        session.auth = (endpoint.auth.username, endpoint.auth.password.get_secret_value())
+    elif isinstance(endpoint.auth, BearerAuth):
+        headers["Authorization"] = f"Bearer {endpoint.auth.token.get_secret_value()}"
+    client = DICOMwebClient(
+        url=endpoint.url.rstrip("/"),
+        session=session,
+        headers=headers,
+        timeout=(5.0, timeout_seconds),
+    )
+    # dicomweb-client retries failed requests itself (5 attempts, ~30 s of back-off). The
+    # caller's queue owns retrying: a transient error must reach it at once, classified.
+    client.set_http_retry_params(retry=False)
+    return client
+
+
+def _classified(role: str, url: str, call: Callable[[], T]) -> T:
+    """Run ``call``, turning requests' errors into permanent/transient service errors."""
+    try:
+        return call()
+    except requests.exceptions.HTTPError as error:
+        status = error.response.status_code if error.response is not None else 0
+        if status == 404 and role == "source":
+            raise PermanentError(f"source {url}: series not found (404)", status_code=404) from None
+        if status >= 500 or status == 429:
+            raise TransientError(f"{role} {url} answered {status}", status_code=502) from None
+        raise PermanentError(
+            f"{role} {url} refused the request ({status})", status_code=502
+        ) from None
+    except requests.exceptions.Timeout:
+        raise TransientError(f"{role} {url} timed out", status_code=504) from None
+    except requests.exceptions.RequestException as error:
+        raise TransientError(
+            f"{role} {url} unreachable: {type(error).__name__}", status_code=502
+        ) from None
+
+
+def fetch_series(
+    endpoint: Endpoint, study_uid: str, series_uid: str, timeout_seconds: float, any_syntax: bool
+) -> list[Dataset]:
+    """All instances of the series (WADO-RS Retrieve Series), as stored when ``any_syntax``."""
+    client = make_client(endpoint, timeout_seconds)
+    media_types = ANY_TRANSFER_SYNTAX if any_syntax else None
+    with _closing(client):
+        return _classified(
+            "source",
+            endpoint.url,
+            lambda: list(client.retrieve_series(study_uid, series_uid, media_types=media_types)),
+        )
+
+
+def store_instances(
+    endpoint: Endpoint, study_uid: str, datasets: Sequence[Dataset], timeout_seconds: float
+) -> None:
+    """STOW-RS ``datasets`` and check that the destination stored every one of them."""
+    client = make_client(endpoint, timeout_seconds)
+    for ds in datasets:
+        # Without a preamble dicomweb-client writes no "DICM" prefix, which some archives store
+        # verbatim and then cannot serve (see DESIGN.md, interop traps).
+        ds.preamble = b"\x00" * 128
+    with _closing(client):
+        response = _classified(
+            "destination", endpoint.url, lambda: client.store_instances(datasets, study_uid)
+        )
+    wanted = {str(ds.SOPInstanceUID) for ds in datasets}
+    failed = {
+        str(item.get("ReferencedSOPInstanceUID")): item.get("FailureReason")
+        for item in (response.get("FailedSOPSequence") or [])
+    }
+    stored = {
+        str(item.get("ReferencedSOPInstanceUID"))
+        for item in (response.get("ReferencedSOPSequence") or [])
+    }
+    if failed or not wanted <= stored:
+        details = ", ".join(f"{uid} (reason {reason})" for uid, reason in failed.items())
+        missing = sorted(wanted - stored - set(failed))
+        raise PermanentError(
+            f"destination {endpoint.url} did not store "
+            + "; ".join(p for p in (details, ", ".join(missing)) if p),
+            status_code=502,
+        )
+
+
+@contextmanager
+def _closing(client: DICOMwebClient) -> Iterator[None]:
+    try:
+        yield
+    except InferenceServiceError:
+        raise
+    finally:
+        client._session.close()

@@ -1,0 +1,203 @@
+"""The hospital set-up: modalities send to Orthanc, Orthanc forwards stable studies to the
+gateway (deploy/orthanc's Lua script), results go back into Orthanc. Real processes only."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dicomweb_client.api import DICOMwebClient
+
+from fedgate.phantom import Phantom
+from sr_writer import read_findings
+from tests.pipeline.conftest import (
+    chest_phantom,
+    finished_jobs,
+    jobs,
+    pipeline_settings,
+    wait_until,
+)
+from tests.support.gateway import GatewayProcess
+from tests.support.inference import InferenceProcess
+from tests.support.orthanc import OrthancServer
+from tests.support.ports import free_port
+from tests.support.requirements import require_executable
+
+pytestmark = pytest.mark.orthanc
+
+
+class Site:
+    """An Orthanc that forwards to a gateway that writes results back into it."""
+
+    def __init__(self, workdir: Path, inference_url: str, **settings: Any):
+        self.gateway = GatewayProcess(workdir / "gateway")
+        self.gateway.port = free_port()
+        self.orthanc = OrthancServer(workdir / "orthanc", forward_to=self.gateway.dicomweb_url)
+        self.orthanc.http_port, self.orthanc.dicom_port = free_port(), free_port()
+        self.gateway.settings = pipeline_settings(
+            inference_url, pacs={"url": self.orthanc.dicomweb_url, "retries": 1}, **settings
+        )
+
+    def start(self) -> Site:
+        self.gateway.start()
+        self.orthanc.start()
+        return self
+
+    def stop(self) -> None:
+        self.orthanc.stop()
+        self.gateway.stop()
+
+    @property
+    def pacs(self) -> DICOMwebClient:
+        return DICOMwebClient(self.orthanc.dicomweb_url)
+
+    def storescu(self, phantom: Phantom, folder: Path) -> None:
+        """DCMTK storescu to Orthanc's DICOM port, as a modality would."""
+        files = phantom.write(folder / phantom.truth.series_instance_uid)
+        subprocess.run(
+            [
+                require_executable("storescu"),
+                "-aet",
+                "CT-SCANNER",
+                "-aec",
+                self.orthanc.aet,
+                "127.0.0.1",
+                str(self.orthanc.dicom_port),
+                *map(str, files),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def results_in_pacs(self, study_uid: str) -> dict[str, list[str]] | None:
+        found: dict[str, list[str]] = {}
+        for modality in ("SR", "SEG"):
+            instances = self.pacs.search_for_instances(
+                study_uid, search_filters={"Modality": modality}
+            )
+            found[modality] = [i["00080018"]["Value"][0] for i in instances]
+        return found if found["SR"] and found["SEG"] else None
+
+
+@pytest.fixture
+def site(tmp_path: Path, inference: InferenceProcess) -> Iterator[Site]:
+    running = Site(tmp_path, inference.url).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_storescu_to_orthanc_then_sr_and_seg_appear_in_orthanc(site: Site, tmp_path: Path) -> None:
+    phantom = chest_phantom(seed=700, lesions=(10.0, 20.0))
+    site.storescu(phantom, tmp_path / "files")
+    truth = phantom.truth
+    found = wait_until(
+        lambda: site.results_in_pacs(truth.study_instance_uid), 120, "the SR and SEG in Orthanc"
+    )
+    assert len(found["SR"]) == 1 and len(found["SEG"]) == 1
+    (sr_uid,) = found["SR"]
+    series_uid = site.pacs.search_for_instances(
+        truth.study_instance_uid, search_filters={"SOPInstanceUID": sr_uid}
+    )[0]["0020000E"]["Value"][0]
+    findings = read_findings(
+        site.pacs.retrieve_instance(truth.study_instance_uid, series_uid, sr_uid)
+    )
+    diameters = sorted(
+        m.value for f in findings.findings for m in f.measurements if "iameter" in m.name.meaning
+    )
+    assert len(diameters) == 2
+    for measured, expected in zip(diameters, (10.0, 20.0), strict=True):
+        assert abs(measured - expected) / expected < 0.10
+    (job,) = jobs(site.gateway)
+    assert job["sr_sop_instance_uid"] == sr_uid and job["state"] == "succeeded"
+
+
+def test_kill_9_of_the_gateway_mid_job_then_every_job_completes_once(
+    tmp_path: Path, inference: InferenceProcess
+) -> None:
+    site = Site(tmp_path, inference.url, queue={"lease_seconds": 3, "max_attempts": 10}).start()
+    try:
+        # Larger series, so that analyses take long enough to be caught running.
+        phantoms = [
+            chest_phantom(
+                seed=710 + i,
+                rows=256,
+                columns=256,
+                slices=96,
+                pixel_spacing_mm=0.75,
+                slice_thickness_mm=1.0,
+            )
+            for i in range(3)
+        ]
+        for phantom in phantoms:
+            site.storescu(phantom, tmp_path / "files")
+        wait_until(
+            lambda: [j for j in jobs(site.gateway) if j["state"] == "running"],
+            90,
+            "a running job",
+            step=0.05,
+        )
+        site.gateway.kill()
+        site.gateway.start()  # same port, same data directory: the queue survived
+        wait_until(lambda: finished_jobs(site.gateway, 3), 180, "all jobs to finish")
+        assert {j["state"] for j in jobs(site.gateway)} == {"succeeded"}
+        for phantom in phantoms:
+            study = phantom.truth.study_instance_uid
+            found = wait_until(lambda s=study: site.results_in_pacs(s), 60, "results in Orthanc")
+            assert len(found["SR"]) == 1 and len(found["SEG"]) == 1  # exactly one per series
+    finally:
+        site.stop()
+
+
+def test_inference_down_then_orthanc_down_nothing_lost_nothing_doubled(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    service = InferenceProcess(tmp_path / "inference", models_dir)
+    service.port = free_port()
+    site = Site(
+        tmp_path,
+        service.url,
+        queue={"max_attempts": 30, "backoff_seconds": 0.5, "backoff_max_seconds": 3},
+    ).start()
+    try:
+        # Phase 1: the inference service is down for 20 s while a study waits.
+        first = chest_phantom(seed=720)
+        site.storescu(first, tmp_path / "files")
+        wait_until(
+            lambda: [j for j in jobs(site.gateway) if j["attempts"] >= 1],
+            60,
+            "a failed attempt while the inference service is down",
+        )
+        time.sleep(20)
+        service.start()
+        (job,) = wait_until(lambda: finished_jobs(site.gateway, 1), 120, "the job after the outage")
+        assert job["state"] == "succeeded" and job["attempts"] > 1
+        wait_until(
+            lambda: site.results_in_pacs(first.truth.study_instance_uid),
+            60,
+            "phase 1 results in Orthanc",
+        )
+
+        # Phase 2: Orthanc is down for 20 s while the results are written.
+        second = chest_phantom(seed=721)
+        DICOMwebClient(site.gateway.dicomweb_url).store_instances(list(second.instances()))
+        site.orthanc.stop()
+        wait_until(lambda: finished_jobs(site.gateway, 2), 120, "the second job")
+        time.sleep(20)
+        site.orthanc.start()  # same ports and storage
+        found = wait_until(
+            lambda: site.results_in_pacs(second.truth.study_instance_uid),
+            120,
+            "phase 2 results in Orthanc after its outage",
+        )
+        assert len(found["SR"]) == 1 and len(found["SEG"]) == 1
+        assert len(site.results_in_pacs(first.truth.study_instance_uid)["SR"]) == 1  # type: ignore[index]
+    finally:
+        site.stop()
+        service.stop()

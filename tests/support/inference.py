@@ -1,0 +1,114 @@
+"""A real inference service process (``python -m fedgate inference``) on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.ports import free_port, wait_for_http
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def bundled_models(directory: Path) -> Path:
+    """Build the bundled models into ``directory`` (once; reproducible) and return it."""
+    if not (directory / "nodule-detector" / "model.onnx").is_file():
+        subprocess.run(
+            [sys.executable, "-m", "fedgate", "models", "build", "--out", str(directory)],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            check=True,
+            capture_output=True,
+        )
+    return directory
+
+
+class InferenceProcess:
+    """Writes ``settings`` (merged over listen/models_dir) to YAML and serves ``models_dir``."""
+
+    def __init__(
+        self, workdir: Path, models_dir: Path, settings: dict[str, Any] | None = None
+    ) -> None:
+        self.workdir = workdir
+        self.models_dir = models_dir
+        self.settings = dict(settings or {})
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "inference.log"
+
+    def command(self, config_path: Path) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "fedgate",
+            "inference",
+            "--models",
+            str(self.models_dir),
+            "--config",
+            str(config_path),
+        ]
+
+    def write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        settings = {
+            "log": {"level": "info", "json": True},
+            **self.settings,
+            "listen": {"host": "127.0.0.1", "port": self.port},
+        }
+        config_path = self.workdir / "inference.yaml"
+        config_path.write_text(yaml.safe_dump(settings))
+        return config_path
+
+    def start(self, timeout: float = 60.0) -> InferenceProcess:
+        config_path = self.write_config()
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            self.command(config_path),
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for_http(f"{self.url}/v2/health/live", timeout=timeout, process=self.process)
+        except Exception as error:
+            self.stop()
+            raise RuntimeError(
+                f"inference service did not start ({error}); log:\n{self.log()}"
+            ) from None
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
