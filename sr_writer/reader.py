@@ -26,6 +26,7 @@ from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from sr_writer.clinical import is_clinical_report
 from sr_writer.errors import InvalidValueError, NotMeasurementReportError
 from sr_writer.findings import (
     IMAGING_PROCEDURE,
@@ -139,6 +140,12 @@ def _require_measurement_report(dataset: Dataset) -> None:
         found = f"template {templates[0]}" if templates else f"title {title}"
         raise NotMeasurementReportError(
             f"not a TID 1500 Measurement Report ({found}); only TID 1500 SRs hold findings"
+        )
+    if is_clinical_report(dataset):
+        # TID 1500 too, but its measurements are a patient's clinical values, not image findings.
+        raise NotMeasurementReportError(
+            "a clinical-information report (LN 55752-0), not imaging findings: "
+            "read it with sr_writer.clinical.read_clinical_values"
         )
 
 
