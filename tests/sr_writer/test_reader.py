@@ -182,6 +182,8 @@ def test_write_then_read_is_lossless(
     data: st.DataObject, header_only: list[Dataset], segmentation: Dataset
 ) -> None:
     findings = data.draw(findings_of(header_only, segmentation))
+    # The model's JSON (what a service hands over) parses back to the same findings.
+    assert Findings.parse(json.loads(findings.model_dump_json())) == findings
     sr = build_sr(findings, [*header_only, segmentation])
     read = read_findings(sr)
     assert read.model_dump(exclude={"report"}) == findings.model_dump(exclude={"report"})
