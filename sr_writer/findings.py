@@ -263,12 +263,23 @@ class SegmentRegion(_Model):
 
 Region = Annotated[ImageRegion | VolumeRegion | SegmentRegion, Field(discriminator="kind")]
 
+# 4 decimals (0.01 %): finer than any model's calibration, and it makes the percent written
+# to the SR read back to exactly the same float.
+PROBABILITY_DECIMALS = 4
+Probability = Annotated[
+    float,
+    Field(ge=0.0, le=1.0, allow_inf_nan=False),
+    AfterValidator(lambda value: round(value, PROBABILITY_DECIMALS)),
+]
+
 
 class Finding(_Model):
     """One finding: a TID 1500 measurement group.
 
-    ``probability`` (0..1) is written as a NUM item "Probability" (DCM 122157, unit "1"), so a
-    measurement of that concept is refused to keep the two from being confused. ``finding_type``
+    ``probability`` (0..1, kept to 4 decimals) is written as a NUM item "Probability"
+    (DCM 122157) in percent (UCUM "%"), which viewers show as "Probability: 87.00 %" where
+    UCUM "1" would read "0.87 1"; a Probability measurement in "%" or "1" is refused, to keep the
+    two from being confused. ``finding_type``
     is optional as in TID 1501 (third-party reports, e.g. OHIF's, often leave it out); a writer
     should always give it. ``tracking_uid``
     may be left out: the writer derives one deterministically from the report and the tracking
@@ -283,13 +294,13 @@ class Finding(_Model):
     laterality: CodedConcept | None = None
     measurements: tuple[Measurement, ...] = ()
     qualitative_evaluations: tuple[QualitativeEvaluation, ...] = ()
-    probability: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    probability: Probability | None = None
     region: Region | None = None
 
     @model_validator(mode="after")
     def _no_probability_measurement(self) -> Finding:
         for measurement in self.measurements:
-            if measurement.name.matches(PROBABILITY):
+            if measurement.name.matches(PROBABILITY) and measurement.unit.value in {"%", "1"}:
                 raise ValueError("use Finding.probability, not a measurement named Probability")
         if self.finding_type is not None and self.finding_type.matches(NO_ABNORMALITY):
             raise ValueError("'No abnormality' is written for an empty findings list; omit it")

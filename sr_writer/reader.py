@@ -32,6 +32,7 @@ from sr_writer.findings import (
     IMAGING_PROCEDURE,
     NO_ABNORMALITY,
     PROBABILITY,
+    PROBABILITY_DECIMALS,
     AlgorithmIdentification,
     CodedConcept,
     Evidence,
@@ -241,8 +242,9 @@ def _finding(group: Dataset, index: int, report_uid: str) -> Finding:
             measurement = _measurement(item)
             if measurement is None:
                 continue
-            if key == PROBABILITY_KEY:
-                values["probability"] = measurement.value
+            probability = _as_probability(measurement) if key == PROBABILITY_KEY else None
+            if probability is not None:
+                values["probability"] = probability
             else:
                 measurements.append(measurement)
             region = region or _first_region(item)
@@ -280,6 +282,15 @@ def _measurement(item: Dataset) -> Measurement | None:
         method=_child_code(item, MEASUREMENT_METHOD),
         derivation=_child_code(item, DERIVATION),
     )
+
+
+def _as_probability(measurement: Measurement) -> float | None:
+    """A Probability NUM as 0..1: ours are in "%", other writers' often in "1"."""
+    scale = {"%": 100.0, "1": 1.0}.get(measurement.unit.value)
+    if scale is None or measurement.unit.scheme_designator != "UCUM":
+        return None
+    value = measurement.value / scale
+    return round(value, PROBABILITY_DECIMALS) if 0.0 <= value <= 1.0 else None
 
 
 def _first_region(item: Dataset) -> Region | None:

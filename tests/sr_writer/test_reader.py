@@ -241,6 +241,12 @@ def test_reads_an_sr_written_with_highdicoms_own_api(
             hd.sr.Measurement(
                 name=pydicom_codes.SCT.Diameter, value=7, unit=pydicom_codes.UCUM.Millimeter
             ),
+            # Probability as many writers put it: dimensionless, UCUM "1".
+            hd.sr.Measurement(
+                name=pydicom_codes.DCM.Probability,
+                value=0.62,
+                unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
+            ),
         ],
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(
@@ -283,6 +289,7 @@ def test_reads_an_sr_written_with_highdicoms_own_api(
         ("Area", 210.5, "mm2"),
         ("Diameter", 7.0, "mm"),
     ]
+    assert finding.probability == 0.62
     assert finding.qualitative_evaluations[0].value.value == "52101004"  # SCT Present
     assert isinstance(finding.region, ImageRegion)
     assert finding.region.graphic_type == "POLYLINE"

@@ -152,6 +152,7 @@ def test_ohif_draws_the_sr_roi_and_its_diameter(
             browser.close()
 
     assert "Diameter: 12.30 mm" in text, f"see {screenshot}; page text:\n{text[:2000]}"
+    assert "Probability: 87.00 %" in text  # the finding's probability 0.87, in percent
     # The ROI: a circle where the lesion is. OHIF fits the 128x128 image into the viewport
     # (same scale on both axes, centred), so the SR's pixel coordinates map linearly to it.
     region = sr_region(lesion_phantom, phantom_datasets)
