@@ -393,3 +393,13 @@ class SegmentDescription(_Model):
     type: CodedConcept
     tracking_identifier: LongString | None = None
     tracking_uid: UID | None = None
+    # Recommended Display CIELab Value, given as sRGB; None: a colour of a fixed palette by
+    # segment number, so viewers (OHIF warns when it is missing) show every run alike.
+    color: (
+        tuple[
+            Annotated[int, Field(ge=0, le=255)],
+            Annotated[int, Field(ge=0, le=255)],
+            Annotated[int, Field(ge=0, le=255)],
+        ]
+        | None
+    ) = None

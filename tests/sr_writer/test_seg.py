@@ -76,6 +76,9 @@ def test_seg_is_conformant_and_holds_the_mask(
         truth.study_instance_uid, truth.series_instance_uid, ALGORITHM.uid, ALGORITHM.version
     )
     assert seg.SOPInstanceUID == uids.seg_sop_instance_uid
+    # Each segment has a recommended display colour (viewers warn without one), all distinct.
+    colors = [tuple(item.RecommendedDisplayCIELabValue) for item in seg.SegmentSequence]
+    assert len(set(colors)) == 2
     assert seg.SeriesInstanceUID == uids.seg_series_instance_uid
     # OHIF loads a SEG only with a correct ReferencedSeriesSequence (DESIGN.md).
     referenced = seg.ReferencedSeriesSequence[0]
