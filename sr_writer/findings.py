@@ -39,7 +39,9 @@ from pydicom.sr.coding import Code
 # PS3.5 9.1: components of digits without leading zeros, at most 64 characters.
 UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
 UID = Annotated[str, Field(min_length=1, max_length=64, pattern=UID_PATTERN)]
-LongString = Annotated[str, Field(min_length=1, max_length=64)]  # LO
+# LO/SH (PS3.5 6.2): no backslash (the value delimiter) and no control characters.
+SINGLE_VALUE_TEXT = r"^[^\\\x00-\x1f]*$"
+LongString = Annotated[str, Field(min_length=1, max_length=64, pattern=SINGLE_VALUE_TEXT)]
 ShortText = Annotated[str, Field(min_length=1, max_length=1024)]  # TEXT content items (UT)
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -49,7 +51,8 @@ SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 class _Model(BaseModel):
     # Frozen: findings are values (hashable, safe to share between threads and caches).
     # extra="forbid": a misspelt field name is an error, not silently dropped.
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # str_strip_whitespace: DICOM pads and drops leading/trailing spaces of text values anyway.
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
 
 class CodedConcept(_Model):
@@ -60,10 +63,12 @@ class CodedConcept(_Model):
     designator (a private scheme, e.g. ``99FEDGATE``), never an invented value in a standard one.
     """
 
-    value: Annotated[str, Field(min_length=1, max_length=64)]
-    scheme_designator: Annotated[str, Field(min_length=1, max_length=16)]
+    value: LongString  # SH, or UC (Long Code Value) beyond 16 characters
+    scheme_designator: Annotated[str, Field(min_length=1, max_length=16, pattern=SINGLE_VALUE_TEXT)]
     meaning: LongString
-    scheme_version: Annotated[str, Field(min_length=1, max_length=16)] | None = None
+    scheme_version: (
+        Annotated[str, Field(min_length=1, max_length=16, pattern=SINGLE_VALUE_TEXT)] | None
+    ) = None
 
     def matches(self, other: CodedConcept) -> bool:
         """Same concept (value and scheme), whatever the meaning's wording."""

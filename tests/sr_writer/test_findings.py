@@ -110,3 +110,11 @@ def test_3d_polygons_must_be_closed_and_planar() -> None:
 def test_units_must_be_ucum() -> None:
     with pytest.raises(ValidationError, match="UCUM"):
         Measurement(name=codes.DIAMETER, value=1.0, unit=codes.NODULE)
+
+
+def test_text_is_trimmed_and_single_valued() -> None:
+    """DICOM drops padding spaces and splits values at backslashes: the model does the same
+    trimming, and refuses a backslash instead of writing two values."""
+    assert nodule(tracking_identifier="  Nodule 1 ").tracking_identifier == "Nodule 1"
+    with pytest.raises(ValidationError, match="tracking_identifier"):
+        nodule(tracking_identifier="left\\right")
