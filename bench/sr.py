@@ -188,12 +188,16 @@ def masks(evidence: list[Dataset], dense: bool) -> np.ndarray:
         return np.broadcast_to(body <= 1.0, (slices, size, size)).copy()
     mask = np.zeros((slices, size, size), dtype=bool)
     for fz, fy, fx, r in ((1 / 3, 0.4, 0.3, 9), (2 / 3, 0.5, 0.7, 6)):
-        cz, cy, cx = int(fz * slices), int(fy * size), int(fx * size)
-        # Only the sphere's bounding box: a full-volume int64 grid would be 600 MB.
-        zz, yy, xx = np.mgrid[cz - r : cz + r + 1, cy - r : cy + r + 1, cx - r : cx + r + 1]
-        mask[cz - r : cz + r + 1, cy - r : cy + r + 1, cx - r : cx + r + 1] |= (zz - cz) ** 2 + (
-            yy - cy
-        ) ** 2 + (xx - cx) ** 2 <= r**2
+        center = (int(fz * slices), int(fy * size), int(fx * size))
+        # Only the sphere's bounding box (clipped to the volume): a full-volume int64 grid
+        # would be 600 MB.
+        box = tuple(
+            slice(max(c - r, 0), min(c + r + 1, n))
+            for c, n in zip(center, (slices, size, size), strict=True)
+        )
+        zz, yy, xx = np.mgrid[box]
+        cz, cy, cx = center
+        mask[box] |= (zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
     return mask
 
 
