@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Keep sorted by name.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("fedgate.commands.convert", "convert clinical tables and ECG recordings to DICOM"),
+    "demo": ("fedgate.commands.demo", "run the whole pipeline on synthetic studies (no PACS)"),
     "findings": ("fedgate.commands.findings", "print the findings of TID 1500 SR files as JSON"),
     "gateway": ("fedgate.commands.gateway", "serve the gateway (DICOMweb, jobs, federated API)"),
     "inference": ("fedgate.commands.inference", "serve a model repository (OIP v2, /v1/analyses)"),

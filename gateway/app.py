@@ -25,6 +25,7 @@ from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
 from gateway.dicomweb.routes import embedded_routes, results_routes, upstream_routes
 from gateway.forwarder import Forwarder
 from gateway.intake.dimse import DimseIntake
+from gateway.intake.poller import PacsPoller
 from gateway.jobs_api import job_routes
 from gateway.middleware import AuthMiddleware, RequestContextMiddleware
 from gateway.pacs import PacsClient
@@ -115,16 +116,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             forwarder = Forwarder(store, pacs)
             store.subscribe(lambda stored: forwarder.notify())
             tasks.append(asyncio.create_task(forwarder.run(), name="forwarder"))
-        scheduler = StabilityScheduler(
-            store,
-            ledger,
-            queue,
-            settings.routing,
-            settings.pipeline,
-            this_gateway,
-            source_url=root + "/dicomweb",
-        )
-        tasks.append(asyncio.create_task(scheduler.run(), name="scheduler"))
+        worker: JobWorker | None = None
         if settings.pipeline.workers:
             token = settings.pipeline.callback_token
             worker = JobWorker(
@@ -137,6 +129,26 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 else None,
             )
             tasks.append(asyncio.create_task(worker.run(), name="worker"))
+        scheduler = StabilityScheduler(
+            store,
+            ledger,
+            queue,
+            settings.routing,
+            settings.pipeline,
+            this_gateway,
+            source_url=root + "/dicomweb",
+            on_enqueued=worker.notify if worker is not None else None,
+        )
+        tasks.append(asyncio.create_task(scheduler.run(), name="scheduler"))
+        if pacs is not None and settings.pacs.poll.enabled:
+            poller = PacsPoller(
+                store,
+                pacs,
+                settings.pacs.poll,
+                settings.data_dir / "poller.json",
+                settings.ingest.max_instance_bytes,
+            )
+            tasks.append(asyncio.create_task(poller.run(), name="poller"))
         if pacs is not None and settings.pipeline.retention_seconds is not None:
             retention = Retention(store, queue, settings.pipeline.retention_seconds)
             tasks.append(asyncio.create_task(retention.run(), name="retention"))

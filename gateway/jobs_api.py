@@ -62,7 +62,7 @@ async def get_job(request: Request) -> Response:
     job = await anyio.to_thread.run_sync(_queue(request).get, job_id) if job_id else None
     if job is None:
         return _problem(404, "no such job")
-    return JSONResponse(job.as_json())
+    return JSONResponse(job.as_json(detail=True))
 
 
 async def retry_job(request: Request) -> Response:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.auth import AuthSettings
-from gateway.intake.dimse import DimseSettings
+from gateway.intake.settings import DimseSettings, PollSettings
 from gateway.pipeline.settings import PipelineSettings, RoutingRule
 from gateway.queue.settings import QueueSettings
 
@@ -55,6 +55,8 @@ class PacsSettings(_Strict):
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
+    #: Poll the PACS for new studies (for archives that cannot forward).
+    poll: PollSettings = Field(default_factory=PollSettings)
 
     @model_validator(mode="after")
     def _url_is_http(self) -> PacsSettings:

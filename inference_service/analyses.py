@@ -97,9 +97,36 @@ class Timings(dict[str, float]):
             self[name] = self.get(name, 0.0) + time.perf_counter() - start
 
 
-def run_model(model: Model, prepared: PreparedInput, volume: Volume) -> dict[str, np.ndarray]:
+def run_model(model: Model, prepared: PreparedInput) -> dict[str, np.ndarray]:
     names = [output.name for output in model.manifest.outputs]
     return model.backend.infer({model.manifest.input.name: prepared.tensor}, names)
+
+
+def foreground(values: np.ndarray, spec: MaskOutput, axis_order: str) -> np.ndarray:
+    """The foreground probability map of a mask output, still in the input's layout."""
+    channel_axis = axis_order.find("C")
+    if channel_axis >= 0 and values.ndim == len(axis_order):
+        channels = values.shape[channel_axis]
+        channel = spec.channel
+        if channel is None:
+            if channels != 1:
+                raise PermanentError(
+                    f"output {spec.name!r} has {channels} channels: its manifest must name the "
+                    "foreground channel (and activation: softmax for logits)"
+                )
+            channel = 0
+        if channel >= channels:
+            raise PermanentError(
+                f"output {spec.name!r}: channel {channel} asked, the output has {channels}"
+            )
+        if spec.activation == "softmax":
+            shifted = values - values.max(axis=channel_axis, keepdims=True)
+            exp = np.exp(shifted)
+            values = exp / exp.sum(axis=channel_axis, keepdims=True)
+        values = np.take(values, [channel], axis=channel_axis)
+    if spec.activation == "sigmoid":
+        values = 1.0 / (1.0 + np.exp(-values))
+    return values
 
 
 def postprocess(
@@ -110,6 +137,7 @@ def postprocess(
     for spec in model.manifest.outputs:
         values = outputs[spec.name]
         if isinstance(spec, MaskOutput):
+            values = foreground(values, spec, axis_order)
             expected = prepared.tensor.shape
             if values.shape != expected:
                 raise PermanentError(
@@ -125,7 +153,7 @@ def postprocess(
     return results
 
 
-def lesion_summaries(results: list[Result], findings: Findings) -> list[dict[str, Any]]:
+def lesion_summaries(results: list[Result]) -> list[dict[str, Any]]:
     """Per-lesion figures for the response (centroid included, which the SR keeps as a region)."""
     summaries: list[dict[str, Any]] = []
     masks = [r for r in results if isinstance(r, MaskResult)]
@@ -176,13 +204,18 @@ class Analyzer:
                 raise PermanentError(
                     f"source returned instance {mismatched[0].SOPInstanceUID} of another series"
                 )
-            volume = assemble_volume(datasets, manifest.input, manifest.name)
+            volume = assemble_volume(
+                datasets, manifest.input, manifest.name, release_pixel_data=True
+            )
         with timings.stage("preprocess"):
             prepared = prepare_input(volume, manifest.input)
         with timings.stage("model"):
-            outputs = run_model(model, prepared, volume)
+            outputs = run_model(model, prepared)
         with timings.stage("postprocess"):
             results = postprocess(model, outputs, prepared, volume)
+            # The tensor and the raw outputs (hundreds of MB for a CT) are done with; free them
+            # before the SR/SEG and the store, where the next analysis's model may be running.
+            del outputs, prepared
         uids = derive_result_uids(
             request.study_instance_uid,
             request.series_instance_uid,
@@ -218,7 +251,7 @@ class Analyzer:
             sr_sop_instance_uid=uids.sr_sop_instance_uid,
             seg_sop_instance_uid=None if seg is None else uids.seg_sop_instance_uid,
             timings=dict(timings),
-            lesions=lesion_summaries(results, findings),
+            lesions=lesion_summaries(results),
         )
 
     @staticmethod

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -35,6 +36,7 @@ from inference_service.errors import (
 )
 from inference_service.manifest import describe_validation_error
 from inference_service.metrics import Metrics
+from inference_service.middleware import RequestContextMiddleware
 from inference_service.repository import ModelRepository
 from inference_service.settings import InferenceSettings, LogSettings
 
@@ -194,6 +196,7 @@ def create_app(settings: InferenceSettings, repository: ModelRepository) -> Star
             *oip.routes,
         ],
         exception_handlers={HTTPException: http_error},
+        middleware=[Middleware(RequestContextMiddleware)],
     )
     app.state.settings = settings
     app.state.repository = repository

@@ -99,8 +99,18 @@ class Measurements(_Strict):
 
 
 class MaskOutput(_Strict):
+    """A per-voxel map in the input's layout (same D/H/W as the tensor the model got).
+
+    A one-channel probability map (``activation: none``) or logit map (``sigmoid``), or
+    several channels of which ``channel`` is the foreground (``softmax`` across channels, as
+    a MONAI network with ``out_channels=2`` exports).
+    """
+
     kind: Literal["mask"] = "mask"
     name: str
+    activation: Literal["none", "sigmoid", "softmax"] = "none"
+    #: The foreground channel of a multi-channel output (None: the output has one channel).
+    channel: Annotated[int, Field(ge=0)] | None = None
     threshold: float = 0.5
     #: Components smaller than this are noise, not findings.
     min_volume_mm3: Annotated[float, Field(ge=0)] = 10.0
@@ -122,6 +132,13 @@ class ClassLabel(_Strict):
 
 
 class ClassProbabilitiesOutput(_Strict):
+    """A probability per class, reported as one finding with a coded qualitative evaluation.
+
+    The evaluation ``evaluation`` (default DCM "Presence of property") takes the concept of
+    ``finding_class`` when its probability reaches ``decision_threshold``, else the concept
+    of the most probable other class; the finding's probability is that of ``finding_class``.
+    """
+
     kind: Literal["class_probabilities"] = "class_probabilities"
     name: str
     classes: tuple[ClassLabel, ...] = Field(min_length=2)
@@ -130,7 +147,10 @@ class ClassProbabilitiesOutput(_Strict):
     #: The class whose probability is reported (e.g. "present").
     finding_class: str
     finding_type: Concept
-    #: Report the finding as present when its probability reaches this.
+    evaluation: Concept = Concept(
+        value="121052", scheme_designator="DCM", meaning="Presence of property"
+    )
+    #: ``finding_class`` is the decision when its probability reaches this.
     decision_threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
 
     @model_validator(mode="after")

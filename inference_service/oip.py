@@ -107,6 +107,8 @@ async def infer(request: Request) -> Response:
     if parsed.request_id is not None:
         header["id"] = parsed.request_id
     binary = parsed.outputs or {}
+    if parsed.binary_outputs:
+        binary = dict.fromkeys(outputs, True)
     content, json_length = encode_tensors(header, outputs, binary, "outputs")
     if json_length is None:
         return Response(content, media_type="application/json")

@@ -72,6 +72,14 @@ class ClassResult:
     def present(self) -> bool:
         return self.finding_probability >= self.output.decision_threshold
 
+    @property
+    def decided_class(self) -> str:
+        """``finding_class`` when it reaches the threshold, else the most probable other class."""
+        if self.present:
+            return self.output.finding_class
+        others = {k: p for k, p in self.probabilities.items() if k != self.output.finding_class}
+        return max(others, key=lambda label: others[label])
+
 
 @dataclass(frozen=True)
 class ScalarResult:

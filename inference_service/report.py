@@ -8,7 +8,8 @@ PS3.16 CID 7470/7472 and TID 1419. Each lesion is also a segment of the SEG; fin
 segment share their tracking identifier and tracking UID, so a reader can pair them.
 
 A class-probability output is one image-less finding (TID 1501) whose qualitative evaluation
-"Presence of property" is Present or Absent and whose probability is the model's score; a
+(by default "Presence of property") is the decided class's concept (Present or Absent for
+the bundled classifier) and whose probability is the model's score for the finding class; a
 scalar output is one finding with one measurement. No lesion and no other output: an empty
 list, which ``sr_writer`` writes as the "no finding" report.
 """
@@ -44,9 +45,6 @@ ATTENUATION = CodedConcept(
 )
 MAXIMUM = CodedConcept(value="56851009", scheme_designator="SCT", meaning="Maximum")
 MEAN = CodedConcept(value="373098007", scheme_designator="SCT", meaning="Mean")
-PRESENCE = CodedConcept(value="121052", scheme_designator="DCM", meaning="Presence of property")
-PRESENT = CodedConcept(value="121053", scheme_designator="DCM", meaning="Present")
-ABSENT = CodedConcept(value="121054", scheme_designator="DCM", meaning="Absent")
 CUBIC_MILLIMETER = CodedConcept(value="mm3", scheme_designator="UCUM", meaning="cubic millimeter")
 MILLIMETER = CodedConcept(value="mm", scheme_designator="UCUM", meaning="millimeter")
 
@@ -161,11 +159,12 @@ def _lesion_findings(
 
 def _class_finding(result: ClassResult) -> Finding:
     output = result.output
+    decided = next(c for c in output.classes if c.label == result.decided_class)
     return Finding(
         finding_type=coded(output.finding_type),
-        tracking_identifier=f"{output.finding_type.meaning} presence"[:64],
+        tracking_identifier=f"{output.finding_type.meaning} classification"[:64],
         qualitative_evaluations=(
-            QualitativeEvaluation(name=PRESENCE, value=PRESENT if result.present else ABSENT),
+            QualitativeEvaluation(name=coded(output.evaluation), value=coded(decided.concept)),
         ),
         probability=round(result.finding_probability, 6),
     )

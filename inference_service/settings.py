@@ -60,6 +60,9 @@ class OnnxRuntimeSettings(_Strict):
     require_first_provider: bool = False
     intra_op_threads: Annotated[int, Field(ge=0)] = 0
     inter_op_threads: Annotated[int, Field(ge=0)] = 0
+    #: onnxruntime's CPU memory arena keeps the largest run's buffers for the next one: faster
+    #: (0.9 s against 1.8 s for the detector on 512x512x200 here) but 2.0 GB against 1.3 GB.
+    memory_arena: bool = True
 
 
 class DicomwebClientSettings(_Strict):

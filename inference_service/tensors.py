@@ -117,6 +117,8 @@ class InferRequest:
     #: Requested outputs (None: all) and whether each should come back as binary data.
     outputs: dict[str, bool] | None
     request_id: str | None
+    #: Triton's request-level ``"parameters": {"binary_data_output": true}``: every output binary.
+    binary_outputs: bool = False
 
 
 def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
@@ -161,7 +163,11 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             parameters = entry.get("parameters") or {}
             outputs[entry["name"]] = bool(parameters.get("binary_data", False))
     request_id = header.get("id")
-    return InferRequest(inputs, outputs, request_id if isinstance(request_id, str) else None)
+    parameters = header.get("parameters")
+    binary_outputs = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+    return InferRequest(
+        inputs, outputs, request_id if isinstance(request_id, str) else None, binary_outputs
+    )
 
 
 def encode_tensors(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.pixels import pixel_array
 from pydicom.uid import UID
 
 from inference_service.errors import PermanentError
@@ -197,7 +198,9 @@ def decode_modality_values(ds: Dataset) -> np.ndarray:
         else None
     )
     try:
-        pixels = ds.pixel_array
+        # pydicom.pixels.pixel_array, not ds.pixel_array: the latter keeps a decoded copy in
+        # the dataset, a second copy of the whole series for as long as the dataset lives.
+        pixels = pixel_array(ds)
     except Exception as error:  # pydicom raises NotImplementedError/RuntimeError/ValueError
         name = f"{syntax} ({syntax.name})" if syntax is not None else "unknown"
         raise PermanentError(
@@ -215,8 +218,14 @@ def decode_modality_values(ds: Dataset) -> np.ndarray:
     return values
 
 
-def assemble_volume(datasets: Sequence[Dataset], spec: InputSpec, model: str) -> Volume:
-    """Check, sort, decode and stack a series into a :class:`Volume` (or a PermanentError)."""
+def assemble_volume(
+    datasets: Sequence[Dataset], spec: InputSpec, model: str, *, release_pixel_data: bool = False
+) -> Volume:
+    """Check, sort, decode and stack a series into a :class:`Volume` (or a PermanentError).
+
+    With ``release_pixel_data`` each dataset's Pixel Data is deleted once decoded: the SR and
+    SEG need only the headers, and a 512x512x200 series holds 100 MB of it.
+    """
     check_series(datasets, spec, model)
     ordered, origin, slice_spacing = _sorted_by_position(datasets)
     first = ordered[0]
@@ -230,6 +239,8 @@ def assemble_volume(datasets: Sequence[Dataset], spec: InputSpec, model: str) ->
                 f"instance {ds.SOPInstanceUID}: pixel data of shape {decoded.shape}"
             )
         values[index] = decoded
+        if release_pixel_data:
+            del ds.PixelData
     row_direction = orientation[:3] / np.linalg.norm(orientation[:3])
     column_direction = orientation[3:] / np.linalg.norm(orientation[3:])
     return Volume(

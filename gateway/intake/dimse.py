@@ -11,34 +11,18 @@ an acknowledgment (DESIGN.md, principle 1).
 from __future__ import annotations
 
 import threading
-from typing import Annotated, Any
+from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from gateway.intake.settings import DimseSettings
 from gateway.store import EmbeddedStore, FailureReason, WarningReason
 
 log = structlog.get_logger(__name__)
 
 SUCCESS = 0x0000
-
-
-class DimseSettings(BaseModel):
-    """``dimse:`` in the gateway's YAML."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = False
-    ae_title: Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[ -~]*[!-~][ -~]*$")] = (
-        "FEDGATE"
-    )
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 11112
-    #: Calling AE titles allowed to store; empty: any.
-    allowed_calling_ae_titles: list[str] = Field(default_factory=list)
-    max_associations: Annotated[int, Field(ge=1)] = 10
 
 
 class DimseIntake:

@@ -82,9 +82,9 @@ class Job:
         values[23] = json.loads(values[23]) if values[23] else None
         return cls(*values)
 
-    def as_json(self) -> dict[str, Any]:
-        """The job as the job API shows it."""
-        return {
+    def as_json(self, detail: bool = False) -> dict[str, Any]:
+        """The job as the job API shows it; ``detail`` adds its findings and attempts."""
+        shown: dict[str, Any] = {
             "id": self.id,
             "study_instance_uid": self.study_instance_uid,
             "series_instance_uid": self.series_instance_uid,
@@ -106,8 +106,11 @@ class Job:
             "seg_sop_instance_uid": self.seg_sop_instance_uid,
             "findings_count": self.findings_count,
             "timings": (self.result or {}).get("timings"),
-            "history": self.history,
         }
+        if detail:
+            shown["findings"] = (self.result or {}).get("findings", [])
+            shown["history"] = self.history
+        return shown
 
 
 def backoff_seconds(attempts: int, base: float, cap: float) -> float:

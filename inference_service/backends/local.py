@@ -70,6 +70,7 @@ class LocalBackend:
         options.intra_op_num_threads = settings.intra_op_threads
         options.inter_op_num_threads = settings.inter_op_threads
         options.log_severity_level = 3
+        options.enable_cpu_mem_arena = settings.memory_arena
         self.providers = choose_providers(settings)
         try:
             self.session = onnxruntime.InferenceSession(

@@ -23,8 +23,8 @@ volume under a 3x3x3 blur).
 The classifier (``nodule-presence``) works at 2 mm isotropic spacing (its manifest asks the
 service to resample) and answers whether the study holds a lesion: it smooths the volume
 with a 3x3x3 convolution (noise matters more at this scale than edge bias), counts the
-voxels above half contrast inside the lung field and maps log(1 + count) through a
-logistic to P(present).
+voxels above half contrast inside the lung field shrunk by one voxel (where the smoothing
+does not reach the lung's wall) and maps log(1 + count) through a logistic to P(present).
 """
 
 from __future__ import annotations
@@ -184,7 +184,18 @@ def build_nodule_presence(version: str) -> onnx.ModelProto:
         # as much as a small lesion.
         helper.make_node("Greater", ["smoothed", "half_contrast"], ["dense"]),
         helper.make_node("Cast", ["dense"], ["dense_f"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", ["dense_f", field], ["lesion_map"]),
+        # Shrink the lung field by the smoothing's reach (one voxel): there the 3x3x3 average
+        # mixes in the chest wall and mediastinum, which would pass for a small lesion.
+        helper.make_node("Sub", ["one", field], ["outside_field"]),
+        helper.make_node(
+            "MaxPool",
+            ["outside_field"],
+            ["outside_grown"],
+            kernel_shape=[3, 3, 3],
+            pads=[1, 1, 1, 1, 1, 1],
+        ),
+        helper.make_node("Sub", ["one", "outside_grown"], ["inner_field"]),
+        helper.make_node("Mul", ["dense_f", "inner_field"], ["lesion_map"]),
         helper.make_node("ReduceSum", ["lesion_map"], ["dense_count"], keepdims=0),
         helper.make_node("Add", ["dense_count", "one"], ["count_plus_one"]),
         helper.make_node("Log", ["count_plus_one"], ["log_count"]),

@@ -79,3 +79,26 @@ def test_presence_classifier_sees_one_lesion(
     assert isinstance(presence, ClassResult)
     assert presence.probabilities["present"] > 0.9 and presence.present
     assert sum(presence.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("seed", "pixel_spacing_mm", "slice_thickness_mm"),
+    [(3, 0.8, 2.5), (6, 0.7, 1.0), (9, 1.0, 1.5)],
+)
+def test_presence_classifier_has_no_false_positive_at_the_lung_wall(
+    repository: ModelRepository, seed: int, pixel_spacing_mm: float, slice_thickness_mm: float
+) -> None:
+    # Seed 3 on 2.5 mm slices once scored 0.5: smoothing mixed the mediastinum into a lung
+    # voxel at the field's edge. The field is now shrunk by the smoothing's reach.
+    spec = PhantomSpec(
+        seed=seed,
+        rows=256,
+        columns=256,
+        slices=int(120 / slice_thickness_mm),
+        pixel_spacing_mm=pixel_spacing_mm,
+        slice_thickness_mm=slice_thickness_mm,
+        lesion_diameters_mm=(),
+    )
+    (presence,), _ = _analyse(repository, "nodule-presence", spec)
+    assert isinstance(presence, ClassResult)
+    assert presence.probabilities["present"] < 0.1

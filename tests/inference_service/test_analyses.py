@@ -6,7 +6,9 @@ read with ``sr_writer.read_findings``.
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from tests.inference_service.user_model import write_user_model
 from tests.support.inference import InferenceProcess
 from tests.support.orthanc import OrthancServer
 from tests.support.ports import free_port
+from tests.support.requirements import require_executable
 
 pytestmark = pytest.mark.orthanc
 
@@ -80,7 +83,7 @@ def three_lesions(shared_orthanc: OrthancServer) -> Phantom:
 
 
 def test_detector_writes_sr_and_seg_that_read_back_within_tolerance(
-    service: InferenceProcess, shared_orthanc: OrthancServer, three_lesions: Phantom
+    service: InferenceProcess, shared_orthanc: OrthancServer, three_lesions: Phantom, tmp_path: Path
 ) -> None:
     truth = three_lesions.truth
     response = analyse(
@@ -143,6 +146,14 @@ def test_detector_writes_sr_and_seg_that_read_back_within_tolerance(
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Nodule 1", "Nodule 2", "Nodule 3"]
     # Segment and finding share the tracking UID.
     assert {s.TrackingUID for s in seg.SegmentSequence} == {f.tracking_uid for f in stored.findings}
+    # What landed in the archive conforms to its IOD (dicom3tools).
+    verifier = require_executable("dciodvfy")
+    for name, dataset in (("sr", sr), ("seg", seg)):
+        path = tmp_path / f"{name}.dcm"
+        dataset.save_as(path, enforce_file_format=True)
+        report = subprocess.run([verifier, str(path)], capture_output=True, text=True)
+        errors = [line for line in (report.stdout + report.stderr).splitlines() if "Error" in line]
+        assert errors == [], f"{name}: {errors}"
 
 
 def service_model_uid(service: InferenceProcess, name: str) -> str:
@@ -407,7 +418,14 @@ def test_a_users_own_model_drops_into_the_repository(
         assert 0.0 < mean["value"] < 0.5
         expected = 1.0 / (1.0 + math.exp(-16.0 * (mean["value"] - 0.5)))
         assert classified["probability"] == pytest.approx(expected, abs=1e-4)
-        assert classified["qualitative_evaluations"][0]["value"]["meaning"] == "Absent"
+        # The decided class's own concept, from the manifest.
+        (evaluation,) = classified["qualitative_evaluations"]
+        assert evaluation["value"] == {
+            "value": "L",
+            "scheme_designator": "99TEST",
+            "meaning": "Low density",
+        }
+        assert evaluation["name"]["meaning"] == "Presence of property"
         sr = retrieve(
             shared_orthanc,
             truth.study_instance_uid,
@@ -419,8 +437,29 @@ def test_a_users_own_model_drops_into_the_repository(
         stored = read_findings(sr)
         assert stored.algorithm is not None and stored.algorithm.version == "0.3.0"
         assert [f.tracking_identifier for f in stored.findings] == [
-            "Dense lung presence",
+            "Dense lung classification",
             "Mean windowed value",
         ]
     finally:
         process.stop()
+
+
+def test_request_id_follows_the_analysis_into_the_log(
+    service: InferenceProcess, shared_orthanc: OrthancServer, three_lesions: Phantom
+) -> None:
+    truth = three_lesions.truth
+    body = {
+        "model": "nodule-presence",
+        "study_instance_uid": truth.study_instance_uid,
+        "series_instance_uid": truth.series_instance_uid,
+        "source": {"url": shared_orthanc.dicomweb_url},
+        "destination": {"url": shared_orthanc.dicomweb_url},
+    }
+    response = httpx.post(
+        f"{service.url}/v1/analyses", json=body, headers={"X-Request-ID": "job-4242"}, timeout=60
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == "job-4242"
+    lines = [json.loads(line) for line in service.log().splitlines() if line.startswith("{")]
+    done = [line for line in lines if line.get("event") == "analysis_done"]
+    assert any(line.get("request_id") == "job-4242" for line in done)

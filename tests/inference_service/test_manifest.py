@@ -136,3 +136,16 @@ def test_the_readme_manifest_example_is_valid() -> None:
     manifest = parse_manifest(yaml.safe_load(block), "lung-nodule-unet")
     assert [output.kind for output in manifest.outputs] == ["mask", "class_probabilities"]
     assert manifest.input.spacing_mm == (1.5, 1.0, 1.0)
+    mask = manifest.mask_output
+    assert mask is not None and mask.activation == "softmax" and mask.channel == 1
+
+
+def test_environment_overrides_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "inference.yaml"
+    config.write_text("listen: {port: 9000}\nconcurrency: {max_analyses: 3}\n")
+    monkeypatch.setenv("FEDGATE_INFERENCE_LISTEN__PORT", "9100")
+    settings = load_settings(config)
+    assert settings.listen.port == 9100
+    assert settings.concurrency.max_analyses == 3

@@ -18,6 +18,7 @@ from inference_service.errors import TransientError
 from inference_service.manifest import OipBackend
 from tests.support.inference import InferenceProcess
 from tests.support.orthanc import OrthancServer
+from tests.support.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,40 @@ def test_json_infer_matches_onnxruntime(service: InferenceProcess, models_dir: P
     np.testing.assert_allclose(
         output["data"], _local(models_dir, "nodule-presence", volume).ravel(), rtol=1e-6
     )
+
+
+def test_triton_style_binary_request_and_response(
+    service: InferenceProcess, models_dir: Path
+) -> None:
+    """JSON header + raw input bytes in, all outputs binary out (binary_data_output)."""
+    volume = _volume(2)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "volume",
+                    "shape": list(volume.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": volume.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    response = httpx.post(
+        f"{service.url}/v2/models/nodule-detector/infer",
+        content=header + volume.tobytes(),
+        headers={
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream",
+        },
+    )
+    assert response.status_code == 200, response.text
+    length = int(response.headers["Inference-Header-Content-Length"])
+    (output,) = json.loads(response.content[:length])["outputs"]
+    assert output["parameters"]["binary_data_size"] == volume.nbytes
+    received = np.frombuffer(response.content[length:], dtype="<f4").reshape(output["shape"])
+    np.testing.assert_array_equal(received, _local(models_dir, "nodule-detector", volume))
 
 
 def test_binary_infer_through_the_remote_backend(
@@ -214,3 +249,44 @@ def test_unreachable_remote_server_is_transient(models_dir: Path) -> None:
     assert not remote.ready()
     with pytest.raises(TransientError, match="unreachable"):
         remote.infer({"volume": _volume()})
+
+
+@pytest.mark.orthanc
+def test_remote_model_server_down_is_transient_and_not_ready(
+    tmp_path: Path, models_dir: Path, shared_orthanc: OrthancServer
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    process = InferenceProcess(
+        tmp_path / "svc",
+        models_dir,
+        {"models": {"nodule-presence": {"backend": {"type": "oip", "url": nowhere}}}},
+    ).start()  # starts: a remote model's metadata is read when first needed
+    try:
+        ready = httpx.get(f"{process.url}/v2/health/ready")
+        assert ready.status_code == 503 and ready.json() == {"ready": False}
+        assert httpx.get(f"{process.url}/v2/models/nodule-presence/ready").status_code == 503
+        assert httpx.get(f"{process.url}/v2/models/nodule-detector/ready").status_code == 200
+        phantom = generate_phantom(
+            PhantomSpec(seed=52, rows=96, columns=96, slices=24, lesion_diameters_mm=())
+        )
+        DICOMwebClient(shared_orthanc.dicomweb_url).store_instances(list(phantom.instances()))
+        response = httpx.post(
+            f"{process.url}/v1/analyses",
+            json={
+                "model": "nodule-presence",
+                "study_instance_uid": phantom.truth.study_instance_uid,
+                "series_instance_uid": phantom.truth.series_instance_uid,
+                "source": {"url": shared_orthanc.dicomweb_url},
+                "destination": {"url": shared_orthanc.dicomweb_url},
+            },
+            timeout=60,
+        )
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert (
+            error["kind"] == "transient"
+            and f"model server {nowhere} unreachable" in error["message"]
+        )
+        assert process.alive()
+    finally:
+        process.stop()

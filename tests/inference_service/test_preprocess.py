@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime
 import pytest
 
-from inference_service.backends.local import ProviderUnavailableError, choose_providers
+from inference_service.backends.local import (
+    LocalBackend,
+    ProviderUnavailableError,
+    choose_providers,
+)
 from inference_service.manifest import InputSpec
 from inference_service.preprocess import from_layout, prepare_input
 from inference_service.settings import OnnxRuntimeSettings
@@ -66,3 +72,12 @@ def test_gpu_providers_fall_back_to_cpu_unless_required() -> None:
         )
         with pytest.raises(ProviderUnavailableError, match="CUDAExecutionProvider is required"):
             choose_providers(required)
+
+
+def test_memory_arena_setting_reaches_onnxruntime(models_dir: Path) -> None:
+    lean = LocalBackend(
+        models_dir / "nodule-presence/model.onnx", OnnxRuntimeSettings(memory_arena=False)
+    )
+    assert lean.session.get_session_options().enable_cpu_mem_arena is False
+    default = LocalBackend(models_dir / "nodule-presence/model.onnx", OnnxRuntimeSettings())
+    assert default.session.get_session_options().enable_cpu_mem_arena is True

@@ -119,3 +119,42 @@ def test_jpeg_written_by_dcmtk_decodes(
     difference = np.abs(volume.values - reference.values)
     assert float(difference.mean()) <= tolerance_hu / 5
     assert float(difference.max()) <= tolerance_hu
+
+
+def test_duplicate_positions_and_sheared_stacks_are_refused() -> None:
+    datasets = list(phantoms.small_phantom(30).instances())
+    duplicate = phantoms.renamed_series(datasets, "duplicate")
+    duplicate[3].ImagePositionPatient = duplicate[2].ImagePositionPatient
+    with pytest.raises(GeometryError, match="share the position"):
+        assemble_volume(duplicate, CT, "m")
+    sheared = phantoms.renamed_series(datasets, "sheared")
+    x, y, z = (float(v) for v in sheared[6].ImagePositionPatient)
+    sheared[6].ImagePositionPatient = [x + 12.0, y, z]  # as a gantry tilt would shift it
+    with pytest.raises(GeometryError, match=r"shifted 12\.00 mm in-plane"):
+        assemble_volume(sheared, CT, "m")
+
+
+def test_multi_frame_images_are_refused() -> None:
+    datasets = phantoms.renamed_series(list(phantoms.small_phantom(31).instances()), "frames")
+    datasets[0].NumberOfFrames = 2
+    with pytest.raises(PermanentError, match="multi-frame images are not supported"):
+        assemble_volume(datasets, CT, "m")
+
+
+def test_voxel_to_patient_follows_image_orientation() -> None:
+    """Sagittal slices: rows run along +y (anterior-posterior), columns along -z (down)."""
+    datasets = phantoms.renamed_series(list(phantoms.small_phantom(32).instances()), "sagittal")
+    for index, ds in enumerate(datasets):
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [-5.0 * index, -100.0, 50.0]
+    random.Random(1).shuffle(datasets)
+    volume = assemble_volume(datasets, CT, "m")
+    # Normal = row x column cosines = (-1, 0, 0): slices sorted by -x, i.e. by index.
+    assert [float(ds.ImagePositionPatient[0]) for ds in volume.datasets] == [
+        -5.0 * i for i in range(12)
+    ]
+    slice_index, row, column = 3, 10, 20
+    expected = np.array([-15.0, -100.0 + column * 4.0, 50.0 - row * 4.0])
+    np.testing.assert_allclose(
+        volume.voxel_to_patient(np.array([slice_index, row, column])), expected
+    )

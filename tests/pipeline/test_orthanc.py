@@ -201,3 +201,40 @@ def test_inference_down_then_orthanc_down_nothing_lost_nothing_doubled(
     finally:
         site.stop()
         service.stop()
+
+
+def test_polling_an_archive_that_cannot_forward(
+    tmp_path: Path, inference: InferenceProcess
+) -> None:
+    """No Lua, no forwarding: the gateway finds the new study by QIDO-RS and fetches it."""
+    orthanc = OrthancServer(tmp_path / "orthanc").start()
+    gateway = GatewayProcess(
+        tmp_path / "gateway",
+        pipeline_settings(
+            inference.url,
+            pacs={
+                "url": orthanc.dicomweb_url,
+                "poll": {"enabled": True, "interval_seconds": 1, "since": "20000101"},
+            },
+        ),
+    ).start()
+    try:
+        phantom = chest_phantom(seed=730)
+        DICOMwebClient(orthanc.dicomweb_url).store_instances(list(phantom.instances()))
+        (job,) = wait_until(lambda: finished_jobs(gateway, 1), 120, "the polled study's job")
+        assert job["state"] == "succeeded"
+        results = wait_until(
+            lambda: DICOMwebClient(orthanc.dicomweb_url).search_for_instances(
+                phantom.truth.study_instance_uid, search_filters={"Modality": "SR"}
+            ),
+            60,
+            "the SR in the archive",
+        )
+        assert len(results) == 1
+        # Polled again and again, the study is not fetched a second time.
+        time.sleep(3)
+        assert len(jobs(gateway)) == 1
+        assert gateway.log().count('"poll.study_fetched"') == 1
+    finally:
+        gateway.stop()
+        orthanc.stop()
