@@ -59,13 +59,21 @@ ALGORITHM = AlgorithmIdentification(
 def write_headers(directory: Path, slices: int, size: int) -> None:
     """The phantom's instances without Pixel Data, as files (each case process reads them)."""
     phantom = generate_phantom(
-        PhantomSpec(seed=7, rows=size, columns=size, slices=slices, pixel_spacing_mm=0.7,
-                    slice_thickness_mm=1.0, lesion_diameters_mm=(12.0, 8.0))
+        PhantomSpec(
+            seed=7,
+            rows=size,
+            columns=size,
+            slices=slices,
+            pixel_spacing_mm=0.7,
+            slice_thickness_mm=1.0,
+            lesion_diameters_mm=(12.0, 8.0),
+        )
     )
     for dataset in phantom.instances():
         del dataset.PixelData
-        dataset.save_as(directory / f"{int(dataset.InstanceNumber):04d}.dcm",
-                        enforce_file_format=True)
+        dataset.save_as(
+            directory / f"{int(dataset.InstanceNumber):04d}.dcm", enforce_file_format=True
+        )
 
 
 def read_headers(directory: Path) -> list[Dataset]:
@@ -84,8 +92,7 @@ def findings_for(evidence: list[Dataset], groups: int) -> Findings:
                 finding_site=codes.LUNG,
                 tracking_identifier=f"Nodule {index + 1}",
                 measurements=(
-                    Measurement(name=codes.DIAMETER, value=5.0 + index % 20,
-                                unit=codes.MILLIMETER),
+                    Measurement(name=codes.DIAMETER, value=5.0 + index % 20, unit=codes.MILLIMETER),
                 ),
                 qualitative_evaluations=(
                     QualitativeEvaluation(name=codes.PRESENCE, value=codes.PRESENT),
@@ -98,8 +105,9 @@ def findings_for(evidence: list[Dataset], groups: int) -> Findings:
                 ),
             )
         )
-    return Findings(algorithm=ALGORITHM, evidence=Evidence.from_datasets(evidence),
-                    findings=tuple(items))
+    return Findings(
+        algorithm=ALGORITHM, evidence=Evidence.from_datasets(evidence), findings=tuple(items)
+    )
 
 
 def highdicom_sr(findings: Findings, evidence: list[Dataset]) -> Dataset:
@@ -129,16 +137,21 @@ def highdicom_sr(findings: Findings, evidence: list[Dataset]) -> Dataset:
                 algorithm_id=algorithm,
                 finding_sites=[hd.sr.FindingSite(dcm_codes.SCT.Lung)],
                 measurements=[
-                    hd.sr.Measurement(name=dcm_codes.SCT.Diameter,
-                                      value=finding.measurements[0].value,
-                                      unit=dcm_codes.UCUM.Millimeter),
-                    hd.sr.Measurement(name=dcm_codes.DCM.Probability,
-                                      value=float(finding.probability or 0.0),
-                                      unit=hd.sr.CodedConcept("1", "UCUM", "no units")),
+                    hd.sr.Measurement(
+                        name=dcm_codes.SCT.Diameter,
+                        value=finding.measurements[0].value,
+                        unit=dcm_codes.UCUM.Millimeter,
+                    ),
+                    hd.sr.Measurement(
+                        name=dcm_codes.DCM.Probability,
+                        value=float(finding.probability or 0.0),
+                        unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
+                    ),
                 ],
                 qualitative_evaluations=[
-                    hd.sr.QualitativeEvaluation(dcm_codes.DCM.PresenceOfProperty,
-                                                dcm_codes.DCM.Present)
+                    hd.sr.QualitativeEvaluation(
+                        dcm_codes.DCM.PresenceOfProperty, dcm_codes.DCM.Present
+                    )
                 ],
             )
         )
@@ -156,8 +169,13 @@ def highdicom_sr(findings: Findings, evidence: list[Dataset]) -> Dataset:
         referenced_images=list(library.values()),
     )
     return hd.sr.Comprehensive3DSR(
-        evidence=evidence, content=report, series_instance_uid=hd.UID(), series_number=1,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="fedgate bench",
+        evidence=evidence,
+        content=report,
+        series_instance_uid=hd.UID(),
+        series_number=1,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="fedgate bench",
         is_complete=True,
     )
 
@@ -170,12 +188,16 @@ def masks(evidence: list[Dataset], dense: bool) -> np.ndarray:
         return np.broadcast_to(body <= 1.0, (slices, size, size)).copy()
     mask = np.zeros((slices, size, size), dtype=bool)
     for fz, fy, fx, r in ((1 / 3, 0.4, 0.3, 9), (2 / 3, 0.5, 0.7, 6)):
-        cz, cy, cx = int(fz * slices), int(fy * size), int(fx * size)
-        # Only the sphere's bounding box: a full-volume int64 grid would be 600 MB.
-        zz, yy, xx = np.mgrid[cz - r : cz + r + 1, cy - r : cy + r + 1, cx - r : cx + r + 1]
-        mask[cz - r : cz + r + 1, cy - r : cy + r + 1, cx - r : cx + r + 1] |= (
-            (zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+        center = (int(fz * slices), int(fy * size), int(fx * size))
+        # Only the sphere's bounding box (clipped to the volume): a full-volume int64 grid
+        # would be 600 MB.
+        box = tuple(
+            slice(max(c - r, 0), min(c + r + 1, n))
+            for c, n in zip(center, (slices, size, size), strict=True)
         )
+        zz, yy, xx = np.mgrid[box]
+        cz, cy, cx = center
+        mask[box] |= (zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
     return mask
 
 
@@ -186,22 +208,31 @@ SEGMENT = SegmentDescription(
 
 def highdicom_seg(mask: np.ndarray, evidence: list[Dataset]) -> Dataset:
     return hd.seg.Segmentation(
-        source_images=evidence, pixel_array=mask, segmentation_type="BINARY",
+        source_images=evidence,
+        pixel_array=mask,
+        segmentation_type="BINARY",
         segment_descriptions=[
             hd.seg.SegmentDescription(
-                segment_number=1, segment_label="Nodule",
+                segment_number=1,
+                segment_label="Nodule",
                 segmented_property_category=dcm_codes.SCT.MorphologicallyAbnormalStructure,
                 segmented_property_type=dcm_codes.SCT.Nodule,
                 algorithm_type="AUTOMATIC",
                 algorithm_identification=hd.AlgorithmIdentificationSequence(
-                    name=ALGORITHM.name, family=dcm_codes.DCM.ArtificialIntelligence,
+                    name=ALGORITHM.name,
+                    family=dcm_codes.DCM.ArtificialIntelligence,
                     version=ALGORITHM.version,
                 ),
             )
         ],
-        series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="fedgate bench", manufacturer_model_name="bench",
-        software_versions="1.0.0", device_serial_number="1",
+        series_instance_uid=hd.UID(),
+        series_number=2,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="fedgate bench",
+        manufacturer_model_name="bench",
+        software_versions="1.0.0",
+        device_serial_number="1",
     )
 
 
@@ -212,19 +243,24 @@ def run_case(headers: str, case: str, who: str, repeat: int, queue: Any) -> None
     if case.startswith("sr-"):
         findings = findings_for(evidence, int(case[3:]))
         if who == "sr_writer":
+
             def build() -> Dataset:
                 return build_sr(findings, evidence)
         else:
+
             def build() -> Dataset:
                 return highdicom_sr(findings, evidence)
     else:
         mask = masks(evidence, dense=case == "seg-dense")
         if who == "sr_writer":
+
             def build() -> Dataset:
                 return build_seg(mask, evidence, [SEGMENT], ALGORITHM)
         else:
+
             def build() -> Dataset:
                 return highdicom_seg(mask, evidence)
+
     times = []
     for _ in range(repeat + 1):
         start = time.perf_counter()
@@ -257,8 +293,10 @@ def main() -> int:
         headers = Path(directory)
         write_headers(headers, args.slices, args.size)
         print(f"evidence: {args.slices} header-only CT instances of {args.size}x{args.size}")
-        print("| case | sr_writer first / warm (ms) | highdicom first / warm (ms) | "
-              "ratio (warm) | peak RSS sr_writer / highdicom (MiB) |")
+        print(
+            "| case | sr_writer first / warm (ms) | highdicom first / warm (ms) | "
+            "ratio (warm) | peak RSS sr_writer / highdicom (MiB) |"
+        )
         print("|---|---|---|---|---|")
         for case in cases:
             ours = measure(headers, case, "sr_writer", args.repeat)

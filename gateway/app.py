@@ -116,16 +116,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             forwarder = Forwarder(store, pacs)
             store.subscribe(lambda stored: forwarder.notify())
             tasks.append(asyncio.create_task(forwarder.run(), name="forwarder"))
-        scheduler = StabilityScheduler(
-            store,
-            ledger,
-            queue,
-            settings.routing,
-            settings.pipeline,
-            this_gateway,
-            source_url=root + "/dicomweb",
-        )
-        tasks.append(asyncio.create_task(scheduler.run(), name="scheduler"))
+        worker: JobWorker | None = None
         if settings.pipeline.workers:
             token = settings.pipeline.callback_token
             worker = JobWorker(
@@ -138,6 +129,17 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 else None,
             )
             tasks.append(asyncio.create_task(worker.run(), name="worker"))
+        scheduler = StabilityScheduler(
+            store,
+            ledger,
+            queue,
+            settings.routing,
+            settings.pipeline,
+            this_gateway,
+            source_url=root + "/dicomweb",
+            on_enqueued=worker.notify if worker is not None else None,
+        )
+        tasks.append(asyncio.create_task(scheduler.run(), name="scheduler"))
         if pacs is not None and settings.pacs.poll.enabled:
             poller = PacsPoller(
                 store,

@@ -54,7 +54,8 @@ RIGHT = concept(codes.SCT.Right)
 # Procedure reported (CID 100): the generic imaging procedure when the caller names none.
 # IMAGING_PROCEDURE (SCT 363679005) is imported above: the model's default.
 
-# The finding's probability: NUM PROBABILITY (DCM 122157, imported above), dimensionless.
+# The finding's probability: NUM PROBABILITY (DCM 122157, imported above), in percent.
+PERCENT = ucum("%", "percent")
 UNITY = ucum("1", "no units")
 
 # The study-level "no finding" result: a TID 1501 group whose Finding (DCM 121071) is

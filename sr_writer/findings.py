@@ -39,7 +39,9 @@ from pydicom.sr.coding import Code
 # PS3.5 9.1: components of digits without leading zeros, at most 64 characters.
 UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
 UID = Annotated[str, Field(min_length=1, max_length=64, pattern=UID_PATTERN)]
-LongString = Annotated[str, Field(min_length=1, max_length=64)]  # LO
+# LO/SH (PS3.5 6.2): no backslash (the value delimiter) and no control characters.
+SINGLE_VALUE_TEXT = r"^[^\\\x00-\x1f]*$"
+LongString = Annotated[str, Field(min_length=1, max_length=64, pattern=SINGLE_VALUE_TEXT)]
 ShortText = Annotated[str, Field(min_length=1, max_length=1024)]  # TEXT content items (UT)
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -49,7 +51,8 @@ SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 class _Model(BaseModel):
     # Frozen: findings are values (hashable, safe to share between threads and caches).
     # extra="forbid": a misspelt field name is an error, not silently dropped.
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # str_strip_whitespace: DICOM pads and drops leading/trailing spaces of text values anyway.
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
 
 class CodedConcept(_Model):
@@ -60,10 +63,12 @@ class CodedConcept(_Model):
     designator (a private scheme, e.g. ``99FEDGATE``), never an invented value in a standard one.
     """
 
-    value: Annotated[str, Field(min_length=1, max_length=64)]
-    scheme_designator: Annotated[str, Field(min_length=1, max_length=16)]
+    value: LongString  # SH, or UC (Long Code Value) beyond 16 characters
+    scheme_designator: Annotated[str, Field(min_length=1, max_length=16, pattern=SINGLE_VALUE_TEXT)]
     meaning: LongString
-    scheme_version: Annotated[str, Field(min_length=1, max_length=16)] | None = None
+    scheme_version: (
+        Annotated[str, Field(min_length=1, max_length=16, pattern=SINGLE_VALUE_TEXT)] | None
+    ) = None
 
     def matches(self, other: CodedConcept) -> bool:
         """Same concept (value and scheme), whatever the meaning's wording."""
@@ -263,12 +268,23 @@ class SegmentRegion(_Model):
 
 Region = Annotated[ImageRegion | VolumeRegion | SegmentRegion, Field(discriminator="kind")]
 
+# 4 decimals (0.01 %): finer than any model's calibration, and it makes the percent written
+# to the SR read back to exactly the same float.
+PROBABILITY_DECIMALS = 4
+Probability = Annotated[
+    float,
+    Field(ge=0.0, le=1.0, allow_inf_nan=False),
+    AfterValidator(lambda value: round(value, PROBABILITY_DECIMALS)),
+]
+
 
 class Finding(_Model):
     """One finding: a TID 1500 measurement group.
 
-    ``probability`` (0..1) is written as a NUM item "Probability" (DCM 122157, unit "1"), so a
-    measurement of that concept is refused to keep the two from being confused. ``finding_type``
+    ``probability`` (0..1, kept to 4 decimals) is written as a NUM item "Probability"
+    (DCM 122157) in percent (UCUM "%"), which viewers show as "Probability: 87.00 %" where
+    UCUM "1" would read "0.87 1"; a Probability measurement in "%" or "1" is refused, to keep the
+    two from being confused. ``finding_type``
     is optional as in TID 1501 (third-party reports, e.g. OHIF's, often leave it out); a writer
     should always give it. ``tracking_uid``
     may be left out: the writer derives one deterministically from the report and the tracking
@@ -283,13 +299,13 @@ class Finding(_Model):
     laterality: CodedConcept | None = None
     measurements: tuple[Measurement, ...] = ()
     qualitative_evaluations: tuple[QualitativeEvaluation, ...] = ()
-    probability: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    probability: Probability | None = None
     region: Region | None = None
 
     @model_validator(mode="after")
     def _no_probability_measurement(self) -> Finding:
         for measurement in self.measurements:
-            if measurement.name.matches(PROBABILITY):
+            if measurement.name.matches(PROBABILITY) and measurement.unit.value in {"%", "1"}:
                 raise ValueError("use Finding.probability, not a measurement named Probability")
         if self.finding_type is not None and self.finding_type.matches(NO_ABNORMALITY):
             raise ValueError("'No abnormality' is written for an empty findings list; omit it")
@@ -382,3 +398,13 @@ class SegmentDescription(_Model):
     type: CodedConcept
     tracking_identifier: LongString | None = None
     tracking_uid: UID | None = None
+    # Recommended Display CIELab Value, given as sRGB; None: a colour of a fixed palette by
+    # segment number, so viewers (OHIF warns when it is missing) show every run alike.
+    color: (
+        tuple[
+            Annotated[int, Field(ge=0, le=255)],
+            Annotated[int, Field(ge=0, le=255)],
+            Annotated[int, Field(ge=0, le=255)],
+        ]
+        | None
+    ) = None

@@ -26,11 +26,13 @@ from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from sr_writer.clinical import is_clinical_report
 from sr_writer.errors import InvalidValueError, NotMeasurementReportError
 from sr_writer.findings import (
     IMAGING_PROCEDURE,
     NO_ABNORMALITY,
     PROBABILITY,
+    PROBABILITY_DECIMALS,
     AlgorithmIdentification,
     CodedConcept,
     Evidence,
@@ -140,6 +142,12 @@ def _require_measurement_report(dataset: Dataset) -> None:
         raise NotMeasurementReportError(
             f"not a TID 1500 Measurement Report ({found}); only TID 1500 SRs hold findings"
         )
+    if is_clinical_report(dataset):
+        # TID 1500 too, but its measurements are a patient's clinical values, not image findings.
+        raise NotMeasurementReportError(
+            "a clinical-information report (LN 55752-0), not imaging findings: "
+            "read it with sr_writer.clinical.read_clinical_values"
+        )
 
 
 def _children(item: Dataset) -> Iterator[Dataset]:
@@ -234,8 +242,9 @@ def _finding(group: Dataset, index: int, report_uid: str) -> Finding:
             measurement = _measurement(item)
             if measurement is None:
                 continue
-            if key == PROBABILITY_KEY:
-                values["probability"] = measurement.value
+            probability = _as_probability(measurement) if key == PROBABILITY_KEY else None
+            if probability is not None:
+                values["probability"] = probability
             else:
                 measurements.append(measurement)
             region = region or _first_region(item)
@@ -273,6 +282,15 @@ def _measurement(item: Dataset) -> Measurement | None:
         method=_child_code(item, MEASUREMENT_METHOD),
         derivation=_child_code(item, DERIVATION),
     )
+
+
+def _as_probability(measurement: Measurement) -> float | None:
+    """A Probability NUM as 0..1: ours are in "%", other writers' often in "1"."""
+    scale = {"%": 100.0, "1": 1.0}.get(measurement.unit.value)
+    if scale is None or measurement.unit.scheme_designator != "UCUM":
+        return None
+    value = measurement.value / scale
+    return round(value, PROBABILITY_DECIMALS) if 0.0 <= value <= 1.0 else None
 
 
 def _first_region(item: Dataset) -> Region | None:

@@ -81,6 +81,9 @@ def build_seg(
             if segment.tracking_identifier
             else None,
             tracking_id=segment.tracking_identifier,
+            display_color=hd.color.CIELabColor.from_rgb(
+                *(segment.color or palette(segment.number))
+            ),
         )
         for segment in segments
     ]
@@ -105,6 +108,25 @@ def build_seg(
         series_description=f"AI {algorithm.name} {algorithm.version} SEG"[:64],
     )
     return as_part10(seg)
+
+
+# Distinct, saturated colours that read well over grey CT (the first is a warm red, as the
+# segments of most viewers start). Segment n takes PALETTE[(n - 1) % len(PALETTE)].
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 60, 50),
+    (60, 200, 80),
+    (60, 120, 240),
+    (240, 200, 40),
+    (200, 80, 220),
+    (40, 210, 220),
+    (250, 140, 30),
+    (150, 230, 60),
+)
+
+
+def palette(number: int) -> tuple[int, int, int]:
+    """The default display colour (sRGB) of segment ``number``."""
+    return PALETTE[(number - 1) % len(PALETTE)]
 
 
 def check_mask(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import anyio.to_thread
 import pydicom
@@ -31,6 +32,7 @@ class StabilityScheduler:
         settings: PipelineSettings,
         gateway_id: str,
         source_url: str,
+        on_enqueued: Callable[[], None] | None = None,
     ):
         self.store = store
         self.ledger = ledger
@@ -39,6 +41,7 @@ class StabilityScheduler:
         self.settings = settings
         self.gateway_id = gateway_id
         self.source_url = source_url
+        self.on_enqueued = on_enqueued
 
     async def run(self) -> None:
         interval = min(1.0, self.settings.stable_after_seconds / 4)
@@ -94,6 +97,8 @@ class StabilityScheduler:
                 self.ledger.record_decision(study_uid, created, summary)
                 log.info("pipeline.not_routed", study=study_uid, reason=summary)
             created_total += created
+        if created_total and self.on_enqueued is not None:
+            self.on_enqueued()
         return created_total
 
     def _facts(self, study_uid: str, series_uid: str) -> SeriesFacts | None:

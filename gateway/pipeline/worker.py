@@ -44,8 +44,16 @@ class JobWorker:
         self.callback_auth = callback_auth
         self._transport = transport
         self._running: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def notify(self) -> None:
+        """New jobs were enqueued here: claim now rather than at the next poll (any thread)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         timeout = httpx.Timeout(self.settings.analysis_timeout_seconds, connect=10.0)
         async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as http:
             last_depth = 0.0
@@ -57,14 +65,16 @@ class JobWorker:
                         last_depth = time.monotonic()
                 except Exception:
                     log.exception("pipeline.worker_loop_error")
-                if self._running:
-                    await asyncio.wait(
-                        self._running,
-                        timeout=_IDLE_POLL_SECONDS,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                else:
-                    await asyncio.sleep(_IDLE_POLL_SECONDS)
+                # Until a job ends, new jobs are enqueued here, or the poll interval passes
+                # (jobs enqueued by other replicas, backoffs that have run out).
+                self._wake.clear()
+                waker = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(
+                    {*self._running, waker},
+                    timeout=_IDLE_POLL_SECONDS,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                waker.cancel()
 
     async def _fill_slots(self, http: httpx.AsyncClient) -> None:
         free = self.settings.workers - len(self._running)

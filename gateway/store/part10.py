@@ -32,6 +32,7 @@ from pydicom.uid import (
 # Values larger than this are not read into memory when a header is parsed.
 DEFER_SIZE = 64 * 1024
 _PREAMBLE_LENGTH = 128
+_FULL_READ_LIMIT = 64 * 1024 * 1024
 
 
 class UnreadableInstanceError(ValueError):
@@ -72,6 +73,11 @@ def read_header(path: Path) -> ParsedInstance:
     except UnreadableInstanceError as error:
         error.dataset = dataset
         raise
+    if "PixelData" not in dataset and size <= _FULL_READ_LIMIT:
+        # Reports (SR) and other objects without pixel data are read whole: observers such as
+        # the findings index read their content after the temporary file has been renamed,
+        # when a deferred value could no longer be fetched from it.
+        dataset = pydicom.dcmread(path, force=True)
     meta = getattr(dataset, "file_meta", None)
     transfer_syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     if transfer_syntax is None:

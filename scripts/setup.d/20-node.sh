@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 prefix=.cache/node
 ohif_version="3.13.x"
+# The version the reader test is written against (its Cornerstone adapter writes TID 1500).
+dcmjs_version="0.51.x"
 if [ ! -f "$prefix/ohif/dist/index.html" ] || [ ! -f "$prefix/node_modules/dcmjs/package.json" ]; then
   command -v npm >/dev/null || { echo "setup: npm is missing (Debian package npm)" >&2; exit 1; }
   mkdir -p "$prefix"
@@ -16,7 +18,12 @@ if [ ! -f "$prefix/ohif/dist/index.html" ]; then
   echo "setup: fetching the prebuilt OHIF Viewer (@ohif/app@$ohif_version) into $prefix/ohif"
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  tarball=$(cd "$tmp" && npm pack --silent "@ohif/app@$ohif_version" 2>/dev/null | tail -n 1)
+  tarball=$(cd "$tmp" && npm pack --silent "@ohif/app@$ohif_version" 2>"$tmp/npm.log" | tail -n 1)
+  if [ -z "$tarball" ] || [ ! -f "$tmp/$tarball" ]; then
+    echo "setup: npm pack @ohif/app@$ohif_version failed:" >&2
+    cat "$tmp/npm.log" >&2
+    exit 1
+  fi
   mkdir -p "$tmp/unpacked"
   tar -xzf "$tmp/$tarball" -C "$tmp/unpacked"
   rm -rf "$prefix/ohif"
@@ -24,5 +31,5 @@ if [ ! -f "$prefix/ohif/dist/index.html" ]; then
 fi
 if [ ! -f "$prefix/node_modules/dcmjs/package.json" ]; then
   echo "setup: installing dcmjs into $prefix"
-  npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error dcmjs >/dev/null 2>&1
+  npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error "dcmjs@$dcmjs_version" >/dev/null
 fi

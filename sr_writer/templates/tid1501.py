@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import highdicom as hd
 
-from sr_writer.codes import NO_ABNORMALITY, UNITY
+from sr_writer.codes import NO_ABNORMALITY, PERCENT
 from sr_writer.findings import PROBABILITY, AlgorithmIdentification, CodedConcept, Finding
 
 
@@ -64,7 +64,9 @@ class GroupContent:
         if finding.probability is not None:
             measurements.append(
                 hd.sr.Measurement(
-                    name=coded(PROBABILITY), value=finding.probability, unit=coded(UNITY)
+                    name=coded(PROBABILITY),
+                    value=finding.probability * 100.0,
+                    unit=coded(PERCENT),
                 )
             )
         evaluations = [

@@ -9,14 +9,7 @@ import pytest
 
 from inference_service.repository import ModelRepository
 from inference_service.settings import InferenceSettings
-from tests.support.inference import bundled_models
 from tests.support.orthanc import OrthancServer
-
-
-@pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled models, built once per test session into a temporary repository."""
-    return bundled_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,7 @@ import pytest
 
 from fedgate.phantom import Phantom, PhantomSpec, generate_phantom
 from tests.support.gateway import GatewayProcess
-from tests.support.inference import InferenceProcess, bundled_models
-
-
-@pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return bundled_models(tmp_path_factory.mktemp("models"))
+from tests.support.inference import InferenceProcess
 
 
 @pytest.fixture(scope="module")

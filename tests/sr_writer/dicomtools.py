@@ -49,7 +49,11 @@ def dcmdump(path: Path) -> str:
 
 
 # dciodvfy warnings that are expected, each with the reason it is not ours to fix.
-ACCEPTED_WARNINGS: dict[str, str] = {}
+ACCEPTED_WARNINGS: dict[str, str] = {
+    # A model's own concepts come with a private coding scheme ("99" prefix, PS3.16 8.2), which
+    # is valid but by definition not one of the designators dciodvfy knows (tests use 99FEDGATE).
+    "Unrecognized defined term <99": "private coding scheme designator of a model's manifest",
+}
 
 
 def assert_conformant(path: Path) -> Verification:

@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
 
 from fedgate.phantom import Phantom
 from sr_writer import (
@@ -34,6 +35,7 @@ from sr_writer import (
     codes,
     read_findings,
 )
+from sr_writer.clinical import ClinicalInformationReport, NumericValue
 from tests.sr_writer.builders import ALGORITHM, lesion_findings
 
 
@@ -276,3 +278,19 @@ def test_segment_of_a_seg_not_in_the_evidence(
     )
     with pytest.raises(ReferenceNotInEvidenceError, match="segmentation is not in the evidence"):
         build_sr(bad, header_only)
+
+
+def test_a_clinical_information_report_is_not_read_as_findings() -> None:
+    """sr_writer.clinical's reports are TID 1500 too, but hold clinical values, not findings:
+    an index must not count a patient's LVEF as an imaging finding."""
+    report = ClinicalInformationReport(
+        [NumericValue(Code("10230-1", "LN", "LVEF"), 35.0, Code("%", "UCUM", "percent"))],
+        patient_id="P1",
+        study_instance_uid="1.2.3",
+        series_instance_uid="1.2.3.4",
+        sop_instance_uid="1.2.3.4.5",
+        tracking_uid="1.2.3.4.6",
+        device_observer_uid="1.2.3.4.7",
+    )
+    with pytest.raises(NotMeasurementReportError, match="clinical-information report"):
+        read_findings(report)

@@ -36,6 +36,7 @@ from sr_writer import (
     read_findings,
 )
 from tests.sr_writer.builders import ALGORITHM, lesion_findings
+from tests.sr_writer.dicomtools import assert_conformant, dsrdump
 from tests.sr_writer.npm import DCMJS, NODE_PREFIX, REPO_ROOT, ensure_node_packages
 from tests.support.requirements import require_executable
 
@@ -181,6 +182,8 @@ def test_write_then_read_is_lossless(
     data: st.DataObject, header_only: list[Dataset], segmentation: Dataset
 ) -> None:
     findings = data.draw(findings_of(header_only, segmentation))
+    # The model's JSON (what a service hands over) parses back to the same findings.
+    assert Findings.parse(json.loads(findings.model_dump_json())) == findings
     sr = build_sr(findings, [*header_only, segmentation])
     read = read_findings(sr)
     assert read.model_dump(exclude={"report"}) == findings.model_dump(exclude={"report"})
@@ -238,6 +241,12 @@ def test_reads_an_sr_written_with_highdicoms_own_api(
             hd.sr.Measurement(
                 name=pydicom_codes.SCT.Diameter, value=7, unit=pydicom_codes.UCUM.Millimeter
             ),
+            # Probability as many writers put it: dimensionless, UCUM "1".
+            hd.sr.Measurement(
+                name=pydicom_codes.DCM.Probability,
+                value=0.62,
+                unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
+            ),
         ],
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(
@@ -280,6 +289,7 @@ def test_reads_an_sr_written_with_highdicoms_own_api(
         ("Area", 210.5, "mm2"),
         ("Diameter", 7.0, "mm"),
     ]
+    assert finding.probability == 0.62
     assert finding.qualitative_evaluations[0].value.value == "52101004"  # SCT Present
     assert isinstance(finding.region, ImageRegion)
     assert finding.region.graphic_type == "POLYLINE"
@@ -327,3 +337,21 @@ def test_reads_an_sr_written_by_dcmjs(header_only: list[Dataset], tmp_path: Path
         points=((30.5, 40.0), (36.5, 48.0)),
         sop_instance_uid=str(image.SOPInstanceUID),
     )
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_generated_reports_are_conformant(
+    data: st.DataObject, header_only: list[Dataset], segmentation: Dataset, tmp_path: Path
+) -> None:
+    """dciodvfy and dsrdump on reports with every kind of group, region and concept."""
+    findings = data.draw(findings_of(header_only, segmentation))
+    path = tmp_path / "generated.dcm"
+    build_sr(findings, [*header_only, segmentation]).save_as(path, enforce_file_format=True)
+    assert_conformant(path)
+    dump = dsrdump(path)
+    assert dump.count('CONTAINER:(,,"Measurement Group")') == max(len(findings.findings), 1)

@@ -76,6 +76,9 @@ def test_seg_is_conformant_and_holds_the_mask(
         truth.study_instance_uid, truth.series_instance_uid, ALGORITHM.uid, ALGORITHM.version
     )
     assert seg.SOPInstanceUID == uids.seg_sop_instance_uid
+    # Each segment has a recommended display colour (viewers warn without one), all distinct.
+    colors = [tuple(item.RecommendedDisplayCIELabValue) for item in seg.SegmentSequence]
+    assert len(set(colors)) == 2
     assert seg.SeriesInstanceUID == uids.seg_series_instance_uid
     # OHIF loads a SEG only with a correct ReferencedSeriesSequence (DESIGN.md).
     referenced = seg.ReferencedSeriesSequence[0]
@@ -99,12 +102,18 @@ def test_seg_is_conformant_and_holds_the_mask(
             assert np.abs(volume - expected).max() <= 1 / 255 / 2 + 1e-6  # stored as 0..255
 
 
-def test_label_map_mask(lesion_phantom: Phantom, header_only: list[Dataset]) -> None:
+def test_label_map_mask(
+    lesion_phantom: Phantom, header_only: list[Dataset], tmp_path: Path
+) -> None:
     fractions = sphere_masks(lesion_phantom, header_only) >= 0.5
     labels = np.zeros(fractions.shape[:3], dtype=np.uint8)
     labels[fractions[..., 0]] = 1
     labels[fractions[..., 1]] = 2
     seg = build_seg(labels, header_only, segments(2), ALGORITHM)
+    path = tmp_path / "labels.dcm"
+    seg.save_as(path, enforce_file_format=True)
+    assert_conformant(path)
+    assert "[Nodule 2]" in dcmdump(path)
     assert [s.SegmentNumber for s in seg.SegmentSequence] == [1, 2]
     assert int(seg.NumberOfFrames) == int(fractions[..., 0].any(axis=(1, 2)).sum()) + int(
         fractions[..., 1].any(axis=(1, 2)).sum()

@@ -39,6 +39,7 @@ def test_sr_of_two_lesions_is_conformant_and_readable_by_dcmtk(
     assert dump.count('"Algorithm Name")="lung-nodule-detector"') == 2  # TID 4019 per group
     assert '"Device Observer UID")="2.25.1234567890123456789"' in dump
     assert dump.count('SCOORD:(,,"Image Region")=(CIRCLE') == 2
+    assert dump.count('"Probability")="87.0" (%,UCUM,"percent")') == 2
 
 
 def test_sr_attributes(lesion_phantom: Phantom, header_only: list[Dataset]) -> None:

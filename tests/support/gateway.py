@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import yaml
 
 from tests.support.ports import free_port, wait_for_http
+from tests.support.process import kill, spawn, terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,14 +56,11 @@ class GatewayProcess:
         config_path = self.workdir / "gateway.yaml"
         config_path.write_text(yaml.safe_dump(settings))
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [sys.executable, "-m", "fedgate", "gateway", "--config", str(config_path)],
+            self.log_path,
             cwd=REPO_ROOT,
             env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         try:
             wait_for_http(f"{self.url}/healthz", timeout=timeout, process=self.process)
@@ -77,19 +74,9 @@ class GatewayProcess:
 
     def kill(self) -> None:
         """``kill -9``: no chance to clean up, as in a crash."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        kill(self.process)
         self.process = None
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        terminate(self.process)
         self.process = None

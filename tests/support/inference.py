@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import yaml
 
 from tests.support.ports import free_port, wait_for_http
+from tests.support.process import spawn, terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,15 +77,7 @@ class InferenceProcess:
     def start(self, timeout: float = 60.0) -> InferenceProcess:
         config_path = self.write_config()
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(
-            self.command(config_path),
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.process = spawn(self.command(config_path), self.log_path, cwd=REPO_ROOT, env=env)
         try:
             wait_for_http(f"{self.url}/v2/health/live", timeout=timeout, process=self.process)
         except Exception as error:
@@ -102,13 +94,5 @@ class InferenceProcess:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        terminate(self.process)
         self.process = None

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from tests.support.ports import free_port, wait_for_http
+from tests.support.process import spawn, terminate
 from tests.support.requirements import require_executable, require_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -86,12 +85,9 @@ class OrthancServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "orthanc.json"
         config_path.write_text(json.dumps(self.config(), indent=2))
-        log = open(self.workdir / "orthanc.log", "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [binary, "--logdir=" + str(self.workdir), str(config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.workdir / "orthanc.log",
         )
         try:
             # 401 counts as up: with authentication enabled Orthanc answers, but not to us.
@@ -102,13 +98,5 @@ class OrthancServer:
         return self
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        terminate(self.process)
         self.process = None

@@ -13,14 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from PIL import Image
 from pydicom.dataset import Dataset
 
 from fedgate.phantom import Phantom
-from sr_writer import build_sr
-from tests.sr_writer.builders import lesion_findings
+from sr_writer import ImageRegion, build_seg, build_sr
+from tests.sr_writer.builders import ALGORITHM, lesion_findings
 from tests.sr_writer.npm import OHIF_DIST, ensure_node_packages
+from tests.sr_writer.test_seg import segments as seg_segments
+from tests.sr_writer.test_seg import sphere_masks
 from tests.support.orthanc import OrthancServer
 from tests.support.requirements import missing, require_executable
 from tests.viewer.ohif_server import OhifServer
@@ -134,12 +138,107 @@ def test_ohif_draws_the_sr_roi_and_its_diameter(
             print(f"screenshot: {screenshot}", flush=True)
             page.screenshot(path=str(screenshot))
             (tmp_path / "ohif-page.txt").write_text(text)
-            roi_shapes = page.locator(
-                "svg.svg-layer circle, svg.svg-layer ellipse, svg.svg-layer path"
-            ).count()
+            (tmp_path / "ohif-annotations.svg").write_text(
+                "\n".join(
+                    page.locator("svg.svg-layer").evaluate_all("l => l.map(e => e.outerHTML)")
+                )
+            )
+            # Cornerstone draws a CIRCLE ROI as an SVG ellipse with rx = ry.
+            circles = page.locator("svg.svg-layer ellipse").evaluate_all(
+                """elements => elements.map(e => {
+                    const svg = e.ownerSVGElement.getBoundingClientRect();
+                    return {cx: +e.getAttribute('cx'), cy: +e.getAttribute('cy'),
+                            r: +e.getAttribute('rx'), ry: +e.getAttribute('ry'),
+                            width: svg.width, height: svg.height};
+                })"""
+            )
         finally:
             browser.close()
 
-    print(f"screenshot: {screenshot}")
     assert "Diameter: 12.30 mm" in text, f"see {screenshot}; page text:\n{text[:2000]}"
-    assert roi_shapes > 0, f"no ROI drawn; see {screenshot}"
+    assert "Probability: 87.00 %" in text  # the finding's probability 0.87, in percent
+    # The ROI: a circle where the lesion is. OHIF fits the 128x128 image into the viewport
+    # (same scale on both axes, centred), so the SR's pixel coordinates map linearly to it.
+    region = sr_region(lesion_phantom, phantom_datasets)
+    (column, row), (edge, _) = region.points
+    drawn = [c for c in circles if c["r"] > 2 and abs(c["r"] - c["ry"]) < 0.5]
+    assert drawn, f"no ROI circle drawn; see {screenshot}"
+    scale = min(drawn[0]["width"], drawn[0]["height"]) / 128
+    expected = (
+        drawn[0]["width"] / 2 + (column - 64) * scale,
+        drawn[0]["height"] / 2 + (row - 64) * scale,
+        (edge - column) * scale,
+    )
+    assert any(
+        abs(c["cx"] - expected[0]) < scale  # within one image pixel
+        and abs(c["cy"] - expected[1]) < scale
+        and abs(c["r"] - expected[2]) < scale / 2
+        for c in drawn
+    ), f"circles {drawn}, expected about {expected}; see {screenshot}"
+
+
+def sr_region(phantom: Phantom, datasets: list[Dataset]) -> ImageRegion:
+    """The first finding's circle, as the SR holds it (pixel coordinates)."""
+    region = lesion_findings(phantom, datasets).findings[0].region
+    assert isinstance(region, ImageRegion)
+    return region
+
+
+def test_ohif_loads_the_seg_over_the_ct(
+    lesion_phantom: Phantom,
+    phantom_datasets: list[Dataset],
+    orthanc: OrthancServer,
+    ohif: OhifServer,
+    tmp_path: Path,
+) -> None:
+    """OHIF opens the SEG on its CT (only with a correct ReferencedSeriesSequence, DESIGN.md):
+    the segmentation panel lists both segments and the overlay is painted over the image."""
+    chromium = require_executable("chromium", "/usr/bin/chromium")
+    from playwright.sync_api import sync_playwright
+
+    masks = sphere_masks(lesion_phantom, phantom_datasets) >= 0.5
+    seg = build_seg(masks, phantom_datasets, seg_segments(2), ALGORITHM)
+    client = DICOMwebClient(url=orthanc.dicomweb_url)
+    stored = client.store_instances([*phantom_datasets, seg])
+    assert len(stored.ReferencedSOPSequence) == len(phantom_datasets) + 1
+    study_uid = lesion_phantom.truth.study_instance_uid
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{ohif.url}/viewer?StudyInstanceUIDs={study_uid}", timeout=60_000)
+            seg_thumbnail = page.locator("[data-cy='study-browser-thumbnail-no-image']").first
+            wait_for_series_list(page, seg_thumbnail)
+            page.wait_for_timeout(2000)
+            dismiss_overlays(page)
+            seg_thumbnail.dblclick()
+            # "Do you want to open this Segmentation?" -> Yes (loads it onto the CT).
+            page.get_by_role("button", name="Yes").first.click(timeout=60_000)
+            panel = page.locator("[data-cy='panelSegmentation-btn']").first
+            panel.wait_for(timeout=60_000)
+            deadline = time.monotonic() + 60
+            text = ""
+            while time.monotonic() < deadline and "Nodule 2" not in text:
+                if "Nodule 1" not in text:
+                    panel.click()
+                page.wait_for_timeout(1000)
+                text = str(page.inner_text("body"))
+            viewport = page.locator(".cornerstone-viewport-element, [data-viewport-uid]").first
+            box = viewport.bounding_box()
+            screenshot = tmp_path / "ohif-seg.png"
+            page.screenshot(path=str(screenshot))
+        finally:
+            browser.close()
+
+    assert "Nodule 1" in text and "Nodule 2" in text, f"see {screenshot}"
+    assert "RecommendedDisplayCIELabValue not found" not in text  # our segments have colours
+    # The CT is grey: saturated pixels in the viewport are the segments' overlay.
+    assert box is not None
+    with Image.open(screenshot) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    x0, y0 = int(box["x"]), int(box["y"])
+    x1, y1 = x0 + int(box["width"]), y0 + int(box["height"])
+    view = pixels[y0:y1, x0:x1]
+    saturation = view.max(axis=-1) - view.min(axis=-1)
+    assert int((saturation > 80).sum()) > 20, f"no segment overlay painted; see {screenshot}"
