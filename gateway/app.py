@@ -23,7 +23,9 @@ from starlette.routing import Mount, Route
 from gateway.auth import Authenticator
 from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
 from gateway.dicomweb.routes import embedded_routes, results_routes, upstream_routes
+from gateway.federated.api import federated_routes
 from gateway.forwarder import Forwarder
+from gateway.index import FindingsIndex
 from gateway.intake.dimse import DimseIntake
 from gateway.intake.poller import PacsPoller
 from gateway.jobs_api import job_routes
@@ -105,6 +107,11 @@ def create_app(settings: GatewaySettings) -> Starlette:
         ledger.touch_series(sorted(series), this_gateway, time.time())
 
     store.subscribe(record_arrivals)
+    # The findings index learns every stored instance, by any intake path (STOW, DIMSE,
+    # poller, /results), once per committed batch.
+    index = FindingsIndex.open(settings.index, settings.data_dir)
+    store.subscribe(lambda stored: index.observe_instances([s.dataset for s in stored]))
+    authenticator = Authenticator(settings.auth)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -173,6 +180,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             if pacs is not None:
                 await pacs.aclose()
             database.close()
+            index.close()
             store.close()
 
     app = Starlette(
@@ -183,10 +191,13 @@ def create_app(settings: GatewaySettings) -> Starlette:
             Mount("/dicomweb", routes=dicomweb),
             Mount("/results", routes=results_routes()),
             *job_routes(),
+            Mount(
+                "/federated/v1", routes=federated_routes(index, settings.federated, authenticator)
+            ),
         ],
         middleware=[
             Middleware(RequestContextMiddleware),
-            Middleware(AuthMiddleware, authenticator=Authenticator(settings.auth)),
+            Middleware(AuthMiddleware, authenticator=authenticator),
         ],
         exception_handlers={DicomWebError: dicomweb_error_handler},
         lifespan=lifespan,

@@ -123,8 +123,12 @@ class Authenticator:
         try:
             key = self._jwks.get_signing_key_from_jwt(token)
             claims = jwt.decode(
-                token, key.key, algorithms=oidc.algorithms, audience=oidc.audience,
-                issuer=oidc.issuer, leeway=oidc.leeway_seconds,
+                token,
+                key.key,
+                algorithms=oidc.algorithms,
+                audience=oidc.audience,
+                issuer=oidc.issuer,
+                leeway=oidc.leeway_seconds,
                 options={"require": ["exp", "iss", "aud"]},
             )
         except jwt.PyJWTError as error:

@@ -46,8 +46,11 @@ def validation_response(error: ValidationError) -> JSONResponse:
         problems.append({"field": field, "reason": message})
     first = problems[0]
     return JSONResponse(
-        {"error": f"{first['field']}: {first['reason']}", "field": first["field"],
-         "problems": problems},
+        {
+            "error": f"{first['field']}: {first['reason']}",
+            "field": first["field"],
+            "problems": problems,
+        },
         status_code=400,
     )
 
@@ -100,15 +103,18 @@ class FederatedEndpoints:
         if not settings.enabled:
             return JSONResponse({"differential_privacy": False})
         spent = await run_in_threadpool(self.service.ledger.spent, principal.name)
-        return JSONResponse({
-            "differential_privacy": True,
-            "epsilon_budget": settings.epsilon_budget_per_client,
-            "epsilon_spent": spent,
-            "epsilon_per_query": settings.epsilon_per_query,
-        })
+        return JSONResponse(
+            {
+                "differential_privacy": True,
+                "epsilon_budget": settings.epsilon_budget_per_client,
+                "epsilon_spent": spent,
+                "epsilon_per_query": settings.epsilon_per_query,
+            }
+        )
 
-    async def _answer(self, aggregate: AggregateRequest, principal: Principal,
-                      endpoint: str) -> Response:
+    async def _answer(
+        self, aggregate: AggregateRequest, principal: Principal, endpoint: str
+    ) -> Response:
         try:
             answer = await run_in_threadpool(
                 self.service.answer, aggregate, principal.name, endpoint

@@ -29,7 +29,8 @@ class AuditLog:
     def record(self, **entry: Any) -> None:
         line = json.dumps(
             {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), **entry},
-            sort_keys=True, separators=(",", ":"),
+            sort_keys=True,
+            separators=(",", ":"),
         )
         with self._lock:
             descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

@@ -48,8 +48,12 @@ def fixed_values(dimension: Dimension) -> tuple[Hashable, ...] | None:
     return FIXED_CATEGORIES.get(dimension.name)
 
 
-def cell_memberships(level: Level, dimensions: Sequence[Dimension], rows: Sequence[Any],
-                     merged: Sequence[set[Hashable]]) -> dict[CellKey, Membership]:
+def cell_memberships(
+    level: Level,
+    dimensions: Sequence[Dimension],
+    rows: Sequence[Any],
+    merged: Sequence[set[Hashable]],
+) -> dict[CellKey, Membership]:
     """Per cell, its units and patients, from rows of (unit, patient, raw dimension values).
 
     Vectorised: each row gets one integer code for its cell, rows are sorted by code, and each
@@ -67,8 +71,9 @@ def cell_memberships(level: Level, dimensions: Sequence[Dimension], rows: Sequen
         if isinstance(dimension, BinnedDimension):
             values = np.array([np.nan if v is None else v for v in column], dtype=float)
             inside = (values >= dimension.start) & (values < dimension.stop)
-            bins = np.where(inside, np.floor((values - dimension.start) / dimension.width),
-                            dimension.bin_count)
+            bins = np.where(
+                inside, np.floor((values - dimension.start) / dimension.width), dimension.bin_count
+            )
             axis_codes = np.nan_to_num(bins, nan=dimension.bin_count).astype(np.int64)
             labels = [*range(dimension.bin_count), OUTSIDE]
         else:
@@ -100,8 +105,9 @@ def cell_memberships(level: Level, dimensions: Sequence[Dimension], rows: Sequen
     return result
 
 
-def cell_definition(cohort: Cohort, level: Level, dimensions: Sequence[Dimension],
-                    key: CellKey) -> str:
+def cell_definition(
+    cohort: Cohort, level: Level, dimensions: Sequence[Dimension], key: CellKey
+) -> str:
     """The canonical question a cell answers: the cohort narrowed by the cell's condition."""
     definition = cohort.definition()
     attributes: dict[str, Any] = definition.setdefault("attributes", {})
@@ -143,12 +149,19 @@ def _condition(dimension: Dimension, value: Hashable) -> dict[str, Any]:
     assert isinstance(value, int)
     unit = dimension.unit or ""
     if value == OUTSIDE:
-        return {"of": dimension.of, "concept": dimension.concept, "unit": unit,
-                "outside": [dimension.start, dimension.stop]}
+        return {
+            "of": dimension.of,
+            "concept": dimension.concept,
+            "unit": unit,
+            "outside": [dimension.start, dimension.stop],
+        }
     low = dimension.start + value * dimension.width
     high = min(low + dimension.width, dimension.stop)
     if dimension.of == "measurement":
         low, high = canonical(low, unit)[0], canonical(high, unit)[0]
-    return {"of": dimension.of, "concept": dimension.concept,
-            "unit": canonical_unit(unit) if dimension.of == "measurement" else "a",
-            "range": [low, high]}
+    return {
+        "of": dimension.of,
+        "concept": dimension.concept,
+        "unit": canonical_unit(unit) if dimension.of == "measurement" else "a",
+        "range": [low, high],
+    }

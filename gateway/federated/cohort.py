@@ -36,25 +36,57 @@ CODE_PATTERN = r"^[A-Za-z0-9_.\-]{1,16}:[^:\s]{1,64}$"
 Code = Annotated[str, Field(pattern=CODE_PATTERN, description="SCHEME:CODE, e.g. SCT:27925004")]
 
 #: Study-level attributes -> column of ``studies``.
-STUDY_ATTRIBUTES = {"PatientSex": "patient_sex", "PatientAge": "age_years",
-                    "StudyDate": "study_date"}
+STUDY_ATTRIBUTES = {
+    "PatientSex": "patient_sex",
+    "PatientAge": "age_years",
+    "StudyDate": "study_date",
+}
 #: Series-level attributes -> column of ``series``.
-SERIES_ATTRIBUTES = {"Modality": "modality", "BodyPartExamined": "body_part",
-                     "Manufacturer": "manufacturer", "ManufacturerModelName": "manufacturer_model"}
+SERIES_ATTRIBUTES = {
+    "Modality": "modality",
+    "BodyPartExamined": "body_part",
+    "Manufacturer": "manufacturer",
+    "ManufacturerModelName": "manufacturer_model",
+}
 #: Matched against any series of the study (QIDO's study-level ModalitiesInStudy).
 STUDY_SERIES_ATTRIBUTES = {"ModalitiesInStudy": "modality"}
 COHORT_ATTRIBUTES = sorted({*STUDY_ATTRIBUTES, *SERIES_ATTRIBUTES, *STUDY_SERIES_ATTRIBUTES})
 
 #: Attributes that identify a person or an object: never a filter, whatever the value.
-IDENTIFYING_ATTRIBUTES = frozenset({
-    "PatientID", "PatientName", "PatientBirthDate", "PatientBirthTime", "AccessionNumber",
-    "IssuerOfPatientID", "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames",
-    "PatientBirthName", "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers",
-    "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName", "StudyID",
-    "StudyTime", "SeriesTime", "AcquisitionDateTime", "ContentDate", "InstitutionName",
-    "InstitutionAddress", "StationName", "DeviceSerialNumber", "MedicalRecordLocator",
-    "AdmissionID", "StudyDescription", "SeriesDescription", "PatientComments",
-})
+IDENTIFYING_ATTRIBUTES = frozenset(
+    {
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientBirthTime",
+        "AccessionNumber",
+        "IssuerOfPatientID",
+        "OtherPatientIDs",
+        "OtherPatientIDsSequence",
+        "OtherPatientNames",
+        "PatientBirthName",
+        "PatientMotherBirthName",
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "ReferringPhysicianName",
+        "PerformingPhysicianName",
+        "OperatorsName",
+        "StudyID",
+        "StudyTime",
+        "SeriesTime",
+        "AcquisitionDateTime",
+        "ContentDate",
+        "InstitutionName",
+        "InstitutionAddress",
+        "StationName",
+        "DeviceSerialNumber",
+        "MedicalRecordLocator",
+        "AdmissionID",
+        "StudyDescription",
+        "SeriesDescription",
+        "PatientComments",
+    }
+)
 
 #: Query parameters that ask for rows, not aggregates (QIDO-RS 8.3.4, 8.3.5): refused.
 ROW_PARAMETERS = frozenset({"includefield", "limit", "offset", "fuzzymatching"})
@@ -165,8 +197,9 @@ class Cohort(_Model):
         if self.patient_has is not None:
             data["patient_has"] = {
                 "modalities": sorted(self.patient_has.modalities),
-                "findings": sorted((_canonical_finding(f) for f in self.patient_has.findings),
-                                   key=str),
+                "findings": sorted(
+                    (_canonical_finding(f) for f in self.patient_has.findings), key=str
+                ),
             }
         return data
 
@@ -199,8 +232,16 @@ def _canonical_matcher(matcher: Matcher) -> Any:
 
 Level = Literal["patients", "studies", "series"]
 
-CategoryName = Literal["modality", "body_part", "sex", "study_year", "finding_type",
-                       "finding_site", "qualitative", "algorithm"]
+CategoryName = Literal[
+    "modality",
+    "body_part",
+    "sex",
+    "study_year",
+    "finding_type",
+    "finding_site",
+    "qualitative",
+    "algorithm",
+]
 
 #: Categories whose values are known in advance: every one is listed, 0 shown as suppressed.
 #: The others are open: a value is listed only when at least one of its cells is released, so

@@ -93,8 +93,7 @@ class DifferencingGuard:
                 np.frombuffer(bytes(units), dtype=np.int64),
                 np.frombuffer(bytes(unit_patients), dtype=np.int64),
             )
-            difference = len(np.setxor1d(membership.patients, earlier.patients,
-                                         assume_unique=True))
+            difference = len(np.setxor1d(membership.patients, earlier.patients, assume_unique=True))
             if 0 < difference < self.k:
                 raise DifferencingRefused(
                     f"this cohort differs from one answered before by fewer than {self.k} "
@@ -112,8 +111,10 @@ class DifferencingGuard:
                         f"this cohort's {level} differ from those of one answered before in "
                         f"fewer than {self.k} patients"
                     )
-            if difference == 0 and earlier_definition == definition and (
-                level != membership.level or np.array_equal(membership.units, earlier.units)
+            if (
+                difference == 0
+                and earlier_definition == definition
+                and (level != membership.level or np.array_equal(membership.units, earlier.units))
             ):
                 seen_before = seen_before or level == membership.level
         return seen_before
@@ -125,7 +126,14 @@ class DifferencingGuard:
         self.database.execute(
             "INSERT INTO query_history (asked_at, client, level, definition, patient_count, "
             "patients, units, unit_patients) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (time.time(), client, membership.level, definition, len(membership.patients),
-             membership.patients.tobytes(), membership.units.tobytes(),
-             membership.unit_patients.tobytes()),
+            (
+                time.time(),
+                client,
+                membership.level,
+                definition,
+                len(membership.patients),
+                membership.patients.tobytes(),
+                membership.units.tobytes(),
+                membership.unit_patients.tobytes(),
+            ),
         )

@@ -58,7 +58,7 @@ def merge_rare_categories(
             continue
         merged: dict[CellKey, Cell] = {}
         for key, cell in result.items():
-            new_key = (*key[:axis], OTHER, *key[axis + 1:]) if key[axis] in rare else key
+            new_key = (*key[:axis], OTHER, *key[axis + 1 :]) if key[axis] in rare else key
             if new_key in merged:
                 merged[new_key].count += cell.count
                 merged[new_key].patients += cell.patients
@@ -105,7 +105,7 @@ def _lines(cells: dict[CellKey, Cell], dimensions: int) -> list[list[CellKey]]:
     for axis in range(dimensions):
         groups: dict[CellKey, list[CellKey]] = defaultdict(list)
         for key in cells:
-            groups[key[:axis] + key[axis + 1:]].append(key)
+            groups[key[:axis] + key[axis + 1 :]].append(key)
         lines.extend(groups.values())
     return lines
 

@@ -101,8 +101,12 @@ def combine_counts(entries: list[dict[str, Any]], level: str) -> dict[str, Any]:
         upper = None if upper is None or high is None else upper + high
     if exact:
         return {"count": round(lower)}
-    return {"count": None, "suppressed": True, "lower": round(lower),
-            "upper": None if upper is None else round(upper)}
+    return {
+        "count": None,
+        "suppressed": True,
+        "lower": round(lower),
+        "upper": None if upper is None else round(upper),
+    }
 
 
 def _cell_key(cell: dict[str, Any]) -> str:
@@ -126,26 +130,33 @@ def combine_tables(answers: list[dict[str, Any]], level: str) -> dict[str, Any]:
             # A site that did not list an open category has fewer than k patients in it
             # (they are in its "(other)"), or none: either way, a suppressed cell.
             k = answer.get("min_cell_size", 10)
-            entries.append(site_cells.get(key, {"count": None, "suppressed": True,
-                                                "bound": f"<{k}"}))
+            entries.append(
+                site_cells.get(key, {"count": None, "suppressed": True, "bound": f"<{k}"})
+            )
         # A suppressed cell without a bound may hold any number (it may be suppressed to
         # protect another): it adds 0 to the lower bound and makes the upper bound unknown.
         cells.append({**label, **combine_counts(entries, level)})
-    return {"total": combine_counts([a["total"] for a in answers if "total" in a], level),
-            "dimensions": answers[0].get("dimensions", []), "cells": cells}
+    return {
+        "total": combine_counts([a["total"] for a in answers if "total" in a], level),
+        "dimensions": answers[0].get("dimensions", []),
+        "cells": cells,
+    }
 
 
 def combine_summaries(answers: list[dict[str, Any]]) -> dict[str, Any]:
     """Pooled mean and standard deviation from each site's n, mean and sd."""
     usable = [a for a in answers if a.get("n") and a.get("mean") is not None]
     n = sum(a["n"] for a in usable)
-    result: dict[str, Any] = {"sites_pooled": len(usable),
-                              "sites_suppressed": len(answers) - len(usable)}
+    result: dict[str, Any] = {
+        "sites_pooled": len(usable),
+        "sites_suppressed": len(answers) - len(usable),
+    }
     if n == 0:
         return {**result, "n": None, "mean": None, "sd": None, "suppressed": True}
     mean = sum(a["n"] * a["mean"] for a in usable) / n
-    squares = sum((a["n"] - 1) * (a["sd"] or 0.0) ** 2 + a["n"] * (a["mean"] - mean) ** 2
-                  for a in usable)
+    squares = sum(
+        (a["n"] - 1) * (a["sd"] or 0.0) ** 2 + a["n"] * (a["mean"] - mean) ** 2 for a in usable
+    )
     return {**result, "n": n, "mean": mean, "sd": math.sqrt(squares / (n - 1)) if n > 1 else 0.0}
 
 
@@ -170,18 +181,26 @@ class Hub:
         )
 
     async def ask(
-        self, send: Callable[[httpx.AsyncClient, SiteSettings, float], Awaitable[httpx.Response]],
-        kind: str, level: str,
+        self,
+        send: Callable[[httpx.AsyncClient, SiteSettings, float], Awaitable[httpx.Response]],
+        kind: str,
+        level: str,
     ) -> dict[str, Any]:
         asked = (self._ask_site(send, site) for site in self.settings.sites)
         results = await asyncio.gather(*asked)
         answers = [r["answer"] for r in results if r["status"] in ("ok", "suppressed")]
         combined = combine(kind, level, answers)
-        return {"level": level, "kind": kind, **combined,
-                "complete": len(answers) == len(results), "sites": results}
+        return {
+            "level": level,
+            "kind": kind,
+            **combined,
+            "complete": len(answers) == len(results),
+            "sites": results,
+        }
 
     async def _ask_site(
-        self, send: Callable[[httpx.AsyncClient, SiteSettings, float], Awaitable[httpx.Response]],
+        self,
+        send: Callable[[httpx.AsyncClient, SiteSettings, float], Awaitable[httpx.Response]],
         site: SiteSettings,
     ) -> dict[str, Any]:
         timeout = site.timeout_seconds or self.settings.timeout_seconds
@@ -197,8 +216,12 @@ class Hub:
             result.update(_interpret(response))
         result["seconds"] = round(time.monotonic() - started, 4)
         if result["status"] not in ("ok", "suppressed"):
-            log.info("hub.site_failed", site=site.name, status=result["status"],
-                     error=result.get("error"))
+            log.info(
+                "hub.site_failed",
+                site=site.name,
+                status=result["status"],
+                error=result.get("error"),
+            )
         return result
 
 
@@ -239,10 +262,15 @@ def hub_app(settings: HubSettings) -> Starlette:
         except ValidationError as error:
             return validation_response(error)
 
-        async def send(client: httpx.AsyncClient, site: SiteSettings,
-                       timeout: float) -> httpx.Response:
-            return await client.get(f"{site.url.rstrip('/')}/count", params=list(params),
-                                    headers=_headers(site), timeout=timeout)
+        async def send(
+            client: httpx.AsyncClient, site: SiteSettings, timeout: float
+        ) -> httpx.Response:
+            return await client.get(
+                f"{site.url.rstrip('/')}/count",
+                params=list(params),
+                headers=_headers(site),
+                timeout=timeout,
+            )
 
         return JSONResponse(await hub.ask(send, "count", parsed.level))
 
@@ -261,10 +289,15 @@ def hub_app(settings: HubSettings) -> Starlette:
             return validation_response(error)
         payload = parsed.model_dump(mode="json", exclude_none=True)
 
-        async def send(client: httpx.AsyncClient, site: SiteSettings,
-                       timeout: float) -> httpx.Response:
-            return await client.post(f"{site.url.rstrip('/')}/aggregate", json=payload,
-                                     headers=_headers(site), timeout=timeout)
+        async def send(
+            client: httpx.AsyncClient, site: SiteSettings, timeout: float
+        ) -> httpx.Response:
+            return await client.post(
+                f"{site.url.rstrip('/')}/aggregate",
+                json=payload,
+                headers=_headers(site),
+                timeout=timeout,
+            )
 
         return JSONResponse(await hub.ask(send, parsed.aggregate.kind, parsed.level))
 
@@ -274,10 +307,13 @@ def hub_app(settings: HubSettings) -> Starlette:
     return Starlette(
         routes=[
             Route("/healthz", healthz),
-            Mount("/federated/v1", routes=[
-                Route("/count", count, methods=["GET"]),
-                Route("/aggregate", aggregate, methods=["POST"]),
-            ]),
+            Mount(
+                "/federated/v1",
+                routes=[
+                    Route("/count", count, methods=["GET"]),
+                    Route("/aggregate", aggregate, methods=["POST"]),
+                ],
+            ),
         ],
         lifespan=lambda app: _closing(hub),
     )

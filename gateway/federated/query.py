@@ -60,13 +60,17 @@ def _match(column: str, matcher: Matcher) -> Sql:
     return Sql(" AND ".join(parts) or "1 = 1", params)
 
 
-def finding_predicate(finding: FindingFilter, alias: str, *, skip_type: bool = False,
-                      skip_measurements: int = 0) -> Sql:
+def finding_predicate(
+    finding: FindingFilter, alias: str, *, skip_type: bool = False, skip_measurements: int = 0
+) -> Sql:
     """Conditions on one finding row ``alias`` (of ``findings``) for a finding filter."""
     parts: list[str] = []
     params: list[Any] = []
-    for column, value in (("finding_type", None if skip_type else finding.type),
-                          ("finding_site", finding.site), ("algorithm_name", finding.algorithm)):
+    for column, value in (
+        ("finding_type", None if skip_type else finding.type),
+        ("finding_site", finding.site),
+        ("algorithm_name", finding.algorithm),
+    ):
         if value is not None:
             parts.append(f"{alias}.{column} = ?")
             params.append(value)
@@ -78,8 +82,10 @@ def finding_predicate(finding: FindingFilter, alias: str, *, skip_type: bool = F
         params += [qualitative.concept, qualitative.value]
     for measurement in finding.measurements[skip_measurements:]:
         condition = _measurement_condition(measurement, "m")
-        parts.append(f"EXISTS (SELECT 1 FROM measurements m WHERE m.finding_key = "
-                     f"{alias}.finding_key AND {condition.text})")
+        parts.append(
+            f"EXISTS (SELECT 1 FROM measurements m WHERE m.finding_key = "
+            f"{alias}.finding_key AND {condition.text})"
+        )
         params += condition.params
     return Sql(" AND ".join(parts) or "1 = 1", params)
 
@@ -104,8 +110,10 @@ def finding_exists(finding: FindingFilter, study_key: str) -> Sql:
     """
     if not finding.measurements:
         inner = finding_predicate(finding, "f")
-        return Sql(f"EXISTS (SELECT 1 FROM findings f WHERE f.study_key = {study_key} "
-                   f"AND {inner.text})", inner.params)
+        return Sql(
+            f"EXISTS (SELECT 1 FROM findings f WHERE f.study_key = {study_key} AND {inner.text})",
+            inner.params,
+        )
     first = _measurement_condition(finding.measurements[0], "m0")
     parts = [f"m0.study_key = {study_key}", first.text]
     params = list(first.params)
@@ -118,8 +126,7 @@ def finding_exists(finding: FindingFilter, study_key: str) -> Sql:
         join = "JOIN findings f ON f.finding_key = m0.finding_key "
         parts.append(rest.text)
         params += rest.params
-    return Sql(f"EXISTS (SELECT 1 FROM measurements m0 {join}WHERE {' AND '.join(parts)})",
-               params)
+    return Sql(f"EXISTS (SELECT 1 FROM measurements m0 {join}WHERE {' AND '.join(parts)})", params)
 
 
 def cohort_where(cohort: Cohort, level: Level) -> Sql:
@@ -145,34 +152,58 @@ def cohort_where(cohort: Cohort, level: Level) -> Sql:
     for keyword, matcher in matchers.items():
         if keyword == "ModalitiesInStudy" and isinstance(matcher, Exact):
             # The study row's '/CT/SR/' list: no probe of the series table.
-            add(Sql("(" + " OR ".join("s.modalities LIKE ?" for _ in matcher.values) + ")",
-                    [f"%/{value}/%" for value in matcher.values]))
+            add(
+                Sql(
+                    "(" + " OR ".join("s.modalities LIKE ?" for _ in matcher.values) + ")",
+                    [f"%/{value}/%" for value in matcher.values],
+                )
+            )
         elif keyword in STUDY_SERIES_ATTRIBUTES:
             inner = _match(f"rm.{STUDY_SERIES_ATTRIBUTES[keyword]}", matcher)
-            add(Sql(f"EXISTS (SELECT 1 FROM series rm WHERE rm.study_key = s.study_key "
-                    f"AND {inner.text})", inner.params))
+            add(
+                Sql(
+                    f"EXISTS (SELECT 1 FROM series rm WHERE rm.study_key = s.study_key "
+                    f"AND {inner.text})",
+                    inner.params,
+                )
+            )
     if series_matchers:
         # QIDO series-level matching: one series must match all series-level filters.
         alias = "r" if level == "series" else "r0"
-        conditions = [_match(f"{alias}.{SERIES_ATTRIBUTES[k]}", m)
-                      for k, m in series_matchers.items()]
+        conditions = [
+            _match(f"{alias}.{SERIES_ATTRIBUTES[k]}", m) for k, m in series_matchers.items()
+        ]
         text = " AND ".join(c.text for c in conditions)
         values = [p for c in conditions for p in c.params]
         if level == "series":
             add(Sql(text, values))
         else:
-            add(Sql(f"EXISTS (SELECT 1 FROM series r0 WHERE r0.study_key = s.study_key "
-                    f"AND {text})", values))
+            add(
+                Sql(
+                    f"EXISTS (SELECT 1 FROM series r0 WHERE r0.study_key = s.study_key AND {text})",
+                    values,
+                )
+            )
     for finding in cohort.findings:
         add(finding_exists(finding, "s.study_key"))
     if cohort.patient_has is not None:
         for modality in cohort.patient_has.modalities:
-            add(Sql("EXISTS (SELECT 1 FROM series rp WHERE rp.patient_key = s.patient_key "
-                    "AND rp.modality = ?)", [modality]))
+            add(
+                Sql(
+                    "EXISTS (SELECT 1 FROM series rp WHERE rp.patient_key = s.patient_key "
+                    "AND rp.modality = ?)",
+                    [modality],
+                )
+            )
         for finding in cohort.patient_has.findings:
             inner = finding_predicate(finding, "fp")
-            add(Sql("EXISTS (SELECT 1 FROM findings fp WHERE fp.patient_key = s.patient_key "
-                    f"AND {inner.text})", inner.params))
+            add(
+                Sql(
+                    "EXISTS (SELECT 1 FROM findings fp WHERE fp.patient_key = s.patient_key "
+                    f"AND {inner.text})",
+                    inner.params,
+                )
+            )
     return Sql(" AND ".join(parts) or "1 = 1", params)
 
 
@@ -214,8 +245,10 @@ def _finding_restriction(cohort: Cohort, alias: str) -> Sql | None:
     if not cohort.findings:
         return None
     predicates = [finding_predicate(f, alias) for f in cohort.findings]
-    return Sql("(" + " OR ".join(f"({p.text})" for p in predicates) + ")",
-               [v for p in predicates for v in p.params])
+    return Sql(
+        "(" + " OR ".join(f"({p.text})" for p in predicates) + ")",
+        [v for p in predicates for v in p.params],
+    )
 
 
 def _measurement_restriction(cohort: Cohort, dimension: BinnedDimension, alias: str) -> Sql:
@@ -228,9 +261,16 @@ def _measurement_restriction(cohort: Cohort, dimension: BinnedDimension, alias: 
         return Sql("1 = 1")
     (only, *others) = cohort.findings
     unit = canonical_unit(dimension.unit or "")
-    if not others and only.site is None and only.algorithm is None and not only.qualitative \
-            and all(m.concept == dimension.concept and canonical_unit(m.unit) == unit
-                    for m in only.measurements):
+    if (
+        not others
+        and only.site is None
+        and only.algorithm is None
+        and not only.qualitative
+        and all(
+            m.concept == dimension.concept and canonical_unit(m.unit) == unit
+            for m in only.measurements
+        )
+    ):
         parts, params = [], []
         if only.type is not None:
             parts.append(f"{alias}.finding_type = ?")
@@ -242,8 +282,11 @@ def _measurement_restriction(cohort: Cohort, dimension: BinnedDimension, alias: 
         return Sql(" AND ".join(parts) or "1 = 1", params)
     restriction = _finding_restriction(cohort, "fx")
     assert restriction is not None
-    return Sql(f"EXISTS (SELECT 1 FROM findings fx WHERE fx.finding_key = {alias}.finding_key "
-               f"AND {restriction.text})", restriction.params)
+    return Sql(
+        f"EXISTS (SELECT 1 FROM findings fx WHERE fx.finding_key = {alias}.finding_key "
+        f"AND {restriction.text})",
+        restriction.params,
+    )
 
 
 def dimension_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -> DimensionSql:
@@ -256,24 +299,31 @@ def dimension_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -> 
     raw: list[str] = []
     anchor: str | None = None  # the alias whose finding_key the finding dimensions share
 
-    measurement_dims = [d for d in dimensions
-                        if isinstance(d, BinnedDimension) and d.of == "measurement"]
+    measurement_dims = [
+        d for d in dimensions if isinstance(d, BinnedDimension) and d.of == "measurement"
+    ]
     measurement_alias: dict[int, str] = {}
     for number, measured in enumerate(measurement_dims):
         alias = f"md{number}"
         measurement_alias[id(measured)] = alias
         if anchor is None:
             restriction = _measurement_restriction(cohort, measured, alias)
-            joins.append(Sql(
-                f"JOIN measurements {alias} ON {alias}.study_key = s.study_key "
-                f"AND {alias}.concept = ? AND {alias}.unit = ? AND {restriction.text}",
-                [measured.concept, canonical_unit(measured.unit or ""), *restriction.params]))
+            joins.append(
+                Sql(
+                    f"JOIN measurements {alias} ON {alias}.study_key = s.study_key "
+                    f"AND {alias}.concept = ? AND {alias}.unit = ? AND {restriction.text}",
+                    [measured.concept, canonical_unit(measured.unit or ""), *restriction.params],
+                )
+            )
             anchor = alias
         else:
-            joins.append(Sql(
-                f"JOIN measurements {alias} ON {alias}.finding_key = {anchor}.finding_key "
-                f"AND {alias}.concept = ? AND {alias}.unit = ?",
-                [measured.concept, canonical_unit(measured.unit or "")]))
+            joins.append(
+                Sql(
+                    f"JOIN measurements {alias} ON {alias}.finding_key = {anchor}.finding_key "
+                    f"AND {alias}.concept = ? AND {alias}.unit = ?",
+                    [measured.concept, canonical_unit(measured.unit or "")],
+                )
+            )
     finding_alias: str | None = None
 
     def findings_join() -> str:
@@ -309,14 +359,22 @@ def dimension_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -> 
                 expressions.append("s.study_year")
             elif name in {"finding_type", "finding_site", "algorithm"}:
                 alias = findings_join()
-                column = {"finding_type": "finding_type", "finding_site": "finding_site",
-                          "algorithm": "algorithm_name"}[name]
+                column = {
+                    "finding_type": "finding_type",
+                    "finding_site": "finding_site",
+                    "algorithm": "algorithm_name",
+                }[name]
                 expressions.append(f"{alias}.{column}")
             else:  # qualitative
                 alias = findings_join()
                 q = f"qd{number}"
-                joins.append(Sql(f"JOIN qualitative {q} ON {q}.finding_key = {alias}.finding_key "
-                                 f"AND {q}.concept = ?", [dimension.concept]))
+                joins.append(
+                    Sql(
+                        f"JOIN qualitative {q} ON {q}.finding_key = {alias}.finding_key "
+                        f"AND {q}.concept = ?",
+                        [dimension.concept],
+                    )
+                )
                 expressions.append(f"{q}.value")
             raw.append(expressions[-1])
         else:
@@ -329,13 +387,19 @@ def dimension_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -> 
             # Bin index (0-based) of values inside [start, stop); -1 for values outside it
             # (or missing), which form a cell of their own: leaving them out would let the
             # total minus the bins give their number away.
-            expressions.append(f"CASE WHEN {value} >= ? AND {value} < ? "
-                               f"THEN CAST(({value} - ?) / ? AS INTEGER) ELSE {OUTSIDE} END")
+            expressions.append(
+                f"CASE WHEN {value} >= ? AND {value} < ? "
+                f"THEN CAST(({value} - ?) / ? AS INTEGER) ELSE {OUTSIDE} END"
+            )
     return DimensionSql(joins, expressions, conditions, raw)
 
 
-def cells_sql(cohort: Cohort, level: Level, dimensions: list[Dimension],
-              max_rows_per_patient: int | None = None) -> Sql:
+def cells_sql(
+    cohort: Cohort,
+    level: Level,
+    dimensions: list[Dimension],
+    max_rows_per_patient: int | None = None,
+) -> Sql:
     """Per cell: the dimension values, distinct units and distinct patients.
 
     With ``max_rows_per_patient`` (differential privacy), a patient's rows beyond the first
@@ -348,26 +412,35 @@ def cells_sql(cohort: Cohort, level: Level, dimensions: list[Dimension],
     select_params: list[Any] = []
     for dimension in dimensions:
         if isinstance(dimension, BinnedDimension):
-            select_params += [dimension.start, dimension.stop, dimension.start,
-                              dimension.width]
+            select_params += [dimension.start, dimension.stop, dimension.start, dimension.width]
     join_text = " ".join(j.text for j in dims.joins)
     join_params = [p for j in dims.joins for p in j.params]
     conditions = [where, *dims.conditions]
     condition_text = " AND ".join(c.text for c in conditions)
     condition_params = [p for c in conditions for p in c.params]
-    facts = (f"SELECT DISTINCT {select}, {UNIT_COLUMN[level]} AS unit, s.patient_key AS patient "
-             f"FROM {base_from(level)} {join_text} WHERE {condition_text}")
+    facts = (
+        f"SELECT DISTINCT {select}, {UNIT_COLUMN[level]} AS unit, s.patient_key AS patient "
+        f"FROM {base_from(level)} {join_text} WHERE {condition_text}"
+    )
     params = select_params + join_params + condition_params
     group = ", ".join(names)
     if max_rows_per_patient is None:
         # COUNT(DISTINCT) already ignores duplicate rows: no DISTINCT facts needed here.
-        return Sql(f"SELECT {group}, COUNT(DISTINCT unit), COUNT(DISTINCT patient) "
-                   f"FROM ({facts.replace('SELECT DISTINCT', 'SELECT', 1)}) facts "
-                   f"GROUP BY {group}", params)
-    ranked = (f"SELECT {group}, unit, patient, ROW_NUMBER() OVER "
-              f"(PARTITION BY patient ORDER BY unit, {group}) AS rank FROM ({facts}) facts")
-    return Sql(f"SELECT {group}, COUNT(*), COUNT(DISTINCT patient) FROM ({ranked}) ranked "
-               f"WHERE rank <= ? GROUP BY {group}", [*params, max_rows_per_patient])
+        return Sql(
+            f"SELECT {group}, COUNT(DISTINCT unit), COUNT(DISTINCT patient) "
+            f"FROM ({facts.replace('SELECT DISTINCT', 'SELECT', 1)}) facts "
+            f"GROUP BY {group}",
+            params,
+        )
+    ranked = (
+        f"SELECT {group}, unit, patient, ROW_NUMBER() OVER "
+        f"(PARTITION BY patient ORDER BY unit, {group}) AS rank FROM ({facts}) facts"
+    )
+    return Sql(
+        f"SELECT {group}, COUNT(*), COUNT(DISTINCT patient) FROM ({ranked}) ranked "
+        f"WHERE rank <= ? GROUP BY {group}",
+        [*params, max_rows_per_patient],
+    )
 
 
 def facts_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -> Sql:

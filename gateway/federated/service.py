@@ -94,7 +94,8 @@ class FederatedService:
     def answer(self, request: AggregateRequest, client: str, endpoint: str) -> dict[str, Any]:
         """The released answer, or RequestError (400) / Refused (403). Always audited."""
         audit: dict[str, Any] = {
-            "client": client, "endpoint": endpoint,
+            "client": client,
+            "endpoint": endpoint,
             "request": request.model_dump(mode="json", exclude_defaults=False),
         }
         try:
@@ -105,8 +106,11 @@ class FederatedService:
             with self._lock, self.index.database.exclusive("fedgate-federated-answer"):
                 answer, spent, cached = self._answer(request, client)
         except (RequestError, Refused) as error:
-            audit.update(status="refused" if isinstance(error, Refused) else "invalid",
-                         reason=str(error), epsilon_spent=0.0)
+            audit.update(
+                status="refused" if isinstance(error, Refused) else "invalid",
+                reason=str(error),
+                epsilon_spent=0.0,
+            )
             self.audit.record(**audit)
             raise
         audit.update(status="answered", answer=answer, epsilon_spent=spent, cached=cached)
@@ -125,11 +129,17 @@ class FederatedService:
             if isinstance(dimension, BinnedDimension):
                 cells *= dimension.bin_count
                 if dimension.bin_count > self.settings.max_bins:
-                    raise RequestError("aggregate", f"{dimension.bin_count} bins asked for; at "
-                                       f"most {self.settings.max_bins} are answered")
+                    raise RequestError(
+                        "aggregate",
+                        f"{dimension.bin_count} bins asked for; at "
+                        f"most {self.settings.max_bins} are answered",
+                    )
         if isinstance(spec, SummarySpec) and spec.quantiles and not self.dp_enabled:
-            raise RequestError("aggregate.quantiles", "quantiles are answered only under "
-                               "differential privacy (an exact quantile is one patient's value)")
+            raise RequestError(
+                "aggregate.quantiles",
+                "quantiles are answered only under "
+                "differential privacy (an exact quantile is one patient's value)",
+            )
 
     def _answer(self, request: AggregateRequest, client: str) -> tuple[dict[str, Any], float, bool]:
         membership, rows = self._membership(request)
@@ -167,19 +177,24 @@ class FederatedService:
         extra = _study_columns(request)
         sql = membership_sql(request.cohort, request.level, extra or ())
         rows = self.index.database.query(sql.text, sql.params)
-        pairs = (np.array([r[:2] for r in rows], dtype=np.int64) if extra
-                 else np.array(rows, dtype=np.int64))
+        pairs = (
+            np.array([r[:2] for r in rows], dtype=np.int64)
+            if extra
+            else np.array(rows, dtype=np.int64)
+        )
         return Membership.from_pairs(request.level, pairs), rows if extra else None
 
-    def _cells_from_rows(self, dimensions: list[Dimension], rows: list[Any],
-                         bound: int | None) -> list[tuple[Any, ...]]:
+    def _cells_from_rows(
+        self, dimensions: list[Dimension], rows: list[Any], bound: int | None
+    ) -> list[tuple[Any, ...]]:
         """Per cell (dimension values..., units, patients) from rows of (unit, patient, raw
         dimension values...), as :func:`cells_sql` would return them."""
         if bound is not None:
             # Distinct facts, a patient's first ``bound`` of them (as cells_sql ranks them).
-            rows = sorted(set(map(tuple, rows)),
-                          key=lambda r: (r[1], r[0],
-                                         *((v is None, type(v).__name__, v) for v in r[2:])))
+            rows = sorted(
+                set(map(tuple, rows)),
+                key=lambda r: (r[1], r[0], *((v is None, type(v).__name__, v) for v in r[2:])),
+            )
             kept, previous, rank = [], None, 0
             for row in rows:
                 rank = rank + 1 if row[1] == previous else 1
@@ -198,8 +213,9 @@ class FederatedService:
             if isinstance(dimension, BinnedDimension):
                 values = np.array([np.nan if v is None else v for v in column], dtype=float)
                 inside = (values >= dimension.start) & (values < dimension.stop)
-                bins = np.where(inside, (values - dimension.start) // dimension.width,
-                                dimension.bin_count)
+                bins = np.where(
+                    inside, (values - dimension.start) // dimension.width, dimension.bin_count
+                )
                 axis_codes = bins.astype(np.int64)
                 axis_labels: list[Any] = [*range(dimension.bin_count), OUTSIDE]
             else:
@@ -211,8 +227,9 @@ class FederatedService:
         cells = []
         cell_codes, unit_counts = _distinct_per_code(codes, units)
         _, patient_counts = _distinct_per_code(codes, patients)
-        for code, unit_count, patient_count in zip(cell_codes.tolist(), unit_counts.tolist(),
-                                                   patient_counts.tolist(), strict=True):
+        for code, unit_count, patient_count in zip(
+            cell_codes.tolist(), unit_counts.tolist(), patient_counts.tolist(), strict=True
+        ):
             key = []
             for axis_labels in reversed(labels):
                 code, position = divmod(code, len(axis_labels) + 1)
@@ -223,23 +240,32 @@ class FederatedService:
     @staticmethod
     def _answer_key(request: AggregateRequest, membership: Membership) -> str:
         digest = hashlib.sha256()
-        digest.update(json.dumps({"level": request.level,
-                                  "aggregate": request.aggregate.model_dump(mode="json")},
-                                 sort_keys=True).encode())
+        digest.update(
+            json.dumps(
+                {"level": request.level, "aggregate": request.aggregate.model_dump(mode="json")},
+                sort_keys=True,
+            ).encode()
+        )
         digest.update(membership.patients.tobytes())
         digest.update(membership.units.tobytes())
         return digest.hexdigest()
 
     # -- computing ----------------------------------------------------------------------------
 
-    def _compute(self, request: AggregateRequest, membership: Membership,
-                 rows: list[Any] | None, client: str) -> dict[str, Any]:
+    def _compute(
+        self, request: AggregateRequest, membership: Membership, rows: list[Any] | None, client: str
+    ) -> dict[str, Any]:
         spec = request.aggregate
-        answer: dict[str, Any] = {"level": request.level, "kind": spec.kind,
-                                  "min_cell_size": self.k}
+        answer: dict[str, Any] = {
+            "level": request.level,
+            "kind": spec.kind,
+            "min_cell_size": self.k,
+        }
         if self.dp_enabled:
-            answer["privacy"] = {"mechanism": self.settings.dp.mechanism,
-                                 "epsilon": self.settings.dp.epsilon_per_query}
+            answer["privacy"] = {
+                "mechanism": self.settings.dp.mechanism,
+                "epsilon": self.settings.dp.epsilon_per_query,
+            }
         if isinstance(spec, CountSpec):
             answer.update(self._count(request, membership, self.settings.dp.epsilon_per_query))
         elif isinstance(spec, HistogramSpec | CrossTabSpec):
@@ -253,8 +279,9 @@ class FederatedService:
     def _suppressed(self) -> dict[str, Any]:
         return {"count": None, "suppressed": True, "bound": f"<{self.k}"}
 
-    def _count(self, request: AggregateRequest, membership: Membership,
-               epsilon: float) -> dict[str, Any]:
+    def _count(
+        self, request: AggregateRequest, membership: Membership, epsilon: float
+    ) -> dict[str, Any]:
         if len(membership.patients) < self.k:
             return self._suppressed()
         if not self.dp_enabled:
@@ -268,13 +295,21 @@ class FederatedService:
         noisy = self.noise.release([value], sensitivity, epsilon)[0]
         return {"count": max(0, round(noisy))}
 
-    def _table(self, request: AggregateRequest, membership: Membership,
-               membership_rows: list[Any] | None, epsilon: float,
-               client: str) -> dict[str, Any]:
+    def _table(
+        self,
+        request: AggregateRequest,
+        membership: Membership,
+        membership_rows: list[Any] | None,
+        epsilon: float,
+        client: str,
+    ) -> dict[str, Any]:
         spec = request.aggregate
         dimensions: list[Dimension] = (
-            [spec.by] if isinstance(spec, HistogramSpec)
-            else [spec.rows, spec.columns] if isinstance(spec, CrossTabSpec) else []
+            [spec.by]
+            if isinstance(spec, HistogramSpec)
+            else [spec.rows, spec.columns]
+            if isinstance(spec, CrossTabSpec)
+            else []
         )
         bound = self.settings.dp.max_rows_per_patient if self.dp_enabled else None
         if membership_rows is None and self.settings.differencing.enabled:
@@ -290,8 +325,10 @@ class FederatedService:
         cells: dict[CellKey, Cell] = {}
         for row in rows:
             key = tuple(category(v) for v in row[: len(dimensions)])
-            if any(fixed is not None and value not in fixed
-                   for fixed, value in zip(axes_fixed, key, strict=True)):
+            if any(
+                fixed is not None and value not in fixed
+                for fixed, value in zip(axes_fixed, key, strict=True)
+            ):
                 continue
             cells[key] = Cell(float(row[-2]), int(row[-1]))
         open_axes = [fixed is None for fixed in axes_fixed]
@@ -309,10 +346,13 @@ class FederatedService:
             for cell in cells.values():
                 cell.suppressed = True
         elif self.settings.differencing.enabled:
-            self._guard_cells(request, dimensions, cells, merged, membership, membership_rows,
-                              client)
-        ordered = sorted(cells, key=lambda key: tuple(
-            axes_values[axis].index(value) for axis, value in enumerate(key)))
+            self._guard_cells(
+                request, dimensions, cells, merged, membership, membership_rows, client
+            )
+        ordered = sorted(
+            cells,
+            key=lambda key: tuple(axes_values[axis].index(value) for axis, value in enumerate(key)),
+        )
         released = [cells[key].count for key in ordered]
         if self.dp_enabled:
             released = self.noise.release(
@@ -322,7 +362,8 @@ class FederatedService:
         for key, value in zip(ordered, released, strict=True):
             labels = [_label(d, v) for d, v in zip(dimensions, key, strict=True)]
             entry: dict[str, Any] = (
-                {"value": labels[0]} if len(labels) == 1
+                {"value": labels[0]}
+                if len(labels) == 1
                 else {"row": labels[0], "column": labels[1]}
             )
             if cells[key].suppressed:
@@ -332,12 +373,21 @@ class FederatedService:
             else:
                 entry["count"] = max(0, round(value)) if self.dp_enabled else int(value)
             result_cells.append(entry)
-        return {"dimensions": [d.model_dump(mode="json") for d in dimensions],
-                "cells": result_cells}
+        return {
+            "dimensions": [d.model_dump(mode="json") for d in dimensions],
+            "cells": result_cells,
+        }
 
-    def _guard_cells(self, request: AggregateRequest, dimensions: list[Dimension],
-                     cells: dict[CellKey, Cell], merged: list[set[Hashable]],
-                     membership: Membership, rows: list[Any] | None, client: str) -> None:
+    def _guard_cells(
+        self,
+        request: AggregateRequest,
+        dimensions: list[Dimension],
+        cells: dict[CellKey, Cell],
+        merged: list[set[Hashable]],
+        membership: Membership,
+        rows: list[Any] | None,
+        client: str,
+    ) -> None:
         """Withhold every cell too close to a cohort or cell answered before (any client),
         then suppress again around the withheld ones; remember the cells released."""
         assert rows is not None  # fetched by _table whenever the guard is on
@@ -361,22 +411,36 @@ class FederatedService:
     def _summary(self, request: AggregateRequest, membership: Membership) -> dict[str, Any]:
         spec = request.aggregate
         assert isinstance(spec, SummarySpec)
-        dimension = BinnedDimension(of=spec.of, concept=spec.concept, unit=spec.unit,
-                                    start=spec.lower, stop=spec.upper,
-                                    width=spec.upper - spec.lower)
+        dimension = BinnedDimension(
+            of=spec.of,
+            concept=spec.concept,
+            unit=spec.unit,
+            start=spec.lower,
+            stop=spec.upper,
+            width=spec.upper - spec.lower,
+        )
         sql = values_sql(request.cohort, request.level, dimension)
         rows = self.index.database.query(sql.text, sql.params)
         patients = np.array([int(r[1]) for r in rows], dtype=np.int64)
-        values = np.clip(np.array([float(r[2]) for r in rows], dtype=np.float64),
-                         spec.lower, spec.upper)
-        result: dict[str, Any] = {"of": spec.of, "concept": spec.concept, "unit": spec.unit,
-                                  "lower": spec.lower, "upper": spec.upper}
+        values = np.clip(
+            np.array([float(r[2]) for r in rows], dtype=np.float64), spec.lower, spec.upper
+        )
+        result: dict[str, Any] = {
+            "of": spec.of,
+            "concept": spec.concept,
+            "unit": spec.unit,
+            "lower": spec.lower,
+            "upper": spec.upper,
+        }
         if len(np.unique(patients)) < self.k or len(membership.patients) < self.k:
             result.update(n=None, mean=None, sd=None, suppressed=True, bound=f"<{self.k}")
             return result
         if not self.dp_enabled:
-            result.update(n=len(values), mean=float(values.mean()),
-                          sd=float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+            result.update(
+                n=len(values),
+                mean=float(values.mean()),
+                sd=float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            )
             return result
         values = values[_first_rows_per_patient(patients, self.settings.dp.max_rows_per_patient)]
         bound = float(self.settings.dp.max_rows_per_patient)

@@ -71,9 +71,9 @@ def study_record(dataset: Dataset, keys: Pseudonymizer) -> StudyRecord:
     return StudyRecord(
         study_key=keys.study(study_uid),
         # A study without PatientID is its own patient: never merged with strangers.
-        patient_key=keys.patient(patient_id, issuer) if patient_id else keys.key(
-            "patient-of-study", study_uid
-        ),
+        patient_key=keys.patient(patient_id, issuer)
+        if patient_id
+        else keys.key("patient-of-study", study_uid),
         patient_sex=sex if sex in {"F", "M", "O"} else None,
         age_years=age,
         study_date=int(study_date.strftime("%Y%m%d")) if study_date is not None else None,

@@ -98,8 +98,7 @@ class Database:
                 import psycopg
 
                 info = self._connection.info
-                self._locker = psycopg.connect(info.dsn, password=info.password,
-                                               autocommit=True)
+                self._locker = psycopg.connect(info.dsn, password=info.password, autocommit=True)
             self._locker.execute("SELECT pg_advisory_lock(%s)", (key,))
             try:
                 yield

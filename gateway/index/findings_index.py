@@ -132,13 +132,27 @@ class FindingsIndex:
         """Upsert studies and series, and replace the findings of each report, in one
         transaction. The intake path, ``fedgate index sync``, tests and benchmarks use it."""
         study_rows = [
-            (s.study_key, s.patient_key, s.patient_sex, s.age_years, s.study_date, s.study_year,
-             s.study_month)
+            (
+                s.study_key,
+                s.patient_key,
+                s.patient_sex,
+                s.age_years,
+                s.study_date,
+                s.study_year,
+                s.study_month,
+            )
             for s in studies
         ]
         series_rows = [
-            (s.series_key, s.study_key, s.patient_key, s.modality, s.body_part, s.manufacturer,
-             s.manufacturer_model)
+            (
+                s.series_key,
+                s.study_key,
+                s.patient_key,
+                s.modality,
+                s.body_part,
+                s.manufacturer,
+                s.manufacturer_model,
+            )
             for s in series
         ]
         report_list = list(reports)
@@ -155,17 +169,19 @@ class FindingsIndex:
     def _update_modalities(cursor: Cursor, study_keys: list[int]) -> None:
         """Refresh ``studies.modalities`` ('/CT/SR/') of these studies from their series."""
         for start in range(0, len(study_keys), 500):
-            chunk = study_keys[start:start + 500]
+            chunk = study_keys[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
-            cursor.execute(f"SELECT DISTINCT study_key, modality FROM series "
-                           f"WHERE study_key IN ({marks}) AND modality IS NOT NULL", chunk)
+            cursor.execute(
+                f"SELECT DISTINCT study_key, modality FROM series "
+                f"WHERE study_key IN ({marks}) AND modality IS NOT NULL",
+                chunk,
+            )
             found: dict[int, set[str]] = {key: set() for key in chunk}
             for study_key, modality in cursor.fetchall():
                 found[study_key].add(modality)
             cursor.executemany(
                 "UPDATE studies SET modalities = ? WHERE study_key = ?",
-                [("/" + "/".join(sorted(m)) + "/" if m else None, key)
-                 for key, m in found.items()],
+                [("/" + "/".join(sorted(m)) + "/" if m else None, key) for key, m in found.items()],
             )
 
     def _replace_report(self, cursor: Cursor, report: ReportRecord) -> None:
@@ -185,14 +201,28 @@ class FindingsIndex:
         qualitative_rows: list[tuple[object, ...]] = []
         for number, finding in enumerate(report.findings):
             finding_key = self.keys.key("finding", f"{report.report_key}:{number}")
-            finding_rows.append((
-                finding_key, report.report_key, report.study_key, report.patient_key,
-                finding.finding_type, finding.finding_site, finding.algorithm_name,
-                finding.algorithm_version,
-            ))
+            finding_rows.append(
+                (
+                    finding_key,
+                    report.report_key,
+                    report.study_key,
+                    report.patient_key,
+                    finding.finding_type,
+                    finding.finding_site,
+                    finding.algorithm_name,
+                    finding.algorithm_version,
+                )
+            )
             measurement_rows.extend(
-                (finding_key, report.study_key, report.patient_key, finding.finding_type,
-                 m.concept, m.value, m.unit)
+                (
+                    finding_key,
+                    report.study_key,
+                    report.patient_key,
+                    finding.finding_type,
+                    m.concept,
+                    m.value,
+                    m.unit,
+                )
                 for m in finding.measurements
             )
             qualitative_rows.extend(

@@ -18,10 +18,12 @@ import datetime as dt
 from gateway.index.database import Database
 
 _TYPES = {
-    "sqlite": {"{SERIAL}": "INTEGER PRIMARY KEY AUTOINCREMENT", "{BLOB}": "BLOB",
-               "{REAL}": "REAL"},
-    "postgresql": {"{SERIAL}": "BIGSERIAL PRIMARY KEY", "{BLOB}": "BYTEA",
-                   "{REAL}": "DOUBLE PRECISION"},
+    "sqlite": {"{SERIAL}": "INTEGER PRIMARY KEY AUTOINCREMENT", "{BLOB}": "BLOB", "{REAL}": "REAL"},
+    "postgresql": {
+        "{SERIAL}": "BIGSERIAL PRIMARY KEY",
+        "{BLOB}": "BYTEA",
+        "{REAL}": "DOUBLE PRECISION",
+    },
 }
 
 MIGRATIONS: dict[int, list[str]] = {

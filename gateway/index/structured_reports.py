@@ -24,13 +24,15 @@ from sr_writer import CodedConcept, Findings, NotMeasurementReportError, read_fi
 log = structlog.get_logger(__name__)
 
 #: Structured Reporting Storage SOP Classes (PS3.4 B.5) that can carry TID 1500.
-SR_STORAGE_CLASSES = frozenset({
-    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
-    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
-    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
-    "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
-    "1.2.840.10008.5.1.4.1.1.88.35",  # Extensible SR
-})
+SR_STORAGE_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+        "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+        "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
+        "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
+        "1.2.840.10008.5.1.4.1.1.88.35",  # Extensible SR
+    }
+)
 
 #: Probability (DCM 122157), which sr_writer models as a field of its own: indexed as a
 #: measurement in UCUM "1", so cohorts can filter on it like on any other number.
@@ -57,16 +59,18 @@ def finding_records(findings: Findings) -> list[FindingRecord]:
             measurements.append(MeasurementRecord(_code(measurement.name), value, unit))
         if finding.probability is not None:
             measurements.append(MeasurementRecord(PROBABILITY_CONCEPT, finding.probability, "1"))
-        records.append(FindingRecord(
-            finding_type=_code(finding.finding_type) if finding.finding_type else None,
-            finding_site=_code(finding.finding_site) if finding.finding_site else None,
-            qualitative=tuple(
-                (_code(q.name), _code(q.value)) for q in finding.qualitative_evaluations
-            ),
-            measurements=tuple(measurements),
-            algorithm_name=algorithm.name if algorithm else None,
-            algorithm_version=algorithm.version if algorithm else None,
-        ))
+        records.append(
+            FindingRecord(
+                finding_type=_code(finding.finding_type) if finding.finding_type else None,
+                finding_site=_code(finding.finding_site) if finding.finding_site else None,
+                qualitative=tuple(
+                    (_code(q.name), _code(q.value)) for q in finding.qualitative_evaluations
+                ),
+                measurements=tuple(measurements),
+                algorithm_name=algorithm.name if algorithm else None,
+                algorithm_version=algorithm.version if algorithm else None,
+            )
+        )
     return records
 
 

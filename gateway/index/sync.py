@@ -22,8 +22,14 @@ from gateway.index.findings_index import FindingsIndex
 
 log = structlog.get_logger(__name__)
 
-STUDY_FIELDS = ["PatientID", "IssuerOfPatientID", "PatientSex", "PatientAge",
-                "PatientBirthDate", "StudyDate"]
+STUDY_FIELDS = [
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientSex",
+    "PatientAge",
+    "PatientBirthDate",
+    "StudyDate",
+]
 SERIES_FIELDS = ["Modality", "BodyPartExamined", "Manufacturer", "ManufacturerModelName"]
 PAGE_SIZE = 500
 
@@ -54,13 +60,21 @@ def _uid(attributes: dict[str, Any], tag: str) -> str:
     return str(attributes[tag]["Value"][0])
 
 
-def sync_index(index: FindingsIndex, client: DICOMwebClient, *, resume: bool = True,
-               progress: Progress | None = None) -> SyncReport:
+def sync_index(
+    index: FindingsIndex,
+    client: DICOMwebClient,
+    *,
+    resume: bool = True,
+    progress: Progress | None = None,
+) -> SyncReport:
     report = SyncReport()
     studies = list(_studies(client))
     report.studies_found = len(studies)
-    done = {row[0] for row in index.database.query("SELECT study_key FROM sync_state")} \
-        if resume else set()
+    done = (
+        {row[0] for row in index.database.query("SELECT study_key FROM sync_state")}
+        if resume
+        else set()
+    )
     for number, study in enumerate(studies, start=1):
         study_uid = _uid(study, "0020000D")
         study_key = index.keys.study(study_uid)
@@ -84,8 +98,13 @@ def sync_index(index: FindingsIndex, client: DICOMwebClient, *, resume: bool = T
     return report
 
 
-def _sync_study(index: FindingsIndex, client: DICOMwebClient, study_uid: str,
-                study: dict[str, Any], report: SyncReport) -> None:
+def _sync_study(
+    index: FindingsIndex,
+    client: DICOMwebClient,
+    study_uid: str,
+    study: dict[str, Any],
+    report: SyncReport,
+) -> None:
     headers = []
     for series in client.search_for_series(study_uid, fields=SERIES_FIELDS):
         header = Dataset.from_json({**study, **series})
