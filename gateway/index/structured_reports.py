@@ -20,6 +20,7 @@ from gateway.index.records import (
 )
 from gateway.index.units import canonical
 from sr_writer import CodedConcept, Findings, NotMeasurementReportError, read_findings
+from sr_writer.clinical import NumericValue, is_clinical_report, read_clinical_values
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +77,8 @@ def finding_records(findings: Findings) -> list[FindingRecord]:
 
 def report_record(dataset: Dataset, study: StudyRecord, keys: Pseudonymizer) -> ReportRecord | None:
     """The findings of ``dataset``, or None when it is not a readable TID 1500 report."""
+    if is_clinical_report(dataset):
+        return clinical_report_record(dataset, study, keys)
     try:
         findings = read_findings(dataset)
     except NotMeasurementReportError:
@@ -89,4 +92,43 @@ def report_record(dataset: Dataset, study: StudyRecord, keys: Pseudonymizer) -> 
         study_key=study.study_key,
         patient_key=study.patient_key,
         findings=finding_records(findings),
+    )
+
+
+def clinical_report_record(
+    dataset: Dataset, study: StudyRecord, keys: Pseudonymizer
+) -> ReportRecord | None:
+    """A clinical-information report (``sr_writer.clinical``: a table row or a study's
+    clinical variables) as one finding row without a finding type: its numbers as
+    measurements (canonical UCUM units) and its categories as qualitative values, so that the
+    cohort language's ``measurement`` and qualitative filters work on them unchanged."""
+    try:
+        values = read_clinical_values(dataset)
+    except ValueError as error:
+        log.warning("index.clinical_report_unreadable", reason=str(error))
+        return None
+    measurements = []
+    qualitative = []
+    for value in values:
+        concept = code_key(value.concept.scheme_designator, value.concept.value)
+        if isinstance(value, NumericValue):
+            number, unit = canonical(value.value, value.unit.value)
+            measurements.append(MeasurementRecord(concept, number, unit))
+        else:
+            qualitative.append(
+                (concept, code_key(value.value.scheme_designator, value.value.value))
+            )
+    finding = FindingRecord(
+        finding_type=None,
+        finding_site=None,
+        qualitative=tuple(qualitative),
+        measurements=tuple(measurements),
+        algorithm_name=None,
+        algorithm_version=None,
+    )
+    return ReportRecord(
+        report_key=keys.report(str(dataset.SOPInstanceUID)),
+        study_key=study.study_key,
+        patient_key=study.patient_key,
+        findings=[finding],
     )
