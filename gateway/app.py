@@ -157,7 +157,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             )
             tasks.append(asyncio.create_task(poller.run(), name="poller"))
         if pacs is not None and settings.pipeline.retention_seconds is not None:
-            retention = Retention(store, queue, settings.pipeline.retention_seconds)
+            retention = Retention(store, queue, pacs, settings.pipeline.retention_seconds)
             tasks.append(asyncio.create_task(retention.run(), name="retention"))
         log.info(
             "gateway.started",

@@ -238,3 +238,42 @@ def test_polling_an_archive_that_cannot_forward(
     finally:
         gateway.stop()
         orthanc.stop()
+
+
+def test_retention_empties_the_embedded_store_only_of_what_the_pacs_holds(
+    tmp_path: Path, inference: InferenceProcess
+) -> None:
+    site = Site(
+        tmp_path,
+        inference.url,
+        pipeline={"stable_after_seconds": 1, "workers": 2, "retention_seconds": 1},
+    )
+    site.start()
+    try:
+        from_pacs = chest_phantom(seed=740)
+        site.storescu(from_pacs, tmp_path / "files")  # in Orthanc, forwarded to the gateway
+        direct = chest_phantom(seed=741)  # straight to the gateway: nowhere else
+        DICOMwebClient(site.gateway.dicomweb_url).store_instances(list(direct.instances()))
+        wait_until(lambda: finished_jobs(site.gateway, 2), 90, "both jobs")
+        for phantom in (from_pacs, direct):
+            wait_until(
+                lambda p=phantom: site.results_in_pacs(p.truth.study_instance_uid),
+                60,
+                "results in Orthanc",
+            )
+        store = site.gateway.data_dir / "store" / "instances"
+        wait_until(
+            lambda: not (store / from_pacs.truth.study_instance_uid).exists(),
+            30,
+            "the PACS's study to leave the embedded store",
+        )
+        time.sleep(3)  # several sweeps later, the study that exists nowhere else is still here
+        assert (store / direct.truth.study_instance_uid).is_dir()
+        assert '"retention.kept_not_in_pacs"' in site.gateway.log()
+        # Reads of the removed study go to the PACS through the gateway.
+        through_gateway = DICOMwebClient(site.gateway.dicomweb_url).search_for_instances(
+            from_pacs.truth.study_instance_uid, search_filters={"Modality": "CT"}
+        )
+        assert len(through_gateway) == from_pacs.spec.slices
+    finally:
+        site.stop()
