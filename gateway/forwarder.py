@@ -80,8 +80,12 @@ class Forwarder:
             return 0
         stored = [r.sop_instance_uid for r, _ in items if r.sop_instance_uid in result.stored]
         missing = [(r, a) for r, a in items if r.sop_instance_uid not in result.stored]
-        with self.store.catalog.transaction() as writer:
-            writer.forward_succeeded(stored)
+
+        def confirm() -> None:
+            with self.store.catalog.transaction() as writer:
+                writer.forward_succeeded(stored)
+
+        await anyio.to_thread.run_sync(confirm)
         FORWARDED_INSTANCES.inc(len(stored))
         if missing:
             reasons = {result.failed.get(r.sop_instance_uid) for r, _ in missing}
