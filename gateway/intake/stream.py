@@ -49,9 +49,7 @@ async def ingest_multipart(
     writer = _PartWriter(store, max_instance_bytes)
     parser = MultipartParser(boundary, writer)
     batch = store.new_batch(expected_study_uid=expected_study_uid, forward_to_pacs=forward_to_pacs)
-    queue: asyncio.Queue[FinishedPart | None] = asyncio.Queue(_QUEUE_DEPTH)
-    outcomes: list[IngestOutcome] = []
-    checker = asyncio.create_task(_check_parts(queue, batch, outcomes))
+    checks = _Checks(batch)
     received = 0
     try:
         async for chunk in chunks:
@@ -59,18 +57,51 @@ async def ingest_multipart(
             if received > max_request_bytes:
                 raise RequestTooLarge(f"request larger than {max_request_bytes} bytes")
             parser.feed(chunk)
-            for item in writer.finished:
-                await queue.put(item)
+            for part in writer.finished:
+                await checks.submit(part)
             writer.finished.clear()
         parser.finish()
     except BaseException:
         writer.abort()
-        await queue.put(None)
-        await checker
+        await checks.finish()  # what was complete is still committed: it is whole and valid
         raise
-    await queue.put(None)
-    await checker
-    return IngestResult(outcomes, received)
+    return IngestResult(await checks.finish(), received)
+
+
+class _Checks:
+    """Parts being checked: each goes to the checker pool as soon as it is whole, so the
+    pool stays busy while reception goes on; every ``_COMMIT_EVERY`` parts, and at the end,
+    the checks so far are awaited and committed together (a commit needs no check running)."""
+
+    def __init__(self, batch: IngestBatch):
+        self.batch = batch
+        self.futures: list[asyncio.Future[IngestOutcome]] = []
+        self.committed = 0
+
+    async def submit(self, part: FinishedPart) -> None:
+        loop = asyncio.get_running_loop()
+        self.futures.append(loop.run_in_executor(_CHECKERS, _check, self.batch, part))
+        running = [f for f in self.futures[self.committed :] if not f.done()]
+        if len(running) >= _QUEUE_DEPTH:
+            # The disk is behind: reception waits for it.
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        if len(self.futures) - self.committed >= _COMMIT_EVERY:
+            await self._commit()
+
+    async def _commit(self) -> None:
+        await asyncio.gather(*self.futures[self.committed :], return_exceptions=True)
+        self.committed = len(self.futures)
+        await anyio.to_thread.run_sync(self.batch.commit)
+
+    async def finish(self) -> list[IngestOutcome]:
+        await self._commit()
+        return [future.result() for future in self.futures]
+
+
+def _check(batch: IngestBatch, part: FinishedPart) -> IngestOutcome:
+    if part.path is None:
+        return batch.fail(None, part.failure or FailureReason.CANNOT_UNDERSTAND, part.comment)
+    return batch.add(part.path, part.handle)
 
 
 # Parts finished but not yet checked; past this, reception waits for the disk.
@@ -160,41 +191,3 @@ def discard_part(part: FinishedPart) -> None:
         part.handle.close()
     if part.path is not None:
         part.path.unlink(missing_ok=True)
-
-
-async def _check_parts(
-    queue: asyncio.Queue[FinishedPart | None],
-    batch: IngestBatch,
-    outcomes: list[IngestOutcome],
-) -> None:
-    """Check and publish finished parts in a worker thread, committing in groups.
-
-    Whatever has queued up is handled in one hop to the thread, so under load there is one
-    hop per group of parts rather than per part.
-    """
-    finished = False
-    while not finished:
-        parts = [await queue.get()]
-        while not queue.empty():
-            parts.append(queue.get_nowait())
-        if parts[-1] is None:
-            finished = True
-            parts.pop()
-        if parts:
-            outcomes.extend(await anyio.to_thread.run_sync(_check_group, batch, parts))
-    await anyio.to_thread.run_sync(batch.commit)
-
-
-def _check_group(batch: IngestBatch, parts: list[FinishedPart | None]) -> list[IngestOutcome]:
-    """Check a group of parts, several at a time: one part's fsync overlaps another's parse."""
-
-    def check(part: FinishedPart | None) -> IngestOutcome:
-        assert part is not None
-        if part.path is None:
-            return batch.fail(None, part.failure or FailureReason.CANNOT_UNDERSTAND, part.comment)
-        return batch.add(part.path, part.handle)
-
-    results = list(_CHECKERS.map(check, parts))
-    if batch.pending >= _COMMIT_EVERY:
-        batch.commit()
-    return results
