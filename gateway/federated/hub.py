@@ -33,6 +33,7 @@ from starlette.routing import Mount, Route
 
 from gateway.auth import Authenticator, AuthSettings, authorize
 from gateway.federated.api import MAX_BODY_BYTES, error_response, validation_response
+from gateway.federated.audit import AuditLog
 from gateway.federated.cohort import AggregateRequest
 from gateway.federated.matching import FilterError
 from gateway.federated.query_params import parse_count_query
@@ -66,6 +67,9 @@ class HubSettings(BaseModel):
     sites: list[SiteSettings] = Field(min_length=1)
     #: Per-site timeout unless a site sets its own.
     timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    #: The hub's own append-only audit log (JSON lines): every question it relayed, the
+    #: client, each site's status and the combined answer as released. None: no log.
+    audit_log: Path | None = None
 
     @classmethod
     def load(cls, path: Path) -> HubSettings:
@@ -249,6 +253,12 @@ def hub_app(settings: HubSettings) -> Starlette:
     """The hub's ASGI application: ``/federated/v1/count``, ``/aggregate``, ``/healthz``."""
     hub = Hub(settings)
     authenticator = Authenticator(settings.auth)
+    audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
+
+    def released(client: str, question: dict[str, Any], answer: dict[str, Any]) -> Response:
+        if audit is not None:
+            audit.record(client=client, status="answered", question=question, answer=answer)
+        return JSONResponse(answer)
 
     async def count(request: Request) -> Response:
         principal = authorize(authenticator, request.headers.get("authorization"), "query")
@@ -272,7 +282,8 @@ def hub_app(settings: HubSettings) -> Starlette:
                 timeout=timeout,
             )
 
-        return JSONResponse(await hub.ask(send, "count", parsed.level))
+        answer = await hub.ask(send, "count", parsed.level)
+        return released(principal.name, {"count": params}, answer)
 
     async def aggregate(request: Request) -> Response:
         principal = authorize(authenticator, request.headers.get("authorization"), "query")
@@ -299,7 +310,8 @@ def hub_app(settings: HubSettings) -> Starlette:
                 timeout=timeout,
             )
 
-        return JSONResponse(await hub.ask(send, parsed.aggregate.kind, parsed.level))
+        answer = await hub.ask(send, parsed.aggregate.kind, parsed.level)
+        return released(principal.name, {"aggregate": payload}, answer)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "sites": len(settings.sites)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -38,8 +39,11 @@ def site_patients(prefix: str, women: int, men: int, nodules: int) -> list[Synth
     patients = []
     for i in range(women):
         findings = [SyntheticFinding(NODULE, 12.0)] if i < nodules else []
-        patients.append(SyntheticPatient(f"{prefix}F{i}", "F", [SyntheticStudy(
-            age=40 + i % 40, findings=findings)]))
+        patients.append(
+            SyntheticPatient(
+                f"{prefix}F{i}", "F", [SyntheticStudy(age=40 + i % 40, findings=findings)]
+            )
+        )
     for i in range(men):
         patients.append(SyntheticPatient(f"{prefix}M{i}", "M", [SyntheticStudy(age=40 + i % 40)]))
     return patients
@@ -48,15 +52,23 @@ def site_patients(prefix: str, women: int, men: int, nodules: int) -> list[Synth
 @contextmanager
 def hub_process(workdir: Path, sites: list[dict[str, Any]], **extra: Any) -> Iterator[str]:
     port = free_port()
-    config = {"listen": {"host": "127.0.0.1", "port": port}, "sites": sites,
-              "auth": {"clients": [{"name": "analyst", "token_sha256": sha256(HUB_TOKEN),
-                                    "roles": ["query"]}]}, **extra}
+    config = {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "sites": sites,
+        "auth": {
+            "clients": [{"name": "analyst", "token_sha256": sha256(HUB_TOKEN), "roles": ["query"]}]
+        },
+        **extra,
+    }
     path = workdir / f"hub-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
     log = open(workdir / f"hub-{port}.log", "wb")  # noqa: SIM115 - owned by the process
     process = subprocess.Popen(
-        [sys.executable, "-m", "fedgate", "hub", "--config", str(path)], cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "fedgate", "hub", "--config", str(path)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -93,8 +105,9 @@ class Sites:
             index.close()
 
 
-def _ask(hub: str, params: dict[str, Any] | None = None,
-         body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _ask(
+    hub: str, params: dict[str, Any] | None = None, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {HUB_TOKEN}"}
     if body is None:
         response = httpx.get(f"{hub}/count", params=params, headers=headers, timeout=60)
@@ -110,7 +123,8 @@ def test_hub_sums_counts_and_merges_histograms(tmp_path: Path) -> None:
     try:
         truth = {"a": (30, 20, 15), "b": (25, 40, 12), "c": (25, 11, 3)}
         configs = [sites.site(name, site_patients(name, *t)) for name, t in truth.items()]
-        with hub_process(tmp_path, configs) as hub:
+        audit_path = tmp_path / "hub-audit.jsonl"
+        with hub_process(tmp_path, configs, audit_log=str(audit_path)) as hub:
             women = _ask(hub, {"PatientSex": "F"})
             assert women["count"] == 30 + 25 + 25
             assert [s["status"] for s in women["sites"]] == ["ok", "ok", "ok"]
@@ -124,8 +138,12 @@ def test_hub_sums_counts_and_merges_histograms(tmp_path: Path) -> None:
             assert nodules["count"] is None
             assert (nodules["lower"], nodules["upper"]) == (15 + 12, 15 + 12 + 9)
             # Histogram of sex over all sites: released cells are sums of the sites' truth.
-            histogram = _ask(hub, body={"aggregate": {"kind": "histogram", "by": {
-                "kind": "category", "name": "sex"}}})
+            histogram = _ask(
+                hub,
+                body={
+                    "aggregate": {"kind": "histogram", "by": {"kind": "category", "name": "sex"}}
+                },
+            )
             assert "cells" in histogram, histogram
             cells = {c["value"]: c for c in histogram["cells"]}
             assert histogram["total"]["count"] == sum(w + m for w, m, _ in truth.values())
@@ -139,12 +157,22 @@ def test_hub_sums_counts_and_merges_histograms(tmp_path: Path) -> None:
                     assert cell["lower"] <= exact
                     assert cell["upper"] is None or exact <= cell["upper"]
             # Pooled mean age from per-site n, mean, sd.
-            summary = _ask(hub, body={"aggregate": {"kind": "summary", "of": "age",
-                                                    "lower": 0, "upper": 120},
-                                      "cohort": {"attributes": {"PatientSex": "M"}}})
+            summary = _ask(
+                hub,
+                body={
+                    "aggregate": {"kind": "summary", "of": "age", "lower": 0, "upper": 120},
+                    "cohort": {"attributes": {"PatientSex": "M"}},
+                },
+            )
             ages = [40 + i % 40 for _, m, _ in truth.values() for i in range(m)]
             assert summary["n"] == len(ages)
             assert abs(summary["mean"] - sum(ages) / len(ages)) < 1e-9
+        # The hub's own audit log: every relayed question, its client, the answer released.
+        entries = [json.loads(line) for line in audit_path.read_text().splitlines()]
+        assert len(entries) == 4
+        assert {entry["client"] for entry in entries} == {"analyst"}
+        assert entries[0]["answer"]["count"] == women["count"]
+        assert entries[1]["answer"]["sites"][2]["status"] == "suppressed"
     finally:
         sites.close()
 
@@ -154,10 +182,21 @@ def test_hub_reports_a_stopped_and_a_hanging_site(tmp_path: Path) -> None:
     hanging = HangingServer().start()
     try:
         configs = [sites.site("up", site_patients("u", 20, 20, 0))]
-        configs.append({"name": "stopped", "url": f"http://127.0.0.1:{free_port()}/federated/v1",
-                        "token": QUERY_TOKEN})
-        configs.append({"name": "hung", "url": f"{hanging.url}/federated/v1",
-                        "token": QUERY_TOKEN, "timeout_seconds": 1.5})
+        configs.append(
+            {
+                "name": "stopped",
+                "url": f"http://127.0.0.1:{free_port()}/federated/v1",
+                "token": QUERY_TOKEN,
+            }
+        )
+        configs.append(
+            {
+                "name": "hung",
+                "url": f"{hanging.url}/federated/v1",
+                "token": QUERY_TOKEN,
+                "timeout_seconds": 1.5,
+            }
+        )
         with hub_process(tmp_path, configs, timeout_seconds=20) as hub:
             started = time.monotonic()
             answer = _ask(hub, {"PatientSex": "F"})
@@ -190,8 +229,9 @@ def test_hub_refusals_and_bad_questions(tmp_path: Path) -> None:
 def test_hubs_stack(tmp_path: Path) -> None:
     sites = Sites(tmp_path)
     try:
-        lower = [sites.site(n, site_patients(n, w, 10, k))
-                 for n, w, k in (("a", 30, 12), ("b", 15, 4))]
+        lower = [
+            sites.site(n, site_patients(n, w, 10, k)) for n, w, k in (("a", 30, 12), ("b", 15, 4))
+        ]
         with hub_process(tmp_path, lower) as inner:
             outer_sites = [
                 {"name": "region", "url": inner, "token": HUB_TOKEN},
