@@ -27,6 +27,13 @@ P002,,M,54,60,82 kg,never,
 """
 
 
+def convert_to_folder(table: Path, mapping: Path, out: Path) -> int:
+    """``fedgate convert metadata --csv TABLE --mapping MAPPING --out OUT``; its exit status."""
+    return main(
+        ["convert", "metadata", "--csv", str(table), "--mapping", str(mapping), "--out", str(out)]
+    )
+
+
 def _reports(directory: Path) -> dict[str, pydicom.Dataset]:
     datasets = [pydicom.dcmread(path) for path in sorted(directory.glob("*.dcm"))]
     return {str(ds.PatientID): ds for ds in datasets}
@@ -39,18 +46,7 @@ def test_csv_round_trip_values_units_codes_and_patient_matching(
     table.write_text(GOOD_CSV)
     out = tmp_path / "out"
 
-    status = main(
-        [
-            "convert",
-            "metadata",
-            "--csv",
-            str(table),
-            "--mapping",
-            str(mapping_file),
-            "--out",
-            str(out),
-        ]
-    )
+    status = convert_to_folder(table, mapping_file, out)
 
     assert status == 0
     reports = _reports(out)
@@ -136,18 +132,7 @@ def test_bad_rows_are_reported_with_line_numbers_and_skipped(
     table.write_text(BAD_CSV)
     out = tmp_path / "out"
 
-    status = main(
-        [
-            "convert",
-            "metadata",
-            "--csv",
-            str(table),
-            "--mapping",
-            str(mapping_file),
-            "--out",
-            str(out),
-        ]
-    )
+    status = convert_to_folder(table, mapping_file, out)
 
     assert status == 1  # converted, but not everything
     skipped = sorted(
@@ -183,21 +168,7 @@ def test_json_rows_report_their_own_lines(
     )
     out = tmp_path / "out"
 
-    assert (
-        main(
-            [
-                "convert",
-                "metadata",
-                "--csv",
-                str(table),
-                "--mapping",
-                str(mapping_file),
-                "--out",
-                str(out),
-            ]
-        )
-        == 1
-    )
+    assert convert_to_folder(table, mapping_file, out) == 1
 
     err = capsys.readouterr().err
     assert f"{table}:5: lvef: unit '1' is not the mapped unit '%'" in err
@@ -233,21 +204,7 @@ def test_a_bad_mapping_stops_before_converting_anything(
     table.write_text("PatientID,x\nP1,1\n")
     out = tmp_path / "out"
 
-    assert (
-        main(
-            [
-                "convert",
-                "metadata",
-                "--csv",
-                str(table),
-                "--mapping",
-                str(mapping_file),
-                "--out",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    assert convert_to_folder(table, mapping_file, out) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
 
@@ -287,21 +244,7 @@ def test_bad_identifiers_and_patient_attributes_are_reported(
     )
     out = tmp_path / "out"
 
-    assert (
-        main(
-            [
-                "convert",
-                "metadata",
-                "--csv",
-                str(table),
-                "--mapping",
-                str(mapping_file),
-                "--out",
-                str(out),
-            ]
-        )
-        == 1
-    )
+    assert convert_to_folder(table, mapping_file, out) == 1
 
     err = capsys.readouterr().err
     assert f"{table}:2: StudyInstanceUID: '1.02.3' is not a UID" in err
