@@ -26,19 +26,10 @@ from gateway.federated.cohort import (
 )
 from gateway.federated.differencing import Membership
 from gateway.federated.disclosure import OTHER, CellKey
+from gateway.federated.facts import UNKNOWN, Facts, cell_codes
 from gateway.federated.query import OUTSIDE
+from gateway.federated.sorted_sets import distinct_pairs, runs
 from gateway.index.units import canonical, canonical_unit
-
-UNKNOWN = "(unknown)"
-
-
-def category(value: Any) -> Hashable:
-    """A category value as cells key it (None is "(unknown)", whole floats are ints)."""
-    if value is None:
-        return UNKNOWN
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
 def fixed_values(dimension: Dimension) -> tuple[Hashable, ...] | None:
@@ -51,57 +42,44 @@ def fixed_values(dimension: Dimension) -> tuple[Hashable, ...] | None:
 def cell_memberships(
     level: Level,
     dimensions: Sequence[Dimension],
-    rows: Sequence[Any],
+    facts: Facts,
     merged: Sequence[set[Hashable]],
 ) -> dict[CellKey, Membership]:
-    """Per cell, its units and patients, from rows of (unit, patient, raw dimension values).
+    """Per cell, its units and patients, from the cohort's fact rows.
 
-    Vectorised: each row gets one integer code for its cell, rows are sorted by code, and each
-    run of equal codes is one cell's membership.
+    Vectorised: each row gets one integer code for its cell, the distinct (cell, patient) and
+    (cell, unit) pairs come out of one sort each, and each run of one code is one cell.
     """
-    if not rows:
+    if not len(facts):
         return {}
-    count = len(rows)
-    codes = np.zeros(count, dtype=np.int64)
-    valid = np.ones(count, dtype=bool)
-    axes: list[list[Hashable]] = []
-    for number, (dimension, rare) in enumerate(zip(dimensions, merged, strict=True)):
-        column = [row[2 + number] for row in rows]
-        labels: list[Hashable]
-        if isinstance(dimension, BinnedDimension):
-            values = np.array([np.nan if v is None else v for v in column], dtype=float)
-            inside = (values >= dimension.start) & (values < dimension.stop)
-            bins = np.where(
-                inside, np.floor((values - dimension.start) / dimension.width), dimension.bin_count
+    cells = cell_codes(dimensions, facts, merged, [fixed_values(d) for d in dimensions])
+    codes = cells.codes[cells.valid]
+    units, patients = facts.units[cells.valid], facts.patients[cells.valid]
+    empty = np.empty(0, dtype=np.int64)
+    patient_codes, cell_patients = distinct_pairs(codes, patients)
+    unit_runs: dict[int, tuple[int, int]] = {}
+    cell_units = unit_patients = empty
+    if level != "patients":
+        whole = Membership.from_columns(level, units, patients)
+        unit_codes, cell_units = distinct_pairs(codes, units)
+        unit_patients = whole.unit_patients[np.searchsorted(whole.units, cell_units)]
+        values, starts, ends = runs(unit_codes)
+        unit_runs = {
+            code: (start, end)
+            for code, start, end in zip(
+                values.tolist(), starts.tolist(), ends.tolist(), strict=True
             )
-            axis_codes = np.nan_to_num(bins, nan=dimension.bin_count).astype(np.int64)
-            labels = [*range(dimension.bin_count), OUTSIDE]
-        else:
-            fixed = fixed_values(dimension)
-            mapped = [category(v) for v in column]
-            mapped = [OTHER if v in rare else v for v in mapped]
-            if fixed is not None:
-                valid &= np.array([v in fixed for v in mapped], dtype=bool)
-            labels = sorted(set(mapped), key=str)
-            index = {value: position for position, value in enumerate(labels)}
-            axis_codes = np.array([index[v] for v in mapped], dtype=np.int64)
-        codes = codes * (len(labels) + 1) + axis_codes
-        axes.append(labels)
-    units = np.array([row[0] for row in rows], dtype=np.int64)[valid]
-    patients = np.array([row[1] for row in rows], dtype=np.int64)[valid]
-    codes = codes[valid]
-    order = np.argsort(codes, kind="stable")
-    codes, units, patients = codes[order], units[order], patients[order]
-    distinct, starts = np.unique(codes, return_index=True)
-    ends = [*starts[1:].tolist(), len(codes)]
+        }
     result: dict[CellKey, Membership] = {}
-    for code, start, end in zip(distinct.tolist(), starts.tolist(), ends, strict=True):
-        key: list[Hashable] = []
-        for labels in reversed(axes):
-            code, position = divmod(code, len(labels) + 1)
-            key.append(labels[position])
-        pairs = np.stack([units[start:end], patients[start:end]], axis=1)
-        result[tuple(reversed(key))] = Membership.from_pairs(level, pairs)
+    values, starts, ends = runs(patient_codes)
+    for code, start, end in zip(values.tolist(), starts.tolist(), ends.tolist(), strict=True):
+        unit_start, unit_end = unit_runs.get(code, (0, 0))
+        result[cells.key(code)] = Membership(
+            level,
+            cell_patients[start:end],
+            cell_units[unit_start:unit_end],
+            unit_patients[unit_start:unit_end],
+        )
     return result
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.federated.settings import DifferencingGuardSettings
+from gateway.federated.sorted_sets import distinct_pairs, runs, unique_sorted
 from gateway.index.database import Database
 
 
@@ -46,13 +47,20 @@ class Membership:
     @classmethod
     def from_pairs(cls, level: str, pairs: np.ndarray | list[tuple[int, int]]) -> Membership:
         array = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        patients = np.unique(array[:, 1])
+        return cls.from_columns(level, array[:, 0], array[:, 1])
+
+    @classmethod
+    def from_columns(cls, level: str, units: np.ndarray, patients: np.ndarray) -> Membership:
+        """From (unit, patient) rows given as two columns, duplicates allowed."""
         if level == "patients":
             empty = np.empty(0, dtype=np.int64)
-            return cls(level, patients, empty, empty)
-        order = np.argsort(array[:, 0], kind="stable")
-        units, first = np.unique(array[order, 0], return_index=True)
-        return cls(level, patients, units, array[order, 1][first])
+            return cls(level, unique_sorted(patients), empty, empty)
+        pair_units, pair_patients = distinct_pairs(units, patients)
+        # A unit belongs to one patient; should the index ever say otherwise, the first wins.
+        first = runs(pair_units)[1]
+        return cls(
+            level, unique_sorted(patients), pair_units[first], pair_patients[first]
+        )
 
     @property
     def unit_count(self) -> int:
@@ -63,7 +71,7 @@ def _patients_in_unit_difference(a: Membership, b: Membership) -> int:
     only_a = ~np.isin(a.units, b.units, assume_unique=True)
     only_b = ~np.isin(b.units, a.units, assume_unique=True)
     patients = np.concatenate([a.unit_patients[only_a], b.unit_patients[only_b]])
-    return len(np.unique(patients))
+    return len(unique_sorted(patients))
 
 
 class DifferencingGuard:

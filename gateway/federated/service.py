@@ -21,12 +21,7 @@ import numpy as np
 import structlog
 
 from gateway.federated.audit import AUDIT_FILE_NAME, AuditLog
-from gateway.federated.cells import (
-    category,
-    cell_definition,
-    cell_memberships,
-    fixed_values,
-)
+from gateway.federated.cells import cell_definition, cell_memberships, fixed_values
 from gateway.federated.cohort import (
     AggregateRequest,
     BinnedDimension,
@@ -46,9 +41,11 @@ from gateway.federated.disclosure import (
     merge_rare_categories,
     suppress,
 )
+from gateway.federated.facts import Facts, category, cell_codes
 from gateway.federated.privacy import AnswerCache, BudgetExhausted, NoiseMechanism, PrivacyLedger
 from gateway.federated.query import OUTSIDE, cells_sql, facts_sql, membership_sql, values_sql
 from gateway.federated.settings import FederatedSettings
+from gateway.federated.sorted_sets import distinct_per_group
 from gateway.index import FindingsIndex
 
 log = structlog.get_logger(__name__)
@@ -142,7 +139,7 @@ class FederatedService:
             )
 
     def _answer(self, request: AggregateRequest, client: str) -> tuple[dict[str, Any], float, bool]:
-        membership, rows = self._membership(request)
+        membership, facts = self._membership(request)
         definition = json.dumps(request.cohort.definition(), sort_keys=True)
         try:
             seen_before = self.guard.check(membership, definition)
@@ -161,81 +158,48 @@ class FederatedService:
                     self.ledger.check(client, epsilon)
                 except BudgetExhausted as error:
                     raise Refused(str(error)) from None
-                answer = self._compute(request, membership, rows, client)
+                answer = self._compute(request, membership, facts, client)
                 self.cache.put(answer_key, answer, client)
                 self.ledger.charge(client, epsilon, answer_key)
                 spent = epsilon
         else:
-            answer = self._compute(request, membership, rows, client)
+            answer = self._compute(request, membership, facts, client)
         if not seen_before:
             self.guard.record(membership, definition, client)
         return answer, spent, cached
 
-    def _membership(self, request: AggregateRequest) -> tuple[Membership, list[Any] | None]:
-        """Who is behind the answer; with the rows themselves when they carry the study
+    def _membership(self, request: AggregateRequest) -> tuple[Membership, Facts | None]:
+        """Who is behind the answer; with the fact rows themselves when they carry the study
         columns a table needs (then the table costs no second query)."""
         extra = _study_columns(request)
         sql = membership_sql(request.cohort, request.level, extra or ())
         rows = self.index.database.query(sql.text, sql.params)
-        pairs = (
-            np.array([r[:2] for r in rows], dtype=np.int64)
-            if extra
-            else np.array(rows, dtype=np.int64)
-        )
-        return Membership.from_pairs(request.level, pairs), rows if extra else None
+        facts = Facts.from_rows(rows, len(extra or ()), request.level)
+        membership = Membership.from_columns(request.level, facts.units, facts.patients)
+        return membership, facts if extra else None
 
-    def _cells_from_rows(
-        self, dimensions: list[Dimension], rows: list[Any], bound: int | None
+    def _cells_from_facts(
+        self, dimensions: list[Dimension], facts: Facts, bound: int | None
     ) -> list[tuple[Any, ...]]:
-        """Per cell (dimension values..., units, patients) from rows of (unit, patient, raw
-        dimension values...), as :func:`cells_sql` would return them."""
+        """Per cell (dimension values..., units, patients), keyed as :func:`category` keys
+        values; what :func:`cells_sql` counts."""
         if bound is not None:
-            # Distinct facts, a patient's first ``bound`` of them (as cells_sql ranks them).
-            rows = sorted(
-                set(map(tuple, rows)),
-                key=lambda r: (r[1], r[0], *((v is None, type(v).__name__, v) for v in r[2:])),
-            )
-            kept, previous, rank = [], None, 0
-            for row in rows:
-                rank = rank + 1 if row[1] == previous else 1
-                previous = row[1]
-                if rank <= bound:
-                    kept.append(row)
-            rows = kept
-        if not rows:
+            facts = _first_facts_per_patient(facts, bound)
+        if not len(facts):
             return []
-        units = np.array([r[0] for r in rows], dtype=np.int64)
-        patients = np.array([r[1] for r in rows], dtype=np.int64)
-        codes = np.zeros(len(rows), dtype=np.int64)
-        labels: list[list[Any]] = []
-        for number, dimension in enumerate(dimensions):
-            column = [r[2 + number] for r in rows]
-            if isinstance(dimension, BinnedDimension):
-                values = np.array([np.nan if v is None else v for v in column], dtype=float)
-                inside = (values >= dimension.start) & (values < dimension.stop)
-                bins = np.where(
-                    inside, (values - dimension.start) // dimension.width, dimension.bin_count
-                )
-                axis_codes = bins.astype(np.int64)
-                axis_labels: list[Any] = [*range(dimension.bin_count), OUTSIDE]
-            else:
-                axis_labels = sorted(set(column), key=str)
-                index = {value: position for position, value in enumerate(axis_labels)}
-                axis_codes = np.array([index[v] for v in column], dtype=np.int64)
-            codes = codes * (len(axis_labels) + 1) + axis_codes
-            labels.append(axis_labels)
-        cells = []
-        cell_codes, unit_counts = _distinct_per_code(codes, units)
-        _, patient_counts = _distinct_per_code(codes, patients)
-        for code, unit_count, patient_count in zip(
-            cell_codes.tolist(), unit_counts.tolist(), patient_counts.tolist(), strict=True
-        ):
-            key = []
-            for axis_labels in reversed(labels):
-                code, position = divmod(code, len(axis_labels) + 1)
-                key.append(axis_labels[position])
-            cells.append((*reversed(key), unit_count, patient_count))
-        return cells
+        cells = cell_codes(dimensions, facts)
+        codes, unit_counts = distinct_per_group(cells.codes, facts.units)
+        _, patient_counts = (
+            (codes, unit_counts)  # patient level: the units are the patients
+            if facts.units is facts.patients
+            else distinct_per_group(cells.codes, facts.patients)
+        )
+        return [
+            (*cells.key(code), unit_count, patient_count)
+            for code, unit_count, patient_count in zip(
+                codes.tolist(), unit_counts.tolist(), patient_counts.tolist(), strict=True
+            )
+        ]
 
     @staticmethod
     def _answer_key(request: AggregateRequest, membership: Membership) -> str:
@@ -253,7 +217,7 @@ class FederatedService:
     # -- computing ----------------------------------------------------------------------------
 
     def _compute(
-        self, request: AggregateRequest, membership: Membership, rows: list[Any] | None, client: str
+        self, request: AggregateRequest, membership: Membership, facts: Facts | None, client: str
     ) -> dict[str, Any]:
         spec = request.aggregate
         answer: dict[str, Any] = {
@@ -271,7 +235,7 @@ class FederatedService:
         elif isinstance(spec, HistogramSpec | CrossTabSpec):
             half = self.settings.dp.epsilon_per_query / 2
             answer["total"] = self._count(request, membership, half)
-            answer.update(self._table(request, membership, rows, half, client))
+            answer.update(self._table(request, membership, facts, half, client))
         else:
             answer.update(self._summary(request, membership))
         return answer
@@ -299,7 +263,7 @@ class FederatedService:
         self,
         request: AggregateRequest,
         membership: Membership,
-        membership_rows: list[Any] | None,
+        facts: Facts | None,
         epsilon: float,
         client: str,
     ) -> dict[str, Any]:
@@ -312,12 +276,14 @@ class FederatedService:
             else []
         )
         bound = self.settings.dp.max_rows_per_patient if self.dp_enabled else None
-        if membership_rows is None and self.settings.differencing.enabled:
+        if facts is None and self.settings.differencing.enabled:
             # The guard needs who is in each cell: fetch that once and count from it too.
             sql = facts_sql(request.cohort, request.level, dimensions)
-            membership_rows = self.index.database.query(sql.text, sql.params)
-        if membership_rows is not None:
-            rows = self._cells_from_rows(dimensions, membership_rows, bound)
+            facts = Facts.from_rows(
+                self.index.database.query(sql.text, sql.params), len(dimensions), request.level
+            )
+        if facts is not None:
+            rows = self._cells_from_facts(dimensions, facts, bound)
         else:
             sql = cells_sql(request.cohort, request.level, dimensions, bound)
             rows = self.index.database.query(sql.text, sql.params)
@@ -347,7 +313,7 @@ class FederatedService:
                 cell.suppressed = True
         elif self.settings.differencing.enabled:
             self._guard_cells(
-                request, dimensions, cells, merged, membership, membership_rows, client
+                request, dimensions, cells, merged, membership, facts, client
             )
         ordered = sorted(
             cells,
@@ -385,13 +351,13 @@ class FederatedService:
         cells: dict[CellKey, Cell],
         merged: list[set[Hashable]],
         membership: Membership,
-        rows: list[Any] | None,
+        facts: Facts | None,
         client: str,
     ) -> None:
         """Withhold every cell too close to a cohort or cell answered before (any client),
         then suppress again around the withheld ones; remember the cells released."""
-        assert rows is not None  # fetched by _table whenever the guard is on
-        members = cell_memberships(request.level, dimensions, rows, merged)
+        assert facts is not None  # fetched by _table whenever the guard is on
+        members = cell_memberships(request.level, dimensions, facts, merged)
         withheld = False
         for key in sorted(cells, key=str):
             cell, found = cells[key], members.get(key)
@@ -487,13 +453,20 @@ def _study_columns(request: AggregateRequest) -> list[str] | None:
     return columns
 
 
-def _distinct_per_code(codes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each distinct code, how many distinct keys occur with it (1-D uniques only: the
-    keys are renumbered densely so that (code, key) packs into one int64)."""
-    _, dense = np.unique(keys, return_inverse=True)
-    packed = codes * (int(dense.max()) + 1 if len(dense) else 1) + dense
-    pairs = np.unique(packed)
-    return np.unique(pairs // (int(dense.max()) + 1 if len(dense) else 1), return_counts=True)
+def _first_facts_per_patient(facts: Facts, bound: int) -> Facts:
+    """The distinct facts, a patient's first ``bound`` of them in the order :func:`cells_sql`
+    ranks them (by unit, then the dimension values), which bounds one patient's influence."""
+    rows = sorted(
+        set(zip(facts.units.tolist(), facts.patients.tolist(), *facts.columns, strict=True)),
+        key=lambda r: (r[1], r[0], *((v is None, type(v).__name__, v) for v in r[2:])),
+    )
+    kept, previous, rank = [], None, 0
+    for row in rows:
+        rank = rank + 1 if row[1] == previous else 1
+        previous = row[1]
+        if rank <= bound:
+            kept.append(row)
+    return Facts.from_rows(kept, len(facts.columns), "studies")  # rows of (unit, patient, ...)
 
 
 def _first_rows_per_patient(patients: np.ndarray, bound: int) -> np.ndarray:

@@ -110,7 +110,9 @@ class Database:
             cursor = self._connection.cursor()
             try:
                 cursor.execute(self.sql(statement), tuple(params))
-                return [tuple(row) for row in cursor.fetchall()]
+                # Both drivers' rows are tuples already (no row factory is set).
+                rows: list[Row] = cursor.fetchall()
+                return rows
             finally:
                 cursor.close()
 

@@ -188,6 +188,7 @@ def test_tables_over_study_columns_match_the_sql_path(tmp_path: object, level: s
     from pathlib import Path
 
     from gateway.federated.cohort import AggregateRequest
+    from gateway.federated.facts import category
     from gateway.federated.query import cells_sql
     from gateway.federated.service import FederatedService
     from gateway.federated.settings import FederatedSettings
@@ -203,12 +204,13 @@ def test_tables_over_study_columns_match_the_sql_path(tmp_path: object, level: s
         "kind": "crosstab", "rows": {"kind": "category", "name": "sex"},
         "columns": {"kind": "bins", "of": "age", "start": 40, "stop": 100, "width": 7}},
         "cohort": {"attributes": {"ModalitiesInStudy": "CT"}}})
-    _, rows = service._membership(request)
-    assert rows is not None
+    _, facts = service._membership(request)
+    assert facts is not None
     dimensions = [request.aggregate.rows, request.aggregate.columns]  # type: ignore[union-attr]
-    ours = sorted(service._cells_from_rows(dimensions, rows, dp_bound), key=str)
+    ours = sorted(service._cells_from_facts(dimensions, facts, dp_bound), key=str)
     sql = cells_sql(request.cohort, request.level, dimensions, dp_bound)
-    theirs = sorted((tuple(r) for r in index.database.query(sql.text, sql.params)), key=str)
+    theirs = sorted(((*(category(v) for v in r[:2]), *r[2:])
+                     for r in index.database.query(sql.text, sql.params)), key=str)
     assert ours == theirs
     index.close()
 
@@ -226,8 +228,9 @@ def test_cell_memberships_match_the_cell_counts(tmp_path: object, level: str,
     """The guard's view of who is in each cell agrees with the counts released for it."""
     from pathlib import Path
 
-    from gateway.federated.cells import category, cell_memberships
+    from gateway.federated.cells import cell_memberships
     from gateway.federated.cohort import AggregateRequest
+    from gateway.federated.facts import Facts, category
     from gateway.federated.query import cells_sql, facts_sql
     from gateway.index import FindingsIndex, IndexSettings
     from tests.federated.conftest import standard_cohort
@@ -242,8 +245,8 @@ def test_cell_memberships_match_the_cell_counts(tmp_path: object, level: str,
     spec = request.aggregate
     dims = [spec.by] if len(dimensions) == 1 else [spec.rows, spec.columns]  # type: ignore[union-attr]
     facts = facts_sql(request.cohort, request.level, dims)
-    members = cell_memberships(request.level, dims, index.database.query(facts.text,
-                                                                          facts.params),
+    rows = index.database.query(facts.text, facts.params)
+    members = cell_memberships(request.level, dims, Facts.from_rows(rows, len(dims), request.level),
                                [set() for _ in dims])
     counts = cells_sql(request.cohort, request.level, dims)
     expected = {}

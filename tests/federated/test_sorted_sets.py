@@ -1,0 +1,43 @@
+"""The sort-based set operations agree with numpy's own on any int64 input."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.federated.differencing import Membership
+from gateway.federated.sorted_sets import distinct_pairs, distinct_per_group, unique_sorted
+
+int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+pairs = st.lists(st.tuples(st.integers(min_value=0, max_value=5), int64), max_size=60)
+
+
+@given(st.lists(int64, max_size=60))
+def test_unique_sorted_is_np_unique(values: list[int]) -> None:
+    array = np.array(values, dtype=np.int64)
+    assert unique_sorted(array).tolist() == np.unique(array).tolist()
+
+
+@given(pairs)
+def test_distinct_pairs_are_the_sorted_set_of_pairs(rows: list[tuple[int, int]]) -> None:
+    groups = np.array([g for g, _ in rows], dtype=np.int64)
+    keys = np.array([k for _, k in rows], dtype=np.int64)
+    found_groups, found_keys = distinct_pairs(groups, keys)
+    assert list(zip(found_groups.tolist(), found_keys.tolist(), strict=True)) == sorted(set(rows))
+    values, counts = distinct_per_group(groups, keys)
+    expected: dict[int, int] = {}
+    for group, _ in set(rows):
+        expected[group] = expected.get(group, 0) + 1
+    assert dict(zip(values.tolist(), counts.tolist(), strict=True)) == expected
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 8)), max_size=60))
+def test_membership_from_rows_with_repeats(rows: list[tuple[int, int]]) -> None:
+    # A unit has one patient: derive it from the unit so that the rows are consistent.
+    rows = [(unit, unit % 9) for unit, _ in rows]
+    membership = Membership.from_pairs("studies", rows)
+    assert membership.patients.tolist() == sorted({p for _, p in rows})
+    assert membership.units.tolist() == sorted({u for u, _ in rows})
+    assert membership.unit_patients.tolist() == [u % 9 for u in membership.units.tolist()]
+    assert Membership.from_pairs("patients", rows).unit_count == len({p for _, p in rows})
