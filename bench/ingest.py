@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
+import os
 import statistics
 import tempfile
 import time
@@ -61,6 +62,13 @@ def body(parts: list[bytes]) -> bytes:
         ]
     chunks.append(f"--{BOUNDARY}--\r\n".encode())
     return b"".join(chunks)
+
+
+def settle() -> None:
+    """Write back what the previous round left in the page cache, so that neither server's
+    timed request pays for the other's 100 MB going to disk."""
+    os.sync()
+    time.sleep(0.5)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -157,12 +165,14 @@ def main() -> None:
             gateway = GatewayProcess(Path(work) / f"gateway-{round_index}").start()
             try:
                 assert gateway.process is not None
+                settle()
                 gateway_times.append(stow(gateway.dicomweb_url + "/studies", payload))
                 gateway_peak = max(gateway_peak, peak_rss_mb(gateway.process.pid))
             finally:
                 gateway.stop()
             orthanc = OrthancServer(Path(work) / f"orthanc-{round_index}").start()
             try:
+                settle()
                 orthanc_times.append(stow(orthanc.dicomweb_url + "/studies", payload))
             finally:
                 orthanc.stop()

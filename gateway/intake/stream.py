@@ -19,6 +19,7 @@ import anyio.to_thread
 
 from gateway.dicomweb.multipart import MediaType, MultipartParser
 from gateway.store import EmbeddedStore, FailureReason, IngestBatch, IngestOutcome
+from gateway.store.part10 import HEAD_BYTES
 
 
 class RequestTooLarge(Exception):
@@ -101,7 +102,7 @@ class _Checks:
 def _check(batch: IngestBatch, part: FinishedPart) -> IngestOutcome:
     if part.path is None:
         return batch.fail(None, part.failure or FailureReason.CANNOT_UNDERSTAND, part.comment)
-    return batch.add(part.path, part.handle)
+    return batch.add(part.path, part.handle, part.head)
 
 
 # Parts finished but not yet checked; past this, reception waits for the disk.
@@ -121,6 +122,8 @@ class FinishedPart:
     handle: BinaryIO | None
     failure: FailureReason | None = None
     comment: str = ""
+    #: The part's first bytes, kept so that its header is parsed from memory, not re-read.
+    head: bytes | None = None
 
 
 class _PartWriter:
@@ -133,10 +136,12 @@ class _PartWriter:
         self._path: Path | None = None
         self._handle: BinaryIO | None = None
         self._size = 0
+        self._head = bytearray()
         self._failure: tuple[FailureReason, str] | None = None
 
     def part_begin(self, headers: dict[str, str]) -> None:
         self._size = 0
+        self._head = bytearray()
         self._failure = None
         content_type = headers.get("content-type")
         if content_type is not None and MediaType(content_type).mime != "application/dicom":
@@ -158,12 +163,16 @@ class _PartWriter:
                 f"instance larger than the limit of {self.max_instance_bytes} bytes",
             )
             return
+        if len(self._head) < HEAD_BYTES:
+            self._head += data[: HEAD_BYTES - len(self._head)]
         self._handle.write(data)
 
     def part_end(self) -> None:
         if self._handle is not None:
             # Left open: the checker fsyncs through it and closes it.
-            self.finished.append(FinishedPart(self._path, self._handle))
+            self.finished.append(
+                FinishedPart(self._path, self._handle, head=bytes(self._head))
+            )
             self._handle = None
         else:
             reason, comment = self._failure or (FailureReason.CANNOT_UNDERSTAND, "empty part")

@@ -52,4 +52,5 @@ class EmbeddedStore:
         return self.layout.absolute(relative_path)
 
     def close(self) -> None:
+        self.layout.close()
         self.catalog.close()

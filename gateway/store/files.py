@@ -10,7 +10,10 @@ dots, no empty component), so no request can steer a path outside the store.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +27,9 @@ class FileLayout:
         self.root = root
         self.instances = root / "instances"
         self.tmp = root / "tmp"
+        self._ready: queue.SimpleQueue[tuple[Path, BinaryIO]] = queue.SimpleQueue()
+        self._maker: ThreadPoolExecutor | None = None
+        self._maker_lock = threading.Lock()
 
     def prepare(self) -> None:
         """Create the folders and remove temporary files a crash left behind."""
@@ -47,9 +53,48 @@ class FileLayout:
         return path
 
     def new_temporary(self) -> tuple[Path, BinaryIO]:
+        """A new, empty temporary file, open for writing (and reading).
+
+        Taken from a few made ahead by a thread of its own: creating a file must wait for the
+        filesystem's journal, which the intake's own fsyncs keep busy, and the event loop
+        receiving a request should not wait with it (about 0.5 ms per file on ext4 here).
+        """
+        with self._maker_lock:  # the DIMSE intake calls from its own threads
+            if self._maker is None:
+                self._maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-tmp")
+                for _ in range(_READY_FILES):
+                    self._maker.submit(self._make_ready)
+            self._maker.submit(self._make_ready)
+        try:
+            return self._ready.get_nowait()
+        except queue.Empty:
+            return self._create()
+
+    def _make_ready(self) -> None:
+        self._ready.put(self._create())
+
+    def _create(self) -> tuple[Path, BinaryIO]:
         path = self.tmp / f"{uuid.uuid4().hex}.part"
         # Opened for reading too, so the checker can fsync through the same descriptor.
         return path, open(path, "w+b")
+
+    def close(self) -> None:
+        """Stop making temporary files and remove those made ahead."""
+        with self._maker_lock:
+            if self._maker is not None:
+                self._maker.shutdown(wait=True)
+                self._maker = None
+        while True:
+            try:
+                path, handle = self._ready.get_nowait()
+            except queue.Empty:
+                break
+            handle.close()
+            path.unlink(missing_ok=True)
+
+
+#: Temporary files kept ready (open descriptors) per store.
+_READY_FILES = 16
 
 
 def fsync_file(handle: BinaryIO) -> None:

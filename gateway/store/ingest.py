@@ -114,19 +114,22 @@ class IngestBatch:
             temporary.unlink(missing_ok=True)
         return IngestOutcome(None, None, failure=reason, comment=comment)
 
-    def add(self, temporary: Path, handle: BinaryIO | None = None) -> IngestOutcome:
+    def add(
+        self, temporary: Path, handle: BinaryIO | None = None, head: bytes | None = None
+    ) -> IngestOutcome:
         """Check ``temporary`` (a complete part) and move it into the store.
 
         ``handle``, if given, is the still-open file the part was written through: its data
         is made durable through it (one open fewer per instance on the hot path) and it is
-        closed here.
+        closed here. ``head``, if given, is the file's first bytes, from which the header is
+        parsed without reading the file again (:func:`read_header`).
         """
         try:
             if handle is not None:
                 with handle:
                     handle.flush()
                     os.fdatasync(handle.fileno())
-            return self._add(temporary, synced=handle is not None)
+            return self._add(temporary, synced=handle is not None, head=head)
         except OSError as error:
             log.error("store.write_failed", error=str(error))
             return IngestOutcome(
@@ -135,9 +138,9 @@ class IngestBatch:
         finally:
             temporary.unlink(missing_ok=True)
 
-    def _add(self, temporary: Path, synced: bool) -> IngestOutcome:
+    def _add(self, temporary: Path, synced: bool, head: bytes | None) -> IngestOutcome:
         try:
-            parsed = read_header(temporary)
+            parsed = read_header(temporary, head)
         except UnreadableInstanceError as error:
             known = error.dataset if error.dataset is not None else Dataset()
             return IngestOutcome(

@@ -56,28 +56,37 @@ class ParsedInstance:
     needs_part10_rewrite: bool
 
 
-def read_header(path: Path) -> ParsedInstance:
-    """Parse ``path`` leniently and check its structure; raise UnreadableInstanceError."""
+#: How much of each received part the intake keeps in memory for :func:`read_header`: more
+#: than the header (and the whole of most reports), a tenth of a CT slice.
+HEAD_BYTES = 64 * 1024
+
+
+def read_header(path: Path, head: bytes | None = None) -> ParsedInstance:
+    """Parse ``path`` leniently and check its structure; raise UnreadableInstanceError.
+
+    ``head``, the file's first bytes if the caller still has them, is parsed instead of the
+    file when it holds everything the check needs: the whole file, or every element up to
+    one that ends exactly at the file's end (the pixel data of an image). That spares the
+    dozens of small reads and seeks per file that parsing from disk costs.
+    """
     size = path.stat().st_size
     if size == 0:
         raise UnreadableInstanceError("the part is empty")
-    try:
-        # force: a part without preamble and DICM is still read (and rewritten later).
-        dataset = pydicom.dcmread(path, force=True, defer_size=DEFER_SIZE)
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OverflowError) as error:
-        raise UnreadableInstanceError(f"not a readable DICOM file: {error}") from None
-    except Exception as error:  # pydicom raises a wide variety on arbitrary bytes
-        raise UnreadableInstanceError(f"not a readable DICOM file: {error!r}") from None
-    try:
-        _check_structure(dataset, size)
-    except UnreadableInstanceError as error:
-        error.dataset = dataset
-        raise
-    if "PixelData" not in dataset and size <= _FULL_READ_LIMIT:
+    dataset: Dataset | None = None
+    if head is not None:
+        dataset = _parse_head(head, size)
+    if dataset is None:
+        dataset = _parse(path)
+        try:
+            _check_structure(dataset, size)
+        except UnreadableInstanceError as error:
+            error.dataset = dataset
+            raise
+    if "PixelData" not in dataset and size <= _FULL_READ_LIMIT and len(head or b"") < size:
         # Reports (SR) and other objects without pixel data are read whole: observers such as
         # the findings index read their content after the temporary file has been renamed,
         # when a deferred value could no longer be fetched from it.
-        dataset = pydicom.dcmread(path, force=True)
+        dataset = _parse(path, defer=False)
     meta = getattr(dataset, "file_meta", None)
     transfer_syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     if transfer_syntax is None:
@@ -90,6 +99,57 @@ def read_header(path: Path) -> ParsedInstance:
         # pydicom leaves the preamble None when the file has no preamble and DICM prefix.
         needs_part10_rewrite=dataset.preamble is None,
     )
+
+
+def _parse(source: Path | io.BytesIO, defer: bool = True) -> Dataset:
+    try:
+        # force: a part without preamble and DICM is still read (and rewritten later).
+        return pydicom.dcmread(source, force=True, defer_size=DEFER_SIZE if defer else None)
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OverflowError) as error:
+        raise UnreadableInstanceError(f"not a readable DICOM file: {error}") from None
+    except Exception as error:  # pydicom raises a wide variety on arbitrary bytes
+        raise UnreadableInstanceError(f"not a readable DICOM file: {error!r}") from None
+
+
+def _parse_head(head: bytes, size: int) -> Dataset | None:
+    """The dataset parsed from the first bytes of a ``size``-byte file, or None when they do
+    not settle the check (then the file itself is parsed)."""
+    whole = len(head) >= size
+    try:
+        dataset = _parse(io.BytesIO(head), defer=not whole)
+    except UnreadableInstanceError:
+        if whole:
+            raise
+        return None  # perhaps cut inside an element: the file decides
+    if whole:
+        try:
+            _check_structure(dataset, size)
+        except UnreadableInstanceError as error:
+            error.dataset = dataset
+            raise
+        return dataset
+    if _settled_end(dataset, len(head)) != size:
+        return None
+    return dataset
+
+
+def _settled_end(dataset: Dataset, read: int) -> int:
+    """Where the last element ends, or -1 if the first ``read`` bytes do not settle it: a
+    value that was read (not deferred) but goes on past them came out cut short, and an
+    undefined length may have been read up to the cut instead of its delimiter."""
+    end = 0
+    for tag in dataset.keys():  # noqa: SIM118 (iteration would read every value)
+        raw = dataset._dict[tag]
+        tell = getattr(raw, "value_tell", None)
+        length = getattr(raw, "length", None)
+        if tell is None or length is None:
+            continue  # converted while reading (SpecificCharacterSet): an early element
+        if length == 0xFFFFFFFF:
+            return -1
+        if tell + length > read and getattr(raw, "value", None) is not None:
+            return -1
+        end = max(end, tell + length)
+    return end
 
 
 def _check_structure(dataset: Dataset, size: int) -> None:
