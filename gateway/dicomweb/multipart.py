@@ -17,6 +17,9 @@ _TOKEN_PARAM = re.compile(r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BOUNDARY_LENGTH = 256
+#: How much of a chunk goes into the buffer at a time outside part bodies: enough for the
+#: largest headers allowed, so that a body following them in the chunk is not copied whole.
+_SLICE = MAX_HEADER_BYTES + 4 + MAX_BOUNDARY_LENGTH
 
 
 class MultipartError(ValueError):
@@ -69,7 +72,33 @@ class MultipartParser:
         self.parts = 0
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
+        """Parse the next chunk of the body.
+
+        Part bodies, nearly all of the bytes, are searched for the delimiter where they lie in
+        ``data`` and handed on as views of it: no copy into a buffer. Only the little that must
+        be seen whole (headers, the lines after a delimiter, a delimiter split between two
+        chunks) goes through the buffer, taken from ``data`` a slice at a time.
+        """
+        position, end = 0, len(data)
+        while True:
+            if self._state == self._BODY and len(self._buffer) < len(self._delimiter):
+                if end - position < len(self._delimiter):
+                    # Too little to tell a split delimiter from body bytes: buffer it.
+                    self._buffer += data[position:]
+                    self._advance()
+                    return
+                position = self._scan_chunk(data, position)
+                continue
+            if position >= end:
+                return
+            taken = min(end, position + _SLICE)
+            with memoryview(data) as view:
+                self._buffer += view[position:taken]
+            position = taken
+            self._advance()
+
+    def _advance(self) -> None:
+        """Run the state machine over the buffer until it needs more bytes."""
         while True:
             if self._state == self._BODY:
                 if not self._scan_body():
@@ -91,6 +120,41 @@ class MultipartParser:
             else:  # epilogue: ignored, as RFC 2046 says
                 self._buffer.clear()
                 return
+
+    def _scan_chunk(self, data: bytes, position: int) -> int:
+        """In a part body, with fewer buffered bytes than a delimiter (the tail of the last
+        chunk) and at least a delimiter's length of ``data`` left: hand on the body bytes up
+        to the next delimiter or nearly the end of ``data``; returns the position reached."""
+        length = len(self._delimiter)
+        if self._buffer:
+            # A delimiter starting in the buffered tail ends in the next length - 1 bytes.
+            carried = len(self._buffer)
+            joined = bytes(self._buffer) + data[position : position + length - 1]
+            index = joined.find(self._delimiter)
+            if index >= 0:
+                self._buffer.clear()
+                if index:
+                    self._handler.part_data(memoryview(joined)[:index])
+                self._end_part()
+                return position + index + length - carried
+            self._emit(len(self._buffer))
+            self._buffer.clear()
+        with memoryview(data) as view:
+            index = data.find(self._delimiter, position)
+            if index >= 0:
+                if index > position:
+                    self._handler.part_data(view[position:index])
+                self._end_part()
+                return index + length
+            keep = len(data) - (length - 1)
+            if keep > position:
+                self._handler.part_data(view[position:keep])
+            self._buffer += view[max(keep, position) :]
+        return len(data)
+
+    def _end_part(self) -> None:
+        self._handler.part_end()
+        self._state = self._AFTER_DELIMITER
 
     def finish(self) -> None:
         """The body ended: it must have ended with the close delimiter."""
@@ -165,6 +229,5 @@ class MultipartParser:
         if index:
             self._emit(index)
         del self._buffer[: index + len(self._delimiter)]
-        self._handler.part_end()
-        self._state = self._AFTER_DELIMITER
+        self._end_part()
         return True

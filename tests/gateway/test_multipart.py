@@ -64,6 +64,45 @@ def test_any_chunking_gives_the_same_parts(
     assert all(h["content-type"] == "application/dicom" for h, _ in collected.parts)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    fragments=st.lists(
+        st.lists(st.sampled_from([b"\r", b"\n", b"-", b"--", b"\r\n--", b"ab", b"x" * 40]),
+                 max_size=30),
+        min_size=1, max_size=4,
+    ),
+    sizes=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=8),
+)
+def test_parts_full_of_near_delimiters_in_any_chunk_sizes(
+    fragments: list[list[bytes]], sizes: list[int]
+) -> None:
+    """Bodies made of pieces of the delimiter itself, fed in small chunks of varying size:
+    every split of a delimiter between chunks, and every false start, is met."""
+    boundary = "ab"
+    delimiter = f"\r\n--{boundary}".encode()
+    parts = [b"".join(pieces) for pieces in fragments]
+    parts = [part for part in parts if delimiter not in b"\r\n" + part + b"\r\n"]
+    if not parts:
+        return
+    body = encode(parts, boundary)
+    cuts, position, turn = [], 0, 0
+    while position < len(body):
+        position += sizes[turn % len(sizes)]
+        turn += 1
+        cuts.append(min(position, len(body)))
+    collected = parse(body, boundary, cuts)
+    assert [data for _, data in collected.parts] == parts
+
+
+def test_large_parts_in_network_sized_chunks() -> None:
+    """Parts larger than a chunk, chunks that end anywhere: the body bytes go through."""
+    parts = [bytes([n]) * (300_000 + 977 * n) for n in range(1, 5)]
+    body = encode(parts, "fedgate-boundary")
+    for size in (1 << 16, (1 << 18) + 13, 7_919):
+        collected = parse(body, "fedgate-boundary", list(range(size, len(body), size)))
+        assert [data for _, data in collected.parts] == parts
+
+
 def test_body_cut_short_is_an_error() -> None:
     body = encode([b"abc"], "b")
     with pytest.raises(MultipartError, match="without its close delimiter"):
