@@ -51,6 +51,23 @@ def test_an_image_header_is_read_from_the_head_alone(tmp_path: Path, sources: li
     assert not any(isinstance(source, Path) for source in sources)
 
 
+def test_sequences_of_undefined_length_before_the_pixel_data_are_read_from_the_head(
+    tmp_path: Path, sources: list[Any]
+) -> None:
+    """As modalities mostly write them: they must not send every real image to the file."""
+    dataset = ct_slice()
+    item = pydicom.Dataset()
+    item.ReferencedSOPClassUID = dataset.SOPClassUID
+    item.ReferencedSOPInstanceUID = "1.2.3.4"
+    dataset.ReferencedImageSequence = pydicom.Sequence([item])
+    dataset["ReferencedImageSequence"].is_undefined_length = True
+    data = part10_bytes(dataset)
+    assert b"\xfe\xff\xdd\xe0" in data[:HEAD_BYTES]  # the sequence delimitation item
+    parsed = read_header(write(tmp_path, data), data[:HEAD_BYTES])
+    assert parsed.dataset.ReferencedImageSequence[0].ReferencedSOPInstanceUID == "1.2.3.4"
+    assert not any(isinstance(source, Path) for source in sources)
+
+
 def test_an_image_cut_inside_its_pixel_data_is_refused(tmp_path: Path, sources: list[Any]) -> None:
     data = part10_bytes(ct_slice())
     cut = data[: HEAD_BYTES + 1000]
