@@ -93,7 +93,14 @@ class FindingsIndex:
         studies: dict[int, StudyRecord] = {}
         series: dict[int, SeriesRecord] = {}
         reports: list[ReportRecord] = []
+        # A series' slices share its study and series attributes: read them from its first
+        # instance here (keys are HMACs and dates are parsed: not free, per slice).
+        series_read: set[str] = set()
         for dataset in datasets:
+            series_uid = str(dataset.get("SeriesInstanceUID") or "")
+            if series_uid in series_read and not is_structured_report(dataset):
+                continue
+            series_read.add(series_uid)
             try:
                 study = study_record(dataset, self.keys)
                 one_series = series_record(dataset, study, self.keys)

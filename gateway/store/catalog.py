@@ -264,10 +264,20 @@ class CatalogWriter:
             (error[:500], next_attempt_at, "failed" if give_up else "pending", sop_instance_uid),
         )
 
-    def add_instance(self, dataset: Dataset, record: InstanceRecord) -> None:
-        """Insert or replace the instance, and refresh its study and series rows."""
+    def add_instances(self, stored: Sequence[tuple[Dataset, InstanceRecord]]) -> None:
+        """Insert or replace the instances, and refresh their study and series rows.
+
+        A study's and a series' rows are written once per call, from the last of their
+        instances given (the same values an upsert per instance would leave), so that a group
+        of a series' slices costs one study and one series upsert, not one per slice.
+        """
         now = time.time()
-        self._connection.execute(
+        last_of_study: dict[str, Dataset] = {}
+        last_of_series: dict[str, tuple[Dataset, InstanceRecord]] = {}
+        for dataset, record in stored:
+            last_of_study[record.study_instance_uid] = dataset
+            last_of_series[record.series_instance_uid] = (dataset, record)
+        self._connection.executemany(
             """INSERT INTO studies VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
             ON CONFLICT (study_instance_uid) DO UPDATE SET
               patient_id=excluded.patient_id, patient_name=excluded.patient_name,
@@ -277,22 +287,16 @@ class CatalogWriter:
               study_description=excluded.study_description,
               referring_physician_name=excluded.referring_physician_name,
               updated_at=excluded.updated_at""",
-            (
-                record.study_instance_uid,
-                _text(dataset, "PatientID"),
-                _text(dataset, "PatientName"),
-                _text(dataset, "PatientBirthDate"),
-                _text(dataset, "PatientSex"),
-                _text(dataset, "StudyDate"),
-                _text(dataset, "StudyTime"),
-                _text(dataset, "AccessionNumber"),
-                _text(dataset, "StudyID"),
-                _text(dataset, "StudyDescription"),
-                _text(dataset, "ReferringPhysicianName"),
-                now,
-            ),
+            [
+                (
+                    study_uid,
+                    *(_text(dataset, keyword) for keyword in _STUDY_KEYWORDS),
+                    now,
+                )
+                for study_uid, dataset in last_of_study.items()
+            ],
         )
-        self._connection.execute(
+        self._connection.executemany(
             """INSERT INTO series VALUES (?,?,?,?,?,?,?,?,?)
             ON CONFLICT (series_instance_uid) DO UPDATE SET
               modality=excluded.modality, series_number=excluded.series_number,
@@ -301,36 +305,55 @@ class CatalogWriter:
               performed_procedure_step_start_date=excluded.performed_procedure_step_start_date,
               performed_procedure_step_start_time=excluded.performed_procedure_step_start_time,
               updated_at=excluded.updated_at""",
-            (
-                record.series_instance_uid,
-                record.study_instance_uid,
-                _text(dataset, "Modality"),
-                _integer(dataset, "SeriesNumber"),
-                _text(dataset, "SeriesDescription"),
-                _text(dataset, "BodyPartExamined"),
-                _text(dataset, "PerformedProcedureStepStartDate"),
-                _text(dataset, "PerformedProcedureStepStartTime"),
-                now,
-            ),
+            [
+                (
+                    series_uid,
+                    record.study_instance_uid,
+                    _text(dataset, "Modality"),
+                    _integer(dataset, "SeriesNumber"),
+                    _text(dataset, "SeriesDescription"),
+                    _text(dataset, "BodyPartExamined"),
+                    _text(dataset, "PerformedProcedureStepStartDate"),
+                    _text(dataset, "PerformedProcedureStepStartTime"),
+                    now,
+                )
+                for series_uid, (dataset, record) in last_of_series.items()
+            ],
         )
-        self._connection.execute(
+        self._connection.executemany(
             "INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                record.sop_instance_uid,
-                record.series_instance_uid,
-                record.study_instance_uid,
-                record.sop_class_uid,
-                _integer(dataset, "InstanceNumber"),
-                _integer(dataset, "Rows"),
-                _integer(dataset, "Columns"),
-                _integer(dataset, "BitsAllocated"),
-                _integer(dataset, "NumberOfFrames"),
-                record.transfer_syntax_uid,
-                record.path,
-                record.size,
-                now,
-            ),
+            [
+                (
+                    record.sop_instance_uid,
+                    record.series_instance_uid,
+                    record.study_instance_uid,
+                    record.sop_class_uid,
+                    *(_integer(dataset, keyword) for keyword in _INSTANCE_INTEGERS),
+                    record.transfer_syntax_uid,
+                    record.path,
+                    record.size,
+                    now,
+                )
+                for dataset, record in stored
+            ],
         )
+
+
+#: The study row's attributes, in the order of its columns after the StudyInstanceUID.
+_STUDY_KEYWORDS = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDescription",
+    "ReferringPhysicianName",
+)
+#: The instance row's integer attributes, in the order of its columns.
+_INSTANCE_INTEGERS = ("InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames")
 
 
 def _record(row: sqlite3.Row) -> InstanceRecord:

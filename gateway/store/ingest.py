@@ -246,9 +246,9 @@ class IngestBatch:
             for directory in self._directories:
                 fsync_directory(directory)
             with self.catalog.transaction() as writer:
-                for dataset, record, _ in self._pending:
-                    writer.add_instance(dataset, record)
-                    if self.policy.forward_to_pacs:
+                writer.add_instances([(dataset, record) for dataset, record, _ in self._pending])
+                if self.policy.forward_to_pacs:
+                    for _, record, _ in self._pending:
                         writer.enqueue_forward(record)
         except (OSError, sqlite3.Error) as error:
             log.error("store.commit_failed", error=str(error), instances=len(self._pending))
