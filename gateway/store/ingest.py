@@ -150,13 +150,16 @@ class IngestBatch:
                 comment=str(error),
             )
         dataset = parsed.dataset
+        # Each identifying UID read once (a pydicom lookup is not free): its text, if any.
+        uids = {keyword: _text_or_none(dataset, keyword) for keyword in _IDENTITY}
+        valid = {keyword: text for keyword, text in uids.items() if text and is_valid_uid(text)}
         outcome = IngestOutcome(
-            sop_class_uid=_uid_or_none(dataset, "SOPClassUID"),
-            sop_instance_uid=_uid_or_none(dataset, "SOPInstanceUID"),
-            study_instance_uid=_uid_or_none(dataset, "StudyInstanceUID"),
-            series_instance_uid=_uid_or_none(dataset, "SeriesInstanceUID"),
+            sop_class_uid=valid.get("SOPClassUID"),
+            sop_instance_uid=valid.get("SOPInstanceUID"),
+            study_instance_uid=valid.get("StudyInstanceUID"),
+            series_instance_uid=valid.get("SeriesInstanceUID"),
         )
-        problem = self._check(dataset, parsed)
+        problem = self._check(dataset, uids, valid)
         if problem is not None:
             outcome.failure, outcome.comment = problem
             return outcome
@@ -206,12 +209,13 @@ class IngestBatch:
             self._pending.append((dataset, record, outcome))
         return outcome
 
-    def _check(self, dataset: Dataset, parsed: ParsedInstance) -> tuple[FailureReason, str] | None:
-        for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
-            value = dataset.get(keyword)
-            if value in (None, ""):
+    def _check(
+        self, dataset: Dataset, uids: dict[str, str | None], valid: dict[str, str]
+    ) -> tuple[FailureReason, str] | None:
+        for keyword in _IDENTITY:
+            if uids[keyword] is None:
                 return FailureReason.CANNOT_UNDERSTAND, f"{keyword} is missing"
-            if not is_valid_uid(str(value)):
+            if keyword not in valid:
                 return FailureReason.CANNOT_UNDERSTAND, f"{keyword} is not a valid UID"
         meta = getattr(dataset, "file_meta", None)
         if meta is not None:
@@ -220,17 +224,17 @@ class IngestBatch:
                 ("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
             ):
                 meta_value = meta.get(meta_keyword)
-                if meta_value and str(meta_value) != str(dataset.get(keyword)):
+                if meta_value and str(meta_value) != uids[keyword]:
                     return (
                         FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
                         f"{meta_keyword} in the file meta differs from {keyword}",
                     )
-        if self.expected_study_uid and str(dataset.StudyInstanceUID) != self.expected_study_uid:
+        if self.expected_study_uid and valid["StudyInstanceUID"] != self.expected_study_uid:
             return (
                 FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
                 "StudyInstanceUID differs from the study in the request URL",
             )
-        if self.policy.sop_classes and str(dataset.SOPClassUID) not in self.policy.sop_classes:
+        if self.policy.sop_classes and valid["SOPClassUID"] not in self.policy.sop_classes:
             return FailureReason.SOP_CLASS_NOT_SUPPORTED, "SOP Class not accepted by this gateway"
         return None
 
@@ -277,9 +281,17 @@ class IngestBatch:
         return len(self._pending)
 
 
-def _uid_or_none(dataset: Dataset, keyword: str) -> str | None:
+#: The UIDs every stored instance must have (PS3.18 10.5: the failure reasons name them).
+_IDENTITY = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+def _text_or_none(dataset: Dataset, keyword: str) -> str | None:
     value = dataset.get(keyword)
-    text = str(value) if value not in (None, "") else None
+    return str(value) if value not in (None, "") else None
+
+
+def _uid_or_none(dataset: Dataset, keyword: str) -> str | None:
+    text = _text_or_none(dataset, keyword)
     return text if text is not None and is_valid_uid(text) else None
 
 
