@@ -129,8 +129,9 @@ def finding_exists(finding: FindingFilter, study_key: str) -> Sql:
     return Sql(f"EXISTS (SELECT 1 FROM measurements m0 {join}WHERE {' AND '.join(parts)})", params)
 
 
-def cohort_where(cohort: Cohort, level: Level) -> Sql:
-    """The WHERE condition over ``studies s`` (and ``series r`` at series level).
+def cohort_where(cohort: Cohort, level: Level, *, findings: bool = True) -> Sql:
+    """The WHERE condition over ``studies s`` (and ``series r`` at series level); without the
+    finding filters if ``findings`` is false (a join that implies them is added instead).
 
     Every filter is a correlated EXISTS probing a covering index per candidate study: the cost
     grows with the number of studies, never with the size of an intermediate set.
@@ -184,7 +185,7 @@ def cohort_where(cohort: Cohort, level: Level) -> Sql:
                     values,
                 )
             )
-    for finding in cohort.findings:
+    for finding in cohort.findings if findings else ():
         add(finding_exists(finding, "s.study_key"))
     if cohort.patient_has is not None:
         for modality in cohort.patient_has.modalities:
@@ -256,6 +257,31 @@ def _finding_restriction(cohort: Cohort, alias: str) -> Sql | None:
     return Sql(
         "(" + " OR ".join(f"({p.text})" for p in predicates) + ")",
         [v for p in predicates for v in p.params],
+    )
+
+
+def joins_imply_findings(cohort: Cohort, dimensions: Sequence[Dimension]) -> bool:
+    """Whether the join of a table's first measurement dimension asks exactly what the
+    cohort's finding filter asks: one finding filter, of a type and one range of this very
+    measurement, nothing else (the question "the sizes of the nodules of 8 mm or more").
+
+    Then every unit of the cohort has a row in the join and the facts are the whole cohort:
+    its own EXISTS probe is left out of the facts' query, and its membership is taken from
+    the facts instead of a query of its own.
+    """
+    measured = [d for d in dimensions if isinstance(d, BinnedDimension) and d.of == "measurement"]
+    if not measured or len(cohort.findings) != 1 or cohort.findings[0].type is None:
+        return False
+    (only,) = cohort.findings
+    if len(only.measurements) != 1:
+        return False
+    (measurement,) = only.measurements
+    return (
+        only.site is None
+        and only.algorithm is None
+        and not only.qualitative
+        and measurement.concept == measured[0].concept
+        and canonical_unit(measurement.unit) == canonical_unit(measured[0].unit or "")
     )
 
 

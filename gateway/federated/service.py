@@ -43,7 +43,14 @@ from gateway.federated.disclosure import (
 )
 from gateway.federated.facts import Facts, category, cell_codes
 from gateway.federated.privacy import AnswerCache, BudgetExhausted, NoiseMechanism, PrivacyLedger
-from gateway.federated.query import OUTSIDE, cells_sql, facts_sql, membership_sql, values_sql
+from gateway.federated.query import (
+    OUTSIDE,
+    cells_sql,
+    facts_sql,
+    joins_imply_findings,
+    membership_sql,
+    values_sql,
+)
 from gateway.federated.settings import FederatedSettings
 from gateway.federated.sorted_sets import distinct_per_group
 from gateway.index import FindingsIndex
@@ -169,9 +176,16 @@ class FederatedService:
         return answer, spent, cached
 
     def _membership(self, request: AggregateRequest) -> tuple[Membership, Facts | None]:
-        """Who is behind the answer; with the fact rows themselves when they carry the study
-        columns a table needs (then the table costs no second query)."""
+        """Who is behind the answer; with the fact rows themselves when one query gives both
+        (then the table costs no second query): a table over study columns, or over a
+        measurement whose join implies the cohort's finding filter."""
         extra = _study_columns(request)
+        dimensions = _dimensions(request)
+        if extra is None and dimensions and joins_imply_findings(request.cohort, dimensions):
+            sql = facts_sql(request.cohort, request.level, dimensions)
+            rows = self.index.database.query(sql.text, sql.params)
+            facts = Facts.from_rows(rows, len(dimensions), request.level)
+            return Membership.from_columns(request.level, facts.units, facts.patients), facts
         sql = membership_sql(request.cohort, request.level, extra or ())
         rows = self.index.database.query(sql.text, sql.params)
         facts = Facts.from_rows(rows, len(extra or ()), request.level)
@@ -433,6 +447,15 @@ class FederatedService:
 
 #: Dimensions that are columns of the study row itself.
 _STUDY_COLUMN = {"sex": "s.patient_sex", "study_year": "s.study_year", "age": "s.age_years"}
+
+
+def _dimensions(request: AggregateRequest) -> list[Dimension]:
+    spec = request.aggregate
+    if isinstance(spec, HistogramSpec):
+        return [spec.by]
+    if isinstance(spec, CrossTabSpec):
+        return [spec.rows, spec.columns]
+    return []
 
 
 def _study_columns(request: AggregateRequest) -> list[str] | None:

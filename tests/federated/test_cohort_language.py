@@ -259,3 +259,80 @@ def test_cell_memberships_match_the_cell_counts(tmp_path: object, level: str,
     found = {key: (m.unit_count, len(m.patients)) for key, m in members.items()}
     assert found == expected
     index.close()
+
+
+MEASUREMENT_TABLE = {
+    "level": "studies",
+    "cohort": {"findings": [{"type": NODULE, "measurements": [
+        {"concept": DIAMETER, "min": 6, "unit": "mm"}]}]},
+    "aggregate": {"kind": "histogram", "by": {"kind": "bins", "of": "measurement",
+                                              "concept": DIAMETER, "unit": "cm",
+                                              "start": 0.6, "stop": 1.4, "width": 0.4}},
+}
+
+
+def test_a_measurement_table_implying_its_cohort_answers_as_the_two_query_path(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """"The sizes of the nodules of 6 mm or more": the facts' join implies the cohort's finding
+    filter, so the facts give the membership too. The answer is the one the separate cohort
+    query gives."""
+    from pathlib import Path
+
+    import gateway.federated.query as query
+    import gateway.federated.service as service_module
+    from gateway.federated.cohort import AggregateRequest
+    from gateway.federated.differencing import Membership
+    from gateway.federated.service import FederatedService
+    from gateway.federated.settings import FederatedSettings
+    from gateway.index import FindingsIndex, IndexSettings
+    from tests.federated.conftest import standard_cohort
+    from tests.federated.synthetic import write_patients
+
+    assert isinstance(tmp_path, Path)
+    request = AggregateRequest.model_validate(MEASUREMENT_TABLE)
+    dimensions = [request.aggregate.by]  # type: ignore[union-attr]
+    assert query.joins_imply_findings(request.cohort, dimensions)
+    answers = []
+    for implied in (True, False):
+        if not implied:
+            monkeypatch.setattr(query, "joins_imply_findings", lambda *_: False)
+            monkeypatch.setattr(service_module, "joins_imply_findings", lambda *_: False)
+        index = FindingsIndex.open(IndexSettings(), tmp_path / f"site-{implied}")
+        write_patients(index, standard_cohort())
+        service = FederatedService(index, FederatedSettings())
+        membership, facts = service._membership(request)
+        cohort = query.membership_sql(request.cohort, request.level)
+        expected = Membership.from_pairs(
+            request.level, index.database.query(cohort.text, cohort.params))
+        assert membership.patients.tolist() == expected.patients.tolist()
+        assert membership.units.tolist() == expected.units.tolist()
+        assert (facts is not None) == implied
+        answers.append(service.answer(request, "analyst", "aggregate"))
+        index.close()
+    assert answers[0] == answers[1]
+    assert sum(c["count"] or 0 for c in answers[0]["cells"]) > 0
+
+
+@pytest.mark.parametrize("findings", [
+    [],
+    [{"measurements": [{"concept": DIAMETER, "min": 6, "unit": "mm"}]}],  # no type
+    [{"type": NODULE}],  # no measurement: studies without a diameter are in the cohort
+    [{"type": NODULE, "measurements": [{"concept": DIAMETER, "min": 6, "unit": "mm"},
+                                       {"concept": DIAMETER, "max": 9, "unit": "mm"}]}],
+    [{"type": NODULE, "measurements": [{"concept": "SCT:439932008", "min": 6, "unit": "mm"}]}],
+    [{"type": NODULE, "qualitative": [{"concept": MALIGNANCY, "value": SUSPICIOUS}],
+      "measurements": [{"concept": DIAMETER, "min": 6, "unit": "mm"}]}],
+    [{"type": NODULE, "measurements": [{"concept": DIAMETER, "min": 6, "unit": "mm"}]},
+     {"type": MASS}],
+])
+def test_other_cohorts_are_not_taken_as_implied_by_the_join(
+    findings: list[dict[str, object]]
+) -> None:
+    from gateway.federated.cohort import AggregateRequest
+    from gateway.federated.query import joins_imply_findings
+
+    body = {**MEASUREMENT_TABLE, "cohort": {"findings": findings}}
+    request = AggregateRequest.model_validate(body)
+    dimensions = [request.aggregate.by]  # type: ignore[union-attr]
+    assert not joins_imply_findings(request.cohort, dimensions)
