@@ -123,13 +123,8 @@ class FederatedService:
 
     def _validate(self, request: AggregateRequest) -> None:
         spec = request.aggregate
-        dimensions: list[Dimension] = []
-        if isinstance(spec, HistogramSpec):
-            dimensions = [spec.by]
-        elif isinstance(spec, CrossTabSpec):
-            dimensions = [spec.rows, spec.columns]
         cells = 1
-        for dimension in dimensions:
+        for dimension in _dimensions(request):
             if isinstance(dimension, BinnedDimension):
                 cells *= dimension.bin_count
                 if dimension.bin_count > self.settings.max_bins:
@@ -281,14 +276,7 @@ class FederatedService:
         epsilon: float,
         client: str,
     ) -> dict[str, Any]:
-        spec = request.aggregate
-        dimensions: list[Dimension] = (
-            [spec.by]
-            if isinstance(spec, HistogramSpec)
-            else [spec.rows, spec.columns]
-            if isinstance(spec, CrossTabSpec)
-            else []
-        )
+        dimensions = _dimensions(request)
         bound = self.settings.dp.max_rows_per_patient if self.dp_enabled else None
         if facts is None and self.settings.differencing.enabled:
             # The guard needs who is in each cell: fetch that once and count from it too.
@@ -450,6 +438,7 @@ _STUDY_COLUMN = {"sex": "s.patient_sex", "study_year": "s.study_year", "age": "s
 
 
 def _dimensions(request: AggregateRequest) -> list[Dimension]:
+    """A table's dimensions (none for a count or a summary)."""
     spec = request.aggregate
     if isinstance(spec, HistogramSpec):
         return [spec.by]
@@ -460,12 +449,8 @@ def _dimensions(request: AggregateRequest) -> list[Dimension]:
 
 def _study_columns(request: AggregateRequest) -> list[str] | None:
     """The study columns of a table's dimensions, or None if any dimension needs a join."""
-    spec = request.aggregate
-    if isinstance(spec, HistogramSpec):
-        dimensions: list[Dimension] = [spec.by]
-    elif isinstance(spec, CrossTabSpec):
-        dimensions = [spec.rows, spec.columns]
-    else:
+    dimensions = _dimensions(request)
+    if not dimensions:
         return None
     columns = []
     for dimension in dimensions:

@@ -76,12 +76,7 @@ def read_header(path: Path, head: bytes | None = None) -> ParsedInstance:
     if head is not None:
         dataset = _parse_head(head, size)
     if dataset is None:
-        dataset = _parse(path)
-        try:
-            _check_structure(dataset, size)
-        except UnreadableInstanceError as error:
-            error.dataset = dataset
-            raise
+        dataset = _checked(_parse(path), size)
     if "PixelData" not in dataset and size <= _FULL_READ_LIMIT and len(head or b"") < size:
         # Reports (SR) and other objects without pixel data are read whole: observers such as
         # the findings index read their content after the temporary file has been renamed,
@@ -122,12 +117,7 @@ def _parse_head(head: bytes, size: int) -> Dataset | None:
             raise
         return None  # perhaps cut inside an element: the file decides
     if whole:
-        try:
-            _check_structure(dataset, size)
-        except UnreadableInstanceError as error:
-            error.dataset = dataset
-            raise
-        return dataset
+        return _checked(dataset, size)
     if _settled_end(dataset, len(head)) != size:
         return None
     return dataset
@@ -150,6 +140,16 @@ def _settled_end(dataset: Dataset, read: int) -> int:
             return -1
         end = max(end, tell + length)
     return end
+
+
+def _checked(dataset: Dataset, size: int) -> Dataset:
+    """``dataset`` once its structure is checked; a failure names what could be read."""
+    try:
+        _check_structure(dataset, size)
+    except UnreadableInstanceError as error:
+        error.dataset = dataset
+        raise
+    return dataset
 
 
 def _check_structure(dataset: Dataset, size: int) -> None:
