@@ -112,6 +112,15 @@ def fsync_directory(path: Path) -> None:
 
 
 def publish(temporary: Path, final: Path) -> None:
-    """Atomically move a complete, fsynced temporary file to its final place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(temporary, final)
+    """Atomically move a complete, fsynced temporary file to its final place.
+
+    The rename is tried first and the folder made only if it is missing: every slice of a
+    series after the first then costs one system call, not a mkdir as well.
+    """
+    try:
+        os.replace(temporary, final)
+    except FileNotFoundError:
+        if not temporary.exists():
+            raise
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temporary, final)

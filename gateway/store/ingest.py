@@ -26,10 +26,13 @@ from pydicom.dataset import Dataset
 from gateway.store.catalog import Catalog, InstanceRecord
 from gateway.store.files import FileLayout, fsync_directory, publish
 from gateway.store.part10 import (
+    IDENTITY_KEYWORDS,
+    MEDIA_STORAGE_KEYWORDS,
     ParsedInstance,
     UnreadableInstanceError,
     read_header,
     rewrite_as_part10,
+    text_or_none,
 )
 from gateway.store.uids import is_valid_uid
 
@@ -150,16 +153,19 @@ class IngestBatch:
                 comment=str(error),
             )
         dataset = parsed.dataset
-        # Each identifying UID read once (a pydicom lookup is not free): its text, if any.
-        uids = {keyword: _text_or_none(dataset, keyword) for keyword in _IDENTITY}
-        valid = {keyword: text for keyword, text in uids.items() if text and is_valid_uid(text)}
+        uids = parsed.identity
+        valid = {
+            keyword: text
+            for keyword in IDENTITY_KEYWORDS
+            if (text := uids[keyword]) and is_valid_uid(text)
+        }
         outcome = IngestOutcome(
             sop_class_uid=valid.get("SOPClassUID"),
             sop_instance_uid=valid.get("SOPInstanceUID"),
             study_instance_uid=valid.get("StudyInstanceUID"),
             series_instance_uid=valid.get("SeriesInstanceUID"),
         )
-        problem = self._check(dataset, uids, valid)
+        problem = self._check(uids, valid)
         if problem is not None:
             outcome.failure, outcome.comment = problem
             return outcome
@@ -203,32 +209,27 @@ class IngestBatch:
             sop_class_uid=outcome.sop_class_uid,
             transfer_syntax_uid=parsed.transfer_syntax_uid,
             path=self.layout.relative(final),
-            size=final.stat().st_size,
+            size=final.stat().st_size if source is not temporary else parsed.size,
         )
         with self._lock:
             self._pending.append((dataset, record, outcome))
         return outcome
 
     def _check(
-        self, dataset: Dataset, uids: dict[str, str | None], valid: dict[str, str]
+        self, uids: dict[str, str | None], valid: dict[str, str]
     ) -> tuple[FailureReason, str] | None:
-        for keyword in _IDENTITY:
+        for keyword in IDENTITY_KEYWORDS:
             if uids[keyword] is None:
                 return FailureReason.CANNOT_UNDERSTAND, f"{keyword} is missing"
             if keyword not in valid:
                 return FailureReason.CANNOT_UNDERSTAND, f"{keyword} is not a valid UID"
-        meta = getattr(dataset, "file_meta", None)
-        if meta is not None:
-            for meta_keyword, keyword in (
-                ("MediaStorageSOPClassUID", "SOPClassUID"),
-                ("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
-            ):
-                meta_value = meta.get(meta_keyword)
-                if meta_value and str(meta_value) != uids[keyword]:
-                    return (
-                        FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                        f"{meta_keyword} in the file meta differs from {keyword}",
-                    )
+        for meta_keyword, keyword in zip(MEDIA_STORAGE_KEYWORDS, IDENTITY_KEYWORDS, strict=False):
+            meta_value = uids[meta_keyword]
+            if meta_value and meta_value != uids[keyword]:
+                return (
+                    FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                    f"{meta_keyword} in the file meta differs from {keyword}",
+                )
         if self.expected_study_uid and valid["StudyInstanceUID"] != self.expected_study_uid:
             return (
                 FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
@@ -281,17 +282,8 @@ class IngestBatch:
         return len(self._pending)
 
 
-#: The UIDs every stored instance must have (PS3.18 10.5: the failure reasons name them).
-_IDENTITY = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-
-
-def _text_or_none(dataset: Dataset, keyword: str) -> str | None:
-    value = dataset.get(keyword)
-    return str(value) if value not in (None, "") else None
-
-
 def _uid_or_none(dataset: Dataset, keyword: str) -> str | None:
-    text = _text_or_none(dataset, keyword)
+    text = text_or_none(dataset, keyword)
     return text if text is not None and is_valid_uid(text) else None
 
 

@@ -17,8 +17,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import write_file_meta_info
@@ -28,6 +30,8 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+
+from gateway.store.data_elements import walk_part10
 
 # Values larger than this are not read into memory when a header is parsed.
 DEFER_SIZE = 64 * 1024
@@ -47,6 +51,16 @@ class UnreadableInstanceError(ValueError):
         self.dataset = dataset
 
 
+#: The UIDs the intake checks: the four every stored instance must have (PS3.18 10.5), and
+#: the File Meta Information's copies of the first two (PS3.10 7.1), which must agree.
+IDENTITY_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+MEDIA_STORAGE_KEYWORDS = ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID")
+_IDENTITY_TAGS: dict[str, int] = {
+    keyword: cast(int, tag_for_keyword(keyword))
+    for keyword in IDENTITY_KEYWORDS + MEDIA_STORAGE_KEYWORDS
+}
+
+
 @dataclass
 class ParsedInstance:
     """A received instance's header, and whether its file needs rewriting as Part 10."""
@@ -54,6 +68,10 @@ class ParsedInstance:
     dataset: Dataset  # bulk values deferred
     transfer_syntax_uid: str
     needs_part10_rewrite: bool
+    #: The text of each of the identifying UIDs (:data:`IDENTITY_KEYWORDS` and
+    #: :data:`MEDIA_STORAGE_KEYWORDS`), None where absent or empty; not yet validated.
+    identity: dict[str, str | None]
+    size: int  # of the received file
 
 
 #: How much of each received part the intake keeps in memory for :func:`read_header`: more
@@ -72,6 +90,12 @@ def read_header(path: Path, head: bytes | None = None) -> ParsedInstance:
     size = path.stat().st_size
     if size == 0:
         raise UnreadableInstanceError("the part is empty")
+    if head is not None:
+        whole = len(head) >= size
+        walked = walk_part10(head, size, defer_size=_FULL_READ_LIMIT if whole else DEFER_SIZE)
+        if walked is not None and (whole or "PixelData" in walked.dataset):
+            identity = {keyword: walked.text(tag) for keyword, tag in _IDENTITY_TAGS.items()}
+            return ParsedInstance(walked.dataset, walked.transfer_syntax_uid, False, identity, size)
     dataset: Dataset | None = None
     if head is not None:
         dataset = _parse_head(head, size)
@@ -88,12 +112,23 @@ def read_header(path: Path, head: bytes | None = None) -> ParsedInstance:
         transfer_syntax = (
             ImplicitVRLittleEndian if dataset.original_encoding[0] else ExplicitVRLittleEndian
         )
+    identity = {keyword: text_or_none(dataset, keyword) for keyword in IDENTITY_KEYWORDS}
+    for keyword in MEDIA_STORAGE_KEYWORDS:
+        identity[keyword] = text_or_none(meta, keyword) if meta is not None else None
     return ParsedInstance(
         dataset=dataset,
         transfer_syntax_uid=str(transfer_syntax),
         # pydicom leaves the preamble None when the file has no preamble and DICM prefix.
         needs_part10_rewrite=dataset.preamble is None,
+        identity=identity,
+        size=size,
     )
+
+
+def text_or_none(dataset: Dataset, keyword: str) -> str | None:
+    """The value of ``keyword`` in ``dataset`` as text, None if absent or empty."""
+    value = dataset.get(keyword)
+    return str(value) if value not in (None, "") else None
 
 
 def _parse(source: Path | io.BytesIO, defer: bool = True) -> Dataset:

@@ -107,7 +107,7 @@ def test_a_small_object_is_read_whole_from_the_head(tmp_path: Path, sources: lis
     assert len(data) < HEAD_BYTES
     parsed = read_header(write(tmp_path, data), data)
     assert parsed.dataset.PixelData == dataset.PixelData
-    assert sources and not any(isinstance(source, Path) for source in sources)
+    assert not any(isinstance(source, Path) for source in sources)
     truncated = data[: len(data) - 100]
     with pytest.raises(UnreadableInstanceError, match="truncated"):
         read_header(write(tmp_path, truncated), truncated)
