@@ -5,8 +5,10 @@
 Sends the same N synthetic 512x512 16-bit CT instances (deterministic phantom slices) in one
 STOW-RS request to a fresh gateway (embedded store) and to a fresh Orthanc (Debian package,
 DICOMweb plugin), alternating, each after a warm-up request of 4 other instances and with the
-page cache written back, and prints instances/s, MB/s, their ratio, and the gateway's
-peak RSS. ``--gigabyte`` also streams a single ~1 GB request into the gateway and reports its
+page cache written back (then 2 s of quiet), each server's archive removed after its round,
+and prints instances/s, MB/s, their ratio, and the gateway's peak RSS. The quiet time and the
+removal keep later rounds from paying for earlier ones: without them, on this machine's
+virtual disk, both servers' times grew by a third or more from the fourth round on. ``--gigabyte`` also streams a single ~1 GB request into the gateway and reports its
 peak RSS during it (the body is generated on the fly; the client holds one instance at a time).
 """
 
@@ -16,6 +18,7 @@ import argparse
 import http.client
 import io
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -65,11 +68,16 @@ def body(parts: list[bytes]) -> bytes:
     return b"".join(chunks)
 
 
+#: Quiet time after the write-back: the virtual disk here goes on flushing for a while after
+#: sync returns, and the next timed request would pay for it.
+SETTLE_SECONDS = 2.0
+
+
 def settle() -> None:
     """Write back what the previous round left in the page cache, so that neither server's
     timed request pays for the other's 100 MB going to disk."""
     os.sync()
-    time.sleep(0.5)
+    time.sleep(SETTLE_SECONDS)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -175,6 +183,7 @@ def main() -> None:
                 gateway_peak = max(gateway_peak, peak_rss_mb(gateway.process.pid))
             finally:
                 gateway.stop()
+                shutil.rmtree(Path(work) / f"gateway-{round_index}", ignore_errors=True)
             orthanc = OrthancServer(Path(work) / f"orthanc-{round_index}").start()
             try:
                 stow(orthanc.dicomweb_url + "/studies", warm_up)
@@ -182,6 +191,7 @@ def main() -> None:
                 orthanc_times.append(stow(orthanc.dicomweb_url + "/studies", payload))
             finally:
                 orthanc.stop()
+                shutil.rmtree(Path(work) / f"orthanc-{round_index}", ignore_errors=True)
             print(
                 f"round {round_index + 1}: gateway {gateway_times[-1]:.2f} s, "
                 f"orthanc {orthanc_times[-1]:.2f} s",

@@ -19,7 +19,7 @@ import anyio.to_thread
 
 from gateway.dicomweb.multipart import MediaType, MultipartParser
 from gateway.store import EmbeddedStore, FailureReason, IngestBatch, IngestOutcome
-from gateway.store.part10 import HEAD_BYTES
+from gateway.store.part10 import HEAD_BYTES, ParsedInstance, header_from_head
 
 
 class RequestTooLarge(Exception):
@@ -102,7 +102,7 @@ class _Checks:
 def _check(batch: IngestBatch, part: FinishedPart) -> IngestOutcome:
     if part.path is None:
         return batch.fail(None, part.failure or FailureReason.CANNOT_UNDERSTAND, part.comment)
-    return batch.add(part.path, part.handle, part.head)
+    return batch.add(part.path, part.handle, part.head, part.parsed)
 
 
 # Parts finished but not yet checked; past this, reception waits for the disk.
@@ -124,6 +124,8 @@ class FinishedPart:
     comment: str = ""
     #: The part's first bytes, kept so that its header is parsed from memory, not re-read.
     head: bytes | None = None
+    #: Its header, when the head alone settled it (the common case), parsed on receipt.
+    parsed: ParsedInstance | None = None
 
 
 class _PartWriter:
@@ -169,10 +171,13 @@ class _PartWriter:
 
     def part_end(self) -> None:
         if self._handle is not None:
+            head = bytes(self._head)
+            # Parsed here, in the thread that receives: the checker threads are left with the
+            # fsync and the rename, which wait on the disk and not on the interpreter lock,
+            # so reception does not queue behind them for it (about 5% of a request's time).
+            parsed = header_from_head(head, self._size) if self._size else None
             # Left open: the checker fsyncs through it and closes it.
-            self.finished.append(
-                FinishedPart(self._path, self._handle, head=bytes(self._head))
-            )
+            self.finished.append(FinishedPart(self._path, self._handle, head=head, parsed=parsed))
             self._handle = None
         else:
             reason, comment = self._failure or (FailureReason.CANNOT_UNDERSTAND, "empty part")

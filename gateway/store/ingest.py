@@ -118,21 +118,26 @@ class IngestBatch:
         return IngestOutcome(None, None, failure=reason, comment=comment)
 
     def add(
-        self, temporary: Path, handle: BinaryIO | None = None, head: bytes | None = None
+        self,
+        temporary: Path,
+        handle: BinaryIO | None = None,
+        head: bytes | None = None,
+        parsed: ParsedInstance | None = None,
     ) -> IngestOutcome:
         """Check ``temporary`` (a complete part) and move it into the store.
 
         ``handle``, if given, is the still-open file the part was written through: its data
         is made durable through it (one open fewer per instance on the hot path) and it is
         closed here. ``head``, if given, is the file's first bytes, from which the header is
-        parsed without reading the file again (:func:`read_header`).
+        parsed without reading the file again (:func:`read_header`); ``parsed``, if given,
+        is that header already parsed (:func:`header_from_head`).
         """
         try:
             if handle is not None:
                 with handle:
                     handle.flush()
                     os.fdatasync(handle.fileno())
-            return self._add(temporary, synced=handle is not None, head=head)
+            return self._add(temporary, synced=handle is not None, head=head, parsed=parsed)
         except OSError as error:
             log.error("store.write_failed", error=str(error))
             return IngestOutcome(
@@ -141,9 +146,12 @@ class IngestBatch:
         finally:
             temporary.unlink(missing_ok=True)
 
-    def _add(self, temporary: Path, synced: bool, head: bytes | None) -> IngestOutcome:
+    def _add(
+        self, temporary: Path, synced: bool, head: bytes | None, parsed: ParsedInstance | None
+    ) -> IngestOutcome:
         try:
-            parsed = read_header(temporary, head)
+            if parsed is None:
+                parsed = read_header(temporary, head)
         except UnreadableInstanceError as error:
             known = error.dataset if error.dataset is not None else Dataset()
             return IngestOutcome(

@@ -10,6 +10,7 @@ import pydicom
 import pytest
 
 import gateway.store.part10 as part10
+from gateway.store.data_elements import walk_part10
 from gateway.store.part10 import HEAD_BYTES, UnreadableInstanceError, read_header
 from tests.gateway.conftest import phantom
 from tests.support.dicom import part10_bytes
@@ -111,3 +112,28 @@ def test_a_small_object_is_read_whole_from_the_head(tmp_path: Path, sources: lis
     truncated = data[: len(data) - 100]
     with pytest.raises(UnreadableInstanceError, match="truncated"):
         read_header(write(tmp_path, truncated), truncated)
+
+
+def test_the_intake_parses_an_image_header_on_receipt_without_the_file() -> None:
+    """header_from_head, what the STOW-RS intake calls where it receives, needs no file."""
+    dataset = ct_slice()
+    data = part10_bytes(dataset)
+    parsed = part10.header_from_head(data[:HEAD_BYTES], len(data))
+    assert parsed is not None
+    assert parsed.identity["SOPInstanceUID"] == dataset.SOPInstanceUID
+    assert parsed.identity["MediaStorageSOPInstanceUID"] == dataset.SOPInstanceUID
+    assert parsed.size == len(data)
+    assert parsed.transfer_syntax_uid == dataset.file_meta.TransferSyntaxUID
+
+
+def test_what_the_head_alone_cannot_settle_is_left_to_the_file() -> None:
+    dataset = ct_slice()
+    data = part10_bytes(dataset)
+    # Cut inside the pixel data: only the file can tell.
+    assert part10.header_from_head(data[:HEAD_BYTES], HEAD_BYTES + 1000) is None
+    # A large object without pixel data is read whole from its file, for the observers.
+    del dataset.PixelData
+    dataset.add_new(0x7FE11010, "OB", b"\x00" * (2 * HEAD_BYTES))  # last, like pixel data
+    large = part10_bytes(dataset)
+    assert walk_part10(large[:HEAD_BYTES], len(large), part10.DEFER_SIZE) is not None
+    assert part10.header_from_head(large[:HEAD_BYTES], len(large)) is None
