@@ -8,8 +8,9 @@ DICOMweb plugin), alternating, each after a warm-up request of 4 other instances
 page cache written back (then 2 s of quiet), each server's archive removed after its round,
 and prints instances/s, MB/s, their ratio, and the gateway's peak RSS. The quiet time and the
 removal keep later rounds from paying for earlier ones: without them, on this machine's
-virtual disk, both servers' times grew by a third or more from the fourth round on. ``--gigabyte`` also streams a single ~1 GB request into the gateway and reports its
-peak RSS during it (the body is generated on the fly; the client holds one instance at a time).
+virtual disk, both servers' times grew by a third or more from the fourth round on.
+``--gigabyte`` also streams a single ~1 GB request into the gateway and reports its peak RSS
+during it (the body is generated on the fly; the client holds one instance at a time).
 """
 
 from __future__ import annotations
