@@ -77,6 +77,14 @@ def analyse(url: str, orthanc: OrthancServer, phantom: Phantom) -> dict[str, Any
     return result
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all processes: the service, Orthanc,
+    this client), from ``/proc/stat``: everything but idle and I/O wait."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split()[1:9]]
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -157,15 +165,19 @@ def main() -> None:
 
         count = args.back_to_back
         service_walls, bare_walls = [], []
+        service_cpu, bare_cpu = [], []
         for _ in range(2):
-            started = time.perf_counter()
+            started, busy = time.perf_counter(), machine_busy_seconds()
             with ThreadPoolExecutor(max_workers=count) as pool:
                 results = list(
                     pool.map(lambda _: analyse(service.url, orthanc, phantom), range(count))
                 )
             service_walls.append(time.perf_counter() - started)
+            service_cpu.append((machine_busy_seconds() - busy) / count)
             assert all(len(r["lesions"]) == len(phantom.truth.lesions) for r in results)
+            busy = machine_busy_seconds()
             bare_walls.append(bare.run(count))
+            bare_cpu.append((machine_busy_seconds() - busy) / count)
         service_rate = count / min(service_walls)
         bare_rate = count / min(bare_walls)
         print(
@@ -179,6 +191,16 @@ def main() -> None:
         print(
             f"throughput ratio service / bare onnxruntime: {service_rate / bare_rate:.2f} "
             "(target >= 0.90)"
+        )
+        # What the cores allow: however well the stages overlap, N cores cannot finish
+        # analyses faster than N / (CPU seconds one analysis costs the machine).
+        cores = os.cpu_count() or 1
+        per_analysis, per_run = statistics.median(service_cpu), statistics.median(bare_cpu)
+        ceiling = min(1.0, cores / per_analysis / bare_rate)
+        print(
+            f"machine CPU per analysis (service, Orthanc, client): {per_analysis:.2f} core-s; "
+            f"per bare run: {per_run:.2f} core-s; ceiling on {cores} cores: "
+            f"{ceiling:.2f} of bare onnxruntime"
         )
         assert service.process is not None
         print(f"service peak RSS: {peak_rss_mb(service.process.pid):.0f} MB")
