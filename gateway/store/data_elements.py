@@ -125,9 +125,8 @@ def _walk_file_meta(head: bytes) -> tuple[_Elements, int]:
         end = value_at + length
         if length == _UNDEFINED_LENGTH or end > len(head):
             raise _Unsettled
-        meta[BaseTag(tag)] = RawDataElement(
-            BaseTag(tag), vr, length, head[value_at:end], value_at, False, True
-        )
+        key = BaseTag(tag)
+        meta[key] = RawDataElement(key, vr, length, head[value_at:end], value_at, False, True)
         position = end
     raise _Unsettled
 
@@ -166,9 +165,8 @@ def _walk_dataset(
                 value = cast(bytes | None, empty_value_for_VR(vr, raw=True))
             else:
                 value = head[value_at:end]
-        elements[BaseTag(tag)] = RawDataElement(
-            BaseTag(tag), vr, length, value, value_at, implicit, True
-        )
+        key = BaseTag(tag)
+        elements[key] = RawDataElement(key, vr, length, value, value_at, implicit, True)
         position = end
     return elements, position
 

@@ -207,9 +207,6 @@ class IngestBatch:
             with open(temporary, "rb+") as handle:
                 os.fdatasync(handle.fileno())
         publish(source, final)
-        with self._lock:
-            self._directories.add(final.parent)
-            self._seen[outcome.sop_instance_uid] = final
         record = InstanceRecord(
             study_instance_uid=outcome.study_instance_uid,
             series_instance_uid=outcome.series_instance_uid,
@@ -220,6 +217,11 @@ class IngestBatch:
             size=final.stat().st_size if source is not temporary else parsed.size,
         )
         with self._lock:
+            # Seen and pending together: a later copy of this SOP Instance UID in the same
+            # request that finds this one in _seen is then pending after it, so the catalog
+            # keeps the later copy, not this one, whose file that copy removes as stale.
+            self._directories.add(final.parent)
+            self._seen[outcome.sop_instance_uid] = final
             self._pending.append((dataset, record, outcome))
         return outcome
 
