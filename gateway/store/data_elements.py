@@ -94,8 +94,8 @@ def walk_part10(head: bytes, size: int, defer_size: int) -> WalkedFile | None:
         return None
     charset = elements.get(BaseTag(_SPECIFIC_CHARACTER_SET))
     encoding: str | list[str] = default_encoding
-    if charset is not None and charset.value:
-        encoding = convert_encodings(convert_string(charset.value, True))
+    if charset is not None:  # even empty, as pydicom does: then the default, as a list
+        encoding = convert_encodings(convert_string(charset.value or b"", True))
     dataset = Dataset(elements)
     dataset.file_meta = FileMetaDataset(meta)
     dataset.set_original_encoding(implicit, True, encoding)

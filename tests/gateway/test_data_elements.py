@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -191,3 +192,25 @@ def test_wherever_the_head_or_the_file_ends_the_walk_agrees_or_steps_aside(
         return
     # A file cut exactly between two elements is a sound (shorter) file: pydicom agrees.
     assert_same_as_pydicom(walked, data)
+
+
+#: pydicom's own test files, shipped in its wheel: real modalities' and toolkits' encodings
+#: (GE, Siemens, dcmtk, GDCM; JPEG, JPEG 2000, RLE; odd character sets and VRs).
+_PYDICOM_FILES = sorted(
+    path
+    for path in (Path(pydicom.__file__).parent / "data" / "test_files").rglob("*")
+    if path.is_file() and path.suffix in {".dcm", ""}
+)
+
+
+def test_pydicoms_own_test_files_are_walked_as_pydicom_reads_them() -> None:
+    assert len(_PYDICOM_FILES) > 60  # the wheel ships them; fewer means they moved
+    walked = 0
+    for path in _PYDICOM_FILES:
+        data = path.read_bytes()
+        for head in (data[:HEAD_BYTES], data):
+            result = walk_part10(head, len(data), DEFER_SIZE)
+            if result is not None:
+                walked += 1
+                assert_same_as_pydicom(result, data)
+    assert walked > 150  # most of them take the fast path (218 of 342 walks here)
