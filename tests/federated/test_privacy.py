@@ -55,7 +55,13 @@ def test_noisy_histogram_cells_and_quantiles_under_dp(make_site: SiteFactory) ->
     summary = site.post({"cohort": {"attributes": {"PatientSex": "F"}}, "aggregate": {
         "kind": "summary", "of": "age", "lower": 0, "upper": 100,
         "quantiles": [0.25, 0.5, 0.75]}}).json()
-    assert abs(summary["mean"] - 49.5) < 5
+    # Tolerances for a failure once in a million runs, not a few in a hundred: the sum of
+    # 300 ages gets Laplace noise of scale 5 rows x 100 years / epsilon 1 = 500, so the mean
+    # is off by more than 24 years with probability exp(-24 * 300 / 500), about 6e-7 (it was
+    # 5 years: a 7 % chance, and CI met it); the median, from 64 bins each with Laplace noise
+    # of scale 5, left [28, 72] once in 2 million simulated runs.
+    assert abs(summary["mean"] - 49.5) < 24
+    assert abs(summary["n"] - 300) < 70  # Laplace scale 5: exp(-14)
     median = summary["quantiles"]["0.5"]
-    assert 40 <= median <= 60
+    assert 28 <= median <= 72
     assert summary["quantiles"]["0.25"] <= median <= summary["quantiles"]["0.75"]
