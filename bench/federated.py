@@ -43,8 +43,9 @@ NODULE, MASS, CYST = "SCT:27925004", "SCT:4147007", "SCT:441457006"
 DIAMETER = "SCT:81827009"
 
 
-def build_index(data_dir: Path, studies: int, findings: int, seed: int = 6,
-                url: str | None = None) -> FindingsIndex:
+def build_index(
+    data_dir: Path, studies: int, findings: int, seed: int = 6, url: str | None = None
+) -> FindingsIndex:
     """Random but plausible rows, written in one transaction straight into the index tables."""
     rng = np.random.default_rng(seed)
     index = FindingsIndex.open(IndexSettings(url=url), data_dir)
@@ -53,39 +54,68 @@ def build_index(data_dir: Path, studies: int, findings: int, seed: int = 6,
     patient_sex = rng.choice(np.array(["F", "M"]), patients)
     patient_birth = rng.integers(1930, 2005, patients)
     study_year = rng.integers(2015, 2025, studies)
-    study_date = (study_year * 10000 + rng.integers(1, 13, studies) * 100
-                  + rng.integers(1, 29, studies))
+    study_date = (
+        study_year * 10000 + rng.integers(1, 13, studies) * 100 + rng.integers(1, 29, studies)
+    )
     modality = rng.choice(np.array(["CT", "MR", "CR", "US"]), studies, p=[0.5, 0.2, 0.2, 0.1])
     study_rows = [
-        (s + 1, int(study_patient[s]) + 1, str(patient_sex[study_patient[s]]),
-         int(study_year[s] - patient_birth[study_patient[s]]), int(study_date[s]),
-         int(study_year[s]), int(study_date[s] // 100 % 100),
-         "/" + "/".join(sorted([str(modality[s]), "SR"])) + "/")
+        (
+            s + 1,
+            int(study_patient[s]) + 1,
+            str(patient_sex[study_patient[s]]),
+            int(study_year[s] - patient_birth[study_patient[s]]),
+            int(study_date[s]),
+            int(study_year[s]),
+            int(study_date[s] // 100 % 100),
+            "/" + "/".join(sorted([str(modality[s]), "SR"])) + "/",
+        )
         for s in range(studies)
     ]
     series_rows: list[tuple[object, ...]] = [
         (s + 1, s + 1, int(study_patient[s]) + 1, str(modality[s]), "CHEST", "Vendor", "Model")
         for s in range(studies)
     ]
-    series_rows += [(studies + s + 1, s + 1, int(study_patient[s]) + 1, "SR", None, None, None)
-                    for s in range(studies)]
+    series_rows += [
+        (studies + s + 1, s + 1, int(study_patient[s]) + 1, "SR", None, None, None)
+        for s in range(studies)
+    ]
     finding_study = rng.integers(0, studies, findings)
     finding_type = rng.choice(np.array([NODULE, MASS, CYST]), findings, p=[0.6, 0.25, 0.15])
     diameters = np.round(rng.gamma(2.0, 4.0, findings), 1)
-    finding_rows = [(f + 1, int(finding_study[f]) + 1, int(finding_study[f]) + 1,
-                     int(study_patient[finding_study[f]]) + 1, str(finding_type[f]),
-                     "SCT:39607008", "bench-model", "1.0") for f in range(findings)]
-    measurement_rows = [(f + 1, int(finding_study[f]) + 1,
-                         int(study_patient[finding_study[f]]) + 1, str(finding_type[f]),
-                         DIAMETER, float(diameters[f]), "mm") for f in range(findings)]
+    finding_rows = [
+        (
+            f + 1,
+            int(finding_study[f]) + 1,
+            int(finding_study[f]) + 1,
+            int(study_patient[finding_study[f]]) + 1,
+            str(finding_type[f]),
+            "SCT:39607008",
+            "bench-model",
+            "1.0",
+        )
+        for f in range(findings)
+    ]
+    measurement_rows = [
+        (
+            f + 1,
+            int(finding_study[f]) + 1,
+            int(study_patient[finding_study[f]]) + 1,
+            str(finding_type[f]),
+            DIAMETER,
+            float(diameters[f]),
+            "mm",
+        )
+        for f in range(findings)
+    ]
     report_rows = [(s + 1, s + 1, int(study_patient[s]) + 1) for s in range(studies)]
     with index.database.transaction() as cursor:
         cursor.executemany("INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?)", study_rows)
         cursor.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?)", series_rows)
         cursor.executemany("INSERT INTO reports VALUES (?, ?, ?)", report_rows)
         cursor.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", finding_rows)
-        cursor.executemany("INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           measurement_rows)
+        cursor.executemany(
+            "INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?)", measurement_rows
+        )
     index.database.execute("ANALYZE")
     # Measure a settled index, as a site's is: not one whose 400 MB the kernel is still
     # writing back to disk while the queries run (which cost up to a third more here).
@@ -116,40 +146,71 @@ def single_site(args: argparse.Namespace) -> list[str]:
         built = time.perf_counter() - started
         counts = index.counts()
         engine = "PostgreSQL" if args.index_url else "SQLite"
-        lines.append(f"Index ({engine}): {counts['studies']:,} studies, "
-                     f"{counts['findings']:,} findings, generated in {built:.1f} s.")
+        lines.append(
+            f"Index ({engine}): {counts['studies']:,} studies, "
+            f"{counts['findings']:,} findings, generated in {built:.1f} s."
+        )
         service = FederatedService(index, FederatedSettings())
-        cohort = {"attributes": {"ModalitiesInStudy": "CT", "PatientSex": "F"},
-                  "findings": [{"type": NODULE, "measurements": [
-                      {"concept": DIAMETER, "min": 8, "unit": "mm"}]}]}
+        cohort = {
+            "attributes": {"ModalitiesInStudy": "CT", "PatientSex": "F"},
+            "findings": [
+                {"type": NODULE, "measurements": [{"concept": DIAMETER, "min": 8, "unit": "mm"}]}
+            ],
+        }
         queries = {
             "count (patients)": {"cohort": cohort},
-            "histogram (age, 10 bins)": {"cohort": cohort, "aggregate": {
-                "kind": "histogram",
-                "by": {"kind": "bins", "of": "age", "start": 0, "stop": 100, "width": 10}}},
-            "cross-tab (sex x age, 10 bins)": {"cohort": cohort, "aggregate": {
-                "kind": "crosstab", "rows": {"kind": "category", "name": "sex"},
-                "columns": {"kind": "bins", "of": "age", "start": 0, "stop": 100,
-                            "width": 10}}},
+            "histogram (age, 10 bins)": {
+                "cohort": cohort,
+                "aggregate": {
+                    "kind": "histogram",
+                    "by": {"kind": "bins", "of": "age", "start": 0, "stop": 100, "width": 10},
+                },
+            },
+            "cross-tab (sex x age, 10 bins)": {
+                "cohort": cohort,
+                "aggregate": {
+                    "kind": "crosstab",
+                    "rows": {"kind": "category", "name": "sex"},
+                    "columns": {"kind": "bins", "of": "age", "start": 0, "stop": 100, "width": 10},
+                },
+            },
             "cross-tab (study year x nodule diameter, studies)": {
-                "cohort": cohort, "level": "studies", "aggregate": {
-                    "kind": "crosstab", "rows": {"kind": "category", "name": "study_year"},
-                    "columns": {"kind": "bins", "of": "measurement", "concept": DIAMETER,
-                                "unit": "mm", "start": 8, "stop": 40, "width": 4}}},
+                "cohort": cohort,
+                "level": "studies",
+                "aggregate": {
+                    "kind": "crosstab",
+                    "rows": {"kind": "category", "name": "study_year"},
+                    "columns": {
+                        "kind": "bins",
+                        "of": "measurement",
+                        "concept": DIAMETER,
+                        "unit": "mm",
+                        "start": 8,
+                        "stop": 40,
+                        "width": 4,
+                    },
+                },
+            },
         }
         request = AggregateRequest.model_validate(queries["count (patients)"])
         bare = membership_sql(request.cohort, "patients")
-        peer = _timed(lambda: index.database.query(
-            f"SELECT COUNT(DISTINCT unit) FROM ({bare.text}) m", bare.params),
-            args.repeats)
+        peer = _timed(
+            lambda: index.database.query(
+                f"SELECT COUNT(DISTINCT unit) FROM ({bare.text}) m", bare.params
+            ),
+            args.repeats,
+        )
         size = service.answer(request, "bench", "count")["count"]
-        lines.append(f"Cohort (3 filters: CT study, woman, nodule of 8 mm or more): "
-                     f"{size:,} patients.")
+        lines.append(
+            f"Cohort (3 filters: CT study, woman, nodule of 8 mm or more): {size:,} patients."
+        )
         lines.append("")
         lines.append("| query | p50 ms | p95 ms | p50 / bare SQL count |")
         lines.append("|---|---|---|---|")
-        lines.append(f"| bare SQL count (peer: no disclosure control) | {_p(peer, 50):.1f} | "
-                     f"{_p(peer, 95):.1f} | 1.00 |")
+        lines.append(
+            f"| bare SQL count (peer: no disclosure control) | {_p(peer, 50):.1f} | "
+            f"{_p(peer, 95):.1f} | 1.00 |"
+        )
         for name, body in queries.items():
             parsed = AggregateRequest.model_validate(body)
 
@@ -157,8 +218,10 @@ def single_site(args: argparse.Namespace) -> list[str]:
                 return service.answer(parsed, "bench", "bench")
 
             times = _timed(ask, args.repeats)
-            lines.append(f"| {name} | {_p(times, 50):.1f} | {_p(times, 95):.1f} | "
-                         f"{_p(times, 50) / _p(peer, 50):.2f} |")
+            lines.append(
+                f"| {name} | {_p(times, 50):.1f} | {_p(times, 95):.1f} | "
+                f"{_p(times, 50) / _p(peer, 50):.2f} |"
+            )
         index.close()
     return lines
 
@@ -169,14 +232,16 @@ def _sites_app(delays: dict[str, float], hung: set[str]) -> Starlette:
         if site in hung:
             await asyncio.sleep(3600)
         await asyncio.sleep(delays[site])
-        return JSONResponse({"level": "patients", "kind": "count", "min_cell_size": 10,
-                             "count": 42})
+        return JSONResponse(
+            {"level": "patients", "kind": "count", "min_cell_size": 10, "count": 42}
+        )
 
     return Starlette(routes=[Route("/{site}/federated/v1/count", count)])
 
 
-async def _hub_latency(sites: int, hung: set[str], repeats: int, timeout: float,
-                       rng: random.Random) -> tuple[list[float], list[float]]:
+async def _hub_latency(
+    sites: int, hung: set[str], repeats: int, timeout: float, rng: random.Random
+) -> tuple[list[float], list[float]]:
     overheads, latencies = [], []
     names = [f"site-{n:03d}" for n in range(sites)]
     settings = HubSettings(
@@ -184,10 +249,8 @@ async def _hub_latency(sites: int, hung: set[str], repeats: int, timeout: float,
         timeout_seconds=timeout,
     )
 
-    async def send(client: httpx.AsyncClient, site: SiteSettings,
-                   timeout: float) -> httpx.Response:
-        return await client.get(f"{site.url}/count", params={"PatientSex": "F"},
-                                timeout=timeout)
+    async def send(client: httpx.AsyncClient, site: SiteSettings, timeout: float) -> httpx.Response:
+        return await client.get(f"{site.url}/count", params={"PatientSex": "F"}, timeout=timeout)
 
     for _ in range(repeats):
         delays = {n: rng.uniform(0.005, 0.2) for n in names}
@@ -207,18 +270,26 @@ async def _hub_latency(sites: int, hung: set[str], repeats: int, timeout: float,
 
 def hub(args: argparse.Namespace) -> list[str]:
     rng = random.Random(6)
-    lines = ["", f"Hub over {args.sites} simulated sites (in-process ASGI apps, delays 5-200 ms, "
-             f"{args.hub_repeats} rounds):", "",
-             "| case | hub p50 ms | hub p95 ms | p50 over the slowest site (or the timeout) ms |",
-             "|---|---|---|---|"]
-    latencies, overheads = asyncio.run(_hub_latency(args.sites, set(), args.hub_repeats, 2.0,
-                                                    rng))
-    lines.append(f"| all sites answer | {_p(latencies, 50):.0f} | {_p(latencies, 95):.0f} | "
-                 f"{_p(overheads, 50):.0f} |")
-    latencies, overheads = asyncio.run(_hub_latency(args.sites, {"site-007"}, args.hub_repeats,
-                                                    0.5, rng))
-    lines.append(f"| one site hung (its timeout: 500 ms) | {_p(latencies, 50):.0f} | "
-                 f"{_p(latencies, 95):.0f} | {_p(overheads, 50):.0f} |")
+    lines = [
+        "",
+        f"Hub over {args.sites} simulated sites (in-process ASGI apps, delays 5-200 ms, "
+        f"{args.hub_repeats} rounds):",
+        "",
+        "| case | hub p50 ms | hub p95 ms | p50 over the slowest site (or the timeout) ms |",
+        "|---|---|---|---|",
+    ]
+    latencies, overheads = asyncio.run(_hub_latency(args.sites, set(), args.hub_repeats, 2.0, rng))
+    lines.append(
+        f"| all sites answer | {_p(latencies, 50):.0f} | {_p(latencies, 95):.0f} | "
+        f"{_p(overheads, 50):.0f} |"
+    )
+    latencies, overheads = asyncio.run(
+        _hub_latency(args.sites, {"site-007"}, args.hub_repeats, 0.5, rng)
+    )
+    lines.append(
+        f"| one site hung (its timeout: 500 ms) | {_p(latencies, 50):.0f} | "
+        f"{_p(latencies, 95):.0f} | {_p(overheads, 50):.0f} |"
+    )
     return lines
 
 

@@ -13,11 +13,28 @@ from tests.support.ports import free_port
 
 def test_demo_once_prints_findings_for_every_study(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "fedgate", "demo", "--once", "--studies", "3",
-         "--data-dir", str(tmp_path / "demo"), "--port", str(free_port()),
-         "--inference-port", str(free_port()), "--timeout", "240"],
-        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "fedgate",
+            "demo",
+            "--once",
+            "--studies",
+            "3",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "--port",
+            str(free_port()),
+            "--inference-port",
+            str(free_port()),
+            "--timeout",
+            "240",
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ...")]

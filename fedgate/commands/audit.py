@@ -47,21 +47,24 @@ def run(args: argparse.Namespace) -> int:
             return 2
         path = settings.federated.audit_log or settings.data_dir / AUDIT_FILE_NAME
     entries = [
-        e for e in read_audit_log(path)
+        e
+        for e in read_audit_log(path)
         if (args.client is None or e.get("client") == args.client)
         and (args.status is None or e.get("status") == args.status)
     ]
     if args.last:
-        entries = entries[-args.last:]
+        entries = entries[-args.last :]
     for entry in entries:
         if args.json:
             print(json.dumps(entry, sort_keys=True))
             continue
         request = entry.get("request") or {}
         kind = (request.get("aggregate") or {}).get("kind", "?")
-        print(f"{entry.get('time', '?'):<29} {entry.get('client', '?'):<16} "
-              f"{entry.get('status', '?'):<9} {kind:<9} eps={entry.get('epsilon_spent', 0):<5g} "
-              f"{_released(entry)}")
+        print(
+            f"{entry.get('time', '?'):<29} {entry.get('client', '?'):<16} "
+            f"{entry.get('status', '?'):<9} {kind:<9} eps={entry.get('epsilon_spent', 0):<5g} "
+            f"{_released(entry)}"
+        )
     if not entries:
         print(f"no entries in {path}", file=sys.stderr)
     return 0

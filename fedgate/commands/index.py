@@ -67,8 +67,7 @@ def _sync(args: argparse.Namespace, settings: object, index: FindingsIndex) -> i
     assert isinstance(settings, GatewaySettings)
     url = args.pacs or settings.pacs.url
     if not url:
-        print("fedgate index sync: no PACS to crawl (set pacs.url or give --pacs)",
-              file=sys.stderr)
+        print("fedgate index sync: no PACS to crawl (set pacs.url or give --pacs)", file=sys.stderr)
         return 2
     headers = {}
     auth = settings.pacs.auth
@@ -82,9 +81,11 @@ def _sync(args: argparse.Namespace, settings: object, index: FindingsIndex) -> i
     client = DICOMwebClient(url, headers=headers)
     progress = None if args.quiet else ProgressBar("index sync")
     report = sync_index(index, client, resume=not args.full, progress=progress)
-    print(f"studies: {report.studies_found} found, {report.studies_synced} indexed, "
-          f"{report.studies_skipped} already indexed; series: {report.series}; "
-          f"SR instances read: {report.reports}; failures: {len(report.failures)}")
+    print(
+        f"studies: {report.studies_found} found, {report.studies_synced} indexed, "
+        f"{report.studies_skipped} already indexed; series: {report.series}; "
+        f"SR instances read: {report.reports}; failures: {len(report.failures)}"
+    )
     for failure in report.failures:
         print(f"  {failure}", file=sys.stderr)
     return 1 if report.failures else 0

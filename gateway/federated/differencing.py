@@ -58,9 +58,7 @@ class Membership:
         pair_units, pair_patients = distinct_pairs(units, patients)
         # A unit belongs to one patient; should the index ever say otherwise, the first wins.
         first = runs(pair_units)[1]
-        return cls(
-            level, unique_sorted(patients), pair_units[first], pair_patients[first]
-        )
+        return cls(level, unique_sorted(patients), pair_units[first], pair_patients[first])
 
     @property
     def unit_count(self) -> int:

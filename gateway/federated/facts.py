@@ -55,8 +55,9 @@ class Facts:
             if level == "patients"
             else np.fromiter(map(itemgetter(1), rows), dtype=np.int64, count=count)
         )
-        return cls(units, patients, [list(map(itemgetter(first + n), rows))
-                                     for n in range(dimensions)])
+        return cls(
+            units, patients, [list(map(itemgetter(first + n), rows)) for n in range(dimensions)]
+        )
 
     def __len__(self) -> int:
         return len(self.units)
@@ -69,8 +70,9 @@ class Facts:
             positions: dict[Any, int] = dict.fromkeys(column, 0)
             for position, value in enumerate(positions):
                 positions[value] = position
-            codes = np.fromiter(map(positions.__getitem__, column), dtype=np.int64,
-                                count=len(column))
+            codes = np.fromiter(
+                map(positions.__getitem__, column), dtype=np.int64, count=len(column)
+            )
             self._encodings[number] = (list(positions), codes)
         return self._encodings[number]
 
@@ -109,8 +111,9 @@ def cell_codes(
         if isinstance(dimension, BinnedDimension):
             values = np.array(column, dtype=float)  # None becomes NaN: the outside bin
             inside = (values >= dimension.start) & (values < dimension.stop)
-            bins = np.floor((np.where(inside, values, dimension.start) - dimension.start)
-                            / dimension.width)
+            bins = np.floor(
+                (np.where(inside, values, dimension.start) - dimension.start) / dimension.width
+            )
             axis = np.where(inside, bins, dimension.bin_count).astype(np.int64)
             labels = [*range(dimension.bin_count), OUTSIDE]
         else:

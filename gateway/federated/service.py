@@ -314,9 +314,7 @@ class FederatedService:
             for cell in cells.values():
                 cell.suppressed = True
         elif self.settings.differencing.enabled:
-            self._guard_cells(
-                request, dimensions, cells, merged, membership, facts, client
-            )
+            self._guard_cells(request, dimensions, cells, merged, membership, facts, client)
         ordered = sorted(
             cells,
             key=lambda key: tuple(axes_values[axis].index(value) for axis, value in enumerate(key)),

@@ -35,34 +35,70 @@ def sha256(text: str) -> str:
 
 
 def site_auth() -> AuthSettings:
-    return AuthSettings(clients=[
-        AuthClient(name="researcher", token_sha256=sha256(QUERY_TOKEN), roles=["query"]),
-        AuthClient(name="second", token_sha256=sha256(OTHER_QUERY_TOKEN), roles=["query"]),
-        AuthClient(name="operator", token_sha256=sha256(ADMIN_TOKEN), roles=["admin"]),
-    ])
+    return AuthSettings(
+        clients=[
+            AuthClient(name="researcher", token_sha256=sha256(QUERY_TOKEN), roles=["query"]),
+            AuthClient(name="second", token_sha256=sha256(OTHER_QUERY_TOKEN), roles=["query"]),
+            AuthClient(name="operator", token_sha256=sha256(ADMIN_TOKEN), roles=["admin"]),
+        ]
+    )
 
 
 def standard_cohort() -> list[SyntheticPatient]:
     """31 women, 25 men, one man with 11 studies, one woman of 91 with a unique MR and mass."""
     patients = []
     for i in range(30):
-        patients.append(SyntheticPatient(f"F{i:03d}", "F", [SyntheticStudy(
-            date=20240101 + i, age=60 + i % 10,
-            findings=[SyntheticFinding(diameter_mm=4.0 + i % 10,
-                                       qualitative=((MALIGNANCY, SUSPICIOUS),) if i < 12 else ())],
-        )]))
+        patients.append(
+            SyntheticPatient(
+                f"F{i:03d}",
+                "F",
+                [
+                    SyntheticStudy(
+                        date=20240101 + i,
+                        age=60 + i % 10,
+                        findings=[
+                            SyntheticFinding(
+                                diameter_mm=4.0 + i % 10,
+                                qualitative=((MALIGNANCY, SUSPICIOUS),) if i < 12 else (),
+                            )
+                        ],
+                    )
+                ],
+            )
+        )
     for i in range(25):
-        patients.append(SyntheticPatient(f"M{i:03d}", "M", [SyntheticStudy(
-            date=20230101 + i, age=50 + i % 20,
-            findings=[SyntheticFinding(diameter_mm=6.0 + i % 8)] if i < 20 else [],
-        )]))
-    patients.append(SyntheticPatient("MULTI", "M", [
-        SyntheticStudy(date=20220101 + n, age=45) for n in range(11)
-    ]))
-    patients.append(SyntheticPatient("LONER", "F", [SyntheticStudy(
-        date=20220601, age=91, modalities=("CT", "MR"),
-        findings=[SyntheticFinding(MASS, diameter_mm=30.0)],
-    )]))
+        patients.append(
+            SyntheticPatient(
+                f"M{i:03d}",
+                "M",
+                [
+                    SyntheticStudy(
+                        date=20230101 + i,
+                        age=50 + i % 20,
+                        findings=[SyntheticFinding(diameter_mm=6.0 + i % 8)] if i < 20 else [],
+                    )
+                ],
+            )
+        )
+    patients.append(
+        SyntheticPatient(
+            "MULTI", "M", [SyntheticStudy(date=20220101 + n, age=45) for n in range(11)]
+        )
+    )
+    patients.append(
+        SyntheticPatient(
+            "LONER",
+            "F",
+            [
+                SyntheticStudy(
+                    date=20220601,
+                    age=91,
+                    modalities=("CT", "MR"),
+                    findings=[SyntheticFinding(MASS, diameter_mm=30.0)],
+                )
+            ],
+        )
+    )
     return patients
 
 
@@ -79,12 +115,20 @@ class Site:
         return f"{self.server.url}/federated/v1"
 
     def get(self, params: Any, token: str = QUERY_TOKEN) -> httpx.Response:
-        return httpx.get(f"{self.url}/count", params=params,
-                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        return httpx.get(
+            f"{self.url}/count",
+            params=params,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
 
     def post(self, body: Any, token: str = QUERY_TOKEN) -> httpx.Response:
-        return httpx.post(f"{self.url}/aggregate", json=body,
-                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        return httpx.post(
+            f"{self.url}/aggregate",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
 
 
 SiteFactory = Callable[..., Site]
@@ -94,8 +138,9 @@ SiteFactory = Callable[..., Site]
 def make_site(tmp_path: Path) -> Iterator[SiteFactory]:
     started: list[tuple[FindingsIndex, ThreadedServer]] = []
 
-    def make(patients: list[SyntheticPatient] | None = None, name: str = "site",
-             **settings: Any) -> Site:
+    def make(
+        patients: list[SyntheticPatient] | None = None, name: str = "site", **settings: Any
+    ) -> Site:
         data_dir = tmp_path / name
         index = FindingsIndex.open(IndexSettings(), data_dir)
         if patients is None:

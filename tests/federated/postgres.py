@@ -50,9 +50,17 @@ class PostgresCluster:
             os.chown(self.workdir, user.pw_uid, user.pw_gid)
             self._prefix = ["runuser", "-u", "postgres", "--"]
         self._run(initdb, "-D", str(self.data), "-U", "fedgate", "--auth=trust", "--no-sync")
-        self._run(pg_ctl, "-D", str(self.data), "-l", str(self.workdir / "postgres.log"), "-w",
-                  "-o", f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 "
-                  "-c fsync=off", "start")
+        self._run(
+            pg_ctl,
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.workdir / "postgres.log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
         return self
 
     def stop(self) -> None:

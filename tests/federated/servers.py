@@ -31,14 +31,20 @@ async def _healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def site_app(index: FindingsIndex, settings: FederatedSettings,
-             auth: AuthSettings | None = None, extra: list[Any] | None = None) -> Starlette:
+def site_app(
+    index: FindingsIndex,
+    settings: FederatedSettings,
+    auth: AuthSettings | None = None,
+    extra: list[Any] | None = None,
+) -> Starlette:
     authenticator = Authenticator(auth or AuthSettings())
-    return Starlette(routes=[
-        Route("/healthz", _healthz),
-        Mount("/federated/v1", routes=federated_routes(index, settings, authenticator)),
-        *(extra or []),
-    ])
+    return Starlette(
+        routes=[
+            Route("/healthz", _healthz),
+            Mount("/federated/v1", routes=federated_routes(index, settings, authenticator)),
+            *(extra or []),
+        ]
+    )
 
 
 class ThreadedServer:
@@ -46,8 +52,11 @@ class ThreadedServer:
 
     def __init__(self, app: Any):
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

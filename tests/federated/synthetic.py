@@ -62,38 +62,58 @@ def write_patients(index: FindingsIndex, patients: list[SyntheticPatient]) -> No
         for number, study in enumerate(patient.studies):
             uid = f"{patient.patient_id}/study/{number}"
             study_key = keys.study(uid)
-            studies.append(StudyRecord(study_key, patient_key, patient.sex, study.age,
-                                       study.date))
+            studies.append(StudyRecord(study_key, patient_key, patient.sex, study.age, study.date))
             for modality in study.modalities:
-                series.append(SeriesRecord(keys.series(f"{uid}/{modality}"), study_key,
-                                           patient_key, modality, study.body_part,
-                                           "fedgate phantom", "Synthetic"))
+                series.append(
+                    SeriesRecord(
+                        keys.series(f"{uid}/{modality}"),
+                        study_key,
+                        patient_key,
+                        modality,
+                        study.body_part,
+                        "fedgate phantom",
+                        "Synthetic",
+                    )
+                )
             if study.findings:
-                reports.append(ReportRecord(
-                    report_key=keys.report(f"{uid}/sr"), study_key=study_key,
-                    patient_key=patient_key,
-                    findings=[
-                        FindingRecord(
-                            finding_type=f.finding_type,
-                            finding_site=f.site,
-                            qualitative=f.qualitative,
-                            measurements=(
-                                (MeasurementRecord(DIAMETER, f.diameter_mm, "mm"),)
-                                if f.diameter_mm is not None else ()
-                            ),
-                            algorithm_name="lung-nodules", algorithm_version="1.0",
-                        )
-                        for f in study.findings
-                    ],
-                ))
+                reports.append(
+                    ReportRecord(
+                        report_key=keys.report(f"{uid}/sr"),
+                        study_key=study_key,
+                        patient_key=patient_key,
+                        findings=[
+                            FindingRecord(
+                                finding_type=f.finding_type,
+                                finding_site=f.site,
+                                qualitative=f.qualitative,
+                                measurements=(
+                                    (MeasurementRecord(DIAMETER, f.diameter_mm, "mm"),)
+                                    if f.diameter_mm is not None
+                                    else ()
+                                ),
+                                algorithm_name="lung-nodules",
+                                algorithm_version="1.0",
+                            )
+                            for f in study.findings
+                        ],
+                    )
+                )
     index.write(studies, series, reports)
 
 
 def small_phantom(seed: int, lesions: tuple[float, ...] = (12.0,)) -> Phantom:
     """A quick phantom study (64x64x8) with lesions of these diameters."""
-    return generate_phantom(PhantomSpec(seed=seed, rows=64, columns=64, slices=8,
-                                        pixel_spacing_mm=4.0, slice_thickness_mm=5.0,
-                                        lesion_diameters_mm=lesions))
+    return generate_phantom(
+        PhantomSpec(
+            seed=seed,
+            rows=64,
+            columns=64,
+            slices=8,
+            pixel_spacing_mm=4.0,
+            slice_thickness_mm=5.0,
+            lesion_diameters_mm=lesions,
+        )
+    )
 
 
 def header_only(phantom: Phantom) -> list[Dataset]:

@@ -59,8 +59,10 @@ def test_subtracting_two_totals_is_refused_within_and_across_clients(site: Site)
     assert narrowed.status_code == 403
     assert "fewer than 10 patients" in narrowed.json()["error"]
     # A second client (colluding) gets no further.
-    assert site.get({"PatientSex": "F", "PatientAge": "60-69"},
-                    token=OTHER_QUERY_TOKEN).status_code == 403
+    assert (
+        site.get({"PatientSex": "F", "PatientAge": "60-69"}, token=OTHER_QUERY_TOKEN).status_code
+        == 403
+    )
     # Nor does a rewording that selects the same patients as before (0 looks like 1-9).
     assert site.get({"PatientSex": "F", "PatientAge": "0-120"}).status_code == 403
     # The very same question again is answered (and is the same number).
@@ -79,16 +81,21 @@ def test_subtracting_across_time_is_refused(site: Site) -> None:
 
 def test_a_suppressed_cell_cannot_be_recovered_from_the_total(site: Site) -> None:
     # Age histogram of women: 30 in 60-69 (3 per year), LONER alone in 90-99.
-    response = site.post({
-        "cohort": {"attributes": {"PatientSex": "F"}},
-        "aggregate": {"kind": "histogram",
-                      "by": {"kind": "bins", "of": "age", "start": 60, "stop": 100, "width": 10}},
-    })
+    response = site.post(
+        {
+            "cohort": {"attributes": {"PatientSex": "F"}},
+            "aggregate": {
+                "kind": "histogram",
+                "by": {"kind": "bins", "of": "age", "start": 60, "stop": 100, "width": 10},
+            },
+        }
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["total"]["count"] == 31
-    cells = {c["value"]["low"] if isinstance(c["value"], dict) else c["value"]: c
-             for c in body["cells"]}
+    cells = {
+        c["value"]["low"] if isinstance(c["value"], dict) else c["value"]: c for c in body["cells"]
+    }
     assert cells[90.0]["suppressed"] is True  # LONER's cell, primary suppression
     assert "(outside)" in cells  # ages outside the bins are a cell too
     suppressed = [low for low, c in cells.items() if c.get("suppressed")]
@@ -98,37 +105,45 @@ def test_a_suppressed_cell_cannot_be_recovered_from_the_total(site: Site) -> Non
 
 
 def test_sex_histogram_zero_cell_is_suppressed_like_a_small_one(site: Site) -> None:
-    response = site.post({"aggregate": {"kind": "histogram",
-                                        "by": {"kind": "category", "name": "sex"}}})
+    response = site.post(
+        {"aggregate": {"kind": "histogram", "by": {"kind": "category", "name": "sex"}}}
+    )
     cells = {c["value"]: c for c in response.json()["cells"]}
     assert set(cells) == {"F", "M", "O"}
     assert cells["O"] == {"value": "O", "count": None, "suppressed": True}  # nobody: like 1-9
     # A cell suppressed only to protect another looks exactly like a small one.
-    assert {json.dumps({k: v for k, v in c.items() if k != "value"}) for c in cells.values()
-            if c.get("suppressed")} == {json.dumps({"count": None, "suppressed": True})}
+    assert {
+        json.dumps({k: v for k, v in c.items() if k != "value"})
+        for c in cells.values()
+        if c.get("suppressed")
+    } == {json.dumps({"count": None, "suppressed": True})}
     # ...and not recoverable as total - F - M.
     assert sum(1 for c in cells.values() if c.get("suppressed")) >= 2
 
 
 def test_a_rare_finding_type_is_not_revealed_by_its_presence(site: Site) -> None:
     # Only LONER has a mass: no cell named after it, it is inside "(other)".
-    response = site.post({"aggregate": {"kind": "histogram",
-                                        "by": {"kind": "category", "name": "finding_type"}}})
+    response = site.post(
+        {"aggregate": {"kind": "histogram", "by": {"kind": "category", "name": "finding_type"}}}
+    )
     values = [c["value"] for c in response.json()["cells"]]
     assert MASS not in values
     assert "(other)" in values and NODULE in values
 
 
 def test_averaging_100_repeats_of_a_dp_query_gains_nothing(make_site: SiteFactory) -> None:
-    site = make_site(dp={"enabled": True, "epsilon_per_query": 0.1,
-                         "epsilon_budget_per_client": 1.0})
+    site = make_site(
+        dp={"enabled": True, "epsilon_per_query": 0.1, "epsilon_budget_per_client": 1.0}
+    )
     answers = [site.get({"PatientSex": "F"}).json()["count"] for _ in range(100)]
     assert len(set(answers)) == 1, "every repeat must return the first noisy draw"
     # The mean of the repeats is just the one draw: no averaging towards the truth.
     assert statistics.mean(answers) == answers[0]
-    budget = __import__("httpx").get(
-        f"{site.url}/budget", headers={"Authorization": "Bearer query-token-for-tests"}
-    ).json()
+    budget = (
+        __import__("httpx")
+        .get(f"{site.url}/budget", headers={"Authorization": "Bearer query-token-for-tests"})
+        .json()
+    )
     assert budget["epsilon_spent"] == pytest.approx(0.1)  # charged once
     # Another client asking the same question gets the same draw, not a fresh one.
     assert site.get({"PatientSex": "F"}, token=OTHER_QUERY_TOKEN).json()["count"] == answers[0]
@@ -139,8 +154,9 @@ def test_averaging_100_repeats_of_a_dp_query_gains_nothing(make_site: SiteFactor
 def test_dp_noise_is_real_noise(make_site: SiteFactory) -> None:
     # Distinct cohorts, each at least 10 patients apart: each a fresh draw around the truth.
     patients = [SyntheticPatient(f"P{i}", "F", [SyntheticStudy(age=i % 100)]) for i in range(400)]
-    site = make_site(patients, dp={"enabled": True, "epsilon_per_query": 0.5,
-                                   "epsilon_budget_per_client": 100.0})
+    site = make_site(
+        patients, dp={"enabled": True, "epsilon_per_query": 0.5, "epsilon_budget_per_client": 100.0}
+    )
     errors = []
     for low in range(0, 100, 5):
         truth = 4 * 5  # five ages, four patients each
@@ -153,8 +169,9 @@ def test_dp_noise_is_real_noise(make_site: SiteFactory) -> None:
 def test_spending_past_the_budget_is_refused_and_survives_a_restart(
     make_site: SiteFactory,
 ) -> None:
-    patients = [SyntheticPatient(f"P{i}", "F", [SyntheticStudy(age=20 + i // 10)])
-                for i in range(100)]
+    patients = [
+        SyntheticPatient(f"P{i}", "F", [SyntheticStudy(age=20 + i // 10)]) for i in range(100)
+    ]
     dp = {"enabled": True, "epsilon_per_query": 1.0, "epsilon_budget_per_client": 3.0}
     site = make_site(patients, dp=dp)
     for age in ("20-21", "22-23", "24-25"):
@@ -202,16 +219,36 @@ def test_measurement_filters_convert_units(site: Site) -> None:
     # men 6+i%8 >= 8 for i<20 -> i in 2..7, 10..15, 18, 19 -> 14 men. Asked in centimetres.
     in_cm = site.get({"finding": NODULE, "measurement": f"{DIAMETER}:0.8-:cm"})
     assert in_cm.json()["count"] == 32
-    in_mm = site.post({"cohort": {"findings": [{
-        "type": NODULE, "measurements": [{"concept": DIAMETER, "min": 8, "unit": "mm"}]}]},
-        "level": "studies"})
+    in_mm = site.post(
+        {
+            "cohort": {
+                "findings": [
+                    {
+                        "type": NODULE,
+                        "measurements": [{"concept": DIAMETER, "min": 8, "unit": "mm"}],
+                    }
+                ]
+            },
+            "level": "studies",
+        }
+    )
     assert in_mm.json()["count"] == 32
 
 
 def test_findings_filter_on_the_same_finding(make_site: SiteFactory) -> None:
     # A study with a 5 mm nodule and a 20 mm mass has no nodule over 10 mm.
-    patients = [SyntheticPatient(f"P{i}", "F", [SyntheticStudy(findings=[
-        SyntheticFinding(NODULE, 5.0), SyntheticFinding(MASS, 20.0)])]) for i in range(12)]
+    patients = [
+        SyntheticPatient(
+            f"P{i}",
+            "F",
+            [
+                SyntheticStudy(
+                    findings=[SyntheticFinding(NODULE, 5.0), SyntheticFinding(MASS, 20.0)]
+                )
+            ],
+        )
+        for i in range(12)
+    ]
     site = make_site(patients)
     body = site.get({"finding": NODULE, "measurement": f"{DIAMETER}:10-:mm"}).json()
     assert body == {**body, **SUPPRESSED}
@@ -236,26 +273,38 @@ def test_near_identical_questions_sent_at_once_do_not_both_pass(site: Site) -> N
     questions = [{"PatientSex": "F"}, {"PatientSex": "F", "PatientAge": "60-69"}] * 10
     with ThreadPoolExecutor(max_workers=20) as pool:
         responses = list(pool.map(site.get, questions))
-    answered = {json.dumps(q, sort_keys=True) for q, r in zip(questions, responses, strict=True)
-                if r.status_code == 200}
+    answered = {
+        json.dumps(q, sort_keys=True)
+        for q, r in zip(questions, responses, strict=True)
+        if r.status_code == 200
+    }
     assert len(answered) == 1, "both cohorts answered: their difference is one patient"
 
 
 def _age_histogram(site: Site, stop: int, width: int) -> dict[object, dict[str, object]]:
-    body = site.post({"aggregate": {
-        "kind": "histogram",
-        "by": {"kind": "bins", "of": "age", "start": 60, "stop": stop, "width": width}}})
+    body = site.post(
+        {
+            "aggregate": {
+                "kind": "histogram",
+                "by": {"kind": "bins", "of": "age", "start": 60, "stop": stop, "width": width},
+            }
+        }
+    )
     assert body.status_code == 200, body.text
-    return {c["value"]["low"] if isinstance(c["value"], dict) else c["value"]: c
-            for c in body.json()["cells"]}
+    return {
+        c["value"]["low"] if isinstance(c["value"], dict) else c["value"]: c
+        for c in body.json()["cells"]
+    }
 
 
 def test_shifted_bins_cannot_be_subtracted(make_site: SiteFactory) -> None:
     # 30 patients aged 60-69 (three of each age) and 15 in their eighties.
-    patients = [SyntheticPatient(f"S{i}", "F", [SyntheticStudy(age=60 + i % 10)])
-                for i in range(30)]
-    patients += [SyntheticPatient(f"E{i}", "M", [SyntheticStudy(age=80 + i % 10)])
-                 for i in range(15)]
+    patients = [
+        SyntheticPatient(f"S{i}", "F", [SyntheticStudy(age=60 + i % 10)]) for i in range(30)
+    ]
+    patients += [
+        SyntheticPatient(f"E{i}", "M", [SyntheticStudy(age=80 + i % 10)]) for i in range(15)
+    ]
     site = make_site(patients)
     one_bin = _age_histogram(site, 70, 10)
     assert one_bin[60.0]["count"] == 30 and one_bin["(outside)"]["count"] == 15
@@ -272,8 +321,9 @@ def test_shifted_bins_cannot_be_subtracted(make_site: SiteFactory) -> None:
 
 def test_a_cell_equal_to_an_earlier_count_is_the_same_question(site: Site) -> None:
     assert site.get({"PatientSex": "F"}).json()["count"] == 31
-    body = site.post({"aggregate": {"kind": "histogram",
-                                    "by": {"kind": "category", "name": "sex"}}}).json()
+    body = site.post(
+        {"aggregate": {"kind": "histogram", "by": {"kind": "category", "name": "sex"}}}
+    ).json()
     cells = {c["value"]: c for c in body["cells"]}
     assert cells["F"]["count"] == 31  # not withheld: it is "PatientSex=F" again
 
@@ -281,17 +331,23 @@ def test_a_cell_equal_to_an_earlier_count_is_the_same_question(site: Site) -> No
 def test_overlapping_cells_of_one_answer_are_not_both_released(make_site: SiteFactory) -> None:
     # 20 patients have a nodule and a mass, 2 only a nodule: nodule - mass = 2 patients.
     both = [SyntheticFinding(NODULE, 5.0), SyntheticFinding(MASS, 20.0)]
-    patients = [SyntheticPatient(f"B{i}", "F", [SyntheticStudy(findings=both)])
-                for i in range(20)]
-    patients += [SyntheticPatient(f"N{i}", "F", [SyntheticStudy(findings=[
-        SyntheticFinding(NODULE, 5.0)])]) for i in range(2)]
+    patients = [SyntheticPatient(f"B{i}", "F", [SyntheticStudy(findings=both)]) for i in range(20)]
+    patients += [
+        SyntheticPatient(f"N{i}", "F", [SyntheticStudy(findings=[SyntheticFinding(NODULE, 5.0)])])
+        for i in range(2)
+    ]
     # And 15 with rarer findings (five kinds, three each): an "(other)" big enough to release,
     # so that complementary suppression alone would release both cells above.
-    patients += [SyntheticPatient(f"R{i}", "F", [SyntheticStudy(findings=[
-        SyntheticFinding(f"SCT:10000{i % 5}", 5.0)])]) for i in range(15)]
+    patients += [
+        SyntheticPatient(
+            f"R{i}", "F", [SyntheticStudy(findings=[SyntheticFinding(f"SCT:10000{i % 5}", 5.0)])]
+        )
+        for i in range(15)
+    ]
     site = make_site(patients)
-    body = site.post({"aggregate": {"kind": "histogram",
-                                    "by": {"kind": "category", "name": "finding_type"}}}).json()
+    body = site.post(
+        {"aggregate": {"kind": "histogram", "by": {"kind": "category", "name": "finding_type"}}}
+    ).json()
     cells = {c["value"]: c for c in body["cells"]}
     released = [v for v in (NODULE, MASS) if v in cells and not cells[v].get("suppressed")]
     assert len(released) <= 1, body

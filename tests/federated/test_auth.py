@@ -48,8 +48,15 @@ class IdentityProvider:
 
     def token(self, key: Any = None, kid: str = "site-key-1", **claims: Any) -> str:
         now = int(time.time())
-        payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": "hub-analyst", "iat": now,
-                   "exp": now + 300, "realm_access": {"roles": ["query"]}, **claims}
+        payload = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "hub-analyst",
+            "iat": now,
+            "exp": now + 300,
+            "realm_access": {"roles": ["query"]},
+            **claims,
+        }
         return jwt.encode(payload, key or self.key, algorithm="RS256", headers={"kid": kid})
 
 
@@ -68,17 +75,32 @@ async def _stand_in(request: Request) -> Response:
 @pytest.fixture
 def gateway_url(tmp_path: Path, idp: IdentityProvider) -> Iterator[str]:
     """Federated routes plus /dicomweb and /jobs guarded as the gateway guards them."""
-    auth = site_auth().model_copy(update={"oidc": OidcSettings(
-        jwks_url=idp.jwks_url, issuer=ISSUER, audience=AUDIENCE,
-        roles_claim="realm_access.roles")})
+    auth = site_auth().model_copy(
+        update={
+            "oidc": OidcSettings(
+                jwks_url=idp.jwks_url,
+                issuer=ISSUER,
+                audience=AUDIENCE,
+                roles_claim="realm_access.roles",
+            )
+        }
+    )
     authenticator = Authenticator(auth)
     index = FindingsIndex.open(IndexSettings(), tmp_path / "site")
     write_patients(index, standard_cohort())
     guarded = [
-        Mount("/dicomweb", app=RequireRole(Starlette(routes=[Route("/{path:path}", _stand_in)]),
-                                           authenticator, "admin")),
-        Mount("/jobs", app=RequireRole(Starlette(routes=[Route("/{path:path}", _stand_in)]),
-                                       authenticator, "admin")),
+        Mount(
+            "/dicomweb",
+            app=RequireRole(
+                Starlette(routes=[Route("/{path:path}", _stand_in)]), authenticator, "admin"
+            ),
+        ),
+        Mount(
+            "/jobs",
+            app=RequireRole(
+                Starlette(routes=[Route("/{path:path}", _stand_in)]), authenticator, "admin"
+            ),
+        ),
     ]
     with serving(site_app(index, FederatedSettings(), auth, extra=guarded)) as server:
         yield server.url
@@ -107,8 +129,9 @@ def test_query_and_admin_tokens_reach_the_federated_api(gateway_url: str) -> Non
     assert _get(f"{gateway_url}/federated/v1/count", "wrong-token").status_code == 401
 
 
-def test_a_valid_jwt_with_the_query_role_is_accepted(gateway_url: str,
-                                                    idp: IdentityProvider) -> None:
+def test_a_valid_jwt_with_the_query_role_is_accepted(
+    gateway_url: str, idp: IdentityProvider
+) -> None:
     response = _get(f"{gateway_url}/federated/v1/count?PatientSex=F", idp.token())
     assert response.status_code == 200, response.text
     assert _get(f"{gateway_url}/dicomweb/studies", idp.token()).status_code == 403
@@ -124,8 +147,16 @@ def test_forged_and_expired_jwts_are_rejected(gateway_url: str, idp: IdentityPro
         "wrong issuer": idp.token(iss="https://evil.example.org"),
         "unknown key id": idp.token(kid="not-published"),
         "no signature (alg none)": jwt.encode(
-            {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": int(time.time()) + 300,
-             "realm_access": {"roles": ["admin"]}}, None, algorithm="none"),
+            {
+                "iss": ISSUER,
+                "aud": AUDIENCE,
+                "sub": "x",
+                "exp": int(time.time()) + 300,
+                "realm_access": {"roles": ["admin"]},
+            },
+            None,
+            algorithm="none",
+        ),
         "tampered payload": _tamper(idp.token()),
     }
     for case, token in cases.items():
@@ -155,16 +186,23 @@ def test_no_auth_configured_means_anonymous_admin() -> None:
 
 
 def test_a_query_token_cannot_reach_the_real_gateways_images_or_jobs(
-    tmp_path: Path, idp: IdentityProvider,
+    tmp_path: Path,
+    idp: IdentityProvider,
 ) -> None:
     """The real gateway process (the lead's AuthMiddleware with this Authenticator)."""
     from tests.support.gateway import GatewayProcess
 
-    auth = site_auth().model_copy(update={"oidc": OidcSettings(
-        jwks_url=idp.jwks_url, issuer=ISSUER, audience=AUDIENCE,
-        roles_claim="realm_access.roles")})
-    gateway = GatewayProcess(tmp_path / "gateway",
-                             {"auth": auth.model_dump(mode="json")}).start()
+    auth = site_auth().model_copy(
+        update={
+            "oidc": OidcSettings(
+                jwks_url=idp.jwks_url,
+                issuer=ISSUER,
+                audience=AUDIENCE,
+                roles_claim="realm_access.roles",
+            )
+        }
+    )
+    gateway = GatewayProcess(tmp_path / "gateway", {"auth": auth.model_dump(mode="json")}).start()
     try:
         for path in ("/dicomweb/studies", "/jobs"):
             assert _get(gateway.url + path, QUERY_TOKEN).status_code == 403, path

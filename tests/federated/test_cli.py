@@ -23,9 +23,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def fedgate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fedgate", *args], cwd=REPO_ROOT,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fedgate", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _store_study(client: DICOMwebClient, seed: int) -> None:
@@ -36,21 +41,28 @@ def _store_study(client: DICOMwebClient, seed: int) -> None:
 
 
 @pytest.mark.orthanc
-def test_index_sync_rebuilds_from_the_pacs_and_resumes(orthanc: OrthancServer,
-                                                       tmp_path: Path) -> None:
+def test_index_sync_rebuilds_from_the_pacs_and_resumes(
+    orthanc: OrthancServer, tmp_path: Path
+) -> None:
     client = DICOMwebClient(orthanc.dicomweb_url)
     for seed in (21, 22):
         _store_study(client, seed)
     config = tmp_path / "gateway.yaml"
-    config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"),
-                                      "pacs": {"url": orthanc.dicomweb_url}}))
+    config.write_text(
+        yaml.safe_dump({"data_dir": str(tmp_path / "data"), "pacs": {"url": orthanc.dicomweb_url}})
+    )
     first = fedgate("index", "sync", "--config", str(config))
     assert first.returncode == 0, first.stderr
     assert "2 found, 2 indexed, 0 already indexed" in first.stdout
     assert "[##############################] 2/2 studies" in first.stderr  # the progress bar
     index = FindingsIndex.open(IndexSettings(), tmp_path / "data")
-    assert index.counts() == {"studies": 2, "series": 4, "reports": 2, "findings": 2,
-                              "measurements": 4}
+    assert index.counts() == {
+        "studies": 2,
+        "series": 4,
+        "reports": 2,
+        "findings": 2,
+        "measurements": 4,
+    }
     index.close()
     # A third study arrives; the next sync indexes only it.
     _store_study(client, 23)
@@ -70,18 +82,26 @@ def test_index_sync_without_a_pacs_says_so(tmp_path: Path) -> None:
 
 def test_audit_shows_the_log(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.jsonl")
-    log.record(client="researcher", status="answered", epsilon_spent=0.5,
-               request={"aggregate": {"kind": "count"}},
-               answer={"kind": "count", "count": 31})
-    log.record(client="second", status="refused", epsilon_spent=0.0,
-               request={"aggregate": {"kind": "count"}}, reason="differs by fewer than 10")
+    log.record(
+        client="researcher",
+        status="answered",
+        epsilon_spent=0.5,
+        request={"aggregate": {"kind": "count"}},
+        answer={"kind": "count", "count": 31},
+    )
+    log.record(
+        client="second",
+        status="refused",
+        epsilon_spent=0.0,
+        request={"aggregate": {"kind": "count"}},
+        reason="differs by fewer than 10",
+    )
     shown = fedgate("audit", "--log", str(tmp_path / "audit.jsonl"))
     lines = shown.stdout.splitlines()
     assert len(lines) == 2
     assert "researcher" in lines[0] and "count=31" in lines[0] and "eps=0.5" in lines[0]
     assert "refused" in lines[1] and "fewer than 10" in lines[1]
-    only = fedgate("audit", "--log", str(tmp_path / "audit.jsonl"), "--client", "second",
-                   "--json")
+    only = fedgate("audit", "--log", str(tmp_path / "audit.jsonl"), "--client", "second", "--json")
     assert [json.loads(line)["client"] for line in only.stdout.splitlines()] == ["second"]
 
 

@@ -21,32 +21,69 @@ def _mixed_site(make_site: SiteFactory) -> Site:
     """Disjoint groups of 20: CT chest women 2024, MR head men 2023, CT+MR women 2022."""
     patients = []
     for i in range(20):
-        patients.append(SyntheticPatient(f"A{i}", "F", [SyntheticStudy(
-            date=20240301 + i, age=30 + i, modalities=("CT",), body_part="CHEST",
-            findings=[SyntheticFinding(NODULE, 5.0 + i)])]))
-        patients.append(SyntheticPatient(f"B{i}", "M", [SyntheticStudy(
-            date=20230301 + i, age=50 + i, modalities=("MR",), body_part="HEAD")]))
-        patients.append(SyntheticPatient(f"C{i}", "F", [
-            SyntheticStudy(date=20220301 + i, age=70, modalities=("CT",), body_part="CHEST"),
-            SyntheticStudy(date=20220901 + i, age=70, modalities=("MR",), body_part="HEAD",
-                           findings=[SyntheticFinding(MASS, 25.0, ((MALIGNANCY, SUSPICIOUS),))]),
-        ]))
+        patients.append(
+            SyntheticPatient(
+                f"A{i}",
+                "F",
+                [
+                    SyntheticStudy(
+                        date=20240301 + i,
+                        age=30 + i,
+                        modalities=("CT",),
+                        body_part="CHEST",
+                        findings=[SyntheticFinding(NODULE, 5.0 + i)],
+                    )
+                ],
+            )
+        )
+        patients.append(
+            SyntheticPatient(
+                f"B{i}",
+                "M",
+                [
+                    SyntheticStudy(
+                        date=20230301 + i, age=50 + i, modalities=("MR",), body_part="HEAD"
+                    )
+                ],
+            )
+        )
+        patients.append(
+            SyntheticPatient(
+                f"C{i}",
+                "F",
+                [
+                    SyntheticStudy(
+                        date=20220301 + i, age=70, modalities=("CT",), body_part="CHEST"
+                    ),
+                    SyntheticStudy(
+                        date=20220901 + i,
+                        age=70,
+                        modalities=("MR",),
+                        body_part="HEAD",
+                        findings=[SyntheticFinding(MASS, 25.0, ((MALIGNANCY, SUSPICIOUS),))],
+                    ),
+                ],
+            )
+        )
     return make_site(patients, differencing={"enabled": False})
 
 
-@pytest.mark.parametrize(("params", "expected"), [
-    ({"ModalitiesInStudy": "CT"}, 40),
-    ({"ModalitiesInStudy": "CT,MR"}, 60),  # list: any of them
-    ({"ModalitiesInStudy": "CT\\MR", "level": "studies"}, 80),
-    ({"Modality": "M?"}, 40),  # wildcard, one character
-    ({"BodyPartExamined": "CH*"}, 40),  # wildcard, any sequence
-    ({"StudyDate": "20240101-20241231"}, 20),  # range
-    ({"StudyDate": "20230101-"}, 40),  # open range
-    ({"StudyDate": "-20221231", "level": "studies"}, 40),
-    ({"PatientAge": "060Y-070Y"}, 30),  # DICOM AS, inclusive: B aged 60-69 and C aged 70
-    ({"PatientSex": "F", "level": "series"}, 60),
-    ({"finding": NODULE, "measurement": f"{DIAMETER}:1.5-:cm"}, 10),
-])
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"ModalitiesInStudy": "CT"}, 40),
+        ({"ModalitiesInStudy": "CT,MR"}, 60),  # list: any of them
+        ({"ModalitiesInStudy": "CT\\MR", "level": "studies"}, 80),
+        ({"Modality": "M?"}, 40),  # wildcard, one character
+        ({"BodyPartExamined": "CH*"}, 40),  # wildcard, any sequence
+        ({"StudyDate": "20240101-20241231"}, 20),  # range
+        ({"StudyDate": "20230101-"}, 40),  # open range
+        ({"StudyDate": "-20221231", "level": "studies"}, 40),
+        ({"PatientAge": "060Y-070Y"}, 30),  # DICOM AS, inclusive: B aged 60-69 and C aged 70
+        ({"PatientSex": "F", "level": "series"}, 60),
+        ({"finding": NODULE, "measurement": f"{DIAMETER}:1.5-:cm"}, 10),
+    ],
+)
 def test_qido_matching(make_site: SiteFactory, params: dict[str, str], expected: int) -> None:
     site = _mixed_site(make_site)
     response = site.get(params)
@@ -57,22 +94,41 @@ def test_qido_matching(make_site: SiteFactory, params: dict[str, str], expected:
 def test_presence_filters_make_multimodal_cohorts(make_site: SiteFactory) -> None:
     site = _mixed_site(make_site)
     # Patients with a CT study who also have an MR study (C), and a mass somewhere (C).
-    body = site.post({"cohort": {"attributes": {"ModalitiesInStudy": "CT"},
-                                 "patient_has": {"modalities": ["MR"]}}})
+    body = site.post(
+        {
+            "cohort": {
+                "attributes": {"ModalitiesInStudy": "CT"},
+                "patient_has": {"modalities": ["MR"]},
+            }
+        }
+    )
     assert body.json()["count"] == 20
-    body = site.post({"cohort": {"attributes": {"ModalitiesInStudy": "CT"},
-                                 "patient_has": {"findings": [{"type": MASS}]}},
-                      "level": "studies"})
+    body = site.post(
+        {
+            "cohort": {
+                "attributes": {"ModalitiesInStudy": "CT"},
+                "patient_has": {"findings": [{"type": MASS}]},
+            },
+            "level": "studies",
+        }
+    )
     assert body.json()["count"] == 20  # the CT studies of patients with a mass on MR
 
 
 def test_qualitative_filter_and_histogram(make_site: SiteFactory) -> None:
     site = _mixed_site(make_site)
-    body = site.post({"cohort": {"findings": [{"qualitative": [
-        {"concept": MALIGNANCY, "value": SUSPICIOUS}]}]}})
+    body = site.post(
+        {"cohort": {"findings": [{"qualitative": [{"concept": MALIGNANCY, "value": SUSPICIOUS}]}]}}
+    )
     assert body.json()["count"] == 20
-    histogram = site.post({"aggregate": {"kind": "histogram", "by": {
-        "kind": "category", "name": "qualitative", "concept": MALIGNANCY}}}).json()
+    histogram = site.post(
+        {
+            "aggregate": {
+                "kind": "histogram",
+                "by": {"kind": "category", "name": "qualitative", "concept": MALIGNANCY},
+            }
+        }
+    ).json()
     cells = {c["value"]: c for c in histogram["cells"]}
     # "(other)" (every rarer value) is always listed; here it is empty, so it is suppressed,
     # and with it the only other cell, which total minus "(other)" would otherwise give away.
@@ -82,9 +138,16 @@ def test_qualitative_filter_and_histogram(make_site: SiteFactory) -> None:
 
 def test_crosstab_of_modality_by_sex(make_site: SiteFactory) -> None:
     site = _mixed_site(make_site)
-    body = site.post({"level": "studies", "aggregate": {
-        "kind": "crosstab", "rows": {"kind": "category", "name": "modality"},
-        "columns": {"kind": "category", "name": "sex"}}}).json()
+    body = site.post(
+        {
+            "level": "studies",
+            "aggregate": {
+                "kind": "crosstab",
+                "rows": {"kind": "category", "name": "modality"},
+                "columns": {"kind": "category", "name": "sex"},
+            },
+        }
+    ).json()
     cells = {(c["row"], c["column"]): c for c in body["cells"]}
     assert body["total"]["count"] == 80
     # CT: 40 women (A, C); MR: 20 women (C) and 20 men (B). Zeros are suppressed, and so
@@ -99,8 +162,14 @@ def test_crosstab_of_modality_by_sex(make_site: SiteFactory) -> None:
 
 def test_summary_of_a_measurement_and_quantiles_only_under_dp(make_site: SiteFactory) -> None:
     site = _mixed_site(make_site)
-    spec = {"kind": "summary", "of": "measurement", "concept": DIAMETER, "unit": "mm",
-            "lower": 0, "upper": 100}
+    spec = {
+        "kind": "summary",
+        "of": "measurement",
+        "concept": DIAMETER,
+        "unit": "mm",
+        "lower": 0,
+        "upper": 100,
+    }
     body = site.post({"cohort": {"findings": [{"type": NODULE}]}, "aggregate": spec}).json()
     diameters = [5.0 + i for i in range(20)]
     assert body["n"] == 20
@@ -112,15 +181,29 @@ def test_summary_of_a_measurement_and_quantiles_only_under_dp(make_site: SiteFac
 
 def test_age_summary_in_years(make_site: SiteFactory) -> None:
     site = _mixed_site(make_site)
-    body = site.post({"cohort": {"attributes": {"PatientSex": "M"}}, "aggregate": {
-        "kind": "summary", "of": "age", "lower": 0, "upper": 120}}).json()
+    body = site.post(
+        {
+            "cohort": {"attributes": {"PatientSex": "M"}},
+            "aggregate": {"kind": "summary", "of": "age", "lower": 0, "upper": 120},
+        }
+    ).json()
     assert body["mean"] == pytest.approx(59.5)
 
 
-@pytest.mark.parametrize("attribute", [
-    "PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
-    "AccessionNumber", "PatientBirthDate", "FrameOfReferenceUID", "IssuerOfPatientID",
-])
+@pytest.mark.parametrize(
+    "attribute",
+    [
+        "PatientID",
+        "PatientName",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "AccessionNumber",
+        "PatientBirthDate",
+        "FrameOfReferenceUID",
+        "IssuerOfPatientID",
+    ],
+)
 def test_identifying_attributes_are_refused_by_name(site: Site, attribute: str) -> None:
     response = site.get({attribute: "1"})
     assert response.status_code == 400
@@ -137,36 +220,55 @@ def test_identifying_attribute_given_as_a_tag_is_refused(site: Site) -> None:
     assert response.json()["field"] == "PatientID"
 
 
-@pytest.mark.parametrize(("params", "field"), [
-    ({"level": "instances"}, "level"),
-    ({"StudyDate": "2024"}, "StudyDate"),
-    ({"PatientAge": "old"}, "PatientAge"),
-    ({"PatientSex": "X"}, "PatientSex"),
-    ({"finding": "nodule"}, "finding"),
-    ({"measurement": f"{DIAMETER}:8-"}, "measurement"),
-    ({"measurement": f"{DIAMETER}:big-:mm"}, "measurement"),
-    ({"measurement": f"{DIAMETER}:9-8:mm"}, "measurement"),
-    ({"InstitutionName": "St Elsewhere"}, "InstitutionName"),
-    ({"NoSuchKeyword": "1"}, "NoSuchKeyword"),
-])
-def test_bad_filters_get_a_400_naming_the_field(site: Site, params: dict[str, str],
-                                               field: str) -> None:
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"level": "instances"}, "level"),
+        ({"StudyDate": "2024"}, "StudyDate"),
+        ({"PatientAge": "old"}, "PatientAge"),
+        ({"PatientSex": "X"}, "PatientSex"),
+        ({"finding": "nodule"}, "finding"),
+        ({"measurement": f"{DIAMETER}:8-"}, "measurement"),
+        ({"measurement": f"{DIAMETER}:big-:mm"}, "measurement"),
+        ({"measurement": f"{DIAMETER}:9-8:mm"}, "measurement"),
+        ({"InstitutionName": "St Elsewhere"}, "InstitutionName"),
+        ({"NoSuchKeyword": "1"}, "NoSuchKeyword"),
+    ],
+)
+def test_bad_filters_get_a_400_naming_the_field(
+    site: Site, params: dict[str, str], field: str
+) -> None:
     response = site.get(params)
     assert response.status_code == 400, response.text
     assert response.json()["field"] == field
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"level": "instances"}, "level"),
-    ({"aggregate": {"kind": "histogram", "by": {"kind": "bins", "of": "age", "start": 0,
-                                                  "stop": 100000, "width": 1}}}, "aggregate"),
-    ({"aggregate": {"kind": "histogram", "by": {"kind": "category", "name": "qualitative"}}},
-     "aggregate.histogram.by.category"),
-    ({"cohort": {"findings": [{"measurements": [{"concept": DIAMETER, "unit": "mm"}]}]}},
-     "cohort.findings.0.measurements.0"),
-])
-def test_bad_json_gets_a_400_naming_the_field(site: Site, body: dict[str, object],
-                                             field: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"level": "instances"}, "level"),
+        (
+            {
+                "aggregate": {
+                    "kind": "histogram",
+                    "by": {"kind": "bins", "of": "age", "start": 0, "stop": 100000, "width": 1},
+                }
+            },
+            "aggregate",
+        ),
+        (
+            {"aggregate": {"kind": "histogram", "by": {"kind": "category", "name": "qualitative"}}},
+            "aggregate.histogram.by.category",
+        ),
+        (
+            {"cohort": {"findings": [{"measurements": [{"concept": DIAMETER, "unit": "mm"}]}]}},
+            "cohort.findings.0.measurements.0",
+        ),
+    ],
+)
+def test_bad_json_gets_a_400_naming_the_field(
+    site: Site, body: dict[str, object], field: str
+) -> None:
     response = site.post(body)
     assert response.status_code == 400, response.text
     assert response.json()["field"].startswith(field)
@@ -175,15 +277,19 @@ def test_bad_json_gets_a_400_naming_the_field(site: Site, body: dict[str, object
 def test_not_json_is_a_400(site: Site) -> None:
     import httpx
 
-    response = httpx.post(f"{site.url}/aggregate", content=b"{not json",
-                          headers={"Authorization": "Bearer query-token-for-tests"})
+    response = httpx.post(
+        f"{site.url}/aggregate",
+        content=b"{not json",
+        headers={"Authorization": "Bearer query-token-for-tests"},
+    )
     assert response.status_code == 400
 
 
 @pytest.mark.parametrize("level", ["patients", "studies", "series"])
 @pytest.mark.parametrize("dp_bound", [None, 1])
-def test_tables_over_study_columns_match_the_sql_path(tmp_path: object, level: str,
-                                                      dp_bound: int | None) -> None:
+def test_tables_over_study_columns_match_the_sql_path(
+    tmp_path: object, level: str, dp_bound: int | None
+) -> None:
     """The one-query path (cells from the membership rows) counts exactly what SQL counts."""
     from pathlib import Path
 
@@ -200,31 +306,56 @@ def test_tables_over_study_columns_match_the_sql_path(tmp_path: object, level: s
     index = FindingsIndex.open(IndexSettings(), tmp_path / "site")
     write_patients(index, standard_cohort())
     service = FederatedService(index, FederatedSettings())
-    request = AggregateRequest.model_validate({"level": level, "aggregate": {
-        "kind": "crosstab", "rows": {"kind": "category", "name": "sex"},
-        "columns": {"kind": "bins", "of": "age", "start": 40, "stop": 100, "width": 7}},
-        "cohort": {"attributes": {"ModalitiesInStudy": "CT"}}})
+    request = AggregateRequest.model_validate(
+        {
+            "level": level,
+            "aggregate": {
+                "kind": "crosstab",
+                "rows": {"kind": "category", "name": "sex"},
+                "columns": {"kind": "bins", "of": "age", "start": 40, "stop": 100, "width": 7},
+            },
+            "cohort": {"attributes": {"ModalitiesInStudy": "CT"}},
+        }
+    )
     _, facts = service._membership(request)
     assert facts is not None
     dimensions = [request.aggregate.rows, request.aggregate.columns]  # type: ignore[union-attr]
     ours = sorted(service._cells_from_facts(dimensions, facts, dp_bound), key=str)
     sql = cells_sql(request.cohort, request.level, dimensions, dp_bound)
-    theirs = sorted(((*(category(v) for v in r[:2]), *r[2:])
-                     for r in index.database.query(sql.text, sql.params)), key=str)
+    theirs = sorted(
+        (
+            (*(category(v) for v in r[:2]), *r[2:])
+            for r in index.database.query(sql.text, sql.params)
+        ),
+        key=str,
+    )
     assert ours == theirs
     index.close()
 
 
 @pytest.mark.parametrize("level", ["patients", "studies", "series"])
-@pytest.mark.parametrize("dimensions", [
-    [{"kind": "category", "name": "finding_type"}],
-    [{"kind": "category", "name": "sex"},
-     {"kind": "bins", "of": "measurement", "concept": DIAMETER, "unit": "mm",
-      "start": 4, "stop": 12, "width": 3}],
-    [{"kind": "category", "name": "modality"}, {"kind": "category", "name": "study_year"}],
-])
-def test_cell_memberships_match_the_cell_counts(tmp_path: object, level: str,
-                                                dimensions: list[dict[str, object]]) -> None:
+@pytest.mark.parametrize(
+    "dimensions",
+    [
+        [{"kind": "category", "name": "finding_type"}],
+        [
+            {"kind": "category", "name": "sex"},
+            {
+                "kind": "bins",
+                "of": "measurement",
+                "concept": DIAMETER,
+                "unit": "mm",
+                "start": 4,
+                "stop": 12,
+                "width": 3,
+            },
+        ],
+        [{"kind": "category", "name": "modality"}, {"kind": "category", "name": "study_year"}],
+    ],
+)
+def test_cell_memberships_match_the_cell_counts(
+    tmp_path: object, level: str, dimensions: list[dict[str, object]]
+) -> None:
     """The guard's view of who is in each cell agrees with the counts released for it."""
     from pathlib import Path
 
@@ -239,21 +370,27 @@ def test_cell_memberships_match_the_cell_counts(tmp_path: object, level: str,
     assert isinstance(tmp_path, Path)
     index = FindingsIndex.open(IndexSettings(), tmp_path / "site")
     write_patients(index, standard_cohort())
-    aggregate = ({"kind": "histogram", "by": dimensions[0]} if len(dimensions) == 1 else
-                 {"kind": "crosstab", "rows": dimensions[0], "columns": dimensions[1]})
+    aggregate = (
+        {"kind": "histogram", "by": dimensions[0]}
+        if len(dimensions) == 1
+        else {"kind": "crosstab", "rows": dimensions[0], "columns": dimensions[1]}
+    )
     request = AggregateRequest.model_validate({"level": level, "aggregate": aggregate})
     spec = request.aggregate
     dims = [spec.by] if len(dimensions) == 1 else [spec.rows, spec.columns]  # type: ignore[union-attr]
     facts = facts_sql(request.cohort, request.level, dims)
     rows = index.database.query(facts.text, facts.params)
-    members = cell_memberships(request.level, dims, Facts.from_rows(rows, len(dims), request.level),
-                               [set() for _ in dims])
+    members = cell_memberships(
+        request.level, dims, Facts.from_rows(rows, len(dims), request.level), [set() for _ in dims]
+    )
     counts = cells_sql(request.cohort, request.level, dims)
     expected = {}
     for row in index.database.query(counts.text, counts.params):
-        key = tuple(category(v) for v in row[:len(dims)])
-        if any(d.get("name") == "sex" and k not in ("F", "M", "O")
-               for d, k in zip(dimensions, key, strict=True)):
+        key = tuple(category(v) for v in row[: len(dims)])
+        if any(
+            d.get("name") == "sex" and k not in ("F", "M", "O")
+            for d, k in zip(dimensions, key, strict=True)
+        ):
             continue
         expected[key] = (row[-2], row[-1])
     found = {key: (m.unit_count, len(m.patients)) for key, m in members.items()}
@@ -263,18 +400,30 @@ def test_cell_memberships_match_the_cell_counts(tmp_path: object, level: str,
 
 MEASUREMENT_TABLE = {
     "level": "studies",
-    "cohort": {"findings": [{"type": NODULE, "measurements": [
-        {"concept": DIAMETER, "min": 6, "unit": "mm"}]}]},
-    "aggregate": {"kind": "histogram", "by": {"kind": "bins", "of": "measurement",
-                                              "concept": DIAMETER, "unit": "cm",
-                                              "start": 0.6, "stop": 1.4, "width": 0.4}},
+    "cohort": {
+        "findings": [
+            {"type": NODULE, "measurements": [{"concept": DIAMETER, "min": 6, "unit": "mm"}]}
+        ]
+    },
+    "aggregate": {
+        "kind": "histogram",
+        "by": {
+            "kind": "bins",
+            "of": "measurement",
+            "concept": DIAMETER,
+            "unit": "cm",
+            "start": 0.6,
+            "stop": 1.4,
+            "width": 0.4,
+        },
+    },
 }
 
 
 def test_a_measurement_table_implying_its_cohort_answers_as_the_two_query_path(
     tmp_path: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """"The sizes of the nodules of 6 mm or more": the facts' join implies the cohort's finding
+    """ "The sizes of the nodules of 6 mm or more": the facts' join implies the cohort's finding
     filter, so the facts give the membership too. The answer is the one the separate cohort
     query gives."""
     from pathlib import Path
@@ -304,7 +453,8 @@ def test_a_measurement_table_implying_its_cohort_answers_as_the_two_query_path(
         membership, facts = service._membership(request)
         cohort = query.membership_sql(request.cohort, request.level)
         expected = Membership.from_pairs(
-            request.level, index.database.query(cohort.text, cohort.params))
+            request.level, index.database.query(cohort.text, cohort.params)
+        )
         assert membership.patients.tolist() == expected.patients.tolist()
         assert membership.units.tolist() == expected.units.tolist()
         assert (facts is not None) == implied
@@ -314,20 +464,37 @@ def test_a_measurement_table_implying_its_cohort_answers_as_the_two_query_path(
     assert sum(c["count"] or 0 for c in answers[0]["cells"]) > 0
 
 
-@pytest.mark.parametrize("findings", [
-    [],
-    [{"measurements": [{"concept": DIAMETER, "min": 6, "unit": "mm"}]}],  # no type
-    [{"type": NODULE}],  # no measurement: studies without a diameter are in the cohort
-    [{"type": NODULE, "measurements": [{"concept": DIAMETER, "min": 6, "unit": "mm"},
-                                       {"concept": DIAMETER, "max": 9, "unit": "mm"}]}],
-    [{"type": NODULE, "measurements": [{"concept": "SCT:439932008", "min": 6, "unit": "mm"}]}],
-    [{"type": NODULE, "qualitative": [{"concept": MALIGNANCY, "value": SUSPICIOUS}],
-      "measurements": [{"concept": DIAMETER, "min": 6, "unit": "mm"}]}],
-    [{"type": NODULE, "measurements": [{"concept": DIAMETER, "min": 6, "unit": "mm"}]},
-     {"type": MASS}],
-])
+@pytest.mark.parametrize(
+    "findings",
+    [
+        [],
+        [{"measurements": [{"concept": DIAMETER, "min": 6, "unit": "mm"}]}],  # no type
+        [{"type": NODULE}],  # no measurement: studies without a diameter are in the cohort
+        [
+            {
+                "type": NODULE,
+                "measurements": [
+                    {"concept": DIAMETER, "min": 6, "unit": "mm"},
+                    {"concept": DIAMETER, "max": 9, "unit": "mm"},
+                ],
+            }
+        ],
+        [{"type": NODULE, "measurements": [{"concept": "SCT:439932008", "min": 6, "unit": "mm"}]}],
+        [
+            {
+                "type": NODULE,
+                "qualitative": [{"concept": MALIGNANCY, "value": SUSPICIOUS}],
+                "measurements": [{"concept": DIAMETER, "min": 6, "unit": "mm"}],
+            }
+        ],
+        [
+            {"type": NODULE, "measurements": [{"concept": DIAMETER, "min": 6, "unit": "mm"}]},
+            {"type": MASS},
+        ],
+    ],
+)
 def test_other_cohorts_are_not_taken_as_implied_by_the_join(
-    findings: list[dict[str, object]]
+    findings: list[dict[str, object]],
 ) -> None:
     from gateway.federated.cohort import AggregateRequest
     from gateway.federated.query import joins_imply_findings

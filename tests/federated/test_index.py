@@ -28,8 +28,9 @@ DIAMETER = "SCT:81827009"
 NODULE = "SCT:27925004"
 
 
-def _study_with_sr(seed: int, lesions: tuple[float, ...] = (12.0,)) -> tuple[Phantom,
-                                                                              list[Dataset]]:
+def _study_with_sr(
+    seed: int, lesions: tuple[float, ...] = (12.0,)
+) -> tuple[Phantom, list[Dataset]]:
     phantom = small_phantom(seed, lesions)
     headers = header_only(phantom)
     sr = build_sr(lesion_findings(phantom, headers), headers)
@@ -46,15 +47,24 @@ def index(tmp_path: Path) -> Iterator[FindingsIndex]:
 def test_instances_and_srs_become_cohort_rows_and_findings(index: FindingsIndex) -> None:
     phantom, datasets = _study_with_sr(7, (12.0, 6.0))
     index.observe_instances(datasets)
-    assert index.counts() == {"studies": 1, "series": 2, "reports": 1, "findings": 2,
-                              "measurements": 4}  # diameter and probability per finding
+    assert index.counts() == {
+        "studies": 1,
+        "series": 2,
+        "reports": 1,
+        "findings": 2,
+        "measurements": 4,
+    }  # diameter and probability per finding
     truth = phantom.truth
     (row,) = index.database.query("SELECT patient_sex, age_years, study_year FROM studies")
     assert row == (truth.patient_sex, truth.patient_age_years, int(truth.study_date[:4]))
     modalities = {r[0] for r in index.database.query("SELECT modality FROM series")}
     assert modalities == {"CT", "SR"}
-    diameters = sorted(r[0] for r in index.database.query(
-        "SELECT value FROM measurements WHERE concept = ? AND unit = 'mm'", (DIAMETER,)))
+    diameters = sorted(
+        r[0]
+        for r in index.database.query(
+            "SELECT value FROM measurements WHERE concept = ? AND unit = 'mm'", (DIAMETER,)
+        )
+    )
     assert diameters == pytest.approx([6.0, 12.0])
 
 
@@ -64,11 +74,18 @@ def test_the_index_holds_no_identifier(index: FindingsIndex, tmp_path: Path) -> 
     truth = phantom.truth
     dump = "\n".join(sqlite3.connect(tmp_path / "data" / SQLITE_FILE_NAME).iterdump())
     sr = datasets[-1]
-    for identifier in (truth.patient_id, truth.patient_name, truth.accession_number,
-                       truth.patient_birth_date, truth.study_instance_uid,
-                       truth.series_instance_uid, truth.frame_of_reference_uid,
-                       *truth.sop_instance_uids, str(sr.SOPInstanceUID),
-                       str(sr.SeriesInstanceUID)):
+    for identifier in (
+        truth.patient_id,
+        truth.patient_name,
+        truth.accession_number,
+        truth.patient_birth_date,
+        truth.study_instance_uid,
+        truth.series_instance_uid,
+        truth.frame_of_reference_uid,
+        *truth.sop_instance_uids,
+        str(sr.SOPInstanceUID),
+        str(sr.SeriesInstanceUID),
+    ):
         assert identifier not in dump, identifier
     # (The study date is kept, as a number, for date-range filters; no answer returns it.)
     assert "Phantom^" not in dump
@@ -117,7 +134,7 @@ def test_observing_a_series_is_cheap(index: FindingsIndex) -> None:
     many = [header] * 2000
     started = time.perf_counter()
     for start in range(0, len(many), 200):  # ten STOW requests of 200 instances
-        index.observe_instances(many[start:start + 200])
+        index.observe_instances(many[start : start + 200])
     elapsed = time.perf_counter() - started
     assert index.counts()["series"] == 1
     assert elapsed < 1.0, f"{elapsed:.3f} s for 2000 instances of one series"
@@ -144,18 +161,39 @@ def test_the_index_on_postgresql(tmp_path: Path) -> None:
             index.observe_instances(_study_with_sr(100 + seed)[1])
         assert index.counts()["findings"] == 12
         service = FederatedService(index, FederatedSettings(dp={"enabled": True}))
-        cohort = {"findings": [{"type": NODULE, "measurements": [
-            {"concept": DIAMETER, "min": 1, "unit": "cm"}]}]}
-        answer = service.answer(AggregateRequest.model_validate({
-            "level": "studies", "cohort": cohort}), "pg-client", "test")
+        cohort = {
+            "findings": [
+                {"type": NODULE, "measurements": [{"concept": DIAMETER, "min": 1, "unit": "cm"}]}
+            ]
+        }
+        answer = service.answer(
+            AggregateRequest.model_validate({"level": "studies", "cohort": cohort}),
+            "pg-client",
+            "test",
+        )
         assert answer["count"] is not None
         assert service.ledger.spent("pg-client") == pytest.approx(0.5)
-        histogram = service.answer(AggregateRequest.model_validate({
-            "cohort": cohort,
-            "aggregate": {"kind": "histogram", "by": {
-                "kind": "bins", "of": "measurement", "concept": DIAMETER, "unit": "mm",
-                "start": 0, "stop": 20, "width": 5}}}),
-            "pg-client", "test")
+        histogram = service.answer(
+            AggregateRequest.model_validate(
+                {
+                    "cohort": cohort,
+                    "aggregate": {
+                        "kind": "histogram",
+                        "by": {
+                            "kind": "bins",
+                            "of": "measurement",
+                            "concept": DIAMETER,
+                            "unit": "mm",
+                            "start": 0,
+                            "stop": 20,
+                            "width": 5,
+                        },
+                    },
+                }
+            ),
+            "pg-client",
+            "test",
+        )
         assert len(histogram["cells"]) == 5  # four bins and "(outside)"
         index.close()
         # Reopening migrates nothing twice.
@@ -172,10 +210,12 @@ def test_two_replicas_on_postgresql_share_guard_and_budget(tmp_path: Path) -> No
 
     cluster = PostgresCluster().start()
     try:
-        settings = FederatedSettings(dp={"enabled": True, "epsilon_per_query": 1.0,
-                                         "epsilon_budget_per_client": 2.0})
-        replicas = [FindingsIndex.open(IndexSettings(url=cluster.url), tmp_path / "data")
-                    for _ in range(2)]
+        settings = FederatedSettings(
+            dp={"enabled": True, "epsilon_per_query": 1.0, "epsilon_budget_per_client": 2.0}
+        )
+        replicas = [
+            FindingsIndex.open(IndexSettings(url=cluster.url), tmp_path / "data") for _ in range(2)
+        ]
         for seed in range(60):
             phantom = small_phantom(200 + seed, ())
             replicas[0].observe_instances(header_only(phantom)[:1])
@@ -203,8 +243,11 @@ def test_two_replicas_on_postgresql_share_guard_and_budget(tmp_path: Path) -> No
         assert "refused" not in {count for _, count in outcomes}
         assert services[1].ledger.spent("client") == pytest.approx(2.0)
         with pytest.raises(Refused, match="privacy budget"):
-            services[1].answer(AggregateRequest.model_validate(
-                {"cohort": {"attributes": {"PatientSex": "M"}}}), "client", "test")
+            services[1].answer(
+                AggregateRequest.model_validate({"cohort": {"attributes": {"PatientSex": "M"}}}),
+                "client",
+                "test",
+            )
         for index in replicas:
             index.close()
     finally:

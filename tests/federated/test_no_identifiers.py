@@ -31,30 +31,65 @@ attribute_values = {
     "StudyDate": st.sampled_from(["20240101-20241231", "20220601", "-20230101", "20220101-"]),
     "BodyPartExamined": st.sampled_from(["CHEST", "CH*", "HEAD"]),
 }
-cohorts = st.fixed_dictionaries({}, optional={
-    "attributes": st.dictionaries(st.sampled_from(sorted(attribute_values)),
-                                  st.just("x"), max_size=3),
-    "findings": st.lists(st.fixed_dictionaries({"type": st.sampled_from([NODULE, MASS])},
-                                               optional={"measurements": st.just([
-                                                   {"concept": DIAMETER, "min": 8,
-                                                    "unit": "mm"}])}), max_size=1),
-})
+cohorts = st.fixed_dictionaries(
+    {},
+    optional={
+        "attributes": st.dictionaries(
+            st.sampled_from(sorted(attribute_values)), st.just("x"), max_size=3
+        ),
+        "findings": st.lists(
+            st.fixed_dictionaries(
+                {"type": st.sampled_from([NODULE, MASS])},
+                optional={"measurements": st.just([{"concept": DIAMETER, "min": 8, "unit": "mm"}])},
+            ),
+            max_size=1,
+        ),
+    },
+)
 dimensions = st.one_of(
-    st.builds(lambda n: {"kind": "category", "name": n},
-              st.sampled_from(["modality", "body_part", "sex", "study_year", "finding_type",
-                               "finding_site", "algorithm"])),
+    st.builds(
+        lambda n: {"kind": "category", "name": n},
+        st.sampled_from(
+            [
+                "modality",
+                "body_part",
+                "sex",
+                "study_year",
+                "finding_type",
+                "finding_site",
+                "algorithm",
+            ]
+        ),
+    ),
     st.just({"kind": "category", "name": "qualitative", "concept": MALIGNANCY}),
     st.just({"kind": "bins", "of": "age", "start": 0, "stop": 100, "width": 10}),
-    st.just({"kind": "bins", "of": "measurement", "concept": DIAMETER, "unit": "mm",
-             "start": 0, "stop": 40, "width": 2}),
+    st.just(
+        {
+            "kind": "bins",
+            "of": "measurement",
+            "concept": DIAMETER,
+            "unit": "mm",
+            "start": 0,
+            "stop": 40,
+            "width": 2,
+        }
+    ),
 )
 aggregates = st.one_of(
     st.just({"kind": "count"}),
     st.builds(lambda d: {"kind": "histogram", "by": d}, dimensions),
     st.builds(lambda r, c: {"kind": "crosstab", "rows": r, "columns": c}, dimensions, dimensions),
     st.just({"kind": "summary", "of": "age", "lower": 0, "upper": 120}),
-    st.just({"kind": "summary", "of": "measurement", "concept": DIAMETER, "unit": "mm",
-             "lower": 0, "upper": 50}),
+    st.just(
+        {
+            "kind": "summary",
+            "of": "measurement",
+            "concept": DIAMETER,
+            "unit": "mm",
+            "lower": 0,
+            "upper": 50,
+        }
+    ),
 )
 
 
@@ -63,8 +98,11 @@ def requests(draw: Any) -> dict[str, Any]:
     cohort = draw(cohorts)
     if "attributes" in cohort:
         cohort["attributes"] = {k: draw(attribute_values[k]) for k in cohort["attributes"]}
-    return {"cohort": cohort, "level": draw(st.sampled_from(["patients", "studies", "series"])),
-            "aggregate": draw(aggregates)}
+    return {
+        "cohort": cohort,
+        "level": draw(st.sampled_from(["patients", "studies", "series"])),
+        "aggregate": draw(aggregates),
+    }
 
 
 def _scan(text: str) -> list[str]:
@@ -77,15 +115,19 @@ def _scan(text: str) -> list[str]:
 def test_no_response_carries_an_identifier(tmp_path: Path) -> None:
     index = FindingsIndex.open(IndexSettings(), tmp_path / "site")
     write_patients(index, standard_cohort())
-    app = site_app(index, FederatedSettings(dp={"enabled": True,
-                                                "epsilon_budget_per_client": 1e6}), site_auth())
+    app = site_app(
+        index,
+        FederatedSettings(dp={"enabled": True, "epsilon_budget_per_client": 1e6}),
+        site_auth(),
+    )
     headers = {"Authorization": f"Bearer {QUERY_TOKEN}"}
     statuses: set[int] = set()
-    with serving(app) as server, httpx.Client(base_url=f"{server.url}/federated/v1",
-                                              headers=headers, timeout=30) as client:
+    with (
+        serving(app) as server,
+        httpx.Client(base_url=f"{server.url}/federated/v1", headers=headers, timeout=30) as client,
+    ):
 
-        @settings(max_examples=150, deadline=None,
-                  suppress_health_check=[HealthCheck.too_slow])
+        @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
         @given(requests())
         def check(request: dict[str, Any]) -> None:
             response = client.post("/aggregate", json=request)

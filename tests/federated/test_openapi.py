@@ -20,18 +20,24 @@ def _schema(name: str) -> dict[str, Any]:
 
 
 def test_site_routes_are_the_documented_ones(site: Site) -> None:
-    routes = app_operations([r for r in site.server.server.config.app.routes
-                             if isinstance(r, Mount)])
-    documented = {(m.upper(), "/federated/v1" + p) for p, item in SPEC["paths"].items()
-                  for m in item}
+    routes = app_operations(
+        [r for r in site.server.server.config.app.routes if isinstance(r, Mount)]
+    )
+    documented = {
+        (m.upper(), "/federated/v1" + p) for p, item in SPEC["paths"].items() for m in item
+    }
     assert routes == documented
 
 
 def test_hub_routes_are_documented() -> None:
     app = hub_app(HubSettings(sites=[SiteSettings(name="a", url="http://a/federated/v1")]))
     routes = {op for op in app_operations(list(app.routes)) if op[1] != "/healthz"}
-    documented = {(m.upper(), "/federated/v1" + p) for p, item in SPEC["paths"].items()
-                  for m in item if p != "/budget"}
+    documented = {
+        (m.upper(), "/federated/v1" + p)
+        for p, item in SPEC["paths"].items()
+        for m in item
+        if p != "/budget"
+    }
     assert routes == documented
 
 
@@ -42,12 +48,22 @@ def test_answers_are_documented_and_match_their_schemas(site: Site) -> None:
         site.get({"PatientSex": "F", "PatientAge": "60-69"}),  # refused: 403
         site.get({"PatientID": "x"}),  # 400
         httpx.get(f"{site.url}/count"),  # 401
-        site.post({"level": "studies", "aggregate": {"kind": "crosstab",
-                   "rows": {"kind": "category", "name": "sex"},
-                   "columns": {"kind": "bins", "of": "age", "start": 0, "stop": 100,
-                               "width": 20}}}),
-        site.post({"cohort": {"attributes": {"PatientSex": "M"}}, "aggregate": {
-            "kind": "summary", "of": "age", "lower": 0, "upper": 100}}),
+        site.post(
+            {
+                "level": "studies",
+                "aggregate": {
+                    "kind": "crosstab",
+                    "rows": {"kind": "category", "name": "sex"},
+                    "columns": {"kind": "bins", "of": "age", "start": 0, "stop": 100, "width": 20},
+                },
+            }
+        ),
+        site.post(
+            {
+                "cohort": {"attributes": {"PatientSex": "M"}},
+                "aggregate": {"kind": "summary", "of": "age", "lower": 0, "upper": 100},
+            }
+        ),
         httpx.get(f"{site.url}/budget", headers={"Authorization": "Bearer query-token-for-tests"}),
     ]
     assert {r.status_code for r in responses} == {200, 400, 401, 403}
@@ -60,8 +76,9 @@ def test_answers_are_documented_and_match_their_schemas(site: Site) -> None:
 
 
 def test_documented_examples_are_valid_requests(site: Site) -> None:
-    example = SPEC["paths"]["/aggregate"]["post"]["requestBody"]["content"][
-        "application/json"]["examples"]["nodules-over-8mm-by-age"]["value"]
+    example = SPEC["paths"]["/aggregate"]["post"]["requestBody"]["content"]["application/json"][
+        "examples"
+    ]["nodules-over-8mm-by-age"]["value"]
     jsonschema.validate(example, _schema("AggregateRequest"))
     assert site.post(example).status_code == 200
 

@@ -25,14 +25,22 @@ def test_noise_has_the_scale_the_epsilon_implies(mechanism: str) -> None:
 
 
 def _ages(count: int) -> list[SyntheticPatient]:
-    return [SyntheticPatient(f"P{i}", "F" if i % 2 else "M", [SyntheticStudy(age=20 + i % 60)])
-            for i in range(count)]
+    return [
+        SyntheticPatient(f"P{i}", "F" if i % 2 else "M", [SyntheticStudy(age=20 + i % 60)])
+        for i in range(count)
+    ]
 
 
 def test_gaussian_answers_and_budget(make_site: SiteFactory) -> None:
-    site = make_site(_ages(300), dp={"enabled": True, "mechanism": "gaussian",
-                                     "epsilon_per_query": 1.0,
-                                     "epsilon_budget_per_client": 2.0})
+    site = make_site(
+        _ages(300),
+        dp={
+            "enabled": True,
+            "mechanism": "gaussian",
+            "epsilon_per_query": 1.0,
+            "epsilon_budget_per_client": 2.0,
+        },
+    )
     answer = site.get({"PatientSex": "F"}).json()
     assert answer["privacy"] == {"mechanism": "gaussian", "epsilon": 1.0}
     assert abs(answer["count"] - 150) < 40
@@ -41,10 +49,18 @@ def test_gaussian_answers_and_budget(make_site: SiteFactory) -> None:
 
 
 def test_noisy_histogram_cells_and_quantiles_under_dp(make_site: SiteFactory) -> None:
-    site = make_site(_ages(600), dp={"enabled": True, "epsilon_per_query": 4.0,
-                                     "epsilon_budget_per_client": 100.0})
-    histogram = site.post({"aggregate": {"kind": "histogram", "by": {
-        "kind": "bins", "of": "age", "start": 20, "stop": 80, "width": 20}}}).json()
+    site = make_site(
+        _ages(600),
+        dp={"enabled": True, "epsilon_per_query": 4.0, "epsilon_budget_per_client": 100.0},
+    )
+    histogram = site.post(
+        {
+            "aggregate": {
+                "kind": "histogram",
+                "by": {"kind": "bins", "of": "age", "start": 20, "stop": 80, "width": 20},
+            }
+        }
+    ).json()
     cells = histogram["cells"]
     # Nobody is outside [20, 80): that cell is suppressed, and one bin with it.
     assert [c["value"] for c in cells if c.get("suppressed")][-1] == "(outside)"
@@ -52,9 +68,18 @@ def test_noisy_histogram_cells_and_quantiles_under_dp(make_site: SiteFactory) ->
     for cell in cells:
         if not cell.get("suppressed"):
             assert abs(cell["count"] - 200) < 30, cell  # 200 per bin, noise of scale 5/2
-    summary = site.post({"cohort": {"attributes": {"PatientSex": "F"}}, "aggregate": {
-        "kind": "summary", "of": "age", "lower": 0, "upper": 100,
-        "quantiles": [0.25, 0.5, 0.75]}}).json()
+    summary = site.post(
+        {
+            "cohort": {"attributes": {"PatientSex": "F"}},
+            "aggregate": {
+                "kind": "summary",
+                "of": "age",
+                "lower": 0,
+                "upper": 100,
+                "quantiles": [0.25, 0.5, 0.75],
+            },
+        }
+    ).json()
     # Tolerances for a failure once in a million runs, not a few in a hundred: the sum of
     # 300 ages gets Laplace noise of scale 5 rows x 100 years / epsilon 1 = 500, so the mean
     # is off by more than 24 years with probability exp(-24 * 300 / 500), about 6e-7 (it was

@@ -34,22 +34,34 @@ SITES = {"north": (24, 12), "south": (14, 3), "east": (22, 11)}
 
 
 def _auth() -> dict[str, Any]:
-    return {"clients": [
-        {"name": "hub", "token_sha256": sha256(QUERY_TOKEN), "roles": ["query"]},
-        {"name": "operator", "token_sha256": sha256(ADMIN_TOKEN), "roles": ["admin"]},
-    ]}
+    return {
+        "clients": [
+            {"name": "hub", "token_sha256": sha256(QUERY_TOKEN), "roles": ["query"]},
+            {"name": "operator", "token_sha256": sha256(ADMIN_TOKEN), "roles": ["admin"]},
+        ]
+    }
 
 
-def _store(gateway: GatewayProcess, first_seed: int, patients: int, with_nodule: int) -> dict[
-        str, int]:
-    client = DICOMwebClient(gateway.dicomweb_url,
-                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+def _store(
+    gateway: GatewayProcess, first_seed: int, patients: int, with_nodule: int
+) -> dict[str, int]:
+    client = DICOMwebClient(
+        gateway.dicomweb_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
     truth = {"F": 0, "M": 0}
     for offset in range(patients):
         lesions = (12.0,) if offset < with_nodule else ()
-        phantom = generate_phantom(PhantomSpec(
-            seed=first_seed + offset, rows=64, columns=64, slices=4, pixel_spacing_mm=4.0,
-            slice_thickness_mm=5.0, lesion_diameters_mm=lesions))
+        phantom = generate_phantom(
+            PhantomSpec(
+                seed=first_seed + offset,
+                rows=64,
+                columns=64,
+                slices=4,
+                pixel_spacing_mm=4.0,
+                slice_thickness_mm=5.0,
+                lesion_diameters_mm=lesions,
+            )
+        )
         truth[phantom.truth.patient_sex] += 1
         images = list(phantom.instances())
         if lesions:
@@ -69,31 +81,52 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         for number, (name, (patients, nodules)) in enumerate(SITES.items()):
             orthanc = OrthancServer(root / f"orthanc-{name}").start()
             stack.callback(orthanc.stop)
-            gateway = GatewayProcess(root / f"gateway-{name}", {
-                "pacs": {"url": orthanc.dicomweb_url},
-                "ingest": {"forward_to_pacs": True},
-                "auth": _auth(),
-            }).start()
+            gateway = GatewayProcess(
+                root / f"gateway-{name}",
+                {
+                    "pacs": {"url": orthanc.dicomweb_url},
+                    "ingest": {"forward_to_pacs": True},
+                    "auth": _auth(),
+                },
+            ).start()
             stack.callback(gateway.stop)
             # An invalid question: answered 400 when mounted, and not remembered by the guard.
-            probe = httpx.get(f"{gateway.url}/federated/v1/count", params={"level": "probe"},
-                              headers={"Authorization": f"Bearer {QUERY_TOKEN}"})
+            probe = httpx.get(
+                f"{gateway.url}/federated/v1/count",
+                params={"level": "probe"},
+                headers={"Authorization": f"Bearer {QUERY_TOKEN}"},
+            )
             if probe.status_code == 404:
-                pytest.skip("this gateway does not mount /federated/v1 yet (see the "
-                            "integration note of the federated branch)")
+                pytest.skip(
+                    "this gateway does not mount /federated/v1 yet (see the "
+                    "integration note of the federated branch)"
+                )
             truth = _store(gateway, 1000 * (number + 1), patients, nodules)
-            started[name] = {"gateway": gateway, "orthanc": orthanc, "truth": truth,
-                             "nodules": nodules, "patients": patients}
+            started[name] = {
+                "gateway": gateway,
+                "orthanc": orthanc,
+                "truth": truth,
+                "nodules": nodules,
+                "patients": patients,
+            }
         yield {"root": root, **started}
 
 
 def _site_configs(sites: dict[str, Any], timeout: float = 10.0) -> list[dict[str, Any]]:
-    return [{"name": name, "url": f"{sites[name]['gateway'].url}/federated/v1",
-             "token": QUERY_TOKEN, "timeout_seconds": timeout} for name in SITES]
+    return [
+        {
+            "name": name,
+            "url": f"{sites[name]['gateway'].url}/federated/v1",
+            "token": QUERY_TOKEN,
+            "timeout_seconds": timeout,
+        }
+        for name in SITES
+    ]
 
 
-def _ask(hub: str, params: dict[str, Any] | None = None,
-         body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _ask(
+    hub: str, params: dict[str, Any] | None = None, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {HUB_TOKEN}"}
     if body is None:
         response = httpx.get(f"{hub}/count", params=params, headers=headers, timeout=60)
@@ -113,9 +146,13 @@ def test_hub_over_three_site_gateways_equals_the_sites_truth(sites: dict[str, An
         statuses = {s["name"]: s["status"] for s in nodules["sites"]}
         assert statuses == {"north": "ok", "south": "suppressed", "east": "ok"}
         assert (nodules["lower"], nodules["upper"]) == (12 + 11, 12 + 11 + 9)
-        by_sex = _ask(hub, body={"cohort": {"attributes": {"ModalitiesInStudy": "CT"}},
-                                 "aggregate": {"kind": "histogram",
-                                               "by": {"kind": "category", "name": "sex"}}})
+        by_sex = _ask(
+            hub,
+            body={
+                "cohort": {"attributes": {"ModalitiesInStudy": "CT"}},
+                "aggregate": {"kind": "histogram", "by": {"kind": "category", "name": "sex"}},
+            },
+        )
         cells = {c["value"]: c for c in by_sex["cells"]}
         for sex in ("F", "M"):
             exact = sum(sites[name]["truth"][sex] for name in SITES)

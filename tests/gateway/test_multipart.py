@@ -67,9 +67,11 @@ def test_any_chunking_gives_the_same_parts(
 @settings(max_examples=300, deadline=None)
 @given(
     fragments=st.lists(
-        st.lists(st.sampled_from([b"\r", b"\n", b"-", b"--", b"\r\n--", b"ab", b"x" * 40]),
-                 max_size=30),
-        min_size=1, max_size=4,
+        st.lists(
+            st.sampled_from([b"\r", b"\n", b"-", b"--", b"\r\n--", b"ab", b"x" * 40]), max_size=30
+        ),
+        min_size=1,
+        max_size=4,
     ),
     sizes=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=8),
 )
