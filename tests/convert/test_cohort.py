@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -20,20 +18,14 @@ from dicomweb_client.api import DICOMwebClient
 
 from fedgate.phantom import PhantomSpec, generate_phantom
 from tests.convert.conftest import MAPPING
-from tests.support.gateway import REPO_ROOT, GatewayProcess
+from tests.support.gateway import GatewayProcess
+from tests.support.process import run_fedgate
 
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
 
 def fedgate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fedgate", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_fedgate(*args, timeout=120)
 
 
 def write_ecg_csv(path: Path, seed: int) -> None:

@@ -68,6 +68,14 @@ def idp() -> Iterator[IdentityProvider]:
     provider.server.stop()
 
 
+def site_auth_with_oidc(idp: IdentityProvider) -> AuthSettings:
+    """The site's clients, plus tokens from ``idp`` with Keycloak's roles claim."""
+    oidc = OidcSettings(
+        jwks_url=idp.jwks_url, issuer=ISSUER, audience=AUDIENCE, roles_claim="realm_access.roles"
+    )
+    return site_auth().model_copy(update={"oidc": oidc})
+
+
 async def _stand_in(request: Request) -> Response:
     return JSONResponse({"reached": request.url.path})
 
@@ -75,16 +83,7 @@ async def _stand_in(request: Request) -> Response:
 @pytest.fixture
 def gateway_url(tmp_path: Path, idp: IdentityProvider) -> Iterator[str]:
     """Federated routes plus /dicomweb and /jobs guarded as the gateway guards them."""
-    auth = site_auth().model_copy(
-        update={
-            "oidc": OidcSettings(
-                jwks_url=idp.jwks_url,
-                issuer=ISSUER,
-                audience=AUDIENCE,
-                roles_claim="realm_access.roles",
-            )
-        }
-    )
+    auth = site_auth_with_oidc(idp)
     authenticator = Authenticator(auth)
     index = FindingsIndex.open(IndexSettings(), tmp_path / "site")
     write_patients(index, standard_cohort())
@@ -192,16 +191,7 @@ def test_a_query_token_cannot_reach_the_real_gateways_images_or_jobs(
     """The real gateway process (the lead's AuthMiddleware with this Authenticator)."""
     from tests.support.gateway import GatewayProcess
 
-    auth = site_auth().model_copy(
-        update={
-            "oidc": OidcSettings(
-                jwks_url=idp.jwks_url,
-                issuer=ISSUER,
-                audience=AUDIENCE,
-                roles_claim="realm_access.roles",
-            )
-        }
-    )
+    auth = site_auth_with_oidc(idp)
     gateway = GatewayProcess(tmp_path / "gateway", {"auth": auth.model_dump(mode="json")}).start()
     try:
         for path in ("/dicomweb/studies", "/jobs"):

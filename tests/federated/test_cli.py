@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,19 +15,7 @@ from sr_writer import build_sr
 from tests.federated.synthetic import header_only, small_phantom
 from tests.sr_writer.builders import lesion_findings
 from tests.support.orthanc import OrthancServer
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def fedgate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fedgate", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.support.process import run_fedgate
 
 
 def _store_study(client: DICOMwebClient, seed: int) -> None:
@@ -51,7 +36,7 @@ def test_index_sync_rebuilds_from_the_pacs_and_resumes(
     config.write_text(
         yaml.safe_dump({"data_dir": str(tmp_path / "data"), "pacs": {"url": orthanc.dicomweb_url}})
     )
-    first = fedgate("index", "sync", "--config", str(config))
+    first = run_fedgate("index", "sync", "--config", str(config))
     assert first.returncode == 0, first.stderr
     assert "2 found, 2 indexed, 0 already indexed" in first.stdout
     assert "[##############################] 2/2 studies" in first.stderr  # the progress bar
@@ -66,16 +51,16 @@ def test_index_sync_rebuilds_from_the_pacs_and_resumes(
     index.close()
     # A third study arrives; the next sync indexes only it.
     _store_study(client, 23)
-    second = fedgate("index", "sync", "--config", str(config), "--quiet")
+    second = run_fedgate("index", "sync", "--config", str(config), "--quiet")
     assert "3 found, 1 indexed, 2 already indexed" in second.stdout, second.stdout
-    shown = fedgate("index", "show", "--config", str(config))
+    shown = run_fedgate("index", "show", "--config", str(config))
     assert "findings: 3" in shown.stdout
 
 
 def test_index_sync_without_a_pacs_says_so(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data")}))
-    result = fedgate("index", "sync", "--config", str(config))
+    result = run_fedgate("index", "sync", "--config", str(config))
     assert result.returncode == 2
     assert "no PACS to crawl" in result.stderr
 
@@ -96,23 +81,25 @@ def test_audit_shows_the_log(tmp_path: Path) -> None:
         request={"aggregate": {"kind": "count"}},
         reason="differs by fewer than 10",
     )
-    shown = fedgate("audit", "--log", str(tmp_path / "audit.jsonl"))
+    shown = run_fedgate("audit", "--log", str(tmp_path / "audit.jsonl"))
     lines = shown.stdout.splitlines()
     assert len(lines) == 2
     assert "researcher" in lines[0] and "count=31" in lines[0] and "eps=0.5" in lines[0]
     assert "refused" in lines[1] and "fewer than 10" in lines[1]
-    only = fedgate("audit", "--log", str(tmp_path / "audit.jsonl"), "--client", "second", "--json")
+    only = run_fedgate(
+        "audit", "--log", str(tmp_path / "audit.jsonl"), "--client", "second", "--json"
+    )
     assert [json.loads(line)["client"] for line in only.stdout.splitlines()] == ["second"]
 
 
 def test_hub_refuses_a_bad_config_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "hub.yaml"
     config.write_text(yaml.safe_dump({"sites": [{"name": "a", "url": "ftp://nope"}]}))
-    result = fedgate("hub", "--config", str(config))
+    result = run_fedgate("hub", "--config", str(config))
     assert result.returncode == 2
     assert "sites.0.url" in result.stderr
-    missing = fedgate("hub", "--config", str(tmp_path / "absent.yaml"))
+    missing = run_fedgate("hub", "--config", str(tmp_path / "absent.yaml"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
     config.write_text("sites: [unclosed")
-    broken = fedgate("hub", "--config", str(config))
+    broken = run_fedgate("hub", "--config", str(config))
     assert broken.returncode == 2 and "not valid YAML" in broken.stderr

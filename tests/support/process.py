@@ -5,7 +5,22 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_fedgate(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m fedgate ARGS`` from this checkout, as a user runs it; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "fedgate", *args],
+        cwd=_REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(_REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def spawn(command: list[str], log_path: Path, **options: object) -> subprocess.Popen[bytes]:
