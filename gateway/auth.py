@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-Role = Literal["query", "admin"]
+Role = Literal["query", "exact", "admin"]
 ROLES: frozenset[str] = frozenset(get_args(Role))
 
 
@@ -77,7 +77,8 @@ class Principal:
     roles: frozenset[Role]
 
     def has(self, role: Role) -> bool:
-        return "admin" in self.roles or role in self.roles
+        # admin implies every role but `exact`: exact answers are only ever given by choice.
+        return role in self.roles or ("admin" in self.roles and role != "exact")
 
 
 #: The caller when authentication is off (loopback only): may do everything.

@@ -2,10 +2,12 @@
 
 - ``GET  /count``: a count, the cohort given as QIDO-style query parameters;
 - ``POST /aggregate``: any aggregate, the cohort and aggregate given as JSON;
-- ``GET  /budget``: the calling client's privacy budget.
+- ``POST /cost``: what an ``/aggregate`` request would cost now (no look at the data);
+- ``GET  /budget``: the calling person's privacy budget.
 
-Every route needs the ``query`` role (``admin`` has it too). Answers are aggregates only; bad
-input is a 400 naming the field, a refusal by disclosure control a 403 with its reason.
+Every route needs the ``query`` or the ``exact`` role (``admin`` has ``query``). Answers are
+aggregates only; bad input is a 400 naming the field, a refusal a 403 whose reason never
+depends on the data (the role, or a spent budget).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from gateway.auth import Authenticator, Principal, authorize
 from gateway.federated.cohort import AggregateRequest
 from gateway.federated.matching import FilterError
 from gateway.federated.query_params import parse_count_query
-from gateway.federated.service import FederatedService, Refused, RequestError
+from gateway.federated.service import Asker, FederatedService, Refused, RequestError
 from gateway.federated.settings import FederatedSettings
 from gateway.index import FindingsIndex
 
@@ -55,13 +57,25 @@ def validation_response(error: ValidationError) -> JSONResponse:
     )
 
 
+def asker_of(principal: Principal) -> Asker:
+    """The person charged and the mode of answers: exact only for the ``exact`` role."""
+    return Asker(person=principal.name, credential=principal.name, exact="exact" in principal.roles)
+
+
 class FederatedEndpoints:
     def __init__(self, service: FederatedService, authenticator: Authenticator):
         self.service = service
         self.authenticator = authenticator
 
     def _principal(self, request: Request) -> Principal | Response:
-        return authorize(self.authenticator, request.headers.get("authorization"), "query")
+        """The caller, if it has the ``query`` or the ``exact`` role."""
+        header = request.headers.get("authorization")
+        result = authorize(self.authenticator, header, "query")
+        if isinstance(result, Response) and result.status_code == 403:
+            exact = authorize(self.authenticator, header, "exact")
+            if isinstance(exact, Principal):
+                return exact
+        return result
 
     async def count(self, request: Request) -> Response:
         principal = self._principal(request)
@@ -79,6 +93,14 @@ class FederatedEndpoints:
         principal = self._principal(request)
         if isinstance(principal, Response):
             return principal
+        aggregate = await self._aggregate_body(request)
+        if isinstance(aggregate, Response):
+            return aggregate
+        return await self._answer(aggregate, principal, "aggregate")
+
+    @staticmethod
+    async def _aggregate_body(request: Request) -> AggregateRequest | Response:
+        """The JSON body of ``/aggregate`` and ``/cost``, or the 400/413 saying what is wrong."""
         if request.query_params:
             name = next(iter(request.query_params))
             return error_response(400, f"{name}: parameters go in the JSON body", name)
@@ -90,34 +112,37 @@ class FederatedEndpoints:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             return error_response(400, f"body is not JSON: {error}", "(body)")
         try:
-            aggregate = AggregateRequest.model_validate(data)
+            return AggregateRequest.model_validate(data)
         except ValidationError as error:
             return validation_response(error)
-        return await self._answer(aggregate, principal, "aggregate")
+
+    async def cost(self, request: Request) -> Response:
+        principal = self._principal(request)
+        if isinstance(principal, Response):
+            return principal
+        aggregate = await self._aggregate_body(request)
+        if isinstance(aggregate, Response):
+            return aggregate
+        try:
+            cost = await run_in_threadpool(self.service.cost, aggregate, asker_of(principal))
+        except (RequestError, FilterError) as error:
+            return error_response(400, str(error), error.field)
+        except Refused as error:
+            return error_response(403, str(error))
+        return JSONResponse(cost)
 
     async def budget(self, request: Request) -> Response:
         principal = self._principal(request)
         if isinstance(principal, Response):
             return principal
-        settings = self.service.settings.dp
-        if not settings.enabled:
-            return JSONResponse({"differential_privacy": False})
-        spent = await run_in_threadpool(self.service.ledger.spent, principal.name)
-        return JSONResponse(
-            {
-                "differential_privacy": True,
-                "epsilon_budget": settings.epsilon_budget_per_client,
-                "epsilon_spent": spent,
-                "epsilon_per_query": settings.epsilon_per_query,
-            }
-        )
+        return JSONResponse(await run_in_threadpool(self.service.budget, asker_of(principal)))
 
     async def _answer(
         self, aggregate: AggregateRequest, principal: Principal, endpoint: str
     ) -> Response:
         try:
             answer = await run_in_threadpool(
-                self.service.answer, aggregate, principal.name, endpoint
+                self.service.answer, aggregate, asker_of(principal), endpoint
             )
         except RequestError as error:
             return error_response(400, str(error), error.field)
@@ -136,5 +161,6 @@ def federated_routes(
     return [
         Route("/count", endpoints.count, methods=["GET"]),
         Route("/aggregate", endpoints.aggregate, methods=["POST"]),
+        Route("/cost", endpoints.cost, methods=["POST"]),
         Route("/budget", endpoints.budget, methods=["GET"]),
     ]

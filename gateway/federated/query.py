@@ -260,31 +260,6 @@ def _finding_restriction(cohort: Cohort, alias: str) -> Sql | None:
     )
 
 
-def joins_imply_findings(cohort: Cohort, dimensions: Sequence[Dimension]) -> bool:
-    """Whether the join of a table's first measurement dimension asks exactly what the
-    cohort's finding filter asks: one finding filter, of a type and one range of this very
-    measurement, nothing else (the question "the sizes of the nodules of 8 mm or more").
-
-    Then every unit of the cohort has a row in the join and the facts are the whole cohort:
-    its own EXISTS probe is left out of the facts' query, and its membership is taken from
-    the facts instead of a query of its own.
-    """
-    measured = [d for d in dimensions if isinstance(d, BinnedDimension) and d.of == "measurement"]
-    if not measured or len(cohort.findings) != 1 or cohort.findings[0].type is None:
-        return False
-    (only,) = cohort.findings
-    if len(only.measurements) != 1:
-        return False
-    (measurement,) = only.measurements
-    return (
-        only.site is None
-        and only.algorithm is None
-        and not only.qualitative
-        and measurement.concept == measured[0].concept
-        and canonical_unit(measurement.unit) == canonical_unit(measured[0].unit or "")
-    )
-
-
 def _measurement_restriction(cohort: Cohort, dimension: BinnedDimension, alias: str) -> Sql:
     """The restriction to the cohort's findings, on a measurement row ``alias``.
 

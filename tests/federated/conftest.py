@@ -26,6 +26,7 @@ from tests.federated.synthetic import (
 )
 
 QUERY_TOKEN = "query-token-for-tests"
+EXACT_TOKEN = "research-office-token-for-tests"
 OTHER_QUERY_TOKEN = "second-client-token"
 ADMIN_TOKEN = "admin-token-for-tests"
 
@@ -40,6 +41,7 @@ def site_auth() -> AuthSettings:
             AuthClient(name="researcher", token_sha256=sha256(QUERY_TOKEN), roles=["query"]),
             AuthClient(name="second", token_sha256=sha256(OTHER_QUERY_TOKEN), roles=["query"]),
             AuthClient(name="operator", token_sha256=sha256(ADMIN_TOKEN), roles=["admin"]),
+            AuthClient(name="research-office", token_sha256=sha256(EXACT_TOKEN), roles=["exact"]),
         ]
     )
 
@@ -114,7 +116,7 @@ class Site:
     def url(self) -> str:
         return f"{self.server.url}/federated/v1"
 
-    def get(self, params: Any, token: str = QUERY_TOKEN) -> httpx.Response:
+    def get(self, params: Any, token: str = EXACT_TOKEN) -> httpx.Response:
         return httpx.get(
             f"{self.url}/count",
             params=params,
@@ -122,7 +124,7 @@ class Site:
             timeout=30,
         )
 
-    def post(self, body: Any, token: str = QUERY_TOKEN) -> httpx.Response:
+    def post(self, body: Any, token: str = EXACT_TOKEN) -> httpx.Response:
         return httpx.post(
             f"{self.url}/aggregate",
             json=body,

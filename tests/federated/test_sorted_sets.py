@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.federated.differencing import Membership
+from gateway.federated.membership import Membership
 from gateway.federated.sorted_sets import distinct_pairs, distinct_per_group, unique_sorted
 
 int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
