@@ -96,15 +96,26 @@ def value_bounds(entry: dict[str, Any], level: str) -> tuple[float, float | None
 
 
 def combine_counts(entries: list[dict[str, Any]], level: str) -> dict[str, Any]:
+    """One count from the sites' counts: a sum, with the 95 % interval of the noisy ones
+    combined (their noises are independent), or an interval when a part was suppressed."""
     lower, exact = 0.0, True
     upper: float | None = 0.0
+    noisy, variance = False, 0.0
     for entry in entries:
         low, high = value_bounds(entry, level)
         exact = exact and entry.get("count") is not None
         lower += low
         upper = None if upper is None or high is None else upper + high
+        if entry.get("count") is not None and "interval" in entry:
+            noisy = True
+            interval_low, interval_high = entry["interval"]
+            variance += ((interval_high - interval_low) / 2) ** 2
     if exact:
-        return {"count": round(lower)}
+        combined: dict[str, Any] = {"count": round(lower)}
+        if noisy:
+            half = math.sqrt(variance)
+            combined["interval"] = [max(0, math.floor(lower - half)), math.ceil(lower + half)]
+        return combined
     return {
         "count": None,
         "suppressed": True,
@@ -131,11 +142,12 @@ def combine_tables(answers: list[dict[str, Any]], level: str) -> dict[str, Any]:
     for key, label in labels.items():
         entries = []
         for answer, site_cells in zip(answers, per_site, strict=True):
-            # A site that did not list an open category has fewer than k patients in it
-            # (they are in its "(other)"), or none: either way, a suppressed cell.
-            k = answer.get("min_cell_size", 10)
+            # A site that did not list a value of an open category has fewer than k patients
+            # in it (exact answers: they are in its "(other)"), or a noisy count under its
+            # threshold (noisy answers), or none: either way, a cell below that bound.
+            bound = answer.get("threshold", answer.get("min_cell_size", 10))
             entries.append(
-                site_cells.get(key, {"count": None, "suppressed": True, "bound": f"<{k}"})
+                site_cells.get(key, {"count": None, "suppressed": True, "bound": f"<{bound}"})
             )
         # A suppressed cell without a bound may hold any number (it may be suppressed to
         # protect another): it adds 0 to the lower bound and makes the upper bound unknown.
@@ -257,7 +269,13 @@ def hub_app(settings: HubSettings) -> Starlette:
 
     def released(client: str, question: dict[str, Any], answer: dict[str, Any]) -> Response:
         if audit is not None:
-            audit.record(client=client, status="answered", question=question, answer=answer)
+            answered = any(site["status"] in ("ok", "suppressed") for site in answer["sites"])
+            audit.record(
+                client=client,
+                status="answered" if answered else "no site answered",
+                question=question,
+                answer=answer,
+            )
         return JSONResponse(answer)
 
     async def count(request: Request) -> Response:

@@ -18,7 +18,7 @@ import yaml
 
 from gateway.federated.settings import FederatedSettings
 from gateway.index import FindingsIndex, IndexSettings
-from tests.federated.conftest import QUERY_TOKEN, sha256, site_auth
+from tests.federated.conftest import EXACT_TOKEN, QUERY_TOKEN, sha256, site_auth
 from tests.federated.servers import HangingServer, ThreadedServer, site_app
 from tests.federated.synthetic import (
     DIAMETER,
@@ -90,13 +90,22 @@ class Sites:
         self.indexes: list[FindingsIndex] = []
         self.servers: list[Any] = []
 
-    def site(self, name: str, patients: list[SyntheticPatient]) -> dict[str, Any]:
+    def site(
+        self,
+        name: str,
+        patients: list[SyntheticPatient],
+        token: str = EXACT_TOKEN,
+        **settings: Any,
+    ) -> dict[str, Any]:
+        """A site answering the hub with ``token``'s role: exact (the research office's
+        token) unless a ``query`` token is given."""
         index = FindingsIndex.open(IndexSettings(), self.tmp_path / name)
         write_patients(index, patients)
-        server = ThreadedServer(site_app(index, FederatedSettings(), site_auth())).start()
+        federated = FederatedSettings.model_validate(settings)
+        server = ThreadedServer(site_app(index, federated, site_auth())).start()
         self.indexes.append(index)
         self.servers.append(server)
-        return {"name": name, "url": f"{server.url}/federated/v1", "token": QUERY_TOKEN}
+        return {"name": name, "url": f"{server.url}/federated/v1", "token": token}
 
     def close(self) -> None:
         for server in self.servers:
@@ -130,8 +139,6 @@ def test_hub_sums_counts_and_merges_histograms(tmp_path: Path) -> None:
             assert [s["status"] for s in women["sites"]] == ["ok", "ok", "ok"]
             assert women["complete"] is True
             # Site c has 3 nodules: suppressed there; the combined answer is an interval.
-            # (Each site's cohorts differ from its earlier "women" by at least 10 patients,
-            # else the site's differencing guard would refuse them.)
             nodules = _ask(hub, {"finding": NODULE, "measurement": f"{DIAMETER}:10-:mm"})
             statuses = {s["name"]: s["status"] for s in nodules["sites"]}
             assert statuses == {"a": "ok", "b": "ok", "c": "suppressed"}
@@ -210,18 +217,66 @@ def test_hub_reports_a_stopped_and_a_hanging_site(tmp_path: Path) -> None:
         sites.close()
 
 
-def test_hub_refusals_and_bad_questions(tmp_path: Path) -> None:
+def test_hub_relays_refusals_and_rejects_bad_questions(tmp_path: Path) -> None:
+    """A site's refusal (here: its budget, the only data-independent reason a valid question
+    has) is relayed with its reason; a bad question is a 400 before any site is asked."""
     sites = Sites(tmp_path)
     try:
-        configs = [sites.site("a", site_patients("a", 31, 0, 0))]
+        configs = [
+            sites.site(
+                "a",
+                site_patients("a", 31, 0, 0),
+                token=QUERY_TOKEN,
+                dp={"epsilon_per_query": 1.0, "epsilon_per_person": 1.0},
+            )
+        ]
         with hub_process(tmp_path, configs) as hub:
-            assert _ask(hub, {"PatientSex": "F"})["count"] == 31
-            narrowed = _ask(hub, {"PatientSex": "F", "PatientAge": "40-69"})  # 30 of 31
-            assert narrowed["sites"][0]["status"] == "refused"
+            first = _ask(hub, {"PatientSex": "F"})
+            assert first["sites"][0]["status"] == "ok" and first["count"] is not None
+            second = _ask(hub, {"PatientSex": "F", "PatientAge": "40-69"})
+            assert second["sites"][0]["status"] == "refused"
+            assert "budget" in second["sites"][0]["error"]
             headers = {"Authorization": f"Bearer {HUB_TOKEN}"}
             bad = httpx.get(f"{hub}/count", params={"PatientID": "aF1"}, headers=headers)
             assert bad.status_code == 400 and bad.json()["field"] == "PatientID"
             assert httpx.get(f"{hub}/count").status_code == 401
+    finally:
+        sites.close()
+
+
+def test_noisy_answers_of_three_sites_combine_every_site(tmp_path: Path) -> None:
+    """With noise (the query role), nothing is suppressed: a count and a sex histogram at a
+    hub of three sites include every site's contribution, with an interval."""
+    sites = Sites(tmp_path)
+    try:
+        truth = {"a": (30, 20, 0), "b": (8, 3, 0), "c": (25, 11, 0)}
+        configs = [
+            sites.site(name, site_patients(name, *t), token=QUERY_TOKEN)
+            for name, t in truth.items()
+        ]
+        with hub_process(tmp_path, configs) as hub:
+            women = _ask(hub, {"PatientSex": "F"})
+            assert [s["status"] for s in women["sites"]] == ["ok", "ok", "ok"]
+            assert women["count"] == sum(s["answer"]["count"] for s in women["sites"])
+            low, high = women["interval"]
+            assert low <= women["count"] <= high
+            assert abs(women["count"] - 63) <= 3 * (high - low)
+            histogram = _ask(
+                hub,
+                body={
+                    "aggregate": {"kind": "histogram", "by": {"kind": "category", "name": "sex"}}
+                },
+            )
+            assert [s["status"] for s in histogram["sites"]] == ["ok", "ok", "ok"]
+            cells = {c["value"]: c for c in histogram["cells"]}
+            for value, column in (("F", 0), ("M", 1)):
+                per_site = [
+                    next(c for c in s["answer"]["cells"] if c["value"] == value)["count"]
+                    for s in histogram["sites"]
+                ]
+                assert cells[value]["count"] == sum(per_site)
+                exact = sum(t[column] for t in truth.values())
+                assert abs(cells[value]["count"] - exact) <= 40
     finally:
         sites.close()
 
