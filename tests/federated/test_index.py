@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 
 from fedgate.phantom import Phantom
 from gateway.federated.cohort import AggregateRequest
-from gateway.federated.service import FederatedService
+from gateway.federated.service import Asker, FederatedService
 from gateway.federated.settings import FederatedSettings
 from gateway.index import FindingsIndex, IndexSettings
 from gateway.index.findings_index import SQLITE_FILE_NAME
@@ -160,7 +160,8 @@ def test_the_index_on_postgresql(tmp_path: Path) -> None:
         for seed in range(12):
             index.observe_instances(_study_with_sr(100 + seed)[1])
         assert index.counts()["findings"] == 12
-        service = FederatedService(index, FederatedSettings(dp={"enabled": True}))
+        service = FederatedService(index, FederatedSettings())
+        analyst = Asker("pg-analyst", "pg-client")
         cohort = {
             "findings": [
                 {"type": NODULE, "measurements": [{"concept": DIAMETER, "min": 1, "unit": "cm"}]}
@@ -168,11 +169,11 @@ def test_the_index_on_postgresql(tmp_path: Path) -> None:
         }
         answer = service.answer(
             AggregateRequest.model_validate({"level": "studies", "cohort": cohort}),
-            "pg-client",
+            analyst,
             "test",
         )
         assert answer["count"] is not None
-        assert service.ledger.spent("pg-client") == pytest.approx(0.5)
+        assert service.ledger.budget("pg-analyst").spent == pytest.approx(0.75)
         histogram = service.answer(
             AggregateRequest.model_validate(
                 {
@@ -191,7 +192,7 @@ def test_the_index_on_postgresql(tmp_path: Path) -> None:
                     },
                 }
             ),
-            "pg-client",
+            analyst,
             "test",
         )
         assert len(histogram["cells"]) == 5  # four bins and "(outside)"
@@ -202,17 +203,15 @@ def test_the_index_on_postgresql(tmp_path: Path) -> None:
         cluster.stop()
 
 
-def test_two_replicas_on_postgresql_share_guard_and_budget(tmp_path: Path) -> None:
+def test_two_replicas_on_postgresql_share_cache_and_budget(tmp_path: Path) -> None:
     """Two gateway replicas (two services, two connections) over one PostgreSQL index."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from gateway.federated.service import Refused
+    from gateway.federated.service import Asker, Refused
 
     cluster = PostgresCluster().start()
     try:
-        settings = FederatedSettings(
-            dp={"enabled": True, "epsilon_per_query": 1.0, "epsilon_budget_per_client": 2.0}
-        )
+        settings = FederatedSettings(dp={"epsilon_per_query": 1.0, "epsilon_per_person": 2.0})
         replicas = [
             FindingsIndex.open(IndexSettings(url=cluster.url), tmp_path / "data") for _ in range(2)
         ]
@@ -229,7 +228,9 @@ def test_two_replicas_on_postgresql_share_guard_and_budget(tmp_path: Path) -> No
             service = services[number % 2]
             request = women if number % 4 < 2 else everyone
             try:
-                return number % 4 < 2, service.answer(request, "client", "test")["count"]
+                return number % 4 < 2, service.answer(request, Asker("client", "client"), "test")[
+                    "count"
+                ]
             except Refused:
                 return number % 4 < 2, "refused"
 
@@ -241,11 +242,11 @@ def test_two_replicas_on_postgresql_share_guard_and_budget(tmp_path: Path) -> No
         assert len({count for is_women, count in outcomes if is_women}) == 1
         assert len({count for is_women, count in outcomes if not is_women}) == 1
         assert "refused" not in {count for _, count in outcomes}
-        assert services[1].ledger.spent("client") == pytest.approx(2.0)
+        assert services[1].ledger.budget("client").spent == pytest.approx(2.0)
         with pytest.raises(Refused, match="privacy budget"):
             services[1].answer(
                 AggregateRequest.model_validate({"cohort": {"attributes": {"PatientSex": "M"}}}),
-                "client",
+                Asker("client", "client"),
                 "test",
             )
         for index in replicas:

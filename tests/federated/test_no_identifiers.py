@@ -117,7 +117,7 @@ def test_no_response_carries_an_identifier(tmp_path: Path) -> None:
     write_patients(index, standard_cohort())
     app = site_app(
         index,
-        FederatedSettings(dp={"enabled": True, "epsilon_budget_per_client": 1e6}),
+        FederatedSettings(dp={"epsilon_per_person": 1e6, "epsilon_per_site": 1e6}),
         site_auth(),
     )
     headers = {"Authorization": f"Bearer {QUERY_TOKEN}"}
