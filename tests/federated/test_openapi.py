@@ -9,7 +9,7 @@ import jsonschema
 from starlette.routing import Mount
 
 from gateway.federated.hub import HubSettings, SiteSettings, hub_app
-from tests.federated.conftest import Site
+from tests.federated.conftest import QUERY_TOKEN, Site, SiteFactory
 from tests.support.openapi import app_operations, assert_documented, load_spec
 
 SPEC = load_spec("federated.yaml")
@@ -36,16 +36,18 @@ def test_hub_routes_are_documented() -> None:
         (m.upper(), "/federated/v1" + p)
         for p, item in SPEC["paths"].items()
         for m in item
-        if p != "/budget"
+        if p not in ("/budget", "/cost")
     }
     assert routes == documented
 
 
-def test_answers_are_documented_and_match_their_schemas(site: Site) -> None:
+def test_answers_are_documented_and_match_their_schemas(make_site: SiteFactory) -> None:
+    site = make_site(dp={"epsilon_per_query": 1.0, "epsilon_per_person": 1.0})
     responses = [
         site.get({"PatientSex": "F"}),
         site.get({"PatientAge": "91"}),
-        site.get({"PatientSex": "F", "PatientAge": "60-69"}),  # refused: 403
+        site.get({"PatientSex": "F"}, token=QUERY_TOKEN),  # noisy
+        site.get({"PatientSex": "M"}, token=QUERY_TOKEN),  # budget spent: 403
         site.get({"PatientID": "x"}),  # 400
         httpx.get(f"{site.url}/count"),  # 401
         site.post(
@@ -65,11 +67,17 @@ def test_answers_are_documented_and_match_their_schemas(site: Site) -> None:
             }
         ),
         httpx.get(f"{site.url}/budget", headers={"Authorization": "Bearer query-token-for-tests"}),
+        httpx.post(
+            f"{site.url}/cost",
+            json={"level": "studies"},
+            headers={"Authorization": "Bearer query-token-for-tests"},
+        ),
     ]
     assert {r.status_code for r in responses} == {200, 400, 401, 403}
     for response in responses:
         assert_documented(SPEC, _relative(response))
-        if response.status_code == 200 and not response.request.url.path.endswith("/budget"):
+        path = response.request.url.path
+        if response.status_code == 200 and not path.endswith(("/budget", "/cost")):
             jsonschema.validate(response.json(), _schema("Answer"))
         elif response.status_code != 200:
             jsonschema.validate(response.json(), _schema("Error"))

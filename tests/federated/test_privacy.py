@@ -244,7 +244,7 @@ def test_mean_of_a_measurement_over_500_patients_within_one_unit(
         "test",
     )
     assert abs(answer["mean"] - statistics.mean(diameters)) <= 1.0
-    assert abs(answer["n"] - len(diameters)) <= 15
+    assert abs(answer["n"] - len(diameters)) <= 80  # Laplace scale 5.3 on n: exp(-15)
     low, high = answer["mean_interval"]
     assert low <= answer["mean"] <= high
 
