@@ -148,10 +148,15 @@ class Authenticator:
         return Principal(name=f"oidc:{name}", roles=granted)
 
 
+#: The roles that may ask federated questions: noisy answers (query) or exact ones (exact).
+FEDERATED_ROLES: tuple[Role, ...] = ("query", "exact")
+
+
 def authorize(
-    authenticator: Authenticator, authorization: str | None, role: Role
+    authenticator: Authenticator, authorization: str | None, role: Role | tuple[Role, ...]
 ) -> Principal | JSONResponse:
-    """The caller if it has ``role``, else the 401 (not authenticated) or 403 response."""
+    """The caller if it has ``role`` (one of them, for a tuple), else the 401 (not
+    authenticated) or 403 response."""
     from starlette.responses import JSONResponse
 
     principal = authenticator.authenticate(authorization)
@@ -161,9 +166,11 @@ def authorize(
             status_code=401,
             headers={"WWW-Authenticate": 'Bearer realm="fedgate"'},
         )
-    if not principal.has(role):
+    roles = role if isinstance(role, tuple) else (role,)
+    if not any(principal.has(r) for r in roles):
+        needed = " or ".join(repr(r) for r in roles)
         return JSONResponse(
-            {"error": f"client {principal.name!r} lacks the {role!r} role"}, status_code=403
+            {"error": f"client {principal.name!r} lacks the {needed} role"}, status_code=403
         )
     return principal
 

@@ -14,7 +14,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import Authenticator, Role
+from gateway.auth import FEDERATED_ROLES, Authenticator, Role
 from gateway.metrics import REQUEST_LATENCY
 
 log = structlog.get_logger("gateway.http")
@@ -22,7 +22,7 @@ log = structlog.get_logger("gateway.http")
 #: Paths anyone may call (liveness, readiness and metrics scrapes).
 PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
 #: Path prefixes and the role they need; the first match wins. ``admin`` may call anything.
-ROLE_BY_PREFIX: tuple[tuple[str, Role], ...] = (("/federated/", "query"),)
+ROLE_BY_PREFIX: tuple[tuple[str, tuple[Role, ...]], ...] = (("/federated/", FEDERATED_ROLES),)
 
 
 def _route_label(path: str) -> str:
@@ -95,13 +95,13 @@ class AuthMiddleware:
             )
             await response(scope, receive, send)
             return
-        needed: Role = next(
-            (role for prefix, role in ROLE_BY_PREFIX if path.startswith(prefix)), "admin"
+        needed: tuple[Role, ...] = next(
+            (roles for prefix, roles in ROLE_BY_PREFIX if path.startswith(prefix)), ("admin",)
         )
-        if not principal.has(needed):
-            await PlainTextResponse(f"the {needed} role is required\n", status_code=403)(
-                scope, receive, send
-            )
+        if not any(principal.has(role) for role in needed):
+            await PlainTextResponse(
+                f"the {' or '.join(needed)} role is required\n", status_code=403
+            )(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
         structlog.contextvars.bind_contextvars(client=principal.name)

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import Authenticator, Principal, authorize
+from gateway.auth import FEDERATED_ROLES, Authenticator, Principal, authorize
 from gateway.federated.cohort import AggregateRequest
 from gateway.federated.matching import FilterError
 from gateway.federated.query_params import parse_count_query
@@ -69,13 +69,7 @@ class FederatedEndpoints:
 
     def _principal(self, request: Request) -> Principal | Response:
         """The caller, if it has the ``query`` or the ``exact`` role."""
-        header = request.headers.get("authorization")
-        result = authorize(self.authenticator, header, "query")
-        if isinstance(result, Response) and result.status_code == 403:
-            exact = authorize(self.authenticator, header, "exact")
-            if isinstance(exact, Principal):
-                return exact
-        return result
+        return authorize(self.authenticator, request.headers.get("authorization"), FEDERATED_ROLES)
 
     async def count(self, request: Request) -> Response:
         principal = self._principal(request)

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from gateway.auth import Authenticator, AuthSettings, authorize
+from gateway.auth import FEDERATED_ROLES, Authenticator, AuthSettings, authorize
 from gateway.federated.api import MAX_BODY_BYTES, error_response, validation_response
 from gateway.federated.audit import AuditLog
 from gateway.federated.cohort import AggregateRequest
@@ -279,7 +279,7 @@ def hub_app(settings: HubSettings) -> Starlette:
         return JSONResponse(answer)
 
     async def count(request: Request) -> Response:
-        principal = authorize(authenticator, request.headers.get("authorization"), "query")
+        principal = authorize(authenticator, request.headers.get("authorization"), FEDERATED_ROLES)
         if isinstance(principal, Response):
             return principal
         params = request.query_params.multi_items()
@@ -304,7 +304,7 @@ def hub_app(settings: HubSettings) -> Starlette:
         return released(principal.name, {"count": params}, answer)
 
     async def aggregate(request: Request) -> Response:
-        principal = authorize(authenticator, request.headers.get("authorization"), "query")
+        principal = authorize(authenticator, request.headers.get("authorization"), FEDERATED_ROLES)
         if isinstance(principal, Response):
             return principal
         body = await request.body()
