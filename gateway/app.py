@@ -29,7 +29,7 @@ from gateway.index import FindingsIndex
 from gateway.intake.dimse import DimseIntake
 from gateway.intake.poller import PacsPoller
 from gateway.jobs_api import job_routes
-from gateway.middleware import AuthMiddleware, RequestContextMiddleware
+from gateway.middleware import AuthMiddleware, RequestContextMiddleware, compression
 from gateway.pacs import PacsClient
 from gateway.pipeline.retention import Retention
 from gateway.pipeline.scheduler import StabilityScheduler
@@ -197,6 +197,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
         ],
         middleware=[
             Middleware(RequestContextMiddleware),
+            compression(),
             Middleware(AuthMiddleware, authenticator=authenticator),
         ],
         exception_handlers={DicomWebError: dicomweb_error_handler},
