@@ -23,6 +23,7 @@ from starlette.routing import Mount, Route
 from gateway.auth import Authenticator
 from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
 from gateway.dicomweb.routes import embedded_routes, results_routes, upstream_routes
+from gateway.dicomweb.sources import SourceChooser
 from gateway.federated.api import federated_routes
 from gateway.forwarder import Forwarder
 from gateway.index import FindingsIndex
@@ -206,6 +207,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
     app.state.settings = settings
     app.state.store = store
     app.state.pacs = pacs
+    app.state.sources = SourceChooser(store, pacs) if pacs else None
     app.state.queue = queue
     app.state.ledger = ledger
     return app
