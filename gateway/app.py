@@ -23,13 +23,14 @@ from starlette.routing import Mount, Route
 from gateway.auth import Authenticator
 from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
 from gateway.dicomweb.routes import embedded_routes, results_routes, upstream_routes
+from gateway.dicomweb.sources import SourceChooser
 from gateway.federated.api import federated_routes
 from gateway.forwarder import Forwarder
 from gateway.index import FindingsIndex
 from gateway.intake.dimse import DimseIntake
 from gateway.intake.poller import PacsPoller
 from gateway.jobs_api import job_routes
-from gateway.middleware import AuthMiddleware, RequestContextMiddleware
+from gateway.middleware import AuthMiddleware, RequestContextMiddleware, compression
 from gateway.pacs import PacsClient
 from gateway.pipeline.retention import Retention
 from gateway.pipeline.scheduler import StabilityScheduler
@@ -197,6 +198,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
         ],
         middleware=[
             Middleware(RequestContextMiddleware),
+            compression(),
             Middleware(AuthMiddleware, authenticator=authenticator),
         ],
         exception_handlers={DicomWebError: dicomweb_error_handler},
@@ -205,6 +207,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
     app.state.settings = settings
     app.state.store = store
     app.state.pacs = pacs
+    app.state.sources = SourceChooser(store, pacs) if pacs else None
     app.state.queue = queue
     app.state.ledger = ledger
     return app

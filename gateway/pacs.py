@@ -1,5 +1,12 @@
 """The upstream PACS, over DICOMweb: STOW-RS, QIDO-RS and WADO-RS with retries and timeouts.
 
+Answers may come compressed: Orthanc's default (``HttpCompressionEnabled: true``) gzips its
+DICOM JSON for any client that accepts it, and httpx asks for ``gzip, deflate`` (and ``br``
+when the ``brotli`` package is installed; it is not here). Every body is therefore read with
+httpx's decoding readers (``aiter_bytes``, ``json``), never ``aiter_raw``: the raw bytes are
+still compressed, and forwarding them without their ``Content-Encoding`` is unreadable
+(RFC 9110 8.4).
+
 Transient failures (connection refused or reset, timeouts, 429, 502, 503, 504) are retried
 with exponential backoff and jitter, honouring ``Retry-After``; anything else is final. STOW
 is judged by what the archive says it stored (ReferencedSOPSequence), never by the status
@@ -150,11 +157,11 @@ class PacsClient:
         return results
 
     async def retrieve(self, path: str, accept: str) -> AsyncIterator[bytes]:
-        """Stream a WADO-RS resource's body."""
+        """Stream a WADO-RS resource's body, decoded from any Content-Encoding."""
         response = await self.open_stream("GET", path, headers={"Accept": accept})
         try:
             _raise_for_status(response)
-            async for chunk in response.aiter_raw(_STREAM_CHUNK):
+            async for chunk in response.aiter_bytes(_STREAM_CHUNK):
                 yield chunk
         finally:
             await response.aclose()

@@ -4,6 +4,12 @@ The gateway's own authentication stands in front; bodies are streamed both ways,
 buffered. URLs the PACS puts in DICOM JSON (RetrieveURL, BulkDataURI) point at the PACS, which
 a client of the gateway may not reach: they are rewritten to the gateway's own root on the
 fly. An unreachable PACS is a 502, a PACS that does not answer in time a 504.
+
+The PACS may compress its answer (Orthanc gzips DICOM JSON by default). The body is decoded
+as it streams in, before the URL rewriting that must see the JSON, and sent on as identity:
+neither ``Content-Encoding`` nor ``Content-Length`` of the upstream answer is passed on (the
+decoded length differs; the body goes out chunked). The gateway's own GZip middleware then
+compresses JSON answers for clients that ask for it (``gateway/app.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from gateway.pacs import PacsClient, UpstreamError
 
 log = structlog.get_logger(__name__)
 
+# Never content-encoding or content-length: the body is passed on decoded (see above).
 _PASSED_HEADERS = ("content-type", "warning", "content-location")
 
 
@@ -39,7 +46,7 @@ async def proxy_to_pacs(request: Request) -> Response:
         await upstream.aclose()
         raise DicomWebError(502, f"the upstream PACS failed with HTTP {upstream.status_code}")
     headers = {name: upstream.headers[name] for name in _PASSED_HEADERS if name in upstream.headers}
-    body: AsyncIterator[bytes] = upstream.aiter_raw(1024 * 1024)
+    body: AsyncIterator[bytes] = upstream.aiter_bytes(1024 * 1024)
     if "json" in upstream.headers.get("content-type", ""):
         gateway_root = dicomweb_root(request)
         body = rewrite_stream(body, pacs.base_url.encode(), gateway_root.encode())

@@ -2,8 +2,8 @@
 
 STOW-RS always lands in the embedded store (the intake for analysis). QIDO-RS and WADO-RS
 come from the upstream PACS when one is configured, else from the embedded store. With a PACS,
-requests about one study the embedded store holds (it arrived at the gateway and may not be
-in the PACS) are answered locally: the inference service reads a study it was just sent.
+a read that names one study is answered by the one source ``gateway/dicomweb/sources.py``
+chooses for that study, the same at every level; searches across studies by the PACS.
 
 ``/results`` takes the analysis results (STOW-RS only): stored, and forwarded to the PACS.
 """
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.dicomweb import qido, stow, wado
 from gateway.dicomweb.proxy import proxy_to_pacs
-from gateway.store import EmbeddedStore
+from gateway.dicomweb.sources import SourceChooser, named_study
 
 _STUDY = "/studies/{study}"
 _SERIES = _STUDY + "/series/{series}"
@@ -54,12 +53,13 @@ def embedded_routes() -> list[BaseRoute]:
 
 
 def upstream_routes() -> list[BaseRoute]:
-    local_first = [
-        Route(route.path, _local_first(route.endpoint), methods=["GET"])
+    """Every embedded read route, each choosing its source per study; anything else proxied."""
+    by_study = [
+        Route(route.path, _by_study(route.endpoint), methods=["GET"])
         for route in embedded_routes()
-        if isinstance(route, Route) and "{study}" in route.path and "GET" in (route.methods or ())
+        if isinstance(route, Route) and "GET" in (route.methods or ())
     ]
-    return [*_stow_routes(), *local_first, Route("/{path:path}", proxy_to_pacs, methods=["GET"])]
+    return [*_stow_routes(), *by_study, Route("/{path:path}", proxy_to_pacs, methods=["GET"])]
 
 
 def results_routes() -> list[BaseRoute]:
@@ -69,15 +69,15 @@ def results_routes() -> list[BaseRoute]:
     ]
 
 
-def _local_first(
+def _by_study(
     handler: Callable[[Request], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        store: EmbeddedStore = request.app.state.store
-        study = request.path_params["study"]
-        held = await anyio.to_thread.run_sync(
-            store.catalog.query, "SELECT 1 FROM studies WHERE study_instance_uid = ?", [study]
-        )
-        return await (handler(request) if held else proxy_to_pacs(request))
+        study = named_study(request)
+        if study is None:
+            return await proxy_to_pacs(request)
+        sources: SourceChooser = request.app.state.sources
+        source = await sources.source_for(study)
+        return await (handler(request) if source == "store" else proxy_to_pacs(request))
 
     return endpoint

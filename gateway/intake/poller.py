@@ -128,7 +128,7 @@ class PacsPoller:
                 raise UpstreamError("status", "WADO-RS answer without a multipart boundary")
             result = await ingest_multipart(
                 self.store,
-                response.aiter_raw(),
+                response.aiter_bytes(),  # decoded: the PACS may compress its answer
                 boundary,
                 max_instance_bytes=self.max_instance_bytes,
                 max_request_bytes=2**62,

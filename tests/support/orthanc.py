@@ -46,30 +46,41 @@ class OrthancServer:
         return f"{self.url}/dicom-web"
 
     def config(self) -> dict[str, Any]:
-        config: dict[str, Any] = json.loads((REPO_ROOT / "deploy/orthanc/orthanc.json").read_text())
+        """Orthanc as Debian installs it: only name, ports, paths and the DICOMweb plugin set.
+
+        Everything else is Orthanc's default (HTTP compression on, StableAge 60 s ...), as a
+        user meets it (DESIGN.md, "Testing against peers"). A test that needs a setting passes
+        it in ``overrides``. With ``forward_to`` the forwarding part of the shipped
+        deploy/orthanc/orthanc.json is added: its Lua script, the gateway as DICOMweb server,
+        the metadata the script keeps and the overwrite policy results need.
+        """
         storage = self.workdir / "storage"
         storage.mkdir(parents=True, exist_ok=True)
-        config.update(
-            {
-                "Name": f"test-{self.aet}",
-                "StorageDirectory": str(storage),
-                "IndexDirectory": str(storage),
-                "HttpPort": self.http_port,
-                "DicomPort": self.dicom_port,
-                "DicomAet": self.aet,
-                "Plugins": [DICOMWEB_PLUGIN],
-                "StableAge": 2,
-            }
-        )
+        config: dict[str, Any] = {
+            "Name": f"test-{self.aet}",
+            "StorageDirectory": str(storage),
+            "IndexDirectory": str(storage),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": self.aet,
+            "Plugins": [DICOMWEB_PLUGIN],
+        }
         if self.forward_to:
+            shipped = json.loads((REPO_ROOT / "deploy/orthanc/orthanc.json").read_text())
             server: dict[str, Any] = {"Url": self.forward_to.rstrip("/") + "/"}
             if self.forward_token:
                 server["HttpHeaders"] = {"Authorization": f"Bearer {self.forward_token}"}
-            config["LuaScripts"] = [str(REPO_ROOT / "deploy/orthanc/forward-to-fedgate.lua")]
-            config["DicomWeb"] = {**config["DicomWeb"], "Servers": {"fedgate": server}}
-        else:
-            config["LuaScripts"] = []
-            config["DicomWeb"] = {**config["DicomWeb"], "Servers": {}}
+            config.update(
+                {
+                    "LuaScripts": [str(REPO_ROOT / "deploy/orthanc/forward-to-fedgate.lua")],
+                    "DicomWeb": {"Servers": {"fedgate": server}},
+                    "UserMetadata": shipped["UserMetadata"],
+                    "OverwriteInstances": shipped["OverwriteInstances"],
+                    # The script runs on Orthanc's stable event: 2 s instead of the default
+                    # 60 s, or every forwarding test would wait a minute per study.
+                    "StableAge": 2,
+                }
+            )
         for key, value in self.overrides.items():
             if isinstance(value, dict) and isinstance(config.get(key), dict):
                 config[key] = {**config[key], **value}

@@ -4,9 +4,10 @@ OHIF (npm ``@ohif/app`` 3.13, prebuilt ``dist/``) runs offline when its default 
 source points at a same-origin path (DESIGN.md, reference figures). This server
 
 - serves ``dist/`` with a patched ``app-config.js`` (``qidoRoot``/``wadoRoot``/``wadoUriRoot`` =
-  ``/dicom-web``, ``staticWado: false``);
-- proxies ``/dicom-web/...`` to a real DICOMweb server (Orthanc), passing the browser's Host on
-  so that the BulkDataURIs Orthanc writes into metadata are same-origin too;
+  the proxy's path, ``/dicom-web`` by default, ``staticWado: false``);
+- proxies that path to a real DICOMweb server (Orthanc, or the gateway at ``/dicomweb``),
+  passing the browser's Host on so that the BulkDataURIs the server writes into metadata are
+  same-origin too (the proxy's path must be the server's own root path for that);
 - answers ``index.html`` for unknown paths (``/viewer``: OHIF's client-side routes).
 """
 
@@ -28,13 +29,11 @@ _FORWARDED_REQUEST_HEADERS = ("accept", "host", "range", "content-type")
 _FORWARDED_RESPONSE_HEADERS = ("content-type", "content-length", "content-range")
 
 
-def patch_app_config(source: str) -> str:
+def patch_app_config(source: str, prefix: str = PROXY_PREFIX) -> str:
     """Point every DICOMweb root at the same-origin proxy and turn static WADO off."""
-    patched = re.sub(
-        r"(wadoUriRoot|qidoRoot|wadoRoot):\s*'[^']*'", rf"\1: '{PROXY_PREFIX}'", source
-    )
+    patched = re.sub(r"(wadoUriRoot|qidoRoot|wadoRoot):\s*'[^']*'", rf"\1: '{prefix}'", source)
     patched = patched.replace("staticWado: true", "staticWado: false")
-    if patched.count(f"'{PROXY_PREFIX}'") < 3 or "staticWado: false" not in patched:
+    if patched.count(f"'{prefix}'") < 3 or "staticWado: false" not in patched:
         raise RuntimeError("OHIF's app-config.js has changed shape; update patch_app_config")
     return patched
 
@@ -42,10 +41,11 @@ def patch_app_config(source: str) -> str:
 class OhifServer:
     """Start with :meth:`start`, stop with :meth:`stop`."""
 
-    def __init__(self, dist: Path, upstream_dicomweb_url: str) -> None:
+    def __init__(self, dist: Path, upstream_dicomweb_url: str, prefix: str = PROXY_PREFIX) -> None:
         self.dist = dist
         self.upstream = upstream_dicomweb_url.rstrip("/")
-        self.app_config = patch_app_config((dist / "app-config.js").read_text())
+        self.prefix = prefix
+        self.app_config = patch_app_config((dist / "app-config.js").read_text(), prefix)
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -85,7 +85,7 @@ def _handler_for(server: OhifServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == PROXY_PREFIX or path.startswith(PROXY_PREFIX + "/"):
+            if path == server.prefix or path.startswith(server.prefix + "/"):
                 self._proxy()
             elif path == "/app-config.js":
                 self._send(200, server.app_config.encode(), "application/javascript")
@@ -103,7 +103,7 @@ def _handler_for(server: OhifServer) -> type[BaseHTTPRequestHandler]:
             self._send(200, candidate.read_bytes(), kind)
 
         def _proxy(self) -> None:
-            upstream = server.upstream + self.path[len(PROXY_PREFIX) :]
+            upstream = server.upstream + self.path[len(server.prefix) :]
             headers = {
                 k: v for k, v in self.headers.items() if k.lower() in _FORWARDED_REQUEST_HEADERS
             }

@@ -1,7 +1,9 @@
 """The viewer a radiologist uses shows the SR: OHIF 3.13 in headless Chromium (issue 3).
 
-The phantom study and the SR this library wrote go into a real Orthanc over STOW-RS; OHIF's
-prebuilt dist/ is served same-origin with a DICOMweb proxy to Orthanc (tests/viewer/ohif_server);
+The phantom study and the SR this library wrote go into a real Orthanc (default settings) over
+STOW-RS; OHIF's prebuilt dist/ is served same-origin with a DICOMweb proxy
+(tests/viewer/ohif_server) to Orthanc, or to the gateway's ``/dicomweb`` in front of that
+Orthanc (``pacs.url``: the pass-through of issue 13, item 1);
 Chromium opens the study, the test double-clicks the SR series and checks that the measurement
 text and the ROI are drawn. The screenshot is saved in the test's output folder.
 """
@@ -25,6 +27,7 @@ from tests.sr_writer.builders import ALGORITHM, lesion_findings
 from tests.sr_writer.npm import OHIF_DIST, ensure_node_packages
 from tests.sr_writer.test_seg import segments as seg_segments
 from tests.sr_writer.test_seg import sphere_masks
+from tests.support.gateway import GatewayProcess
 from tests.support.orthanc import OrthancServer
 from tests.support.requirements import missing, require_executable
 from tests.viewer.ohif_server import OhifServer
@@ -42,14 +45,26 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture
-def ohif(orthanc: OrthancServer) -> Iterator[OhifServer]:
+@pytest.fixture(params=["orthanc", "through-gateway"])
+def ohif(
+    request: pytest.FixtureRequest, orthanc: OrthancServer, tmp_path: Path
+) -> Iterator[OhifServer]:
+    """OHIF reading Orthanc directly, or the gateway whose PACS is that Orthanc."""
     ensure_node_packages()
-    server = OhifServer(OHIF_DIST, orthanc.dicomweb_url).start()
+    gateway: GatewayProcess | None = None
+    if request.param == "orthanc":
+        server = OhifServer(OHIF_DIST, orthanc.dicomweb_url)
+    else:
+        gateway = GatewayProcess(tmp_path / "gateway", {"pacs": {"url": orthanc.dicomweb_url}})
+        gateway.start()
+        server = OhifServer(OHIF_DIST, gateway.dicomweb_url, prefix="/dicomweb")
+    server.start()
     try:
         yield server
     finally:
         server.stop()
+        if gateway is not None:
+            gateway.stop()
 
 
 def wait_for_series_list(page: Any, thumbnail: Any, seconds: float = 90) -> None:
