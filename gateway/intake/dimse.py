@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 import structlog
+from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -60,7 +61,7 @@ class DimseIntake:
             self._server.shutdown()
             self._server = None
 
-    def _handle_store(self, event: Any) -> int:
+    def _handle_store(self, event: Any) -> int | Dataset:
         """Store one instance; the returned status is the C-STORE response."""
         calling = event.assoc.requestor.ae_title
         path, handle = self.store.layout.new_temporary()
@@ -85,7 +86,11 @@ class DimseIntake:
                 reason=f"0x{outcome.failure:04X}",
                 comment=outcome.comment,
             )
-            return int(outcome.failure)
+            # The Error Comment (0000,0902, PS3.7 C.4.2.1.4) says why in words, as STOW-RS does.
+            response = Dataset()
+            response.Status = int(outcome.failure)
+            response.ErrorComment = outcome.comment[:64]
+            return response
         log.debug(
             "dimse.stored", calling_ae_title=calling, sop_instance_uid=outcome.sop_instance_uid
         )
