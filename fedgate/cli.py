@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "inference": ("fedgate.commands.inference", "serve a model repository (OIP v2, /v1/analyses)"),
     "models": ("fedgate.commands.models", "build the bundled models into a model repository"),
     "phantom": ("fedgate.commands.phantom", "write synthetic chest CT phantom studies"),
+    "store": ("fedgate.commands.store", "check the embedded store against its catalog, repair"),
 }
 
 

@@ -91,6 +91,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
         settings.data_dir / "store",
         IngestPolicy(
             duplicates=settings.ingest.duplicates,
+            patient_mismatch=settings.ingest.patient_mismatch,
             sop_classes=frozenset(settings.ingest.sop_classes),
             forward_to_pacs=settings.ingest.forward_to_pacs and settings.pacs.url is not None,
         ),

@@ -70,6 +70,7 @@ class PacsSettings(_Strict):
 
 
 DuplicatePolicy = Literal["replace", "keep"]
+PatientMismatchPolicy = Literal["reject", "accept"]
 
 
 class IngestSettings(_Strict):
@@ -81,6 +82,9 @@ class IngestSettings(_Strict):
     max_request_bytes: Annotated[int, Field(gt=0)] = 64 * 1024**3
     #: What a second copy of a stored SOP Instance UID does (see docs/dicomweb.md).
     duplicates: DuplicatePolicy = "replace"
+    #: An instance whose patient contradicts the held study's: refused (0xA778/0xA779), or
+    #: stored keeping its own attributes; the study keeps its patient either way.
+    patient_mismatch: PatientMismatchPolicy = "reject"
     #: SOP Class UIDs accepted; empty means every storage class (else 0x0122 for others).
     sop_classes: list[str] = Field(default_factory=list)
     #: Also STOW accepted instances to ``pacs.url`` (modalities send to the gateway first).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from pathlib import Path
 
@@ -11,21 +10,13 @@ import structlog
 import uvicorn
 
 from gateway.app import create_app
+from gateway.intake.settings import is_loopback
 from gateway.logs import configure_logging
 from gateway.settings import ConfigError, load_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML settings file (env FEDGATE_* overrides)")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log.level, settings.log.json_output)
     log = structlog.get_logger("fedgate.gateway")
     host = settings.listen.host
-    if not settings.auth.enabled and not _is_loopback(host):
+    if not settings.auth.enabled and not is_loopback(host):
         # Without authentication, nobody but this machine may talk to the gateway.
         log.warning(
             "auth.disabled_loopback_only",

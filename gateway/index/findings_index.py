@@ -31,9 +31,9 @@ INSERT INTO studies (study_key, patient_key, patient_sex, age_years, study_date,
                      study_month)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (study_key) DO UPDATE SET
-    patient_key = excluded.patient_key,
-    patient_sex = COALESCE(excluded.patient_sex, studies.patient_sex),
-    age_years = COALESCE(excluded.age_years, studies.age_years),
+    -- patient_key is not updated: a study never moves to another patient (issue 13, item 2).
+    patient_sex = COALESCE(studies.patient_sex, excluded.patient_sex),
+    age_years = COALESCE(studies.age_years, excluded.age_years),
     study_date = COALESCE(excluded.study_date, studies.study_date),
     study_year = COALESCE(excluded.study_year, studies.study_year),
     study_month = COALESCE(excluded.study_month, studies.study_month)

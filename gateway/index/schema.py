@@ -1,9 +1,7 @@
-"""The index's schema and its migrations.
+"""The index's schema and its migrations, applied by :mod:`gateway.migrations`.
 
-Each migration is a numbered list of statements, applied once, in order, inside a transaction,
-and recorded in ``schema_migrations``; a database written by a newer fedgate (a version we do
-not know) is refused rather than guessed at. Statements use three type placeholders so one text
-serves SQLite and PostgreSQL.
+Each migration is a numbered list of statements. Statements use three type placeholders so
+one text serves SQLite and PostgreSQL.
 
 What the index holds (DESIGN.md principle 3): no names, no identifiers, no UIDs and no birth
 dates. Patients, studies, series, reports and findings are keyed by salted 64-bit hashes
@@ -13,9 +11,11 @@ cohorts can filter on date ranges; no aggregate ever returns it, only its year.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from gateway.index.database import Database
+from gateway.migrations import Migration, SchemaError
+from gateway.migrations import migrate as run_migrations
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "SchemaError", "migrate"]
 
 _TYPES = {
     "sqlite": {"{SERIAL}": "INTEGER PRIMARY KEY AUTOINCREMENT", "{BLOB}": "BLOB", "{REAL}": "REAL"},
@@ -140,41 +140,27 @@ MIGRATIONS: dict[int, list[str]] = {
 LATEST_VERSION = max(MIGRATIONS)
 
 
-class SchemaError(Exception):
-    """The database's schema cannot be used by this version of fedgate."""
-
-
 def migrate(database: Database) -> int:
     """Apply every migration not yet applied; returns the schema version now in force.
 
     Replicas starting together on one PostgreSQL take turns (an advisory lock)."""
-    with database.exclusive("fedgate-index-migrate"):
-        return _migrate(database)
-
-
-def _migrate(database: Database) -> int:
-    database.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-    )
-    applied = {row[0] for row in database.query("SELECT version FROM schema_migrations")}
-    unknown = sorted(v for v in applied if v not in MIGRATIONS)
-    if unknown:
-        raise SchemaError(
-            f"the findings index has schema version {unknown[-1]}, newer than this fedgate "
-            f"knows ({LATEST_VERSION}); upgrade fedgate or rebuild with 'fedgate index sync'"
-        )
     types = _TYPES[database.dialect]
-    for version in sorted(MIGRATIONS):
-        if version in applied:
-            continue
-        with database.transaction() as cursor:
-            for statement in MIGRATIONS[version]:
-                for placeholder, sql_type in types.items():
-                    statement = statement.replace(placeholder, sql_type)
-                cursor.execute(statement)
-            cursor.execute(
-                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                (version, dt.datetime.now(dt.UTC).isoformat()),
-            )
-    return LATEST_VERSION
+
+    def written_for_dialect(statement: str) -> str:
+        for placeholder, sql_type in types.items():
+            statement = statement.replace(placeholder, sql_type)
+        return statement
+
+    migrations = [
+        Migration(version, f"index {version}", tuple(map(written_for_dialect, statements)))
+        for version, statements in sorted(MIGRATIONS.items())
+    ]
+    return run_migrations(
+        "index",
+        migrations,
+        database.transaction,
+        database.dialect,
+        legacy_table="schema_migrations",
+        exclusive=database.exclusive("fedgate-index-migrate"),
+        upgrade_hint="upgrade fedgate or rebuild with 'fedgate index sync'",
+    )

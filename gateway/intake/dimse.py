@@ -10,14 +10,16 @@ an acknowledgment (DESIGN.md, principle 1).
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from typing import Any
 
 import structlog
+from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from gateway.intake.settings import DimseSettings
+from gateway.intake.settings import DimseSettings, is_loopback
 from gateway.store import EmbeddedStore, FailureReason, WarningReason
 
 log = structlog.get_logger(__name__)
@@ -41,26 +43,79 @@ class DimseIntake:
             if context.abstract_syntax is not None:
                 ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
-        if self.settings.allowed_calling_ae_titles:
-            ae.require_calling_aet = list(self.settings.allowed_calling_ae_titles)
+        callers = self.settings.allowed_callers
+        host = self.settings.host
+        if callers:
+            # pynetdicom rejects other calling AE titles at association (PS3.8 7.1.1.9:
+            # A-ASSOCIATE-RJ, permanent, "calling AE title not recognised").
+            ae.require_calling_aet = sorted({caller.ae_title for caller in callers})
+        elif not is_loopback(host):
+            # The rule HTTP follows without auth: nobody but this machine may store.
+            log.warning(
+                "dimse.loopback_only",
+                requested_host=host,
+                message="no dimse.allowed_calling_ae_titles configured: "
+                "listening on 127.0.0.1 only",
+            )
+            host = "127.0.0.1"
         self._server = ae.start_server(
-            (self.settings.host, self.settings.port),
+            (host, self.settings.port),
             block=False,
-            evt_handlers=[(evt.EVT_C_STORE, self._handle_store)],
+            evt_handlers=[
+                (evt.EVT_REQUESTED, self._check_caller_host),
+                (evt.EVT_C_STORE, self._handle_store),
+            ],
         )
         log.info(
             "dimse.listening",
             ae_title=self.settings.ae_title,
-            host=self.settings.host,
+            host=host,
             port=self.settings.port,
+            allowed_calling_ae_titles=[
+                f"{c.ae_title}@{c.host}" if c.host else c.ae_title for c in callers
+            ]
+            or "any, from this machine only",
         )
+
+    def _check_caller_host(self, event: Any) -> None:
+        """Reject a calling AE title allowed only from other hosts than the caller's.
+
+        The titles themselves are checked by pynetdicom after this handler; a title allowed
+        from several hosts is listed once per host.
+        """
+        callers = self.settings.allowed_callers
+        requestor = event.assoc.requestor
+        calling = requestor.primitive.calling_ae_title.strip()
+        hosts = {c.host for c in callers if c.ae_title.strip() == calling}
+        if callers and not hosts:
+            # pynetdicom rejects it next; said here so that the log names who tried.
+            log.warning(
+                "dimse.association_rejected",
+                calling_ae_title=calling,
+                peer=requestor.address,
+                reason="calling AE title not in dimse.allowed_calling_ae_titles",
+            )
+            return
+        if not hosts or None in hosts:
+            return  # allowed from any host
+        if _same_address(requestor.address, hosts):
+            return
+        log.warning(
+            "dimse.association_rejected",
+            calling_ae_title=calling,
+            peer=requestor.address,
+            reason="calling AE title not allowed from this host",
+        )
+        # Rejected permanent, by the service user, calling AE title not recognised.
+        event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+        event.assoc.kill()  # waits until the A-ASSOCIATE-RJ is out, as pynetdicom's own check
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
 
-    def _handle_store(self, event: Any) -> int:
+    def _handle_store(self, event: Any) -> int | Dataset:
         """Store one instance; the returned status is the C-STORE response."""
         calling = event.assoc.requestor.ae_title
         path, handle = self.store.layout.new_temporary()
@@ -85,7 +140,11 @@ class DimseIntake:
                 reason=f"0x{outcome.failure:04X}",
                 comment=outcome.comment,
             )
-            return int(outcome.failure)
+            # The Error Comment (0000,0902, PS3.7 C.4.2.1.4) says why in words, as STOW-RS does.
+            response = Dataset()
+            response.Status = int(outcome.failure)
+            response.ErrorComment = outcome.comment[:64]
+            return response
         log.debug(
             "dimse.stored", calling_ae_title=calling, sop_instance_uid=outcome.sop_instance_uid
         )
@@ -94,3 +153,14 @@ class DimseIntake:
         if outcome.warning is WarningReason.ELEMENTS_DISCARDED:
             return 0xB006
         return SUCCESS
+
+
+def _same_address(address: str, hosts: set[str | None]) -> bool:
+    """Whether ``address`` is one of ``hosts`` (IPv4-mapped IPv6 compared as IPv4)."""
+    try:
+        peer = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        peer = peer.ipv4_mapped
+    return any(host is not None and ipaddress.ip_address(host) == peer for host in hosts)

@@ -44,6 +44,11 @@ class PacsPoller:
         self.settings = settings
         self.state_path = state_path
         self.max_instance_bytes = max_instance_bytes
+        # Studies some of whose instances were refused (a patient that contradicts the held
+        # study's, an unsupported SOP class): StudyInstanceUID -> the archive's instance count
+        # then. Such a study is fetched again only once the archive holds more of it, not on
+        # every pass (it would be refused again, forever).
+        self._refused: dict[str, int] = {}
 
     async def run(self) -> None:
         while True:
@@ -93,9 +98,15 @@ class PacsPoller:
                 date = _first(study, "00080020")
                 if date and date > newest:
                     newest = str(date)
-                if uid and await self._held(uid) < remote_count:
-                    await self._fetch(uid)
-                    fetched += 1
+                if not uid or await self._held(uid) >= remote_count:
+                    continue
+                if self._refused.get(uid) == remote_count:
+                    continue  # refused in part last time, and nothing new since
+                if await self._fetch(uid):
+                    self._refused[uid] = remote_count
+                else:
+                    self._refused.pop(uid, None)
+                fetched += 1
             if len(studies) < _PAGE:
                 break
             offset += _PAGE
@@ -110,7 +121,8 @@ class PacsPoller:
         )
         return int(rows[0]["n"])
 
-    async def _fetch(self, study_uid: str) -> None:
+    async def _fetch(self, study_uid: str) -> int:
+        """Retrieve the study into the store; returns how many of its instances were refused."""
         response = await self.pacs.open_stream(
             "GET",
             f"studies/{study_uid}",
@@ -143,6 +155,16 @@ class PacsPoller:
             instances=len(result.outcomes),
             failed=len(failed),
         )
+        for outcome in failed:
+            # The store logged the reason of each refusal; this says the poll moves on.
+            log.warning(
+                "poll.instance_skipped",
+                study=study_uid,
+                sop_instance_uid=outcome.sop_instance_uid,
+                reason=f"0x{outcome.failure or 0:04X}",
+                comment=outcome.comment,
+            )
+        return len(failed)
 
 
 def _first(attributes: dict[str, Any], tag: str) -> Any:

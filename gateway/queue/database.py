@@ -24,8 +24,7 @@ class Database:
         self.settings = settings
         self._lock = threading.Lock()
         self._connection = connect()
-        with self._lock:
-            migrate(self._connection, dialect)
+        migrate(self)
 
     @classmethod
     def open(cls, settings: QueueSettings, data_dir: Path) -> Database:
@@ -53,6 +52,21 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self._connection.close()
+
+    @contextmanager
+    def advisory_lock(self, key: int) -> Iterator[None]:
+        """A PostgreSQL session lock, held across transactions until the block ends."""
+        with self._lock:
+            cursor = self._connection.cursor()
+            cursor.execute("SELECT pg_advisory_lock(%s)", (key,))
+            self._connection.commit()
+        try:
+            yield
+        finally:
+            with self._lock:
+                cursor = self._connection.cursor()
+                cursor.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                self._connection.commit()
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:

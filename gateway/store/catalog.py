@@ -20,50 +20,68 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-SCHEMA_VERSION = 1
+from gateway.migrations import Migration, migrate
+from gateway.store.patients import PatientIdentity
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS studies (
-    study_instance_uid TEXT PRIMARY KEY,
-    patient_id TEXT, patient_name TEXT, patient_birth_date TEXT, patient_sex TEXT,
-    study_date TEXT, study_time TEXT, accession_number TEXT, study_id TEXT,
-    study_description TEXT, referring_physician_name TEXT,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS series (
-    series_instance_uid TEXT PRIMARY KEY,
-    study_instance_uid TEXT NOT NULL REFERENCES studies ON DELETE CASCADE,
-    modality TEXT, series_number INTEGER, series_description TEXT, body_part_examined TEXT,
-    performed_procedure_step_start_date TEXT, performed_procedure_step_start_time TEXT,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS series_by_study ON series (study_instance_uid);
-CREATE TABLE IF NOT EXISTS instances (
-    sop_instance_uid TEXT PRIMARY KEY,
-    series_instance_uid TEXT NOT NULL REFERENCES series ON DELETE CASCADE,
-    study_instance_uid TEXT NOT NULL,
-    sop_class_uid TEXT NOT NULL, instance_number INTEGER,
-    rows INTEGER, columns INTEGER, bits_allocated INTEGER, number_of_frames INTEGER,
-    transfer_syntax_uid TEXT NOT NULL,
-    path TEXT NOT NULL, size INTEGER NOT NULL, stored_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS instances_by_series ON instances (series_instance_uid);
-CREATE INDEX IF NOT EXISTS instances_by_study ON instances (study_instance_uid);
-CREATE INDEX IF NOT EXISTS studies_by_patient ON studies (patient_id);
-CREATE INDEX IF NOT EXISTS studies_by_date ON studies (study_date);
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
--- Instances still to be forwarded to the upstream PACS (ingest.forward_to_pacs). Written in
--- the same transaction as the instance, so an acknowledged instance is never left behind.
-CREATE TABLE IF NOT EXISTS forward_outbox (
-    sop_instance_uid TEXT PRIMARY KEY,
-    study_instance_uid TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',  -- pending | failed (gave up; see last_error)
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS forward_outbox_due ON forward_outbox (state, next_attempt_at);
-"""
+#: The catalog's migrations (applied by :mod:`gateway.migrations`); never edit one that has
+#: shipped, add the next.
+MIGRATIONS = (
+    Migration(
+        1,
+        "catalog",
+        (
+            """CREATE TABLE IF NOT EXISTS studies (
+            study_instance_uid TEXT PRIMARY KEY,
+            patient_id TEXT, patient_name TEXT, patient_birth_date TEXT, patient_sex TEXT,
+            study_date TEXT, study_time TEXT, accession_number TEXT, study_id TEXT,
+            study_description TEXT, referring_physician_name TEXT,
+            updated_at REAL NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS series (
+            series_instance_uid TEXT PRIMARY KEY,
+            study_instance_uid TEXT NOT NULL REFERENCES studies ON DELETE CASCADE,
+            modality TEXT, series_number INTEGER, series_description TEXT,
+            body_part_examined TEXT, performed_procedure_step_start_date TEXT,
+            performed_procedure_step_start_time TEXT,
+            updated_at REAL NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS series_by_study ON series (study_instance_uid)",
+            """CREATE TABLE IF NOT EXISTS instances (
+            sop_instance_uid TEXT PRIMARY KEY,
+            series_instance_uid TEXT NOT NULL REFERENCES series ON DELETE CASCADE,
+            study_instance_uid TEXT NOT NULL,
+            sop_class_uid TEXT NOT NULL, instance_number INTEGER,
+            rows INTEGER, columns INTEGER, bits_allocated INTEGER, number_of_frames INTEGER,
+            transfer_syntax_uid TEXT NOT NULL,
+            path TEXT NOT NULL, size INTEGER NOT NULL, stored_at REAL NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS instances_by_series ON instances (series_instance_uid)",
+            "CREATE INDEX IF NOT EXISTS instances_by_study ON instances (study_instance_uid)",
+            "CREATE INDEX IF NOT EXISTS studies_by_patient ON studies (patient_id)",
+            "CREATE INDEX IF NOT EXISTS studies_by_date ON studies (study_date)",
+            # Instances still to be forwarded to the upstream PACS (ingest.forward_to_pacs).
+            # Written in the same transaction as the instance, so an acknowledged instance is
+            # never left behind. state: pending, or failed (gave up: see last_error).
+            """CREATE TABLE IF NOT EXISTS forward_outbox (
+            sop_instance_uid TEXT PRIMARY KEY,
+            study_instance_uid TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            last_error TEXT
+            )""",
+            "CREATE INDEX IF NOT EXISTS forward_outbox_due "
+            "ON forward_outbox (state, next_attempt_at)",
+        ),
+    ),
+    Migration(
+        2,
+        "issuer of patient id",
+        # The study's patient is PatientID qualified by its issuer (PS3.3 C.7.1.1): the
+        # patient-consistency check of the intake compares both.
+        ("ALTER TABLE studies ADD COLUMN issuer_of_patient_id TEXT",),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -109,20 +127,27 @@ class Catalog:
     def open(cls, path: Path) -> Catalog:
         path.parent.mkdir(parents=True, exist_ok=True)
         catalog = cls(path)
-        with catalog._write_lock:
-            catalog._writer.executescript(_SCHEMA)
-            row = catalog._writer.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                catalog._writer.execute(
-                    "INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,)
-                )
-            elif row[0] > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"catalog {path} has schema version {row[0]}, newer than this fedgate "
-                    f"({SCHEMA_VERSION}); upgrade fedgate"
-                )
-            catalog._writer.commit()
+        migrate(
+            "catalog",
+            MIGRATIONS,
+            catalog._migration_transaction,
+            "sqlite",
+            legacy_table="schema_version",
+        )
         return catalog
+
+    @contextmanager
+    def _migration_transaction(self) -> Iterator[sqlite3.Cursor]:
+        # BEGIN explicitly: Python's sqlite3 would run DDL outside any transaction.
+        with self._write_lock:
+            cursor = self._writer.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                self._writer.rollback()
+                raise
+            self._writer.commit()
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
@@ -184,6 +209,10 @@ class Catalog:
             params.append(sop_instance_uid)
         sql += " ORDER BY i.series_instance_uid, i.instance_number, i.sop_instance_uid"
         return [_record(row) for row in self.reader().execute(sql, params)]
+
+    def study_patient(self, study_instance_uid: str) -> PatientIdentity | None:
+        """The patient a held study belongs to; None if the study is not held."""
+        return _study_patient(self.reader(), study_instance_uid)
 
     def query(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         return list(self.reader().execute(sql, params))
@@ -264,6 +293,10 @@ class CatalogWriter:
             (error[:500], next_attempt_at, "failed" if give_up else "pending", sop_instance_uid),
         )
 
+    def study_patient(self, study_instance_uid: str) -> PatientIdentity | None:
+        """:meth:`Catalog.study_patient`, as this transaction sees it."""
+        return _study_patient(self._connection, study_instance_uid)
+
     def add_instances(self, stored: Sequence[tuple[Dataset, InstanceRecord]]) -> None:
         """Insert or replace the instances, and refresh their study and series rows.
 
@@ -277,11 +310,24 @@ class CatalogWriter:
         for dataset, record in stored:
             last_of_study[record.study_instance_uid] = dataset
             last_of_series[record.series_instance_uid] = (dataset, record)
+        # The study's patient never changes once held (docs/dicomweb.md, "Patient identity"):
+        # PatientID and its issuer stay those of the first instance; name, birth date and
+        # sex only fill what the study did not have. With ingest.patient_mismatch: accept,
+        # an instance of another patient keeps its own attributes in its file only.
         self._connection.executemany(
-            """INSERT INTO studies VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+            """INSERT INTO studies (study_instance_uid, patient_id, patient_name,
+              patient_birth_date, patient_sex, study_date, study_time, accession_number,
+              study_id, study_description, referring_physician_name, updated_at,
+              issuer_of_patient_id)
+            VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
             ON CONFLICT (study_instance_uid) DO UPDATE SET
-              patient_id=excluded.patient_id, patient_name=excluded.patient_name,
-              patient_birth_date=excluded.patient_birth_date, patient_sex=excluded.patient_sex,
+              patient_name=COALESCE(studies.patient_name, excluded.patient_name),
+              patient_birth_date=COALESCE(studies.patient_birth_date,
+                                          excluded.patient_birth_date),
+              patient_sex=COALESCE(studies.patient_sex, excluded.patient_sex),
+              issuer_of_patient_id=CASE WHEN studies.patient_id IS excluded.patient_id
+                THEN COALESCE(studies.issuer_of_patient_id, excluded.issuer_of_patient_id)
+                ELSE studies.issuer_of_patient_id END,
               study_date=excluded.study_date, study_time=excluded.study_time,
               accession_number=excluded.accession_number, study_id=excluded.study_id,
               study_description=excluded.study_description,
@@ -292,6 +338,7 @@ class CatalogWriter:
                     study_uid,
                     *(_text(dataset, keyword) for keyword in _STUDY_KEYWORDS),
                     now,
+                    _text(dataset, "IssuerOfPatientID"),
                 )
                 for study_uid, dataset in last_of_study.items()
             ],
@@ -354,6 +401,17 @@ _STUDY_KEYWORDS = (
 )
 #: The instance row's integer attributes, in the order of its columns.
 _INSTANCE_INTEGERS = ("InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames")
+
+
+def _study_patient(
+    connection: sqlite3.Connection, study_instance_uid: str
+) -> PatientIdentity | None:
+    row = connection.execute(
+        "SELECT patient_id, issuer_of_patient_id, patient_name, patient_birth_date, "
+        "patient_sex FROM studies WHERE study_instance_uid = ?",
+        (study_instance_uid,),
+    ).fetchone()
+    return PatientIdentity(*row) if row is not None else None
 
 
 def _record(row: sqlite3.Row) -> InstanceRecord:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import structlog
+
 from gateway.store.catalog import Catalog
+from gateway.store.check import StoreReport, check, remove_leftovers, try_lock
 from gateway.store.files import FileLayout
 from gateway.store.ingest import IngestBatch, IngestPolicy, Observer
+
+log = structlog.get_logger(__name__)
 
 
 class EmbeddedStore:
@@ -20,6 +27,34 @@ class EmbeddedStore:
         self.catalog = Catalog.open(root / "catalog.sqlite")
         self.policy = policy
         self.observers: list[Observer] = []
+        # Held while the store is open: `fedgate store check --repair` must not remove a file
+        # this process has published and is about to commit.
+        self._lock = try_lock(root)
+        if self._lock is not None:
+            self.reclaim()
+        else:
+            log.warning("store.in_use_no_reclaim", root=str(root))
+
+    def reclaim(self) -> StoreReport:
+        """Remove what a crash left: files never acknowledged (:mod:`gateway.store.check`)."""
+        started = time.perf_counter()
+        report = check(self.layout, self.catalog)
+        removed = remove_leftovers(self.layout, report)
+        if removed:
+            log.warning(
+                "store.reclaimed",
+                orphans=len(report.orphans),
+                temporaries=len(report.temporaries),
+                seconds=round(time.perf_counter() - started, 3),
+            )
+        if report.missing:
+            log.error(
+                "store.files_missing",
+                instances=len(report.missing),
+                first=report.missing[:5],
+                hint="acknowledged instances whose file is gone: fetch them again",
+            )
+        return report
 
     def subscribe(self, observer: Observer) -> None:
         """Call ``observer`` with every committed group of newly stored instances."""
@@ -54,3 +89,6 @@ class EmbeddedStore:
     def close(self) -> None:
         self.layout.close()
         self.catalog.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None

@@ -2,7 +2,8 @@
 
 An instance becomes visible only by ``rename`` of a complete, fsynced temporary file, so a
 crash at any moment leaves either the old file, the new file, or a stray temporary file in
-``tmp/`` (removed at start-up), never a half-written instance (DESIGN.md, principle 1).
+``tmp/`` (removed at start-up, with any published file whose catalog row was never
+committed: :mod:`gateway.store.check`), never a half-written instance (DESIGN.md, principle 1).
 Paths are built only from UIDs that passed :func:`gateway.store.uids.is_valid_uid` (digits and
 dots, no empty component), so no request can steer a path outside the store.
 """
@@ -32,11 +33,9 @@ class FileLayout:
         self._maker_lock = threading.Lock()
 
     def prepare(self) -> None:
-        """Create the folders and remove temporary files a crash left behind."""
+        """Create the folders (what a crash left in them: :mod:`gateway.store.check`)."""
         self.instances.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        for leftover in self.tmp.iterdir():
-            leftover.unlink(missing_ok=True)
 
     def instance_path(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> Path:
         for uid in (study_uid, series_uid, sop_instance_uid):

@@ -5,7 +5,9 @@ temporary file, to an :class:`IngestBatch`. The batch checks it, renames it into
 records it; :meth:`IngestBatch.commit` makes the renames and the catalog rows durable. Only
 after the commit may the sender be told "stored" (DESIGN.md, principle 1).
 
-Failure reasons are those of PS3.18 Table 10.5.3-2 (and PS3.4 Annex B for 0x0122).
+Failure reasons are those of PS3.18 Table 10.5.3-2 (and PS3.4 Annex B for 0x0122), and
+dcm4chee-arc's 0xA778/0xA779 for an instance whose patient contradicts its study's
+(:mod:`gateway.store.patients`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import BinaryIO
 import structlog
 from pydicom.dataset import Dataset
 
-from gateway.store.catalog import Catalog, InstanceRecord
+from gateway.store.catalog import Catalog, CatalogWriter, InstanceRecord
 from gateway.store.files import FileLayout, fsync_directory, publish
 from gateway.store.part10 import (
     IDENTITY_KEYWORDS,
@@ -34,6 +36,7 @@ from gateway.store.part10 import (
     rewrite_as_part10,
     text_or_none,
 )
+from gateway.store.patients import PatientConflict, PatientIdentity
 from gateway.store.uids import is_valid_uid
 
 log = structlog.get_logger(__name__)
@@ -47,6 +50,9 @@ class FailureReason(enum.IntEnum):
     OUT_OF_RESOURCES = 0xA700
     DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
     CANNOT_UNDERSTAND = 0xC000
+    # The patient of the instance contradicts its held study's (dcm4chee-arc's codes).
+    PATIENT_ID_CONFLICT = PatientConflict.PATIENT_ID.value
+    PATIENT_ATTRIBUTES_CONFLICT = PatientConflict.PATIENT_ATTRIBUTES.value
 
 
 class WarningReason(enum.IntEnum):
@@ -87,6 +93,9 @@ Observer = Callable[[Sequence[StoredInstance]], None]
 @dataclass
 class IngestPolicy:
     duplicates: str = "replace"  # "replace" or "keep"
+    #: An instance contradicting the patient of its held study: "reject" or "accept" (it is
+    #: stored, the study keeps its patient; see :mod:`gateway.store.patients`).
+    patient_mismatch: str = "reject"
     sop_classes: frozenset[str] = frozenset()  # empty: all
     forward_to_pacs: bool = False
 
@@ -108,6 +117,9 @@ class IngestBatch:
     _directories: set[Path] = field(default_factory=set)
     _replaced_files: list[Path] = field(default_factory=list)
     _seen: dict[str, Path] = field(default_factory=dict)
+    # The patient of each study this batch has touched: the held study's, or that of the
+    # batch's first instance of a new study (one catalog read per study, not per instance).
+    _patients: dict[str, PatientIdentity] = field(default_factory=dict)
     # add() may run in several threads at once (their fsyncs overlap); commit() may not.
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -179,6 +191,10 @@ class IngestBatch:
             return outcome
         assert outcome.sop_instance_uid and outcome.sop_class_uid
         assert outcome.study_instance_uid and outcome.series_instance_uid
+        conflict = self._patient_conflict(outcome.study_instance_uid, dataset)
+        if conflict is not None:
+            outcome.failure, outcome.comment = conflict
+            return outcome
         final = self.layout.instance_path(
             outcome.study_instance_uid, outcome.series_instance_uid, outcome.sop_instance_uid
         )
@@ -249,6 +265,77 @@ class IngestBatch:
             return FailureReason.SOP_CLASS_NOT_SUPPORTED, "SOP Class not accepted by this gateway"
         return None
 
+    def _patient_conflict(
+        self, study_uid: str, dataset: Dataset
+    ) -> tuple[FailureReason, str] | None:
+        """A contradiction of the study's patient, unless the policy accepts it (and logs it)."""
+        received = PatientIdentity.of(dataset)
+        with self._lock:
+            held = self._patients.get(study_uid)
+        if held is None:
+            held = self.catalog.study_patient(study_uid)
+            with self._lock:
+                # Another thread may have set it meanwhile: the first one set wins.
+                held = self._patients.setdefault(study_uid, held or received)
+        return self._judge(study_uid, held, received, dataset)
+
+    def _judge(
+        self, study_uid: str, held: PatientIdentity, received: PatientIdentity, dataset: Dataset
+    ) -> tuple[FailureReason, str] | None:
+        conflict = held.conflict(received)
+        if conflict is None:
+            return None
+        reason, words = conflict
+        if self.policy.patient_mismatch == "accept":
+            log.warning(
+                "store.patient_mismatch_accepted",
+                study=study_uid,
+                sop_instance_uid=_uid_or_none(dataset, "SOPInstanceUID"),
+                conflict=words,
+            )
+            return None
+        log.warning(
+            "store.patient_mismatch_refused",
+            study=study_uid,
+            sop_instance_uid=_uid_or_none(dataset, "SOPInstanceUID"),
+            reason=f"0x{reason:04X}",
+            conflict=words,
+        )
+        return FailureReason(reason), words
+
+    def _recheck_patients(self, writer: CatalogWriter) -> None:
+        """Check the pending instances again against the studies as the commit sees them.
+
+        Two requests adding to one new study at once both pass :meth:`_add`'s check (neither
+        sees the other's study row); the catalog's write transaction is where they meet. An
+        instance refused here fails like any other commit failure: its file is removed.
+        """
+        if self.policy.patient_mismatch == "accept":
+            return
+        held_by_study: dict[str, PatientIdentity | None] = {}
+        kept = []
+        for dataset, record, outcome in self._pending:
+            study_uid = record.study_instance_uid
+            if study_uid not in held_by_study:
+                held_by_study[study_uid] = writer.study_patient(study_uid)
+            held = held_by_study[study_uid]
+            problem = (
+                self._judge(study_uid, held, PatientIdentity.of(dataset), dataset)
+                if held is not None
+                else None
+            )
+            if problem is None:
+                kept.append((dataset, record, outcome))
+                continue
+            outcome.failure, outcome.comment = problem
+            outcome.warning = None
+            self.layout.absolute(record.path).unlink(missing_ok=True)
+            catalogued = self.catalog.find_instance(record.sop_instance_uid)
+            if catalogued is not None:  # the copy it would have replaced stays
+                stale = self.layout.absolute(catalogued.path)
+                self._replaced_files = [p for p in self._replaced_files if p != stale]
+        self._pending[:] = kept
+
     def commit(self) -> list[StoredInstance]:
         """Make everything added so far durable and catalogued; tell the observers.
 
@@ -261,6 +348,7 @@ class IngestBatch:
             for directory in self._directories:
                 fsync_directory(directory)
             with self.catalog.transaction() as writer:
+                self._recheck_patients(writer)
                 writer.add_instances([(dataset, record) for dataset, record, _ in self._pending])
                 if self.policy.forward_to_pacs:
                     for _, record, _ in self._pending:

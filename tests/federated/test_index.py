@@ -144,9 +144,14 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     FindingsIndex.open(IndexSettings(), data_dir).close()
     connection = sqlite3.connect(data_dir / SQLITE_FILE_NAME)
-    versions = [r[0] for r in connection.execute("SELECT version FROM schema_migrations")]
+    versions = [
+        r[0]
+        for r in connection.execute("SELECT version FROM fedgate_schema WHERE component='index'")
+    ]
     assert versions == list(range(1, LATEST_VERSION + 1))
-    connection.execute("INSERT INTO schema_migrations VALUES (?, 'future')", (LATEST_VERSION + 1,))
+    connection.execute(
+        "INSERT INTO fedgate_schema VALUES ('index', ?, 'future', '')", (LATEST_VERSION + 1,)
+    )
     connection.commit()
     connection.close()
     with pytest.raises(SchemaError, match="newer than this fedgate"):

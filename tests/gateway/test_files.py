@@ -21,7 +21,7 @@ def test_temporary_files_are_new_and_those_made_ahead_are_removed(tmp_path: Path
     assert set(layout.tmp.iterdir()) == paths  # only the files handed out remain
     for path in paths:
         path.unlink()
-    layout.prepare()  # a restart removes leftovers, and a closed layout can start again
+    layout.prepare()  # a closed layout can start again
     path, handle = layout.new_temporary()
     handle.close()
     layout.close()

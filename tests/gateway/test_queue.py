@@ -208,7 +208,7 @@ def test_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     settings = QueueSettings()
     database = Database.open(settings, tmp_path)
     with database.transaction() as cursor:
-        cursor.execute("INSERT INTO schema_migrations VALUES (999, '0999_future.sql', 0)")
+        cursor.execute("INSERT INTO fedgate_schema VALUES ('queue', 999, '0999_future.sql', '')")
     database.close()
     with pytest.raises(RuntimeError, match="newer than this fedgate"):
         Database.open(settings, tmp_path)

@@ -6,13 +6,14 @@ import subprocess
 from pathlib import Path
 
 import pydicom
+import pytest
 from dicomweb_client.api import DICOMwebClient
 from pynetdicom import AE
 
 from tests.pipeline.conftest import chest_phantom, finished_jobs, pipeline_settings, wait_until
 from tests.support.gateway import GatewayProcess
 from tests.support.inference import InferenceProcess
-from tests.support.ports import free_port
+from tests.support.ports import free_port, non_loopback_address
 from tests.support.requirements import require_executable
 
 
@@ -97,3 +98,92 @@ def httpx_get_ok(gateway: GatewayProcess) -> bool:
     import httpx
 
     return httpx.get(gateway.url + "/healthz").status_code == 200
+
+
+def storescu(port: int, calling_ae_title: str, path: Path, host: str = "127.0.0.1") -> str:
+    """DCMTK storescu of one file; its output, or raises if the store did not succeed."""
+    result = subprocess.run(
+        [
+            require_executable("storescu"),
+            "-aet",
+            calling_ae_title,
+            "-aec",
+            "FEDGATE",
+            host,
+            str(port),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(result.stdout + result.stderr)
+    return result.stdout + result.stderr
+
+
+def one_instance_file(folder: Path, seed: int) -> Path:
+    files = chest_phantom(seed=seed, lesions=(), rows=32, columns=32, slices=1).write(folder)
+    return files[0]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses (hex, as /proc/net/tcp writes them) listening on ``port``."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return {
+        fields[1].split(":")[0]
+        for fields in (line.split() for line in lines)
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A"  # LISTEN
+    }
+
+
+def test_without_an_allow_list_the_scp_listens_on_loopback_only(tmp_path: Path) -> None:
+    """Asked for 0.0.0.0 with no calling AE allow-list, it binds 127.0.0.1 (issue 13, item 8)."""
+    port = free_port()
+    gateway = GatewayProcess(
+        tmp_path / "gw", {"dimse": {"enabled": True, "port": port, "host": "0.0.0.0"}}
+    ).start()
+    try:
+        assert '"dimse.loopback_only"' in gateway.log()
+        assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, not 00000000
+        path = one_instance_file(tmp_path / "files", seed=810)
+        storescu(port, "ANY-TITLE", path)  # from this machine: any title
+        with pytest.raises(RuntimeError, match=r"(?i)refused|failed|association"):
+            storescu(port, "ANY-TITLE", path, host=non_loopback_address())
+    finally:
+        gateway.stop()
+
+
+def test_with_an_allow_list_unknown_calling_ae_titles_are_rejected_at_association(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    address = non_loopback_address()
+    gateway = GatewayProcess(
+        tmp_path / "gw",
+        {
+            "dimse": {
+                "enabled": True,
+                "port": port,
+                "host": "0.0.0.0",
+                "allowed_calling_ae_titles": [
+                    "CT-SCANNER",
+                    {"ae_title": "ORTHANC", "host": "192.0.2.254"},
+                ],
+            }
+        },
+    ).start()
+    try:
+        path = one_instance_file(tmp_path / "files", seed=811)
+        assert listening_addresses(port) == {"00000000"}  # every interface
+        storescu(port, "CT-SCANNER", path, host=address)  # allowed, from off loopback
+        with pytest.raises(RuntimeError, match=r"(?i)calling ae title not recognized"):
+            storescu(port, "INTRUDER", path, host=address)
+        # ORTHANC is allowed only from 192.0.2.254, not from here.
+        with pytest.raises(RuntimeError, match=r"(?i)calling ae title not recognized"):
+            storescu(port, "ORTHANC", path)
+        log = gateway.log()
+        assert log.count('"dimse.association_rejected"') == 2
+        assert '"INTRUDER"' in log
+    finally:
+        gateway.stop()

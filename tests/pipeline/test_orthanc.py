@@ -3,6 +3,7 @@ gateway (deploy/orthanc's Lua script), results go back into Orthanc. Real proces
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -235,6 +236,44 @@ def test_polling_an_archive_that_cannot_forward(
         time.sleep(3)
         assert len(jobs(gateway)) == 1
         assert gateway.log().count('"poll.study_fetched"') == 1
+    finally:
+        gateway.stop()
+        orthanc.stop()
+
+
+def test_polling_skips_a_study_whose_archive_copy_names_another_patient(
+    tmp_path: Path,
+) -> None:
+    """The gateway holds study S of PAT-X; the archive has more of S, of PAT-Y (issue 13,
+    item 2): the poller logs the refusals and does not fetch S again on every pass."""
+    orthanc = OrthancServer(tmp_path / "orthanc").start()
+    gateway = GatewayProcess(
+        tmp_path / "gateway",
+        {
+            "pacs": {
+                "url": orthanc.dicomweb_url,
+                "poll": {"enabled": True, "interval_seconds": 0.5, "since": "20000101"},
+            }
+        },
+    ).start()
+    try:
+        held, *in_archive = chest_phantom(750, (), rows=32, columns=32, slices=3).instances()
+        held.PatientID = "PAT-X"
+        for dataset in in_archive:
+            dataset.PatientID = "PAT-Y"
+        stored = DICOMwebClient(gateway.dicomweb_url).store_instances([held])
+        assert len(stored.ReferencedSOPSequence) == 1  # into the gateway's own store
+        DICOMwebClient(orthanc.dicomweb_url).store_instances(in_archive)
+        wait_until(lambda: gateway.log().count('"poll.instance_skipped"') == 2, 30, "the refusals")
+        time.sleep(3)  # six more passes
+        assert gateway.log().count('"poll.study_fetched"') == 1
+        assert gateway.log().count('"store.patient_mismatch_refused"') == 2
+        catalog = sqlite3.connect(gateway.data_dir / "store" / "catalog.sqlite")
+        assert catalog.execute("SELECT sop_instance_uid FROM instances").fetchall() == [
+            (held.SOPInstanceUID,)
+        ]
+        assert catalog.execute("SELECT patient_id FROM studies").fetchall() == [("PAT-X",)]
+        catalog.close()
     finally:
         gateway.stop()
         orthanc.stop()

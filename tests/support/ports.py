@@ -14,6 +14,21 @@ def free_port() -> int:
         return port
 
 
+def non_loopback_address() -> str:
+    """An IPv4 address of this machine that is not loopback, to reach a server from outside
+    loopback; the test needing one fails (or skips outside CI) where the machine has none."""
+    import subprocess
+
+    from tests.support.requirements import missing
+
+    output = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout
+    for address in output.split():
+        if "." in address and not address.startswith("127."):
+            return address
+    missing("this machine has no non-loopback IPv4 address")
+    raise AssertionError("unreachable")
+
+
 def wait_for_http(
     url: str, timeout: float = 30.0, process: object | None = None, ready: tuple[int, ...] = ()
 ) -> None:
