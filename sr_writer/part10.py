@@ -17,6 +17,11 @@ def as_part10(dataset: Dataset) -> Dataset:
     if previous is not None and "TransferSyntaxUID" in previous:
         transfer_syntax = previous.TransferSyntaxUID
     meta = FileMetaDataset()
+    # PS3.10 7.1 makes Group Length (0002,0000) and Version (0002,0001) Type 1. pydicom writes
+    # them only when asked to (``enforce_file_format``), which dicomweb-client's encoder is not;
+    # a placeholder length is recomputed by pydicom whenever the file meta is written.
+    meta.FileMetaInformationGroupLength = 0
+    meta.FileMetaInformationVersion = b"\x00\x01"
     meta.MediaStorageSOPClassUID = dataset.SOPClassUID
     meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
     meta.TransferSyntaxUID = transfer_syntax

@@ -2,7 +2,7 @@
 
     fedgate convert metadata --csv FILE --mapping FILE (--out DIR | --stow URL)
     fedgate convert ecg --input FILE --patient-id ID [--study-instance-uid UID]
-                        [--sampling-frequency HZ] (--out DIR | --stow URL)
+                        [--sampling-frequency HZ] [--allow-missing] (--out DIR | --stow URL)
 
 Exit status: 0 when everything was converted and delivered; 1 when some rows were skipped or
 some objects were not delivered (each reported on stderr with its line or UID); 2 when the
@@ -76,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HZ",
         help="samples per second of a CSV recording (required for CSV; WFDB headers carry it)",
     )
+    ecg.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="write a recording with missing samples (NaN, empty cells) instead of refusing "
+        "it: a lead without any sample is left out (then General ECG), a missing sample is "
+        "the Waveform Padding Value; each is reported",
+    )
     _add_destination(ecg)
 
 
@@ -124,7 +131,7 @@ def _run_metadata(args: argparse.Namespace) -> int:
 
 
 def _run_ecg(args: argparse.Namespace) -> int:
-    from fedgate.convert.ecg import build_ecg
+    from fedgate.convert.ecg import build_ecg, usable_recording
     from fedgate.convert.ecg_input import read_recording
     from fedgate.convert.identity import validate_patient_id, validate_uid
 
@@ -134,11 +141,15 @@ def _run_ecg(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise ConversionError(str(error)) from None
     recording = read_recording(args.input, sampling_frequency=args.sampling_frequency)
+    recording, notes = usable_recording(recording, allow_missing=args.allow_missing)
+    for note in notes:
+        print(f"missing: {note}", file=sys.stderr)
     dataset = build_ecg(
         recording,
         patient_id=patient_id,
         study_instance_uid=study_uid,
         pacs=_pacs(args) if args.stow else None,
+        allow_missing=args.allow_missing,
     )
     delivery = _deliver([dataset], 1, args)
     print(

@@ -235,6 +235,8 @@ def _print_federated_count(gateway_url: str) -> None:
     try:
         response = httpx.get(
             gateway_url + "/federated/v1/count",
+            # finding= counts nodules that are there: nodule-presence's "Nodule: Absent" of
+            # the lesion-free study is not one (docs/federated.md, "Absent is not a finding").
             params={"level": "patients", "finding": "SCT:27925004"},
             timeout=10,
         )

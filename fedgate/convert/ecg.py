@@ -2,9 +2,11 @@
 
 One recording becomes one instance with one multiplex group holding every lead:
 
-- **12-Lead ECG Waveform Storage** when the recording fits that IOD's constraints (PS3.3
-  A.34.3.4): at most 13 channels, at most 16384 samples per channel, 200-1000 Hz;
-- **General ECG Waveform Storage** (A.34.4.4) otherwise: up to 24 channels, 200-1000 Hz;
+- **12-Lead ECG Waveform Storage** when the recording holds the 12 standard leads (I, II,
+  III, aVR, aVL, aVF, V1-V6) and fits that IOD's constraints (PS3.3 A.34.3.4): at most 13
+  channels, at most 16384 samples per channel, 200-1000 Hz;
+- **General ECG Waveform Storage** (A.34.4.4) otherwise (fewer leads, other leads, longer):
+  up to 24 channels, 200-1000 Hz;
 - refused with the reason when neither fits (e.g. 100 Hz, or more than 24 leads).
 
 Each channel (Channel Definition Sequence, C.10.9.1.1) names its lead by a CID 3001 code
@@ -13,12 +15,20 @@ Each channel (Channel Definition Sequence, C.10.9.1.1) names its lead by a CID 3
 Sensitivity Units Sequence (correction factor 1, baseline 0): exactly what
 ``Dataset.waveform_array(0)`` computes. The sensitivity is the recording's own resolution where
 it has one and the samples fit 16 bits (a WFDB record's 1/gain: lossless), else the finest of
-1, 2, 2.5, 5 x 10^k units that keeps every sample within 16 bits. Missing samples (NaN) are
-written as the Waveform Padding Value.
+1, 2, 2.5, 5 x 10^k units that keeps every sample within 16 bits.
+
+Missing data (NaN or an empty CSV cell) is refused unless the caller allows it
+(``allow_missing``, ``fedgate convert ecg --allow-missing``), and then it is written so that
+nothing pretends to be measured: a lead without any sample is left out (no channel of
+padding; with a standard lead gone the object is a General ECG, not a 12-Lead ECG), and a
+missing sample of a lead that has others is the Waveform Padding Value (5400,100A; C.10.9.1.3),
+which readers must skip (pydicom's ``waveform_array`` does not: it scales the padding value
+like a sample).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import highdicom as hd
@@ -35,15 +45,13 @@ from pydicom.uid import (
 from pydicom.valuerep import DA, TM, format_number_as_ds
 
 from fedgate.convert.ecg_input import EcgRecording
-from fedgate.convert.ecg_leads import KNOWN_LEADS_TEXT, lead_code
-from fedgate.convert.identity import PatientStudy, derived_uid
+from fedgate.convert.ecg_leads import KNOWN_LEADS_TEXT, STANDARD_12, lead_code
+from fedgate.convert.identity import ECG_SERIES_NUMBER, PatientStudy, derived_uid
 from fedgate.convert.pacs import PacsDirectory, PatientMismatch
 from fedgate.convert.problems import ConversionError
 
 log = structlog.get_logger(__name__)
 
-#: Series Number of ECG series: high, so they sort after the imaging series of a study.
-SERIES_NUMBER = 9002
 PADDING_VALUE = -32768  # int16 minimum: never a sample, since samples are kept within +-32767
 _SAMPLE_MAX = 32767
 _FREQUENCY_RANGE = (200.0, 1000.0)  # both ECG IODs (A.34.3.4, A.34.4.4)
@@ -54,16 +62,73 @@ _UNIT_MEANINGS = {"mV": "millivolt", "uV": "microvolt", "V": "volt"}
 _LADDER = sorted(m * 10.0**e for e in range(-7, 4) for m in (1.0, 2.0, 2.5, 5.0))
 
 
+_STANDARD_12_CODES = frozenset(code.value for name in STANDARD_12 if (code := lead_code(name)))
+
+
+def usable_recording(
+    recording: EcgRecording, allow_missing: bool = False
+) -> tuple[EcgRecording, list[str]]:
+    """The recording as it will be written, and what is missing from it, one line per lead.
+
+    Missing data is refused (ConversionError naming each lead) unless ``allow_missing``; then
+    a lead with no sample at all is left out, and the others keep their gaps (padding).
+    """
+    missing = ~np.isfinite(recording.samples)
+    if not missing.any():
+        return recording, []
+    total = recording.samples.shape[0]
+    found: list[str] = []
+    keep: list[int] = []
+    for index, name in enumerate(recording.leads):
+        gaps = np.flatnonzero(missing[:, index])
+        if gaps.size == total:
+            found.append(f"lead {name} has no sample")
+            continue
+        keep.append(index)
+        if gaps.size:
+            first = ", ".join(str(g + 1) for g in gaps[:5]) + (", ..." if gaps.size > 5 else "")
+            found.append(f"lead {name} misses {gaps.size} of {total} samples (sample {first})")
+    if not allow_missing:
+        raise ConversionError(
+            f"{recording.source}: {'; '.join(found)}. Nothing written: give --allow-missing "
+            "to write the leads and samples there are (a lead without samples left out, a "
+            "missing sample as the Waveform Padding Value)"
+        )
+    if not keep:
+        raise ConversionError(f"{recording.source}: no lead has any sample")
+    notes = [
+        f"{line}: {'left out' if 'no sample' in line else 'written as the padding value'}"
+        for line in found
+    ]
+    if len(keep) < len(recording.leads):
+        recording = dataclasses.replace(
+            recording,
+            leads=tuple(recording.leads[i] for i in keep),
+            samples=recording.samples[:, keep],
+            units=tuple(recording.units[i] for i in keep),
+            resolutions=tuple(recording.resolutions[i] for i in keep),
+        )
+    return recording, notes
+
+
 def choose_sop_class(recording: EcgRecording) -> str:
-    """The ECG SOP class whose constraints the recording meets; ConversionError if none."""
+    """The ECG SOP class whose constraints the recording meets; ConversionError if none.
+
+    12-Lead ECG only for a recording that has the 12 standard leads: the IOD's name is a
+    claim about the content, which 3 leads (or 11) do not meet."""
     channels, samples = len(recording.leads), recording.samples.shape[0]
+    codes = {code.value for name in recording.leads if (code := lead_code(name))}
     low, high = _FREQUENCY_RANGE
     if not low <= recording.sampling_frequency <= high:
         raise ConversionError(
             f"{recording.source}: {recording.sampling_frequency:g} Hz is outside the "
             f"{low:g}-{high:g} Hz that the DICOM ECG waveform IODs allow (PS3.3 A.34.3.4)"
         )
-    if channels <= _TWELVE_LEAD_MAX_CHANNELS and samples <= _TWELVE_LEAD_MAX_SAMPLES:
+    if (
+        codes >= _STANDARD_12_CODES
+        and channels <= _TWELVE_LEAD_MAX_CHANNELS
+        and samples <= _TWELVE_LEAD_MAX_SAMPLES
+    ):
         return TwelveLeadECGWaveformStorage
     if channels <= _GENERAL_MAX_CHANNELS:
         return GeneralECGWaveformStorage
@@ -106,7 +171,7 @@ class EcgWaveform(hd.base.SOPClass):
         *,
         series_instance_uid: str,
         sop_instance_uid: str,
-        series_number: int = SERIES_NUMBER,
+        series_number: int = ECG_SERIES_NUMBER,
         instance_number: int = 1,
         manufacturer: str = "fedgate",
     ) -> None:
@@ -186,13 +251,17 @@ def build_ecg(
     patient_id: str,
     study_instance_uid: str | None = None,
     pacs: PacsDirectory | None = None,
+    allow_missing: bool = False,
 ) -> EcgWaveform:
     """The ECG instance of a recording for a patient, with UIDs derived from its content.
 
     Without ``study_instance_uid`` the recording opens a study of its own (an ECG exam is a
     study), derived from the patient and the recording: the same on every run. With ``pacs``,
     patient and study attributes come from the PACS, and a study of another patient is refused.
+    Missing samples: see :func:`usable_recording`. The Series Number is the first one free in
+    the study from ``ECG_SERIES_NUMBER`` on, where the PACS says which are taken.
     """
+    recording, _ = usable_recording(recording, allow_missing)
     digest = recording.digest()
     study_uid = study_instance_uid or derived_uid("fedgate.convert.ecg.study", patient_id, digest)
     acquired = recording.acquisition_datetime
@@ -208,9 +277,14 @@ def build_ecg(
             patient_study = pacs.complete(patient_study, study_named=bool(study_instance_uid))
         except PatientMismatch as error:
             raise ConversionError(f"{recording.source}: {error}") from None
+    series_uid = derived_uid("fedgate.convert.ecg.series", study_uid, digest)
+    series_number = ECG_SERIES_NUMBER
+    if pacs is not None:
+        series_number = pacs.series_number(study_uid, series_uid, ECG_SERIES_NUMBER)
     return EcgWaveform(
         recording,
         patient_study,
-        series_instance_uid=derived_uid("fedgate.convert.ecg.series", study_uid, digest),
+        series_instance_uid=series_uid,
+        series_number=series_number,
         sop_instance_uid=derived_uid("fedgate.convert.ecg", patient_id, study_uid, digest),
     )

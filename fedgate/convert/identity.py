@@ -16,7 +16,22 @@ from typing import Any
 
 from fedgate.phantom import derived_uid
 
-__all__ = ["PatientStudy", "derived_uid", "validate_patient_id", "validate_uid"]
+__all__ = [
+    "CLINICAL_SERIES_NUMBER",
+    "ECG_SERIES_NUMBER",
+    "PatientStudy",
+    "derived_uid",
+    "validate_patient_id",
+    "validate_uid",
+]
+
+#: Series Numbers of the series fedgate adds to a study, apart from one another and from the
+#: imaging series (numbered from 1 by modalities): the AI results are 9001 (SR) and 9002
+#: (SEG, sr_writer's defaults), clinical information 9101, ECGs 9201 and up. With a PACS to
+#: ask, a converter takes the first number from its own that no other series of the study
+#: uses (``PacsDirectory.series_number``), so two ECGs in one study are 9201 and 9202.
+CLINICAL_SERIES_NUMBER = 9101
+ECG_SERIES_NUMBER = 9201
 
 # PS3.5 9.1: components of digits, no leading zero unless the component is "0", at most 64.
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")

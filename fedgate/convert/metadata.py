@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedgate.convert.identity import (
+    CLINICAL_SERIES_NUMBER,
     PatientStudy,
     derived_uid,
     dicom_date,
@@ -31,10 +32,9 @@ from fedgate.convert.problems import Problem
 from fedgate.convert.table import Row, Table
 from sr_writer.clinical import ClinicalInformationReport, ClinicalValue, CodedValue, NumericValue
 
-#: Series Number of the clinical-information series: high, so that it sorts after the imaging
-#: series of a study it joins.
-SERIES_NUMBER = 9001
-_NUMBER_WITH_UNIT = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
+_NUMBER_WITH_UNIT = re.compile(r"^\s*([-+]?(?:\d+[.,]?\d*|[.,]\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
+#: "1,500": a decimal comma (1.5) or a thousands separator (1500)? Refused, not guessed.
+_AMBIGUOUS_COMMA = re.compile(r"^[-+]?\d{1,3},\d{3}$")
 
 
 class RowError(ValueError):
@@ -55,6 +55,15 @@ class ClinicalRecord:
     values: tuple[ClinicalValue, ...]
     #: Whether the row named the study (else the patient's own clinical-information study).
     study_named: bool = False
+    #: The series' number in its study (the PACS's free one, when there is a PACS to ask).
+    series_number: int = CLINICAL_SERIES_NUMBER
+
+    @property
+    def series_instance_uid(self) -> str:
+        """One clinical-information series per study."""
+        return derived_uid(
+            "fedgate.convert.clinical-information.series", self.patient_study.study_instance_uid
+        )
 
     @property
     def sop_instance_uid(self) -> str:
@@ -129,7 +138,11 @@ def complete_from_pacs(
         except PatientMismatch as error:
             problems.append(Problem(source, record.line, "StudyInstanceUID", str(error)))
             continue
-        records.append(dataclasses.replace(record, patient_study=identity))
+        completed = dataclasses.replace(record, patient_study=identity)
+        number = pacs.series_number(
+            identity.study_instance_uid, completed.series_instance_uid, CLINICAL_SERIES_NUMBER
+        )
+        records.append(dataclasses.replace(completed, series_number=number))
     problems.sort(key=lambda problem: problem.line or 0)
     return MetadataConversion(records=records, problems=problems)
 
@@ -143,13 +156,11 @@ def build_report(
     return ClinicalInformationReport(
         list(record.values),
         **identity.sop_class_kwargs(),
-        series_instance_uid=derived_uid(
-            "fedgate.convert.clinical-information.series", identity.study_instance_uid
-        ),
+        series_instance_uid=record.series_instance_uid,
         sop_instance_uid=sop_instance_uid,
         tracking_uid=derived_uid(sop_instance_uid, "tracking"),
         device_observer_uid=derived_uid("fedgate.convert", "device"),
-        series_number=SERIES_NUMBER,
+        series_number=record.series_number,
         study_description=identity.study_description,
         content_datetime=content_datetime,
     )
@@ -211,7 +222,15 @@ def _numeric_value(column: NumericColumn, cell: Any) -> NumericValue:
         match = _NUMBER_WITH_UNIT.match(str(cell))
         if match is None:
             raise RowError(column.name, f"{str(cell)[:40]!r} is not a number")
-        number = float(match.group(1))
+        digits = match.group(1)
+        if _AMBIGUOUS_COMMA.match(digits):
+            raise RowError(
+                column.name,
+                f"{digits!r}: a decimal comma or a thousands separator? write the number "
+                "without a thousands separator (1500) or with a decimal point (1.5)",
+            )
+        # A decimal comma, as spreadsheets in much of Europe export numbers ("70,5" kg).
+        number = float(digits.replace(",", "."))
         unit = match.group(2) or unit
     if unit is not None and unit != column.unit.value:
         raise RowError(

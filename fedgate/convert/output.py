@@ -37,22 +37,30 @@ class Delivery:
 
 
 class Progress:
-    """``label done/total`` lines on a stream (stderr by default): at most about 100 of them,
-    and always the last."""
+    """``label succeeded/total`` lines on a stream (stderr by default), with the number that
+    failed so far: at most about 100 of them, and always the last. What counts as succeeded
+    is what the destination confirmed, never what was merely sent."""
 
     def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
         self.label = label
         self.total = total
         self.done = 0
+        self.succeeded = 0
         self.stream = stream or sys.stderr
         self._every = max(1, total // 100)
         self._shown = 0
 
-    def advance(self, count: int = 1) -> None:
+    def advance(self, count: int = 1, succeeded: int | None = None) -> None:
+        """``count`` more handled, of which ``succeeded`` (default: all) confirmed."""
         self.done += count
+        self.succeeded += count if succeeded is None else succeeded
         if self.done - self._shown >= self._every or self.done >= self.total:
             self._shown = self.done
-            print(f"{self.label} {self.done}/{self.total}", file=self.stream, flush=True)
+            failed = self.done - self.succeeded
+            line = f"{self.label} {self.succeeded}/{self.total}"
+            if failed:
+                line += f" ({failed} not {self.label})"
+            print(line, file=self.stream, flush=True)
 
 
 def write_folder(
@@ -93,6 +101,7 @@ def stow(
             if getattr(dataset, "preamble", None) is None:
                 dataset.preamble = b"\x00" * 128
         sent = [str(dataset.SOPInstanceUID) for dataset in batch]
+        delivered_before = len(delivery.written)
         try:
             response = client.store_instances(batch)
         except requests.RequestException as error:
@@ -102,7 +111,7 @@ def stow(
         else:
             _account(response, sent, delivery)
         if progress:
-            progress.advance(len(batch))
+            progress.advance(len(batch), succeeded=len(delivery.written) - delivered_before)
     return delivery
 
 

@@ -6,7 +6,8 @@ When the converters STOW to a PACS, they first ask it (QIDO-RS) what it knows:
   patient's ECG or clinical values must never be filed in another patient's study;
 - the study's attributes (date, time, accession number, Study ID, referring physician) and
   the patient's (name, birth date, sex) are copied, so the new instances agree with the
-  imaging instances and the PACS sees no conflicting patient or study attributes.
+  imaging instances and the PACS sees no conflicting patient or study attributes;
+- the Series Numbers the study's series use, so a new series takes one of its own.
 
 Attributes the PACS knows win over those of the input table; a difference is logged. A
 destination that does not answer QIDO-RS (a STOW-only router) is not asked again: the objects
@@ -53,6 +54,7 @@ class PacsDirectory:
         self.client = client
         self._studies: dict[str, Dataset | None] = {}
         self._patients: dict[str, Dataset | None] = {}
+        self._series_numbers: dict[str, dict[str, int]] = {}
         self._unavailable = False
 
     def complete(self, identity: PatientStudy, study_named: bool) -> PatientStudy:
@@ -78,6 +80,47 @@ class PacsDirectory:
             if given and given != value:
                 log.warning("pacs_attribute_differs", attribute=name, input=given, pacs=value)
         return dataclasses.replace(identity, **updates)
+
+    def series_number(self, study_uid: str, series_uid: str, first: int) -> int:
+        """The Series Number for ``series_uid`` in the study: its own if the PACS holds the
+        series already (a re-run), else the first from ``first`` on that no series of the
+        study uses (or given out by this directory before). ``first`` when the PACS cannot
+        be asked."""
+        if study_uid not in self._series_numbers:
+            self._series_numbers[study_uid] = self._numbers_in(study_uid)
+        taken = self._series_numbers[study_uid]
+        if series_uid in taken:
+            return taken[series_uid]
+        used = set(taken.values())
+        number = first
+        while number in used:
+            number += 1
+        taken[series_uid] = number
+        return number
+
+    def _numbers_in(self, study_uid: str) -> dict[str, int]:
+        if self._unavailable:
+            return {}
+        try:
+            found = self.client.search_for_series(
+                study_uid, fields=["SeriesInstanceUID", "SeriesNumber"]
+            )
+        except requests.RequestException as error:
+            if error.response is not None and error.response.status_code == 404:
+                return {}  # a study the PACS does not hold yet
+            self._unavailable = True
+            log.warning(
+                "qido_unavailable",
+                reason=f"{type(error).__name__}: {error}",
+                consequence="series numbers not checked against the PACS",
+            )
+            return {}
+        numbers = {}
+        for item in found:
+            series = Dataset.from_json(item)
+            if series.get("SeriesNumber") not in (None, ""):
+                numbers[str(series.SeriesInstanceUID)] = int(series.SeriesNumber)
+        return numbers
 
     def _study(self, study_uid: str) -> Dataset | None:
         if study_uid not in self._studies:

@@ -7,7 +7,9 @@ A cohort is a conjunction of
   ``ManufacturerModelName``, ``PatientSex``, ``PatientAge`` (years at the study) and
   ``StudyDate`` (ranges only meaningful as ranges: no date is ever returned);
 - finding filters: a finding in the same study with this type, site, qualitative values and
-  numeric measurements in a range (units converted by UCUM where simple);
+  numeric measurements in a range (units converted by UCUM where simple), which the report
+  says is present (the default), absent, or either (``presence``; see
+  :mod:`gateway.index.presence` for how absence is read);
 - presence filters across all of a patient's studies (``patient_has``): "has an MR study",
   "has a nodule somewhere", which make multi-modal cohorts.
 
@@ -151,10 +153,19 @@ class QualitativeFilter(_Model):
     value: Code
 
 
+#: ``present``: the report says the finding is there (a "Nodule" group whose Presence is Absent
+#: is not a nodule); ``absent``: a report says it is not there, either by a group whose
+#: presence is denied or by a report of an algorithm that reports this type and found nothing;
+#: ``any``: either.
+PresenceName = Literal["present", "absent", "any"]
+PRESENCE_NAMES: tuple[PresenceName, ...] = ("present", "absent", "any")
+
+
 class FindingFilter(_Model):
     """A finding (TID 1500 measurement group) in the study satisfying all of these."""
 
     type: Code | None = None
+    presence: PresenceName = "present"
     site: Code | None = None
     qualitative: tuple[QualitativeFilter, ...] = ()
     measurements: tuple[MeasurementFilter, ...] = ()

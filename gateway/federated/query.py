@@ -60,14 +60,58 @@ def _match(column: str, matcher: Matcher) -> Sql:
     return Sql(" AND ".join(parts) or "1 = 1", params)
 
 
+def _type_and_presence(finding: FindingFilter, alias: str) -> Sql:
+    """The finding type and presence asked, on finding row ``alias``.
+
+    Absent is a row of the type whose presence is denied, or a "found nothing" row (no type,
+    absent) of an algorithm that reports this type elsewhere in the index: an empty report of
+    the nodule detector says there is no nodule.
+    """
+    if finding.type is None:
+        if finding.presence == "any":
+            return Sql("1 = 1")
+        return Sql(f"{alias}.presence = ?", [finding.presence])
+    if finding.presence == "present":
+        return Sql(f"{alias}.finding_type = ? AND {alias}.presence = ?", [finding.type, "present"])
+    found_nothing = (
+        f"({alias}.finding_type IS NULL AND {alias}.presence = 'absent' AND "
+        f"{alias}.algorithm_name IN (SELECT fa.algorithm_name FROM findings fa "
+        "WHERE fa.finding_type = ?))"
+    )
+    if finding.presence == "absent":
+        return Sql(
+            f"(({alias}.finding_type = ? AND {alias}.presence = 'absent') OR {found_nothing})",
+            [finding.type, finding.type],
+        )
+    return Sql(f"({alias}.finding_type = ? OR {found_nothing})", [finding.type, finding.type])
+
+
+def _measured_presence(finding: FindingFilter, alias: str) -> Sql:
+    """Type and presence on a measurement row ``alias`` (a "found nothing" row has no
+    measurement, so only the row's own presence counts)."""
+    parts, params = [], []
+    if finding.type is not None:
+        parts.append(f"{alias}.finding_type = ?")
+        params.append(finding.type)
+    if finding.presence != "any":
+        parts.append(f"{alias}.presence = ?")
+        params.append(finding.presence)
+    return Sql(" AND ".join(parts) or "1 = 1", params)
+
+
 def finding_predicate(
     finding: FindingFilter, alias: str, *, skip_type: bool = False, skip_measurements: int = 0
 ) -> Sql:
-    """Conditions on one finding row ``alias`` (of ``findings``) for a finding filter."""
+    """Conditions on one finding row ``alias`` (of ``findings``) for a finding filter;
+    ``skip_type``: type and presence were checked on a measurement row already."""
     parts: list[str] = []
     params: list[Any] = []
+    if not skip_type:
+        typed = _type_and_presence(finding, alias)
+        if typed.text != "1 = 1":
+            parts.append(typed.text)
+            params += typed.params
     for column, value in (
-        ("finding_type", None if skip_type else finding.type),
         ("finding_site", finding.site),
         ("algorithm_name", finding.algorithm),
     ):
@@ -117,9 +161,10 @@ def finding_exists(finding: FindingFilter, study_key: str) -> Sql:
     first = _measurement_condition(finding.measurements[0], "m0")
     parts = [f"m0.study_key = {study_key}", first.text]
     params = list(first.params)
-    if finding.type is not None:
-        parts.append("m0.finding_type = ?")
-        params.append(finding.type)
+    typed = _measured_presence(finding, "m0")
+    if typed.text != "1 = 1":
+        parts.append(typed.text)
+        params += typed.params
     rest = finding_predicate(finding, "f", skip_type=True, skip_measurements=1)
     join = ""
     if rest.text != "1 = 1":
@@ -249,10 +294,11 @@ class DimensionSql:
     raw: list[str]
 
 
-def _finding_restriction(cohort: Cohort, alias: str) -> Sql | None:
-    """Finding dimensions describe the findings the cohort asked about, if it asked."""
+def _finding_restriction(cohort: Cohort, alias: str) -> Sql:
+    """Finding dimensions describe the findings the cohort asked about, if it asked; else the
+    findings that are there (an absent "Nodule" is no finding type of the study)."""
     if not cohort.findings:
-        return None
+        return Sql(f"{alias}.presence = ?", ["present"])
     predicates = [finding_predicate(f, alias) for f in cohort.findings]
     return Sql(
         "(" + " OR ".join(f"({p.text})" for p in predicates) + ")",
@@ -267,7 +313,7 @@ def _measurement_restriction(cohort: Cohort, dimension: BinnedDimension, alias: 
     the (denormalised) measurement row itself; anything else looks up the finding.
     """
     if not cohort.findings:
-        return Sql("1 = 1")
+        return Sql(f"{alias}.presence = ?", ["present"])
     (only, *others) = cohort.findings
     unit = canonical_unit(dimension.unit or "")
     if (
@@ -280,17 +326,14 @@ def _measurement_restriction(cohort: Cohort, dimension: BinnedDimension, alias: 
             for m in only.measurements
         )
     ):
-        parts, params = [], []
-        if only.type is not None:
-            parts.append(f"{alias}.finding_type = ?")
-            params.append(only.type)
+        typed = _measured_presence(only, alias)
+        parts, params = [typed.text], list(typed.params)
         for measurement in only.measurements:
             condition = _measurement_condition(measurement, alias)
             parts.append(condition.text)
             params += condition.params
         return Sql(" AND ".join(parts) or "1 = 1", params)
     restriction = _finding_restriction(cohort, "fx")
-    assert restriction is not None
     return Sql(
         f"EXISTS (SELECT 1 FROM findings fx WHERE fx.finding_key = {alias}.finding_key "
         f"AND {restriction.text})",
@@ -343,12 +386,12 @@ def dimension_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -> 
                 joins.append(Sql(f"JOIN findings fd ON fd.finding_key = {anchor}.finding_key"))
             else:
                 restriction = _finding_restriction(cohort, "fd")
-                text = "fd.study_key = s.study_key"
-                params: list[Any] = []
-                if restriction is not None:
-                    text += f" AND {restriction.text}"
-                    params = restriction.params
-                joins.append(Sql(f"JOIN findings fd ON {text}", params))
+                joins.append(
+                    Sql(
+                        f"JOIN findings fd ON fd.study_key = s.study_key AND {restriction.text}",
+                        restriction.params,
+                    )
+                )
         return finding_alias
 
     for number, dimension in enumerate(dimensions):

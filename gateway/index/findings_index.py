@@ -218,6 +218,7 @@ class FindingsIndex:
                     finding.finding_site,
                     finding.algorithm_name,
                     finding.algorithm_version,
+                    finding.presence,
                 )
             )
             measurement_rows.extend(
@@ -229,6 +230,7 @@ class FindingsIndex:
                     m.concept,
                     m.value,
                     m.unit,
+                    finding.presence,
                 )
                 for m in finding.measurements
             )
@@ -238,14 +240,14 @@ class FindingsIndex:
         if finding_rows:
             cursor.executemany(
                 "INSERT INTO findings (finding_key, report_key, study_key, patient_key, "
-                "finding_type, finding_site, algorithm_name, algorithm_version) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "finding_type, finding_site, algorithm_name, algorithm_version, presence) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 finding_rows,
             )
         if measurement_rows:
             cursor.executemany(
                 "INSERT INTO measurements (finding_key, study_key, patient_key, finding_type, "
-                "concept, value, unit) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "concept, value, unit, presence) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 measurement_rows,
             )
         if qualitative_rows:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.index.presence import PRESENT, Presence
+
 
 def code_key(scheme: str, value: str) -> str:
     """A coded concept as the index stores it: ``SCHEME:CODE`` (e.g. ``SCT:27925004``)."""
@@ -49,7 +51,8 @@ class MeasurementRecord:
 
 @dataclass(frozen=True)
 class FindingRecord:
-    """One finding of a TID 1500 SR: its type, site, qualitative values and measurements."""
+    """One finding of a TID 1500 SR: its type, site, qualitative values and measurements;
+    or, absent and without a type, a report whose algorithm found nothing."""
 
     finding_type: str | None  # SCHEME:CODE; None for a group without a Finding item (OHIF)
     finding_site: str | None = None
@@ -57,6 +60,8 @@ class FindingRecord:
     measurements: tuple[MeasurementRecord, ...] = ()
     algorithm_name: str | None = None
     algorithm_version: str | None = None
+    #: ``absent``: the group says its finding type is not there (:mod:`gateway.index.presence`).
+    presence: Presence = PRESENT
 
 
 @dataclass

@@ -12,6 +12,7 @@ cohorts can filter on date ranges; no aggregate ever returns it, only its year.
 from __future__ import annotations
 
 from gateway.index.database import Database
+from gateway.index.presence import ABSENT_ROWS_SQL
 from gateway.migrations import Migration, SchemaError
 from gateway.migrations import migrate as run_migrations
 
@@ -134,6 +135,24 @@ MIGRATIONS: dict[int, list[str]] = {
             study_key BIGINT PRIMARY KEY,
             synced_at TEXT NOT NULL
         )""",
+    ],
+    3: [
+        # Whether a finding row says its type is there or is not (gateway.index.presence):
+        # "Nodule: Presence = Absent" is no nodule. Denormalised onto measurements like the
+        # finding type, so that "a nodule of 8 mm or more" stays one covering-index probe.
+        "ALTER TABLE findings ADD COLUMN presence TEXT NOT NULL DEFAULT 'present'",
+        "ALTER TABLE measurements ADD COLUMN presence TEXT NOT NULL DEFAULT 'present'",
+        f"UPDATE findings SET presence = 'absent' WHERE {ABSENT_ROWS_SQL}",
+        "UPDATE measurements SET presence = 'absent' WHERE finding_key IN "
+        "(SELECT finding_key FROM findings WHERE presence = 'absent')",
+        "DROP INDEX findings_study",
+        "CREATE INDEX findings_study ON findings (study_key, finding_type, presence, finding_site)",
+        "DROP INDEX measurements_study",
+        "CREATE INDEX measurements_study ON measurements "
+        "(study_key, concept, unit, finding_type, presence, value)",
+        # A report indexed before this version with no finding at all keeps no row: it is
+        # read again (and gets its "found nothing" row) when re-sent or by 'fedgate index sync
+        # --full'.
     ],
 }
 

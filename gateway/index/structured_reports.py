@@ -11,6 +11,7 @@ import structlog
 from pydicom.dataset import Dataset
 
 from gateway.index.keys import Pseudonymizer
+from gateway.index.presence import ABSENT, presence_of
 from gateway.index.records import (
     FindingRecord,
     MeasurementRecord,
@@ -50,8 +51,19 @@ def _code(concept: CodedConcept) -> str:
 
 
 def finding_records(findings: Findings) -> list[FindingRecord]:
-    """The index's rows for one report's findings (measurements in canonical units)."""
+    """The index's rows for one report's findings (measurements in canonical units), each
+    present or absent; a report without a finding is one absent row without a type: its
+    algorithm (when the report names it) looked and found nothing."""
     algorithm = findings.algorithm
+    if not findings.findings:
+        return [
+            FindingRecord(
+                finding_type=None,
+                algorithm_name=algorithm.name if algorithm else None,
+                algorithm_version=algorithm.version if algorithm else None,
+                presence=ABSENT,
+            )
+        ]
     records = []
     for finding in findings.findings:
         measurements = []
@@ -60,16 +72,19 @@ def finding_records(findings: Findings) -> list[FindingRecord]:
             measurements.append(MeasurementRecord(_code(measurement.name), value, unit))
         if finding.probability is not None:
             measurements.append(MeasurementRecord(PROBABILITY_CONCEPT, finding.probability, "1"))
+        finding_type = _code(finding.finding_type) if finding.finding_type else None
+        qualitative = tuple(
+            (_code(q.name), _code(q.value)) for q in finding.qualitative_evaluations
+        )
         records.append(
             FindingRecord(
-                finding_type=_code(finding.finding_type) if finding.finding_type else None,
+                finding_type=finding_type,
                 finding_site=_code(finding.finding_site) if finding.finding_site else None,
-                qualitative=tuple(
-                    (_code(q.name), _code(q.value)) for q in finding.qualitative_evaluations
-                ),
+                qualitative=qualitative,
                 measurements=tuple(measurements),
                 algorithm_name=algorithm.name if algorithm else None,
                 algorithm_version=algorithm.version if algorithm else None,
+                presence=presence_of(finding_type, qualitative),
             )
         )
     return records

@@ -140,31 +140,81 @@ def test_long_or_many_lead_recordings_become_general_ecg(tmp_path: Path) -> None
     assert_valid_dicom(next(out.glob("*.dcm")))
 
 
-def test_missing_samples_become_padding(tmp_path: Path) -> None:
-    csv_path = tmp_path / "gap.csv"
-    csv_path.write_text("I,II\n0.1,0.2\n,0.3\n0.5,0.4\n")
-    out = tmp_path / "out"
-
-    assert (
-        convert(
-            "--input",
-            str(csv_path),
-            "--patient-id",
-            "P004",
-            "--sampling-frequency",
-            "500",
-            "--out",
-            str(out),
-        )
-        == 0
+def _convert_csv(csv_path: Path, out: Path, *extra: str) -> int:
+    return convert(
+        "--input",
+        str(csv_path),
+        "--patient-id",
+        "P004",
+        "--sampling-frequency",
+        "500",
+        "--out",
+        str(out),
+        *extra,
     )
 
+
+def test_missing_samples_are_refused_unless_allowed_then_padding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv_path = tmp_path / "gap.csv"
+    csv_path.write_text("I,II\n0.1,0.2\n,0.3\n0.5,nan\n")
+    out = tmp_path / "out"
+
+    assert _convert_csv(csv_path, out) == 2
+    err = capsys.readouterr().err
+    assert "lead I misses 1 of 3 samples (sample 2)" in err
+    assert "lead II misses 1 of 3 samples (sample 3)" in err
+    assert "--allow-missing" in err and not out.exists()
+
+    assert _convert_csv(csv_path, out, "--allow-missing") == 0
+    err = capsys.readouterr().err
+    assert "missing: lead I misses 1 of 3 samples (sample 2): written as the padding value" in err
     ds = only_instance(out)
     group = ds.WaveformSequence[0]
     padding = int(np.frombuffer(group.WaveformPaddingValue, "<i2")[0])
     raw = np.frombuffer(group.WaveformData, "<i2").reshape(3, 2)
     assert raw[1, 0] == padding and padding not in raw[[0, 2], 0]
+    assert raw[2, 1] == padding and padding not in raw[[0, 1], 1]
     assert_valid_dicom(next(out.glob("*.dcm")))
+
+
+def test_a_lead_without_samples_is_refused_or_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signal = synthetic_ecg(2, 500, 12, seed=4)
+    names = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    rows = [
+        ",".join("" if lead == 11 else f"{v:.4f}" for lead, v in enumerate(row)) for row in signal
+    ]
+    csv_path = tmp_path / "no-v6.csv"
+    csv_path.write_text(",".join(names) + "\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+
+    assert _convert_csv(csv_path, out) == 2
+    assert "lead V6 has no sample" in capsys.readouterr().err and not out.exists()
+
+    assert _convert_csv(csv_path, out, "--allow-missing") == 0
+    assert "missing: lead V6 has no sample: left out" in capsys.readouterr().err
+    ds = only_instance(out)
+    # 11 leads are not a 12-lead ECG: General ECG, and no channel pretends to be V6.
+    assert ds.SOPClassUID == GeneralECGWaveformStorage
+    labels = [c.ChannelLabel for c in ds.WaveformSequence[0].ChannelDefinitionSequence]
+    assert labels == names[:11]
+    assert "WaveformPaddingValue" not in ds.WaveformSequence[0]
+    assert_valid_dicom(next(out.glob("*.dcm")))
+
+
+def test_only_the_twelve_standard_leads_make_a_12_lead_ecg(tmp_path: Path) -> None:
+    eleven = write_wfdb(tmp_path, "eleven", synthetic_ecg(2, 500, 11), 500, LEADS_12[:11])
+    twelve = write_wfdb(tmp_path, "twelve", synthetic_ecg(2, 500, 12), 500, LEADS_12)
+    for name, header in (("11", eleven), ("12", twelve)):
+        assert (
+            convert("--input", str(header), "--patient-id", "P006", "--out", str(tmp_path / name))
+            == 0
+        )
+    assert only_instance(tmp_path / "11").SOPClassUID == GeneralECGWaveformStorage
+    assert only_instance(tmp_path / "12").SOPClassUID == TwelveLeadECGWaveformStorage
 
 
 def test_rerun_gives_the_same_uid_and_a_new_study_per_recording(tmp_path: Path) -> None:

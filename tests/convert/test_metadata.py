@@ -284,3 +284,31 @@ def test_progress_is_shown_without_flooding(
     assert progress[0] == "written 2/250" and progress[-1] == "written 250/250"
     assert len(progress) == 125
     assert len(list((tmp_path / "out").glob("*.dcm"))) == 250
+
+
+def test_a_decimal_comma_is_read_and_an_ambiguous_comma_refused(
+    tmp_path: Path, mapping_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A European spreadsheet's export: semicolons between cells, commas in numbers.
+    table = tmp_path / "komma.csv"
+    table.write_text(
+        "PatientID;age;lvef;weight;smoking\n"
+        "P031;67;35,5;70,5;never\n"
+        "P032;54;60;70,5 kg;never\n"
+        "P033;54;60;1,500;never\n"
+    )
+    out = tmp_path / "out"
+
+    status = convert_to_folder(table, mapping_file, out)
+
+    assert status == 1  # the ambiguous row is skipped, saying why
+    assert (
+        f"skipped: {table}:4: weight: '1,500': a decimal comma or a thousands separator?"
+        in capsys.readouterr().err
+    )
+    reports = _reports(out)
+    assert set(reports) == {"P031", "P032"}
+    for patient in ("P031", "P032"):
+        weight = read_clinical_values(reports[patient])[2]
+        assert isinstance(weight, NumericValue) and weight.value == 70.5
+    assert read_clinical_values(reports["P031"])[1].value == 35.5  # type: ignore[union-attr]

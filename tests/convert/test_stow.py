@@ -94,12 +94,28 @@ def test_metadata_and_ecg_join_the_patients_imaging_study_in_orthanc(
     np.testing.assert_allclose(
         ecg.waveform_array(0), wfdb.rdrecord(str(tmp_path / "ecg")).p_signal, atol=1e-9
     )
+    # Series Numbers apart from the AI results' SR and SEG (9001, 9002) and the imaging.
+    assert (report.SeriesNumber, ecg.SeriesNumber) == (9101, 9201)
 
     # Converting again replaces, it does not duplicate.
     assert main(metadata_args) == 1 and main(ecg_args) == 0
     assert len(httpx.get(f"{orthanc.url}/studies").json()) == 1
     stats = httpx.get(f"{orthanc.url}/statistics").json()
     assert stats["CountInstances"] == small_phantom.spec.slices + 2
+
+    # A second ECG of the study takes the next free number; converted again, it keeps it.
+    second = write_wfdb(tmp_path, "ecg2", synthetic_ecg(10, 500, 12, seed=9), 500, LEADS_12)
+    second_args = [*ecg_args]
+    second_args[second_args.index(str(header))] = str(second)
+    assert main(second_args) == 0 and main(second_args) == 0
+    numbers = sorted(
+        int(item["00200011"]["Value"][0])
+        for item in client.search_for_series(
+            study_instance_uid=truth.study_instance_uid, fields=["SeriesNumber"]
+        )
+    )
+    assert numbers[1:] == [9101, 9201, 9202]  # after the CT's own
+    stats = httpx.get(f"{orthanc.url}/statistics").json()
 
     # An ECG of another patient naming this study is refused before anything is sent.
     other = [*ecg_args]
@@ -125,4 +141,6 @@ def test_stow_to_an_unreachable_server_reports_each_object(
     assert status == 1
     err = capsys.readouterr().err
     assert err.count("not stored: 2.25.") == 2
+    # The progress says what the server confirmed, never what was merely sent.
+    assert "stored 2/2" not in err and "stored 0/2 (2 not stored)" in err
     assert "0 object(s) delivered, 2 failed" in err

@@ -121,6 +121,9 @@ def test_a_non_tid1500_sr_and_an_instance_without_uids_do_not_fail_intake(
     sr = datasets[-1]
     del sr.ContentTemplateSequence
     sr.ContentSequence = []
+    # A radiology report's title (LOINC 18748-4), not "Imaging Measurement Report": not TID 1500.
+    sr.ConceptNameCodeSequence[0].CodeValue = "18748-4"
+    sr.ConceptNameCodeSequence[0].CodingSchemeDesignator = "LN"
     broken = Dataset()
     broken.PatientID = "X"
     index.observe_instances([*datasets[:-1], sr, broken])

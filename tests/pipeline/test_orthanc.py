@@ -22,6 +22,7 @@ from tests.pipeline.conftest import (
     pipeline_settings,
     wait_until,
 )
+from tests.sr_writer.dicomtools import assert_conformant
 from tests.support.gateway import GatewayProcess
 from tests.support.inference import InferenceProcess
 from tests.support.orthanc import OrthancServer
@@ -117,6 +118,11 @@ def test_storescu_to_orthanc_then_sr_and_seg_appear_in_orthanc(site: Site, tmp_p
         assert abs(measured - expected) / expected < 0.10
     (job,) = jobs(site.gateway)
     assert job["sr_sop_instance_uid"] == sr_uid and job["state"] == "succeeded"
+    # What the PACS holds, byte for byte (Orthanc's own copy, not a re-encoding), conforms.
+    for uid in found["SR"] + found["SEG"]:
+        path = tmp_path / f"{uid}.dcm"
+        path.write_bytes(site.orthanc.stored_file(uid))
+        assert_conformant(path)
 
 
 def test_kill_9_of_the_gateway_mid_job_then_every_job_completes_once(

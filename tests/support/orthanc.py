@@ -7,6 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.support.ports import free_port, wait_for_http
 from tests.support.process import spawn, terminate
 from tests.support.requirements import require_executable, require_file
@@ -107,6 +109,16 @@ class OrthancServer:
             self.stop()
             raise RuntimeError(f"Orthanc did not start; see {self.workdir}/orthanc.log") from None
         return self
+
+    def stored_file(self, sop_instance_uid: str) -> bytes:
+        """The Part 10 file Orthanc stored for an instance, as it lies on its disk (REST API
+        ``/tools/lookup`` then ``/instances/{id}/file``)."""
+        found = httpx.post(f"{self.url}/tools/lookup", content=sop_instance_uid, timeout=10)
+        found.raise_for_status()
+        (instance,) = [item["ID"] for item in found.json() if item["Type"] == "Instance"]
+        response = httpx.get(f"{self.url}/instances/{instance}/file", timeout=30)
+        response.raise_for_status()
+        return response.content
 
     def stop(self) -> None:
         terminate(self.process)
