@@ -63,6 +63,24 @@ class FederatedEndpoints:
     def _principal(self, request: Request) -> Principal | Response:
         return authorize(self.authenticator, request.headers.get("authorization"), "query")
 
+    async def _invalid(self, principal: Principal, endpoint: str, response: Response) -> Response:
+        """Audit a request refused before the service saw it (as the service audits the ones
+        it refuses): every question is in the audit log, whatever became of it. The reason
+        and field are written, not the request: what was sent may hold an identifier."""
+        assert isinstance(response, JSONResponse)
+        body = json.loads(bytes(response.body))
+        await run_in_threadpool(
+            self.service.audit.record,
+            client=principal.name,
+            endpoint=endpoint,
+            status="invalid",
+            http_status=response.status_code,
+            field=body.get("field"),
+            reason=body["error"],
+            epsilon_spent=0.0,
+        )
+        return response
+
     async def count(self, request: Request) -> Response:
         principal = self._principal(request)
         if isinstance(principal, Response):
@@ -70,30 +88,40 @@ class FederatedEndpoints:
         try:
             aggregate = parse_count_query(request.query_params.multi_items())
         except FilterError as error:
-            return error_response(400, str(error), error.field)
+            return await self._invalid(
+                principal, "count", error_response(400, str(error), error.field)
+            )
         except ValidationError as error:
-            return validation_response(error)
+            return await self._invalid(principal, "count", validation_response(error))
         return await self._answer(aggregate, principal, "count")
 
     async def aggregate(self, request: Request) -> Response:
         principal = self._principal(request)
         if isinstance(principal, Response):
             return principal
+        endpoint = "aggregate"
         if request.query_params:
             name = next(iter(request.query_params))
-            return error_response(400, f"{name}: parameters go in the JSON body", name)
+            return await self._invalid(
+                principal,
+                endpoint,
+                error_response(400, f"{name}: parameters go in the JSON body", name),
+            )
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
-            return error_response(413, f"request body over {MAX_BODY_BYTES} bytes")
+            too_large = error_response(413, f"request body over {MAX_BODY_BYTES} bytes")
+            return await self._invalid(principal, endpoint, too_large)
         try:
             data = json.loads(body or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return error_response(400, f"body is not JSON: {error}", "(body)")
+            return await self._invalid(
+                principal, endpoint, error_response(400, f"body is not JSON: {error}", "(body)")
+            )
         try:
             aggregate = AggregateRequest.model_validate(data)
         except ValidationError as error:
-            return validation_response(error)
-        return await self._answer(aggregate, principal, "aggregate")
+            return await self._invalid(principal, endpoint, validation_response(error))
+        return await self._answer(aggregate, principal, endpoint)
 
     async def budget(self, request: Request) -> Response:
         principal = self._principal(request)
@@ -119,10 +147,12 @@ class FederatedEndpoints:
             answer = await run_in_threadpool(
                 self.service.answer, aggregate, principal.name, endpoint
             )
-        except RequestError as error:
+        except RequestError as error:  # audited by the service
             return error_response(400, str(error), error.field)
         except FilterError as error:
-            return error_response(400, str(error), error.field)
+            return await self._invalid(
+                principal, endpoint, error_response(400, str(error), error.field)
+            )
         except Refused as error:
             return error_response(403, str(error))
         return JSONResponse(answer)

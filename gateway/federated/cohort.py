@@ -16,10 +16,18 @@ Identifying attributes (names, IDs, UIDs, accession numbers, birth dates) are re
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from gateway.federated.matching import (
     FilterError,
@@ -126,7 +134,9 @@ def attribute_matcher(keyword: str, value: str | list[str]) -> Matcher:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Python's JSON reader takes NaN and Infinity, which no bound, bin or clamp can be: every
+    # number of a request is finite (400 naming the field, not a 500 from arithmetic on it).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MeasurementFilter(_Model):
@@ -272,6 +282,15 @@ class BinnedDimension(_Model):
     start: float
     stop: float
     width: Annotated[float, Field(gt=0)]
+
+    @field_validator("width")
+    @classmethod
+    def _countable(cls, width: float, info: ValidationInfo) -> float:
+        start, stop = info.data.get("start"), info.data.get("stop")
+        if start is not None and stop is not None and not math.isfinite((stop - start) / width):
+            # 5e-324 wide, or a range wider than a float holds: the bin count is not a number.
+            raise ValueError("too small: the range from start to stop has no countable bins")
+        return width
 
     @model_validator(mode="after")
     def _consistent(self) -> BinnedDimension:

@@ -204,13 +204,20 @@ def test_row_data_cannot_be_asked_for_in_json(site: Site) -> None:
 def test_every_question_is_audited(site: Site) -> None:
     site.get({"PatientSex": "F"})
     site.get({"PatientSex": "F", "PatientAge": "60-69"})  # refused
-    site.get({"PatientID": "F001"})  # invalid: never reaches the service
+    site.get({"PatientID": "F001"})  # invalid: refused before the service sees it
+    width = {"kind": "bins", "of": "age", "start": 0, "stop": 100, "width": 5e-324}
+    site.post({"aggregate": {"kind": "histogram", "by": width}})
     entries = list(read_audit_log(site.index.data_dir / AUDIT_FILE_NAME))
-    assert [e["status"] for e in entries] == ["answered", "refused"]
+    assert [e["status"] for e in entries] == ["answered", "refused", "invalid", "invalid"]
     assert entries[0]["client"] == "researcher"
     assert entries[0]["answer"]["count"] == 31
     assert entries[0]["epsilon_spent"] == 0.0
     assert "fewer than 10" in entries[1]["reason"]
+    assert [(e["endpoint"], e["field"]) for e in entries[2:]] == [
+        ("count", "PatientID"),
+        ("aggregate", "aggregate.histogram.by.bins.width"),
+    ]
+    assert {e["client"] for e in entries} == {"researcher"}
     assert "F001" not in json.dumps(entries)
 
 
