@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.numbers import DATABASE_INTEGER_MAX, clamp_to_database, non_negative_integer
 from gateway.queue import JobQueue, JobState
+from gateway.store.uids import is_valid_uid
 
 _MAX_PAGE = 1000
 
@@ -35,6 +36,9 @@ async def list_jobs(request: Request) -> Response:
     unknown = set(params) - {"state", "study", "model", "limit", "offset"}
     if unknown:
         return _problem(400, f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    study = params.get("study")
+    if study is not None and not is_valid_uid(study):
+        return _problem(400, "study must be a Study Instance UID")
     state = params.get("state")
     if state is not None and state not in {s.value for s in JobState}:
         return _problem(400, f"state must be one of {', '.join(s.value for s in JobState)}")
@@ -44,7 +48,7 @@ async def list_jobs(request: Request) -> Response:
         return _problem(400, f"limit must be an integer from 1 to {_MAX_PAGE}, offset one from 0")
     jobs, total = await anyio.to_thread.run_sync(
         lambda: _queue(request).search(
-            state, params.get("study"), params.get("model"), limit, clamp_to_database(offset)
+            state, study, params.get("model"), limit, clamp_to_database(offset)
         )
     )
     body: dict[str, Any] = {

@@ -121,6 +121,8 @@ def parse_query(request: Request, level: QueryLevel) -> tuple[Query, list[str], 
                 elif field_name:
                     include.append(_checked_keyword(field_name))
         elif name == "fuzzymatching":
+            if value.lower() not in ("true", "false"):
+                raise DicomWebError(400, "fuzzymatching must be true or false")
             if value.lower() == "true":
                 warnings.append("fuzzymatching is not supported; exact matching was used")
         else:

@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -39,6 +40,9 @@ from gateway.federated.matching import (
     text_matcher,
 )
 from gateway.index.units import canonical, canonical_unit
+
+#: A JSON number: not a string or a boolean that pydantic would read as one (``false`` is not 0).
+Number = Annotated[float, Strict()]
 
 CODE_PATTERN = r"^[A-Za-z0-9_.\-]{1,16}:[^:\s]{1,64}$"
 Code = Annotated[str, Field(pattern=CODE_PATTERN, description="SCHEME:CODE, e.g. SCT:27925004")]
@@ -143,8 +147,8 @@ class MeasurementFilter(_Model):
     """A numeric measurement of the finding within ``[min, max]`` in ``unit`` (UCUM)."""
 
     concept: Code
-    min: float | None = None
-    max: float | None = None
+    min: Number | None = None
+    max: Number | None = None
     unit: Annotated[str, Field(min_length=1, max_length=32)]
 
     @model_validator(mode="after")
@@ -279,9 +283,9 @@ class BinnedDimension(_Model):
     of: Literal["age", "measurement"]
     concept: Code | None = None
     unit: str | None = None
-    start: float
-    stop: float
-    width: Annotated[float, Field(gt=0)]
+    start: Number
+    stop: Number
+    width: Annotated[Number, Field(gt=0)]
 
     @field_validator("width")
     @classmethod
@@ -333,9 +337,9 @@ class SummarySpec(_Model):
     of: Literal["age", "measurement"]
     concept: Code | None = None
     unit: str | None = None
-    lower: float
-    upper: float
-    quantiles: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = ()
+    lower: Number
+    upper: Number
+    quantiles: tuple[Annotated[Number, Field(gt=0, lt=1)], ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> SummarySpec:

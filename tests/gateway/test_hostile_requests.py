@@ -128,3 +128,21 @@ def test_job_ids_and_offsets_of_2_63_and_more(gateway: GatewayProcess) -> None:
     assert page.status_code == 200
     assert page.json()["jobs"] == []
     assert httpx.get(f"{gateway.url}/jobs", params={"limit": BIG}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "reason"),
+    [
+        ("/dicomweb/studies", {"fuzzymatching": "2"}, "fuzzymatching must be true or false"),
+        ("/jobs", {"study": "1." + "2" * 63}, "study must be a Study Instance UID"),  # 65
+        ("/jobs", {"study": ""}, "study must be a Study Instance UID"),
+        ("/jobs", {"study": "true"}, "study must be a Study Instance UID"),
+    ],
+)
+def test_values_outside_the_document_are_refused(
+    gateway: GatewayProcess, path: str, params: dict[str, str], reason: str
+) -> None:
+    """What openapi/gateway.yaml calls invalid is a 400, not quietly taken (schemathesis)."""
+    response = httpx.get(gateway.url + path, params=params)
+    assert response.status_code == 400
+    assert reason in response.text

@@ -13,6 +13,9 @@ from pydicom.dataset import Dataset
 from tests.gateway.conftest import phantom
 from tests.support.dicom import multipart_body, part10_bytes
 from tests.support.gateway import GatewayProcess
+from tests.support.openapi import assert_documented, load_spec
+
+SPEC = load_spec("gateway.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,7 @@ def test_json_resources_asked_as_an_image_are_406(
     refused = httpx.get(url, headers={"Accept": "image/png"})
     assert refused.status_code == 406
     assert "application/dicom+json" in refused.text
+    assert_documented(SPEC, refused)
     for accept in ("application/dicom+json", "application/json", "image/png, */*;q=0.1"):
         response = httpx.get(url, headers={"Accept": accept})
         assert response.status_code == 200, accept
@@ -77,6 +81,7 @@ def test_an_instance_asked_as_application_dicom_is_a_single_part(
     assert response.status_code == 200
     assert response.headers["content-type"].split(";")[0] == "application/dicom"
     assert pydicom.dcmread(io.BytesIO(response.content)).PixelData == stored.PixelData
+    assert_documented(SPEC, response)
     # A study is many instances: one part cannot carry it (PS3.18 Table 8.7.3-2).
     assert httpx.get(study, headers={"Accept": "application/dicom"}).status_code == 406
     both = httpx.get(
@@ -99,4 +104,5 @@ def test_one_frame_as_a_single_octet_stream_part(gateway: GatewayProcess, stored
     assert frame.status_code == 200
     assert frame.headers["content-type"].startswith("application/octet-stream")
     assert frame.content == stored.PixelData
+    assert_documented(SPEC, frame)
     assert httpx.get(f"{instance}/frames/1", headers={"Accept": "image/png"}).status_code == 406
