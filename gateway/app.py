@@ -15,11 +15,13 @@ import anyio.to_thread
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from gateway.allow import http_exception_handler
 from gateway.auth import Authenticator
 from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
 from gateway.dicomweb.routes import embedded_routes, results_routes, upstream_routes
@@ -202,7 +204,10 @@ def create_app(settings: GatewaySettings) -> Starlette:
             compression(),
             Middleware(AuthMiddleware, authenticator=authenticator),
         ],
-        exception_handlers={DicomWebError: dicomweb_error_handler},
+        exception_handlers={
+            DicomWebError: dicomweb_error_handler,
+            HTTPException: http_exception_handler,
+        },
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -9,7 +9,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.numbers import DATABASE_INTEGER_MAX, clamp_to_database, non_negative_integer
 from gateway.queue import JobQueue, JobState
+from gateway.store.uids import is_valid_uid
 
 _MAX_PAGE = 1000
 
@@ -24,8 +26,9 @@ def _queue(request: Request) -> JobQueue:
 
 
 def _job_id(request: Request) -> int | None:
-    raw = request.path_params["job_id"]
-    return int(raw) if raw.isdigit() else None
+    """The job id in the URL; None (404) when it is not one the queue could have issued."""
+    job_id = non_negative_integer(request.path_params["job_id"])
+    return job_id if job_id is not None and job_id <= DATABASE_INTEGER_MAX else None
 
 
 async def list_jobs(request: Request) -> Response:
@@ -33,19 +36,19 @@ async def list_jobs(request: Request) -> Response:
     unknown = set(params) - {"state", "study", "model", "limit", "offset"}
     if unknown:
         return _problem(400, f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    study = params.get("study")
+    if study is not None and not is_valid_uid(study):
+        return _problem(400, "study must be a Study Instance UID")
     state = params.get("state")
     if state is not None and state not in {s.value for s in JobState}:
         return _problem(400, f"state must be one of {', '.join(s.value for s in JobState)}")
-    try:
-        limit = int(params.get("limit", "100"))
-        offset = int(params.get("offset", "0"))
-    except ValueError:
-        return _problem(400, "limit and offset must be integers")
-    if not 1 <= limit <= _MAX_PAGE or offset < 0:
-        return _problem(400, f"limit must be 1 to {_MAX_PAGE} and offset not negative")
+    limit = non_negative_integer(params.get("limit", "100"))
+    offset = non_negative_integer(params.get("offset", "0"))
+    if limit is None or offset is None or not 1 <= limit <= _MAX_PAGE:
+        return _problem(400, f"limit must be an integer from 1 to {_MAX_PAGE}, offset one from 0")
     jobs, total = await anyio.to_thread.run_sync(
         lambda: _queue(request).search(
-            state, params.get("study"), params.get("model"), limit, offset
+            state, study, params.get("model"), limit, clamp_to_database(offset)
         )
     )
     body: dict[str, Any] = {

@@ -13,7 +13,7 @@ import structlog
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import FEDERATED_ROLES, Authenticator, Role
@@ -24,7 +24,8 @@ log = structlog.get_logger("gateway.http")
 #: Paths anyone may call (liveness, readiness and metrics scrapes).
 PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
 #: Path prefixes and the role they need; the first match wins. ``admin`` may call anything.
-ROLE_BY_PREFIX: tuple[tuple[str, tuple[Role, ...]], ...] = (("/federated/", FEDERATED_ROLES),)
+FEDERATED_PREFIX = "/federated/"
+ROLE_BY_PREFIX: tuple[tuple[str, tuple[Role, ...]], ...] = ((FEDERATED_PREFIX, FEDERATED_ROLES),)
 
 
 #: Answers never compressed: DICOM instances, frames and bulk data (multipart or single part)
@@ -104,6 +105,16 @@ class RequestContextMiddleware:
                 )
 
 
+def _refusal(
+    path: str, reason: str, status: int, headers: dict[str, str] | None = None
+) -> Response:
+    """A 401/403 in the media type of the API asked: the federated API answers its errors as
+    JSON ``{"error": ...}`` (openapi/federated.yaml), DICOMweb and the rest as plain text."""
+    if path.startswith(FEDERATED_PREFIX):
+        return JSONResponse({"error": reason}, status_code=status, headers=headers)
+    return PlainTextResponse(reason + "\n", status_code=status, headers=headers)
+
+
 class AuthMiddleware:
     """Bearer-token authentication and role checks in front of every endpoint."""
 
@@ -118,9 +129,10 @@ class AuthMiddleware:
         path: str = scope["path"]
         principal = self.authenticator.authenticate(Headers(scope=scope).get("authorization"))
         if principal is None:
-            response = PlainTextResponse(
-                "authentication required\n",
-                status_code=401,
+            response = _refusal(
+                path,
+                "authentication required",
+                401,
                 headers={"WWW-Authenticate": 'Bearer realm="fedgate"'},
             )
             await response(scope, receive, send)
@@ -129,9 +141,8 @@ class AuthMiddleware:
             (roles for prefix, roles in ROLE_BY_PREFIX if path.startswith(prefix)), ("admin",)
         )
         if not any(principal.has(role) for role in needed):
-            await PlainTextResponse(
-                f"the {' or '.join(needed)} role is required\n", status_code=403
-            )(scope, receive, send)
+            reason = f"the {' or '.join(needed)} role is required"
+            await _refusal(path, reason, 403)(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
         structlog.contextvars.bind_contextvars(client=principal.name)

@@ -13,6 +13,7 @@ JSON text, so the remote backend uses the binary form.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ import numpy as np
 from inference_service.errors import BadRequestError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+#: numpy's index type (intp) holds no dimension larger than this.
+_MAX_DIMENSION = 2**63 - 1
 
 #: OIP datatype -> numpy dtype (little-endian). BYTES (strings) is not supported.
 DATATYPES: dict[str, np.dtype[Any]] = {
@@ -82,7 +85,9 @@ def decode_tensor(entry: Any, binary: memoryview | None) -> tuple[str, np.ndarra
     if not isinstance(name, str) or not name:
         raise BadRequestError("tensor: 'name' must be a non-empty string")
     shape = entry.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise BadRequestError(f"tensor {name!r}: 'shape' must be a list of non-negative integers")
     datatype = entry.get("datatype")
     dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
@@ -90,25 +95,39 @@ def decode_tensor(entry: Any, binary: memoryview | None) -> tuple[str, np.ndarra
         raise BadRequestError(
             f"tensor {name!r}: datatype {datatype!r} is not one of {sorted(DATATYPES)}"
         )
-    count = int(np.prod(shape, dtype=np.int64))
+    # In Python integers: numpy's int64 product of [10**20] overflows (an OverflowError, or a
+    # wrapped count that a forged data length could match). A count this large matches no
+    # data given and is refused below; a dimension numpy cannot index is refused here.
+    if any(d > _MAX_DIMENSION for d in shape):
+        raise BadRequestError(f"tensor {name!r}: shape {shape} has a dimension over 2**63 - 1")
+    count = math.prod(shape)
     if binary is not None:
         if len(binary) != count * dtype.itemsize:
             raise BadRequestError(
                 f"tensor {name!r}: {len(binary)} bytes of binary data for shape {shape} "
                 f"of {datatype} ({count * dtype.itemsize} bytes expected)"
             )
-        return name, np.frombuffer(binary, dtype=dtype).reshape(shape)
+        return name, _reshaped(name, np.frombuffer(binary, dtype=dtype), shape)
     if "data" not in entry:
         raise BadRequestError(f"tensor {name!r}: 'data' is missing")
     try:
         array = np.asarray(entry["data"], dtype=dtype)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:  # 1e300 as UINT8: OverflowError
         raise BadRequestError(f"tensor {name!r}: data is not {datatype}: {error}") from None
     if array.size != count:
         raise BadRequestError(
             f"tensor {name!r}: {array.size} values given for shape {shape} ({count} expected)"
         )
-    return name, array.reshape(shape)
+    return name, _reshaped(name, array, shape)
+
+
+def _reshaped(name: str, array: np.ndarray, shape: list[int]) -> np.ndarray:
+    """``array`` in ``shape``; a 400 when numpy cannot make that shape (an empty tensor whose
+    other dimensions multiply past what numpy indexes: "array is too big")."""
+    try:
+        return array.reshape(shape)
+    except (ValueError, TypeError) as error:
+        raise BadRequestError(f"tensor {name!r}: shape {shape}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -161,6 +180,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
                 raise BadRequestError("each requested output must be an object with a 'name'")
             parameters = entry.get("parameters") or {}
+            if not isinstance(parameters, dict):
+                raise BadRequestError(f"output {entry['name']!r}: 'parameters' must be an object")
             outputs[entry["name"]] = bool(parameters.get("binary_data", False))
     request_id = header.get("id")
     parameters = header.get("parameters")

@@ -6,8 +6,14 @@ reason there and as the plain-text body, so both programs and people see it.
 
 from __future__ import annotations
 
+import re
+from urllib.parse import quote
+
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+
+# Control characters (CR, LF, NUL...) end or corrupt a header line: never inside one.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class DicomWebError(Exception):
@@ -19,8 +25,13 @@ class DicomWebError(Exception):
 
 
 def warning_header(reason: str) -> str:
-    text = reason.replace('"', "'").replace("\r", " ").replace("\n", " ")
-    return f'299 fedgate "{text[:500]}"'
+    """A ``Warning: 299`` value (RFC 7234 5.5). A header field value is ASCII text in practice
+    (RFC 9110 5.5: anything else is opaque, and Starlette encodes headers as Latin-1), while a
+    reason may quote what the client sent (``?中=1``): other characters are percent-encoded
+    (UTF-8) here, as in the URL they came in; the body keeps the reason as it is."""
+    text = _CONTROL.sub(" ", reason[:500].replace('"', "'").replace("\\", "\\\\"))
+    text = "".join(c if c.isascii() else quote(c) for c in text)
+    return f'299 fedgate "{text}"'
 
 
 async def dicomweb_error_handler(request: Request, exc: Exception) -> Response:

@@ -19,7 +19,9 @@ from starlette.responses import Response
 from gateway.dicomweb.errors import DicomWebError, warning_header
 from gateway.dicomweb.json_model import element, json_response, person_name
 from gateway.dicomweb.metadata import header_to_json
+from gateway.dicomweb.negotiation import require_json
 from gateway.dicomweb.urls import dicomweb_root
+from gateway.numbers import non_negative_integer
 from gateway.store import EmbeddedStore
 from gateway.store.query import (
     ATTRIBUTES,
@@ -107,9 +109,10 @@ def parse_query(request: Request, level: QueryLevel) -> tuple[Query, list[str], 
     warnings: list[str] = []
     for name, value in request.query_params.multi_items():
         if name == "limit" or name == "offset":
-            if not value.isdigit():
+            number = non_negative_integer(value)
+            if number is None:
                 raise DicomWebError(400, f"{name} must be a non-negative integer")
-            setattr(query, name, int(value))
+            setattr(query, name, number)
         elif name == "includefield":
             for field_name in value.split(","):
                 field_name = field_name.strip()
@@ -118,6 +121,8 @@ def parse_query(request: Request, level: QueryLevel) -> tuple[Query, list[str], 
                 elif field_name:
                     include.append(_checked_keyword(field_name))
         elif name == "fuzzymatching":
+            if value.lower() not in ("true", "false"):
+                raise DicomWebError(400, "fuzzymatching must be true or false")
             if value.lower() == "true":
                 warnings.append("fuzzymatching is not supported; exact matching was used")
         else:
@@ -218,6 +223,7 @@ def _representative_header(
 
 async def search_level(request: Request, level: QueryLevel) -> Response:
     store: EmbeddedStore = request.app.state.store
+    require_json(request)
     query, include, warnings = parse_query(request, level)
     base = dicomweb_root(request)
 

@@ -12,20 +12,25 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
+import structlog
 from pydicom.encaps import generate_frames
 from pydicom.tag import Tag
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.dicomweb.errors import DicomWebError
+from gateway.dicomweb.json_model import element
 from gateway.dicomweb.metadata import header_to_json
-from gateway.dicomweb.multipart import MediaType
+from gateway.dicomweb.negotiation import BulkChoice, choose_bulk, require_json
 from gateway.dicomweb.urls import dicomweb_root
 from gateway.store import EmbeddedStore, InstanceRecord
 from gateway.store.part10 import DEFER_SIZE
 from gateway.store.uids import is_valid_uid
+
+log = structlog.get_logger(__name__)
 
 _CHUNK = 1024 * 1024
 
@@ -46,24 +51,8 @@ def _records(request: Request) -> list[InstanceRecord]:
     return records
 
 
-def _accepted(request: Request, part_type: str) -> MediaType | None:
-    """The acceptable multipart media range for ``part_type``, or None for any; else 406."""
-    accept = request.headers.get("accept", "*/*")
-    for candidate in accept.split(","):
-        media = MediaType(candidate)
-        if media.mime in ("*/*", "multipart/*"):
-            return None
-        if media.mime == "multipart/related":
-            wanted = media.params.get("type", part_type).lower()
-            if wanted in (part_type, "*/*"):
-                return media
-        if media.mime == part_type:
-            return media
-    raise DicomWebError(406, f'this resource is available as multipart/related; type="{part_type}"')
-
-
-def _check_transfer_syntax(media: MediaType | None, records: list[InstanceRecord]) -> None:
-    wanted = media.params.get("transfer-syntax") if media else None
+def _check_transfer_syntax(choice: BulkChoice, records: list[InstanceRecord]) -> None:
+    wanted = choice.transfer_syntax
     if not wanted or wanted == "*":
         return
     for record in records:
@@ -90,11 +79,20 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
 
 
 async def retrieve_instances(request: Request) -> Response:
-    """Study, series or instance as ``multipart/related; type="application/dicom"``."""
+    """Study, series or instance as ``multipart/related; type="application/dicom"``; one
+    instance also as a single ``application/dicom`` part when that is what is accepted."""
     store: EmbeddedStore = request.app.state.store
-    media = _accepted(request, "application/dicom")
+    one_instance = "instance" in request.path_params
+    choice = choose_bulk(request, "application/dicom", single_part_allowed=one_instance)
     records = _records(request)
-    _check_transfer_syntax(media, records)
+    _check_transfer_syntax(choice, records)
+    if choice.single_part:
+        record = records[0]
+        return StreamingResponse(
+            _file_chunks(store.path_of(record.path)),
+            media_type=f"application/dicom; transfer-syntax={record.transfer_syntax_uid}",
+            headers={"Content-Length": str(record.size)},
+        )
     boundary = uuid.uuid4().hex
     parts = (
         (
@@ -112,6 +110,7 @@ async def retrieve_instances(request: Request) -> Response:
 async def retrieve_metadata(request: Request) -> Response:
     """Instance headers as a DICOM JSON array, bulk data by BulkDataURI."""
     store: EmbeddedStore = request.app.state.store
+    require_json(request)
     records = _records(request)
     base = dicomweb_root(request)
 
@@ -122,17 +121,43 @@ async def retrieve_metadata(request: Request) -> Response:
                 f"{base}/studies/{record.study_instance_uid}/series/"
                 f"{record.series_instance_uid}/instances/{record.sop_instance_uid}"
             )
-            dataset = pydicom.dcmread(store.path_of(record.path), stop_before_pixels=True)
-            attributes = header_to_json(dataset, _bulk_data_uri_maker(instance_url))
-            if record.number_of_frames is not None or "Rows" in dataset:
-                attributes["7FE00010"] = {
-                    "vr": "OB" if _encapsulated(record.transfer_syntax_uid) else "OW",
-                    "BulkDataURI": f"{instance_url}/bulkdata/7FE00010",
-                }
+            try:
+                attributes = _instance_metadata(store, record, instance_url)
+            except Exception:
+                # The 200 and the first instances are on the wire: a failure here would cut
+                # the array short. One unreadable file gives what the catalog knows of it.
+                log.exception("wado.metadata_unreadable", sop_instance_uid=record.sop_instance_uid)
+                attributes = _catalog_metadata(record, instance_url)
             yield (b"," if index else b"") + json.dumps(attributes, separators=(",", ":")).encode()
         yield b"]"
 
     return StreamingResponse(body(), media_type="application/dicom+json")
+
+
+def _instance_metadata(
+    store: EmbeddedStore, record: InstanceRecord, instance_url: str
+) -> dict[str, Any]:
+    dataset = pydicom.dcmread(store.path_of(record.path), stop_before_pixels=True)
+    attributes = header_to_json(dataset, _bulk_data_uri_maker(instance_url))
+    if record.number_of_frames is not None or "Rows" in dataset:
+        # OB for encapsulated Pixel Data (PS3.5 A.4); for an unknown transfer syntax too: its
+        # bytes are opaque to the gateway, served only whole.
+        attributes["7FE00010"] = {
+            "vr": "OW" if _encapsulated(record.transfer_syntax_uid) is False else "OB",
+            "BulkDataURI": f"{instance_url}/bulkdata/7FE00010",
+        }
+    return attributes
+
+
+def _catalog_metadata(record: InstanceRecord, instance_url: str) -> dict[str, Any]:
+    """The attributes the catalog holds of an instance whose file cannot be read."""
+    return {
+        "00080016": element("UI", record.sop_class_uid),
+        "00080018": element("UI", record.sop_instance_uid),
+        "00081190": element("UR", instance_url),
+        "0020000D": element("UI", record.study_instance_uid),
+        "0020000E": element("UI", record.series_instance_uid),
+    }
 
 
 def _bulk_data_uri_maker(instance_url: str) -> Callable[[str], str]:
@@ -142,15 +167,20 @@ def _bulk_data_uri_maker(instance_url: str) -> Callable[[str], str]:
     return bulk_data_uri
 
 
-def _encapsulated(transfer_syntax_uid: str) -> bool:
-    return pydicom.uid.UID(transfer_syntax_uid).is_compressed
+def _encapsulated(transfer_syntax_uid: str) -> bool | None:
+    """Whether Pixel Data in this transfer syntax is encapsulated (PS3.5 A.4), or None when
+    pydicom does not know the transfer syntax (a private or newer one): the store keeps such
+    instances as they came, and only what needs to know the encoding must refuse them."""
+    uid = pydicom.uid.UID(transfer_syntax_uid)
+    if not uid.is_transfer_syntax:
+        return None
+    return bool(uid.is_compressed)
 
 
 async def retrieve_frames(request: Request) -> Response:
-    """Frames of one instance, ``multipart/related; type="application/octet-stream"``."""
+    """Frames of one instance, ``multipart/related; type="application/octet-stream"``; one
+    frame also as a single ``application/octet-stream`` part when that is what is accepted."""
     store: EmbeddedStore = request.app.state.store
-    media = _accepted(request, "application/octet-stream")
-    record = _records(request)[0]
     try:
         numbers = [int(n) for n in request.path_params["frames"].split(",")]
     except ValueError:
@@ -159,8 +189,17 @@ async def retrieve_frames(request: Request) -> Response:
         ) from None
     if not numbers or min(numbers) < 1:
         raise DicomWebError(400, "frame numbers start at 1")
-    wanted_syntax = media.params.get("transfer-syntax") if media else None
+    choice = choose_bulk(request, "application/octet-stream", len(numbers) == 1)
+    record = _records(request)[0]
+    wanted_syntax = choice.transfer_syntax
     compressed = _encapsulated(record.transfer_syntax_uid)
+    if compressed is None:
+        raise DicomWebError(
+            406,
+            f"instance {record.sop_instance_uid} is stored in transfer syntax "
+            f"{record.transfer_syntax_uid}, which the gateway does not know, so its frames "
+            "cannot be cut out of it; retrieve the whole instance (transfer-syntax=*)",
+        )
     if compressed and wanted_syntax != "*" and wanted_syntax != record.transfer_syntax_uid:
         raise DicomWebError(
             406,
@@ -169,8 +208,10 @@ async def retrieve_frames(request: Request) -> Response:
         )
     path = store.path_of(record.path)
     frames = _frame_reader(path, compressed, numbers)
-    boundary = uuid.uuid4().hex
     content_type = f"application/octet-stream; transfer-syntax={record.transfer_syntax_uid}"
+    if choice.single_part:
+        return Response(frames[0], media_type=content_type)
+    boundary = uuid.uuid4().hex
     parts = ((content_type, iter([frame])) for frame in frames)
     return StreamingResponse(
         _multipart(parts, boundary),
@@ -215,6 +256,7 @@ def _frame_reader(path: Path, compressed: bool, numbers: list[int]) -> list[byte
 async def retrieve_bulk_data(request: Request) -> Response:
     """One bulk data element's value (the first with that tag, top level first)."""
     store: EmbeddedStore = request.app.state.store
+    choice = choose_bulk(request, "application/octet-stream", single_part_allowed=True)
     record = _records(request)[0]
     tag_text = request.path_params["tag"]
     try:
@@ -225,6 +267,8 @@ async def retrieve_bulk_data(request: Request) -> Response:
     value = _find_value(dataset, tag)
     if value is None:
         raise DicomWebError(404, f"the instance has no bulk data at {tag_text}")
+    if choice.single_part:
+        return Response(value, media_type="application/octet-stream")
     boundary = uuid.uuid4().hex
     return StreamingResponse(
         _multipart(iter([("application/octet-stream", iter([value]))]), boundary),
@@ -236,9 +280,9 @@ def _find_value(dataset: pydicom.Dataset, tag: int) -> bytes | None:
     if tag in dataset:
         value = dataset[tag].value
         return value if isinstance(value, bytes) else None
-    for element in dataset:
-        if element.VR == "SQ":
-            for item in element.value:
+    for data_element in dataset:
+        if data_element.VR == "SQ":
+            for item in data_element.value:
                 found = _find_value(item, tag)
                 if found is not None:
                     return found

@@ -71,6 +71,26 @@ class FederatedEndpoints:
         """The caller, if it has the ``query`` or the ``exact`` role."""
         return authorize(self.authenticator, request.headers.get("authorization"), FEDERATED_ROLES)
 
+    async def _invalid(self, principal: Principal, endpoint: str, response: Response) -> Response:
+        """Audit a request refused before the service saw it (as the service audits the ones
+        it refuses): every question is in the audit log, whatever became of it. The reason
+        and field are written, not the request: what was sent may hold an identifier."""
+        assert isinstance(response, JSONResponse)
+        body = json.loads(bytes(response.body))
+        asker = asker_of(principal)
+        await run_in_threadpool(
+            self.service.audit.record,
+            client=asker.credential,
+            person=asker.person,
+            endpoint=endpoint,
+            status="invalid",
+            http_status=response.status_code,
+            field=body.get("field"),
+            reason=body["error"],
+            epsilon_spent=0.0,
+        )
+        return response
+
     async def count(self, request: Request) -> Response:
         principal = self._principal(request)
         if isinstance(principal, Response):
@@ -78,9 +98,11 @@ class FederatedEndpoints:
         try:
             aggregate = parse_count_query(request.query_params.multi_items())
         except FilterError as error:
-            return error_response(400, str(error), error.field)
+            return await self._invalid(
+                principal, "count", error_response(400, str(error), error.field)
+            )
         except ValidationError as error:
-            return validation_response(error)
+            return await self._invalid(principal, "count", validation_response(error))
         return await self._answer(aggregate, principal, "count")
 
     async def aggregate(self, request: Request) -> Response:
@@ -89,7 +111,7 @@ class FederatedEndpoints:
             return principal
         aggregate = await self._aggregate_body(request)
         if isinstance(aggregate, Response):
-            return aggregate
+            return await self._invalid(principal, "aggregate", aggregate)
         return await self._answer(aggregate, principal, "aggregate")
 
     @staticmethod
@@ -116,7 +138,7 @@ class FederatedEndpoints:
             return principal
         aggregate = await self._aggregate_body(request)
         if isinstance(aggregate, Response):
-            return aggregate
+            return await self._invalid(principal, "cost", aggregate)
         try:
             cost = await run_in_threadpool(self.service.cost, aggregate, asker_of(principal))
         except (RequestError, FilterError) as error:
@@ -138,10 +160,12 @@ class FederatedEndpoints:
             answer = await run_in_threadpool(
                 self.service.answer, aggregate, asker_of(principal), endpoint
             )
-        except RequestError as error:
+        except RequestError as error:  # audited by the service
             return error_response(400, str(error), error.field)
         except FilterError as error:
-            return error_response(400, str(error), error.field)
+            return await self._invalid(
+                principal, endpoint, error_response(400, str(error), error.field)
+            )
         except Refused as error:
             return error_response(403, str(error))
         return JSONResponse(answer)

@@ -18,10 +18,19 @@ Identifying attributes (names, IDs, UIDs, accession numbers, birth dates) are re
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from gateway.federated.matching import (
     FilterError,
@@ -33,6 +42,9 @@ from gateway.federated.matching import (
     text_matcher,
 )
 from gateway.index.units import canonical, canonical_unit
+
+#: A JSON number: not a string or a boolean that pydantic would read as one (``false`` is not 0).
+Number = Annotated[float, Strict()]
 
 CODE_PATTERN = r"^[A-Za-z0-9_.\-]{1,16}:[^:\s]{1,64}$"
 Code = Annotated[str, Field(pattern=CODE_PATTERN, description="SCHEME:CODE, e.g. SCT:27925004")]
@@ -128,15 +140,17 @@ def attribute_matcher(keyword: str, value: str | list[str]) -> Matcher:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Python's JSON reader takes NaN and Infinity, which no bound, bin or clamp can be: every
+    # number of a request is finite (400 naming the field, not a 500 from arithmetic on it).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MeasurementFilter(_Model):
     """A numeric measurement of the finding within ``[min, max]`` in ``unit`` (UCUM)."""
 
     concept: Code
-    min: float | None = None
-    max: float | None = None
+    min: Number | None = None
+    max: Number | None = None
     unit: Annotated[str, Field(min_length=1, max_length=32)]
 
     @model_validator(mode="after")
@@ -280,9 +294,18 @@ class BinnedDimension(_Model):
     of: Literal["age", "measurement"]
     concept: Code | None = None
     unit: str | None = None
-    start: float
-    stop: float
-    width: Annotated[float, Field(gt=0)]
+    start: Number
+    stop: Number
+    width: Annotated[Number, Field(gt=0)]
+
+    @field_validator("width")
+    @classmethod
+    def _countable(cls, width: float, info: ValidationInfo) -> float:
+        start, stop = info.data.get("start"), info.data.get("stop")
+        if start is not None and stop is not None and not math.isfinite((stop - start) / width):
+            # 5e-324 wide, or a range wider than a float holds: the bin count is not a number.
+            raise ValueError("too small: the range from start to stop has no countable bins")
+        return width
 
     @model_validator(mode="after")
     def _consistent(self) -> BinnedDimension:
@@ -325,9 +348,9 @@ class SummarySpec(_Model):
     of: Literal["age", "measurement"]
     concept: Code | None = None
     unit: str | None = None
-    lower: float
-    upper: float
-    quantiles: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = ()
+    lower: Number
+    upper: Number
+    quantiles: tuple[Annotated[Number, Field(gt=0, lt=1)], ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> SummarySpec:

@@ -18,6 +18,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.numbers import DATABASE_INTEGER_MAX, clamp_to_database
 from gateway.store.catalog import Catalog
 
 
@@ -169,7 +170,8 @@ def build_sql(query: Query) -> tuple[str, list[Any]]:
     sql += f" ORDER BY {order}"
     if query.limit is not None or query.offset:
         sql += " LIMIT ? OFFSET ?"
-        params.extend([query.limit if query.limit is not None else -1, query.offset])
+        limit = clamp_to_database(query.limit) if query.limit is not None else -1
+        params.extend([limit, clamp_to_database(query.offset)])
     return sql, params
 
 
@@ -234,9 +236,14 @@ def _condition(attribute: Attribute, value: str) -> tuple[str, list[Any]]:
         return _range(attribute, column, value)
     if vr in ("IS", "US"):
         try:
-            return f"{column} = ?", [int(value)]
+            number = int(value)
         except ValueError:
             raise QueryError(f"{attribute.keyword}: {value!r} is not an integer") from None
+        # IS is at most 12 characters (PS3.5 6.2): a larger number matches nothing stored, and
+        # SQLite cannot bind one of 2**63 or more.
+        if abs(number) > DATABASE_INTEGER_MAX:
+            return "0", []
+        return f"{column} = ?", [number]
     if vr == "PN" or "*" in value or "?" in value:
         pattern = (
             value.replace("\\", "\\\\")

@@ -124,6 +124,20 @@ def test_row_data_cannot_be_asked_for_in_json(site: Site) -> None:
     assert response.status_code == 400
 
 
+def test_invalid_questions_are_audited_with_the_field(site: Site) -> None:
+    site.get({"PatientID": "F001"})  # invalid: refused before the service sees it
+    width = {"kind": "bins", "of": "age", "start": 0, "stop": 100, "width": 5e-324}
+    site.post({"aggregate": {"kind": "histogram", "by": width}})
+    entries = list(read_audit_log(site.index.data_dir / AUDIT_FILE_NAME))
+    assert [e["status"] for e in entries] == ["invalid", "invalid"]
+    assert [(e["endpoint"], e["field"]) for e in entries] == [
+        ("count", "PatientID"),
+        ("aggregate", "aggregate.histogram.by.bins.width"),
+    ]
+    assert {e["client"] for e in entries} == {"research-office"}
+    assert "F001" not in json.dumps(entries)
+
+
 def test_measurement_filters_convert_units(site: Site) -> None:
     # Nodules of at least 8 mm: women with diameter 4+i%10 >= 8 -> i%10 in 4..9 -> 18 women;
     # men 6+i%8 >= 8 for i<20 -> i in 2..7, 10..15, 18, 19 -> 14 men. Asked in centimetres.

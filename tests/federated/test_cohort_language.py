@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
+import httpx
 import pytest
 
-from tests.federated.conftest import Site, SiteFactory
+from gateway.federated.audit import AUDIT_FILE_NAME, read_audit_log
+from tests.federated.conftest import QUERY_TOKEN, Site, SiteFactory
 from tests.federated.synthetic import (
     DIAMETER,
     MALIGNANCY,
@@ -276,9 +279,60 @@ def test_bad_json_gets_a_400_naming_the_field(
     assert response.json()["field"].startswith(field)
 
 
-def test_not_json_is_a_400(site: Site) -> None:
-    import httpx
+def _post_python_json(site: Site, body: dict[str, object]) -> httpx.Response:
+    """POST ``body`` as Python writes JSON: NaN and Infinity as bare words (httpx refuses)."""
+    return httpx.post(
+        f"{site.url}/aggregate",
+        content=json.dumps(body),
+        headers={"Authorization": f"Bearer {QUERY_TOKEN}", "Content-Type": "application/json"},
+    )
 
+
+_BINS = {"kind": "bins", "of": "age", "start": 0, "stop": 100, "width": 10}
+_SUMMARY = {"kind": "summary", "of": "age", "lower": 0, "upper": 100}
+
+
+@pytest.mark.parametrize(
+    ("aggregate", "field"),
+    [
+        ({"kind": "histogram", "by": {**_BINS, "width": 5e-324}}, "histogram.by.bins.width"),
+        (
+            {"kind": "histogram", "by": {**_BINS, "start": -1e308, "stop": 1e308}},
+            "histogram.by.bins.width",
+        ),
+        ({"kind": "histogram", "by": {**_BINS, "start": math.nan}}, "histogram.by.bins.start"),
+        ({"kind": "histogram", "by": {**_BINS, "stop": math.inf}}, "histogram.by.bins.stop"),
+        ({"kind": "histogram", "by": {**_BINS, "width": math.inf}}, "histogram.by.bins.width"),
+        ({**_SUMMARY, "lower": -math.inf}, "summary.lower"),
+        ({**_SUMMARY, "upper": math.nan}, "summary.upper"),
+        ({**_SUMMARY, "quantiles": [math.nan]}, "summary.quantiles.0"),
+    ],
+)
+def test_unrepresentable_bins_and_clamps_are_a_400_naming_the_field_and_audited(
+    site: Site, aggregate: dict[str, object], field: str
+) -> None:
+    response = _post_python_json(site, {"aggregate": aggregate})
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == f"aggregate.{field}"
+    last = list(read_audit_log(site.index.data_dir / AUDIT_FILE_NAME))[-1]
+    assert (last["status"], last["field"], last["client"]) == (
+        "invalid",
+        f"aggregate.{field}",
+        "researcher",
+    )
+
+
+def test_non_finite_measurement_bounds_are_a_400(site: Site) -> None:
+    finding = {"measurements": [{"concept": DIAMETER, "min": math.nan, "unit": "mm"}]}
+    response = _post_python_json(site, {"cohort": {"findings": [finding]}})
+    assert response.status_code == 400
+    assert response.json()["field"] == "cohort.findings.0.measurements.0.min"
+    count = site.get({"measurement": f"{DIAMETER}:inf-:mm"})
+    assert count.status_code == 400
+    assert count.json()["field"] == "measurement"
+
+
+def test_not_json_is_a_400(site: Site) -> None:
     response = httpx.post(
         f"{site.url}/aggregate",
         content=b"{not json",

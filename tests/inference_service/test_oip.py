@@ -199,6 +199,46 @@ def test_malformed_infer_bodies_are_400(service: InferenceProcess) -> None:
     assert short.status_code == 400 and "100 bytes of binary data" in short.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (
+            {"inputs": [{"name": "volume", "shape": [10**20], "datatype": "FP32", "data": [1]}]},
+            "dimension over",
+        ),
+        (
+            {"inputs": [{"name": "volume", "shape": [0, 2**40, 2**40], "datatype": "FP32"}]},
+            "too big",
+        ),
+        (
+            {"inputs": [{"name": "volume", "shape": [1], "datatype": "UINT8", "data": [1e300]}]},
+            "data is not UINT8",
+        ),
+        (
+            {"inputs": [{"name": "volume", "shape": [True], "datatype": "FP32", "data": [1]}]},
+            "'shape' must be",
+        ),
+        (
+            {"inputs": [], "outputs": [{"name": "probability", "parameters": [1]}]},
+            "'parameters' must be an object",
+        ),
+        (
+            {"inputs": [], "outputs": [{"name": "probability", "parameters": "binary"}]},
+            "'parameters' must be an object",
+        ),
+    ],
+)
+def test_hostile_tensors_and_outputs_are_a_permanent_400(
+    service: InferenceProcess, body: dict[str, object], reason: str
+) -> None:
+    if body["inputs"] and "data" not in body["inputs"][0]:  # type: ignore[index]
+        body["inputs"][0]["data"] = []  # type: ignore[index]
+    response = httpx.post(f"{service.url}/v2/models/nodule-presence/infer", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["kind"] == "permanent"
+    assert reason in response.json()["error"]
+
+
 @pytest.fixture(scope="module")
 def remote_service(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path, service: InferenceProcess
