@@ -14,15 +14,22 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import Authenticator, Role
+from gateway.auth import CHALLENGE, ON_BEHALF_OF_HEADER, Authenticator, Denied, Role
 from gateway.metrics import REQUEST_LATENCY
 
 log = structlog.get_logger("gateway.http")
 
-#: Paths anyone may call (liveness, readiness and metrics scrapes).
-PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
+#: Paths anyone may call (liveness and readiness probes).
+PUBLIC_PATHS = ("/healthz", "/readyz")
+#: Paths called every few seconds by machines: not written to the access log.
+QUIET_PATHS = (*PUBLIC_PATHS, "/metrics")
 #: Path prefixes and the role they need; the first match wins. ``admin`` may call anything.
-ROLE_BY_PREFIX: tuple[tuple[str, Role], ...] = (("/federated/", "query"),)
+#: ``/metrics`` shows every arrival and each client's federated activity: with auth on, only a
+#: scrape credential (``metrics``) or an administrator may read it (issue 13, item 8).
+ROLE_BY_PREFIX: tuple[tuple[str, Role], ...] = (
+    ("/federated/", "query"),
+    ("/metrics", "metrics"),
+)
 
 
 def _route_label(path: str) -> str:
@@ -64,7 +71,7 @@ class RequestContextMiddleware:
             REQUEST_LATENCY.labels(scope["method"], _route_label(path), str(status)).observe(
                 elapsed
             )
-            if path not in PUBLIC_PATHS:
+            if path not in QUIET_PATHS:
                 log.info(
                     "http.request",
                     method=scope["method"],
@@ -86,12 +93,15 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        principal = self.authenticator.authenticate(Headers(scope=scope).get("authorization"))
-        if principal is None:
+        headers = Headers(scope=scope)
+        principal = self.authenticator.identify(
+            headers.get("authorization"), headers.get(ON_BEHALF_OF_HEADER)
+        )
+        if isinstance(principal, Denied):
             response = PlainTextResponse(
-                "authentication required\n",
-                status_code=401,
-                headers={"WWW-Authenticate": 'Bearer realm="fedgate"'},
+                principal.reason + "\n",
+                status_code=principal.status,
+                headers=CHALLENGE if principal.status == 401 else None,
             )
             await response(scope, receive, send)
             return
@@ -104,5 +114,5 @@ class AuthMiddleware:
             )
             return
         scope.setdefault("state", {})["principal"] = principal
-        structlog.contextvars.bind_contextvars(client=principal.name)
+        structlog.contextvars.bind_contextvars(client=principal.name, person=principal.person)
         await self.app(scope, receive, send)
