@@ -6,6 +6,11 @@
 
 Every route needs the ``query`` role (``admin`` has it too). Answers are aggregates only; bad
 input is a 400 naming the field, a refusal by disclosure control a 403 with its reason.
+
+The caller is a :class:`~gateway.auth.Principal`: a credential of the site, or a person relayed
+by a hub with a signed assertion (``Fedgate-On-Behalf-Of``). Budgets belong to the person:
+:meth:`FederatedService.answer` is given ``principal.person`` as its client, and every audit
+entry names both the credential and the person.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import Authenticator, Principal, authorize
+from gateway.auth import ON_BEHALF_OF_HEADER, Authenticator, Principal, authorize
+from gateway.federated.audit import asked_by
 from gateway.federated.cohort import AggregateRequest
 from gateway.federated.matching import FilterError
 from gateway.federated.query_params import parse_count_query
@@ -61,7 +67,12 @@ class FederatedEndpoints:
         self.authenticator = authenticator
 
     def _principal(self, request: Request) -> Principal | Response:
-        return authorize(self.authenticator, request.headers.get("authorization"), "query")
+        return authorize(
+            self.authenticator,
+            request.headers.get("authorization"),
+            "query",
+            request.headers.get(ON_BEHALF_OF_HEADER),
+        )
 
     async def count(self, request: Request) -> Response:
         principal = self._principal(request)
@@ -102,7 +113,7 @@ class FederatedEndpoints:
         settings = self.service.settings.dp
         if not settings.enabled:
             return JSONResponse({"differential_privacy": False})
-        spent = await run_in_threadpool(self.service.ledger.spent, principal.name)
+        spent = await run_in_threadpool(self.service.ledger.spent, principal.person)
         return JSONResponse(
             {
                 "differential_privacy": True,
@@ -116,9 +127,12 @@ class FederatedEndpoints:
         self, aggregate: AggregateRequest, principal: Principal, endpoint: str
     ) -> Response:
         try:
-            answer = await run_in_threadpool(
-                self.service.answer, aggregate, principal.name, endpoint
-            )
+            # One budget per person: the person is the client charged; the audit entry also
+            # names the credential that asked (the context is copied into the worker thread).
+            with asked_by(principal.name, principal.person):
+                answer = await run_in_threadpool(
+                    self.service.answer, aggregate, principal.person, endpoint
+                )
         except RequestError as error:
             return error_response(400, str(error), error.field)
         except FilterError as error:
