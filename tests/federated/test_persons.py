@@ -26,7 +26,9 @@ from gateway.hub_assertion import load_private_key, sign_assertion
 from tests.federated.conftest import Site, SiteFactory, sha256, site_auth
 from tests.federated.test_auth import IdentityProvider, site_auth_with_oidc
 from tests.federated.test_hub import HUB_TOKEN, hub_process
+from tests.federated.test_openapi import _relative
 from tests.support.gateway import GatewayProcess
+from tests.support.openapi import assert_documented, load_spec
 from tests.support.process import run_fedgate
 
 ALICE_LAPTOP = "alice-laptop-token"
@@ -36,6 +38,7 @@ HUB_CREDENTIAL = "hub-eu-site-token"
 HUB_NAME = "hub-eu"
 SITE_NAME = "site-a"  # the site's name at the hub: the audience of the hub's assertions
 ON_BEHALF_OF = "Fedgate-On-Behalf-Of"
+SPEC = load_spec("federated.yaml")
 
 
 class HubKeys:
@@ -231,6 +234,7 @@ def test_forged_expired_and_misaddressed_assertions_are_refused(
         assert response.status_code == 401, (case, response.text)
         assert response.headers["www-authenticate"].startswith("Bearer"), case
         assert ON_BEHALF_OF in response.json()["error"], case
+        assert_documented(SPEC, _relative(response))
     # Only the valid one was answered, and it was charged to Alice.
     assert [e["person"] for e in audit_entries(site)] == ["alice"]
 
@@ -242,6 +246,7 @@ def test_only_a_hub_credential_may_speak_for_a_person(
     response = relayed(site, keys.assertion(person="bob"), token=ALICE_LAPTOP)
     assert response.status_code == 403
     assert "'hub' role" in response.json()["error"]
+    assert_documented(SPEC, _relative(response))
     assert audit_entries(site) == []
 
 
