@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,27 +56,35 @@ def algorithm_for(key: PrivateKey | PublicKey) -> str:
     raise ValueError(f"unsupported curve {key.curve.name}: use Ed25519 (or EC P-256)")
 
 
-def load_private_key(pem: bytes) -> PrivateKey:
-    """A hub's signing key from PEM (PKCS#8): Ed25519, or EC P-256 (ValueError otherwise)."""
+def _load(pem: bytes, loader: Callable[[bytes], object], kinds: tuple[type, ...]) -> Any:
+    """The key ``loader`` reads from ``pem`` if it is one of ``kinds``, else ValueError."""
     try:
-        key = serialization.load_pem_private_key(pem, password=None)
+        key = loader(pem)
     except (ValueError, TypeError, UnsupportedAlgorithm) as error:
-        raise ValueError(f"not an unencrypted PEM private key ({error})") from None
-    if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
-        raise ValueError("the signing key must be Ed25519 (or EC P-256), not " + type(key).__name__)
-    algorithm_for(key)
+        raise ValueError(f"not a usable PEM key ({error})") from None
+    if not isinstance(key, kinds):
+        raise ValueError(f"the key must be Ed25519 (or EC P-256), not {type(key).__name__}")
+    algorithm_for(key)  # type: ignore[arg-type]
+    return key
+
+
+def load_private_key(pem: bytes) -> PrivateKey:
+    """A hub's signing key from unencrypted PEM (PKCS#8): Ed25519, or EC P-256."""
+    key: PrivateKey = _load(
+        pem,
+        lambda data: serialization.load_pem_private_key(data, password=None),
+        (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey),
+    )
     return key
 
 
 def load_public_key(pem: bytes) -> PublicKey:
     """A hub's verification key from PEM (SubjectPublicKeyInfo): Ed25519, or EC P-256."""
-    try:
-        key = serialization.load_pem_public_key(pem)
-    except (ValueError, UnsupportedAlgorithm) as error:
-        raise ValueError(f"not a PEM public key ({error})") from None
-    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
-        raise ValueError("the hub's key must be Ed25519 (or EC P-256), not " + type(key).__name__)
-    algorithm_for(key)
+    key: PublicKey = _load(
+        pem,
+        serialization.load_pem_public_key,
+        (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey),
+    )
     return key
 
 

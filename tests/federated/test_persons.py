@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.auth import AuthClient, AuthSettings, TrustedHub
 from gateway.federated.audit import AUDIT_FILE_NAME, read_audit_log
-from gateway.hub_assertion import load_private_key, sign_assertion
+from gateway.hub_assertion import load_private_key, sign_assertion, verify_assertion
 from tests.federated.conftest import Site, SiteFactory, sha256, site_auth
 from tests.federated.test_auth import IdentityProvider, site_auth_with_oidc
 from tests.federated.test_hub import HUB_TOKEN, hub_process
@@ -296,3 +296,48 @@ def test_the_gateway_process_takes_the_person_from_the_hub_assertion(
     assert [(e["credential"], e["person"]) for e in read_audit_log(audit)] == [
         ("hub-eu/carol", "carol")
     ]
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_replaces_it(
+    tmp_path: Path,
+) -> None:
+    keys = HubKeys(tmp_path / "keys")
+    assert keys.private_path.stat().st_mode & 0o777 == 0o600
+    before = keys.private_path.read_bytes()
+    again = run_fedgate("hub", "keygen", "--out", str(tmp_path / "keys"))
+    assert again.returncode == 2
+    assert "exists" in again.stderr
+    assert keys.private_path.read_bytes() == before
+    # The public key printed verifies what the private key signs.
+    hub = TrustedHub(name=HUB_NAME, public_key=keys.public_pem, audience=SITE_NAME)
+    assert isinstance(keys.key, ed25519.Ed25519PrivateKey)
+    claims = verify_assertion(keys.assertion("dana"), {HUB_NAME: (hub.key, SITE_NAME)})
+    assert (claims["iss"], claims["sub"], claims["aud"]) == (HUB_NAME, "dana", SITE_NAME)
+    assert claims["exp"] - claims["iat"] == 60
+
+
+def test_the_hub_refuses_to_start_with_an_unusable_signing_key(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-key.pem"
+    bad.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    config = tmp_path / "hub.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "name": HUB_NAME,
+                "signing_key_file": str(bad),
+                "sites": [{"name": SITE_NAME, "url": "http://127.0.0.1:9/federated/v1"}],
+            }
+        )
+    )
+    result = run_fedgate("hub", "--config", str(config), timeout=60)
+    assert result.returncode == 2
+    assert "signing_key_file" in result.stderr and "not a usable PEM key" in result.stderr
+
+
+def test_a_site_refuses_a_hub_entry_without_a_usable_public_key(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="exactly one of public_key and public_key_file"):
+        TrustedHub(name=HUB_NAME, audience=SITE_NAME)
+    with pytest.raises(ValueError, match="not a usable public key"):
+        TrustedHub(name=HUB_NAME, audience=SITE_NAME, public_key="hello")
+    with pytest.raises(ValueError, match="cannot read"):
+        TrustedHub(name=HUB_NAME, audience=SITE_NAME, public_key_file=tmp_path / "missing.pub")
