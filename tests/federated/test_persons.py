@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from gateway.auth import AuthClient, AuthSettings, TrustedHub
 from gateway.federated.audit import AUDIT_FILE_NAME, read_audit_log
 from gateway.hub_assertion import load_private_key, sign_assertion, verify_assertion
-from tests.federated.conftest import Site, SiteFactory, sha256, site_auth
+from tests.federated.conftest import ADMIN_TOKEN, Site, SiteFactory, sha256, site_auth
 from tests.federated.test_auth import IdentityProvider, site_auth_with_oidc
 from tests.federated.test_hub import HUB_TOKEN, hub_process
 from tests.federated.test_openapi import _relative
@@ -81,6 +81,7 @@ def persons_auth(keys: HubKeys, hub_roles: tuple[str, ...] = ("hub", "query")) -
         ),
         AuthClient(name="bob", token_sha256=sha256(BOB), roles=query),
         AuthClient(name="hub-eu", token_sha256=sha256(HUB_CREDENTIAL), roles=list(hub_roles)),
+        AuthClient(name="operator", token_sha256=sha256(ADMIN_TOKEN), roles=["admin"]),
     ]
     hub = TrustedHub(name=HUB_NAME, public_key=keys.public_pem, audience=SITE_NAME)
     return AuthSettings(clients=clients, hubs=[hub])
@@ -140,7 +141,9 @@ def test_the_hub_asserts_the_analyst_and_the_site_charges_that_person(
 ) -> None:
     site = make_site(auth=persons_auth(keys), dp={"enabled": True})
     analyst_token = "alice-at-the-hub"
+    hub_audit = tmp_path / "hub-audit.jsonl"
     hub_config = {
+        "audit_log": str(hub_audit),
         "name": HUB_NAME,
         "signing_key_file": str(keys.private_path),
         "auth": {
@@ -168,6 +171,8 @@ def test_the_hub_asserts_the_analyst_and_the_site_charges_that_person(
     assert entry["status"] == "answered"
     assert entry["person"] == "alice"
     assert entry["credential"] == "hub-eu/alice"
+    [relayed_entry] = read_audit_log(hub_audit)
+    assert (relayed_entry["client"], relayed_entry["person"]) == ("alice-hub-login", "alice")
     # Through the hub and directly: one person, one budget.
     through_hub = spent(site, ALICE_LAPTOP)
     assert through_hub > 0
@@ -247,6 +252,9 @@ def test_only_a_hub_credential_may_speak_for_a_person(
     assert response.status_code == 403
     assert "'hub' role" in response.json()["error"]
     assert_documented(SPEC, _relative(response))
+    # An administrator may do everything except be a hub: a hub's requests are always for
+    # someone else, an administrator's for themselves.
+    assert relayed(site, keys.assertion(person="bob"), token=ADMIN_TOKEN).status_code == 403
     assert audit_entries(site) == []
 
 
