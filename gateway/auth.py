@@ -172,7 +172,8 @@ class Denied:
 
 
 class Authenticator:
-    """Turns an ``Authorization`` header into a Principal, or None when it is not valid."""
+    """Who is calling: :meth:`authenticate` checks the credential (``Authorization``),
+    :meth:`identify` also the person a hub asserts (``Fedgate-On-Behalf-Of``)."""
 
     def __init__(self, settings: AuthSettings):
         self.settings = settings
