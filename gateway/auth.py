@@ -6,7 +6,24 @@ JWKS (signature, ``exp``, ``nbf``, ``iss``, ``aud``; RFC 7519, RFC 7517) with Py
 come from a claim. With neither configured, authentication is off and the gateway refuses to
 listen anywhere but loopback (see ``gateway.commands``).
 
-Roles: ``admin`` may use everything; ``query`` may use only the federated aggregate API.
+Every caller is a :class:`Principal`: ``name`` is the credential (what the audit log names),
+``person`` the human being whose privacy budget an answer is charged to. A token's person is its
+``person`` (default: its name), so two tokens of one person share one budget; an OIDC caller is
+``oidc:<sub>``; a question relayed by a hub is the person the hub asserts
+(:mod:`gateway.hub_assertion`).
+
+Roles:
+
+- ``admin`` may use everything: :meth:`Principal.has` says yes for every role. Two decisions are
+  taken on the roles *granted explicitly* instead (``role in principal.roles``): whether answers
+  are exact (``exact``; an administrator gets noisy answers like any analyst unless also given
+  ``exact``), and whether a credential relays for others (``hub``).
+- ``query``: the federated aggregate API (noisy answers).
+- ``exact``: exact, suppressed answers, for the site's own research office (docs/federated.md).
+- ``metrics``: may scrape ``/metrics`` (and nothing else).
+- ``hub``: a federation hub's credential. It is never a person itself: each of its requests must
+  carry a hub assertion (``Fedgate-On-Behalf-Of``) naming the analyst, or it is refused (401).
+
 :func:`authorize` and :class:`RequireRole` enforce a role on a request or on a whole mounted
 application (e.g. ``/dicomweb`` and ``/jobs`` need ``admin``).
 """
@@ -16,10 +33,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from gateway.hub_assertion import AssertionRefused, PublicKey, load_public_key, verify_assertion
 
 if TYPE_CHECKING:
     from starlette.responses import JSONResponse
@@ -27,8 +47,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-Role = Literal["query", "exact", "admin"]
+Role = Literal["query", "exact", "admin", "metrics", "hub"]
 ROLES: frozenset[str] = frozenset(get_args(Role))
+#: The roles a hub may relay for a person: what an analyst may ask, never more.
+RELAYABLE_ROLES: frozenset[Role] = frozenset({"query", "exact"})
+#: The header carrying a hub's signed assertion of the person it asks for.
+ON_BEHALF_OF_HEADER = "Fedgate-On-Behalf-Of"
 
 
 class AuthClient(BaseModel):
@@ -39,6 +63,10 @@ class AuthClient(BaseModel):
     name: str
     token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     roles: list[Role] = Field(default_factory=lambda: list[Role](["admin"]))
+    #: The person who owns this token, whose privacy budget its questions spend. Default: the
+    #: client's name. Give two tokens of one person the same ``person`` (and use the same
+    #: string the person has at the hubs, see docs/federated.md "Persons").
+    person: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
 
 class OidcSettings(BaseModel):
@@ -58,11 +86,51 @@ class OidcSettings(BaseModel):
     jwks_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
 
 
+class TrustedHub(BaseModel):
+    """A hub whose assertions of a person this site accepts (``auth.hubs[]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The hub's name: the ``iss`` of its assertions (``name`` in the hub's settings).
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    #: The hub's public key, PEM (``fedgate hub keygen`` prints it), or a file holding it.
+    public_key: str | None = None
+    public_key_file: Path | None = None
+    #: This site's name as the hub calls it (``sites[].name`` at the hub): the ``aud`` required.
+    audience: Annotated[str, Field(min_length=1, max_length=200)]
+    _key: PublicKey | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _load_key(self) -> TrustedHub:
+        if (self.public_key is None) == (self.public_key_file is None):
+            raise ValueError("give exactly one of public_key and public_key_file")
+        try:
+            pem = (
+                self.public_key.encode()
+                if self.public_key is not None
+                else Path(str(self.public_key_file)).read_bytes()
+            )
+        except OSError as error:
+            raise ValueError(f"cannot read {self.public_key_file}: {error.strerror}") from None
+        try:
+            self._key = load_public_key(pem)
+        except ValueError as error:
+            raise ValueError(f"hub {self.name!r}: not a usable public key: {error}") from None
+        return self
+
+    @property
+    def key(self) -> PublicKey:
+        assert self._key is not None  # set by the validator
+        return self._key
+
+
 class AuthSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     clients: list[AuthClient] = Field(default_factory=list)
     oidc: OidcSettings | None = None
+    #: Hubs whose assertions of a person this site accepts (from credentials with ``hub``).
+    hubs: list[TrustedHub] = Field(default_factory=list)
 
     @property
     def enabled(self) -> bool:
@@ -71,26 +139,46 @@ class AuthSettings(BaseModel):
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller."""
+    """An authenticated caller: the credential (``name``) and the person behind it."""
 
+    #: The credential: a token client's name, ``oidc:<sub>``, or ``<hub credential>/<person>``.
     name: str
     roles: frozenset[Role]
+    #: Whose privacy budget answers are charged to (one budget per person).
+    person: str
 
     def has(self, role: Role) -> bool:
-        # admin implies every role but `exact`: exact answers are only ever given by choice.
-        return role in self.roles or ("admin" in self.roles and role != "exact")
+        """May the caller use what ``role`` guards? ``admin`` may use everything.
 
+        Exactness and relaying are not decided here: they look at ``roles`` themselves
+        (``"exact" in principal.roles``, ``"hub" in principal.roles``).
+        """
+        return "admin" in self.roles or role in self.roles
+
+
+#: RFC 9110 11.6.1: a 401 says how to authenticate.
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="fedgate"'}
 
 #: The caller when authentication is off (loopback only): may do everything.
-ANONYMOUS_ADMIN = Principal(name="anonymous", roles=frozenset({"admin"}))
+ANONYMOUS_ADMIN = Principal(name="anonymous", roles=frozenset({"admin"}), person="anonymous")
+
+
+@dataclass(frozen=True)
+class Denied:
+    """Why a request's credentials were not accepted: 401 (who are you?) or 403 (not you)."""
+
+    status: Literal[401, 403]
+    reason: str
 
 
 class Authenticator:
-    """Turns an ``Authorization`` header into a Principal, or None when it is not valid."""
+    """Who is calling: :meth:`authenticate` checks the credential (``Authorization``),
+    :meth:`identify` also the person a hub asserts (``Fedgate-On-Behalf-Of``)."""
 
     def __init__(self, settings: AuthSettings):
         self.settings = settings
         self._jwks: Any = None
+        self._hubs = {hub.name: (hub.key, hub.audience) for hub in settings.hubs}
 
     @property
     def enabled(self) -> bool:
@@ -109,10 +197,56 @@ class Authenticator:
         for client in self.settings.clients:
             # Constant-time comparison: no timing oracle on the stored digests.
             if hmac.compare_digest(digest, client.token_sha256):
-                return Principal(name=client.name, roles=frozenset(client.roles))
+                return Principal(
+                    name=client.name,
+                    roles=frozenset(client.roles),
+                    person=client.person or client.name,
+                )
         if self.settings.oidc is not None and token.count(".") == 2:
             return self._verify_jwt(token, self.settings.oidc)
         return None
+
+    def identify(
+        self, authorization: str | None, on_behalf_of: str | None = None
+    ) -> Principal | Denied:
+        """Who is asking: the credential's own principal, or the person a hub relays for.
+
+        ``on_behalf_of`` is the ``Fedgate-On-Behalf-Of`` header. A credential with the ``hub``
+        role must send a valid one (its requests are always for someone; taking the hub for the
+        person would put all its analysts on one budget); any other credential must not (403:
+        it may not speak for another person). With authentication off (loopback only) there is
+        no one to tell apart, and the header is ignored.
+        """
+        credential = self.authenticate(authorization)
+        if credential is None:
+            return Denied(401, "authentication required: a valid bearer token")
+        if not self.enabled:
+            return credential
+        if on_behalf_of is None:
+            if "hub" in credential.roles:
+                return Denied(
+                    401,
+                    f"{credential.name!r} is a hub's credential: each request must carry the "
+                    f"hub's signed assertion of the person asking ({ON_BEHALF_OF_HEADER})",
+                )
+            return credential
+        if "hub" not in credential.roles:
+            return Denied(
+                403,
+                f"{credential.name!r} lacks the 'hub' role: only a hub may ask on behalf of "
+                f"a person ({ON_BEHALF_OF_HEADER})",
+            )
+        try:
+            claims = verify_assertion(on_behalf_of.strip(), self._hubs)
+        except AssertionRefused as error:
+            log.info("auth.hub_assertion_rejected", credential=credential.name, reason=str(error))
+            return Denied(401, f"hub assertion ({ON_BEHALF_OF_HEADER}) refused: {error}")
+        person: str = claims["sub"]
+        # The analyst gets what the hub granted them, capped by what the site granted the hub.
+        roles = frozenset(
+            role for role in RELAYABLE_ROLES if role in claims["roles"] and role in credential.roles
+        )
+        return Principal(name=f"{credential.name}/{person}", roles=roles, person=person)
 
     def _verify_jwt(self, token: str, oidc: OidcSettings) -> Principal | None:
         import jwt  # PyJWT: loaded only where OIDC is configured
@@ -145,7 +279,7 @@ class Authenticator:
         if not isinstance(name, str) or not name:
             log.info("auth.jwt_rejected", reason=f"no {oidc.client_claim!r} claim")
             return None
-        return Principal(name=f"oidc:{name}", roles=granted)
+        return Principal(name=f"oidc:{name}", roles=granted, person=f"oidc:{name}")
 
 
 #: The roles that may ask federated questions: noisy answers (query) or exact ones (exact).
@@ -153,18 +287,24 @@ FEDERATED_ROLES: tuple[Role, ...] = ("query", "exact")
 
 
 def authorize(
-    authenticator: Authenticator, authorization: str | None, role: Role | tuple[Role, ...]
+    authenticator: Authenticator,
+    authorization: str | None,
+    role: Role | tuple[Role, ...],
+    on_behalf_of: str | None = None,
 ) -> Principal | JSONResponse:
     """The caller if it has ``role`` (one of them, for a tuple), else the 401 (not
-    authenticated) or 403 response."""
+    authenticated) or 403 response.
+
+    ``on_behalf_of``: a hub's assertion of the person asking (see :meth:`Authenticator.identify`).
+    """
     from starlette.responses import JSONResponse
 
-    principal = authenticator.authenticate(authorization)
-    if principal is None:
+    principal = authenticator.identify(authorization, on_behalf_of)
+    if isinstance(principal, Denied):
         return JSONResponse(
-            {"error": "authentication required: a valid bearer token"},
-            status_code=401,
-            headers={"WWW-Authenticate": 'Bearer realm="fedgate"'},
+            {"error": principal.reason},
+            status_code=principal.status,
+            headers=CHALLENGE if principal.status == 401 else None,
         )
     roles = role if isinstance(role, tuple) else (role,)
     if not any(principal.has(r) for r in roles):
@@ -191,12 +331,15 @@ class RequireRole:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header = None
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                header = value.decode("latin-1")
-                break
-        result = authorize(self.authenticator, header, self.role)
+        from starlette.datastructures import Headers
+
+        headers = Headers(scope=scope)
+        result = authorize(
+            self.authenticator,
+            headers.get("authorization"),
+            self.role,
+            headers.get(ON_BEHALF_OF_HEADER),
+        )
         if isinstance(result, Principal):
             scope.setdefault("state", {})["principal"] = result
             await self.app(scope, receive, send)

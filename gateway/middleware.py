@@ -16,16 +16,30 @@ from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddle
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import FEDERATED_ROLES, Authenticator, Role
+from gateway.auth import (
+    CHALLENGE,
+    FEDERATED_ROLES,
+    ON_BEHALF_OF_HEADER,
+    Authenticator,
+    Denied,
+    Role,
+)
 from gateway.metrics import REQUEST_LATENCY
 
 log = structlog.get_logger("gateway.http")
 
-#: Paths anyone may call (liveness, readiness and metrics scrapes).
-PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
+#: Paths anyone may call (liveness and readiness probes).
+PUBLIC_PATHS = ("/healthz", "/readyz")
+#: Paths called every few seconds by machines: not written to the access log.
+QUIET_PATHS = (*PUBLIC_PATHS, "/metrics")
 #: Path prefixes and the role they need; the first match wins. ``admin`` may call anything.
 FEDERATED_PREFIX = "/federated/"
-ROLE_BY_PREFIX: tuple[tuple[str, tuple[Role, ...]], ...] = ((FEDERATED_PREFIX, FEDERATED_ROLES),)
+#: ``/metrics`` shows every arrival and each client's federated activity: with auth on, only a
+#: scrape credential (``metrics``) or an administrator may read it (issue 13, item 8).
+ROLE_BY_PREFIX: tuple[tuple[str, tuple[Role, ...]], ...] = (
+    (FEDERATED_PREFIX, FEDERATED_ROLES),
+    ("/metrics", ("metrics",)),
+)
 
 
 #: Answers never compressed: DICOM instances, frames and bulk data (multipart or single part)
@@ -95,7 +109,7 @@ class RequestContextMiddleware:
             REQUEST_LATENCY.labels(scope["method"], _route_label(path), str(status)).observe(
                 elapsed
             )
-            if path not in PUBLIC_PATHS:
+            if path not in QUIET_PATHS:
                 log.info(
                     "http.request",
                     method=scope["method"],
@@ -127,13 +141,16 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        principal = self.authenticator.authenticate(Headers(scope=scope).get("authorization"))
-        if principal is None:
+        headers = Headers(scope=scope)
+        principal = self.authenticator.identify(
+            headers.get("authorization"), headers.get(ON_BEHALF_OF_HEADER)
+        )
+        if isinstance(principal, Denied):
             response = _refusal(
                 path,
-                "authentication required",
-                401,
-                headers={"WWW-Authenticate": 'Bearer realm="fedgate"'},
+                principal.reason,
+                principal.status,
+                headers=CHALLENGE if principal.status == 401 else None,
             )
             await response(scope, receive, send)
             return
@@ -145,5 +162,5 @@ class AuthMiddleware:
             await _refusal(path, reason, 403)(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
-        structlog.contextvars.bind_contextvars(client=principal.name)
+        structlog.contextvars.bind_contextvars(client=principal.name, person=principal.person)
         await self.app(scope, receive, send)

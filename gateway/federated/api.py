@@ -8,6 +8,10 @@
 Every route needs the ``query`` or the ``exact`` role (``admin`` has ``query``). Answers are
 aggregates only; bad input is a 400 naming the field, a refusal a 403 whose reason never
 depends on the data (the role, or a spent budget).
+
+The caller is a :class:`~gateway.auth.Principal`: a credential of the site, or a person relayed
+by a hub with a signed assertion (``Fedgate-On-Behalf-Of``). Budgets belong to the person, and
+every audit entry names both the credential and the person.
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import FEDERATED_ROLES, Authenticator, Principal, authorize
+from gateway.auth import (
+    FEDERATED_ROLES,
+    ON_BEHALF_OF_HEADER,
+    Authenticator,
+    Principal,
+    authorize,
+)
 from gateway.federated.cohort import AggregateRequest
 from gateway.federated.matching import FilterError
 from gateway.federated.query_params import parse_count_query
@@ -69,7 +79,12 @@ class FederatedEndpoints:
 
     def _principal(self, request: Request) -> Principal | Response:
         """The caller, if it has the ``query`` or the ``exact`` role."""
-        return authorize(self.authenticator, request.headers.get("authorization"), FEDERATED_ROLES)
+        return authorize(
+            self.authenticator,
+            request.headers.get("authorization"),
+            FEDERATED_ROLES,
+            request.headers.get(ON_BEHALF_OF_HEADER),
+        )
 
     async def _invalid(self, principal: Principal, endpoint: str, response: Response) -> Response:
         """Audit a request refused before the service saw it (as the service audits the ones

@@ -8,6 +8,11 @@ result over the sites that answered: counts summed, histogram cells merged, mean
 pooled from per-site counts. A suppressed site cell is never guessed: it contributes the bounds
 it stands for (0 to k-1 patients), so a combined number with a suppressed part is an interval
 (``lower``/``upper``), not a count.
+
+Each site charges the analyst, not the hub: with every question the hub sends its own bearer
+token for the site (``sites[].token``, a credential with the ``hub`` role there) and an assertion
+of the analyst's person signed with the hub's key (``signing_key_file``; see
+:mod:`gateway.hub_assertion`), addressed to that site by its name here (``sites[].name``).
 """
 
 from __future__ import annotations
@@ -31,12 +36,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from gateway.auth import FEDERATED_ROLES, Authenticator, AuthSettings, authorize
+from gateway.auth import (
+    FEDERATED_ROLES,
+    ON_BEHALF_OF_HEADER,
+    RELAYABLE_ROLES,
+    Authenticator,
+    AuthSettings,
+    Principal,
+    authorize,
+)
 from gateway.federated.api import MAX_BODY_BYTES, error_response, validation_response
 from gateway.federated.audit import AuditLog
 from gateway.federated.cohort import AggregateRequest
 from gateway.federated.matching import FilterError
 from gateway.federated.query_params import parse_count_query
+from gateway.hub_assertion import PrivateKey, load_private_key, sign_assertion
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +60,8 @@ SiteStatus = Literal["ok", "suppressed", "timeout", "error", "refused"]
 class SiteSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    #: The site's name here; also the audience (``aud``) of the assertions the hub sends it,
+    #: so the site configures this name as ``auth.hubs[].audience``.
     name: Annotated[str, Field(min_length=1, max_length=64)]
     #: The site's federated API root, e.g. ``https://gw.site-a.example/federated/v1``.
     url: Annotated[str, Field(pattern=r"^https?://")]
@@ -62,6 +78,12 @@ class HubListen(BaseModel):
 class HubSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    #: The hub's name: the issuer (``iss``) of its assertions, ``auth.hubs[].name`` at the sites.
+    name: Annotated[str, Field(min_length=1, max_length=200)] = "fedgate-hub"
+    #: The hub's private key (PEM, Ed25519 from ``fedgate hub keygen``) to sign assertions of
+    #: who is asking. None: no assertion is sent, and a site sees only the hub's credential
+    #: (a site that gives the hub the ``hub`` role then refuses its questions).
+    signing_key_file: Path | None = None
     listen: HubListen = Field(default_factory=HubListen)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     sites: list[SiteSettings] = Field(min_length=1)
@@ -74,6 +96,16 @@ class HubSettings(BaseModel):
     @classmethod
     def load(cls, path: Path) -> HubSettings:
         return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+
+    def signing_key(self) -> PrivateKey | None:
+        """The key from ``signing_key_file`` (ValueError with the reason if unusable)."""
+        if self.signing_key_file is None:
+            return None
+        try:
+            pem = self.signing_key_file.read_bytes()
+        except OSError as error:
+            raise ValueError(f"cannot read {self.signing_key_file}: {error.strerror}") from None
+        return load_private_key(pem)
 
 
 # -- merging -------------------------------------------------------------------------------------
@@ -192,9 +224,25 @@ def combine(kind: str, level: str, answers: list[dict[str, Any]]) -> dict[str, A
 class Hub:
     def __init__(self, settings: HubSettings, client: httpx.AsyncClient | None = None):
         self.settings = settings
+        self.signing_key = settings.signing_key()
         self.client = client or httpx.AsyncClient(
             limits=httpx.Limits(max_connections=max(100, 2 * len(settings.sites))),
         )
+
+    def headers(self, site: SiteSettings, principal: Principal) -> dict[str, str]:
+        """The hub's own credential for ``site`` and its assertion of who is asking."""
+        headers = {}
+        if site.token is not None:
+            headers["Authorization"] = f"Bearer {site.token.get_secret_value()}"
+        if self.signing_key is not None:
+            # The analyst's federated roles here; the site caps them by the hub's own there.
+            roles = [role for role in RELAYABLE_ROLES if role in principal.roles]
+            if principal.has("query") and "query" not in roles:
+                roles.append("query")  # an administrator of the hub may ask
+            headers[ON_BEHALF_OF_HEADER] = sign_assertion(
+                self.signing_key, self.settings.name, principal.person, site.name, roles
+            )
+        return headers
 
     async def ask(
         self,
@@ -255,31 +303,37 @@ def _interpret(response: httpx.Response) -> dict[str, Any]:
     return {"status": "error", "error": f"HTTP {response.status_code}: {reason}"}
 
 
-def _headers(site: SiteSettings) -> dict[str, str]:
-    if site.token is None:
-        return {}
-    return {"Authorization": f"Bearer {site.token.get_secret_value()}"}
-
-
 def hub_app(settings: HubSettings) -> Starlette:
     """The hub's ASGI application: ``/federated/v1/count``, ``/aggregate``, ``/healthz``."""
     hub = Hub(settings)
     authenticator = Authenticator(settings.auth)
     audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
 
-    def released(client: str, question: dict[str, Any], answer: dict[str, Any]) -> Response:
+    def released(
+        principal: Principal, question: dict[str, Any], answer: dict[str, Any]
+    ) -> Response:
         if audit is not None:
             answered = any(site["status"] in ("ok", "suppressed") for site in answer["sites"])
             audit.record(
-                client=client,
+                client=principal.name,
+                person=principal.person,
                 status="answered" if answered else "no site answered",
                 question=question,
                 answer=answer,
             )
         return JSONResponse(answer)
 
+    def asker(request: Request) -> Principal | Response:
+        # A hub can be a site of another hub: it accepts that hub's assertions like a site.
+        return authorize(
+            authenticator,
+            request.headers.get("authorization"),
+            FEDERATED_ROLES,
+            request.headers.get(ON_BEHALF_OF_HEADER),
+        )
+
     async def count(request: Request) -> Response:
-        principal = authorize(authenticator, request.headers.get("authorization"), FEDERATED_ROLES)
+        principal = asker(request)
         if isinstance(principal, Response):
             return principal
         params = request.query_params.multi_items()
@@ -296,15 +350,15 @@ def hub_app(settings: HubSettings) -> Starlette:
             return await client.get(
                 f"{site.url.rstrip('/')}/count",
                 params=list(params),
-                headers=_headers(site),
+                headers=hub.headers(site, principal),
                 timeout=timeout,
             )
 
         answer = await hub.ask(send, "count", parsed.level)
-        return released(principal.name, {"count": params}, answer)
+        return released(principal, {"count": params}, answer)
 
     async def aggregate(request: Request) -> Response:
-        principal = authorize(authenticator, request.headers.get("authorization"), FEDERATED_ROLES)
+        principal = asker(request)
         if isinstance(principal, Response):
             return principal
         body = await request.body()
@@ -324,12 +378,12 @@ def hub_app(settings: HubSettings) -> Starlette:
             return await client.post(
                 f"{site.url.rstrip('/')}/aggregate",
                 json=payload,
-                headers=_headers(site),
+                headers=hub.headers(site, principal),
                 timeout=timeout,
             )
 
         answer = await hub.ask(send, parsed.aggregate.kind, parsed.level)
-        return released(principal.name, {"aggregate": payload}, answer)
+        return released(principal, {"aggregate": payload}, answer)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "sites": len(settings.sites)})

@@ -141,7 +141,10 @@ def make_site(tmp_path: Path) -> Iterator[SiteFactory]:
     started: list[tuple[FindingsIndex, ThreadedServer]] = []
 
     def make(
-        patients: list[SyntheticPatient] | None = None, name: str = "site", **settings: Any
+        patients: list[SyntheticPatient] | None = None,
+        name: str = "site",
+        auth: AuthSettings | None = None,
+        **settings: Any,
     ) -> Site:
         data_dir = tmp_path / name
         index = FindingsIndex.open(IndexSettings(), data_dir)
@@ -149,7 +152,7 @@ def make_site(tmp_path: Path) -> Iterator[SiteFactory]:
             patients = standard_cohort()
         write_patients(index, patients)
         federated = FederatedSettings.model_validate(settings)
-        server = ThreadedServer(site_app(index, federated, site_auth())).start()
+        server = ThreadedServer(site_app(index, federated, auth or site_auth())).start()
         started.append((index, server))
         return Site(index, server, federated)
 

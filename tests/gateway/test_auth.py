@@ -15,6 +15,7 @@ from tests.support.gateway import GatewayProcess
 
 ADMIN_TOKEN = "admin-secret-token"
 QUERY_TOKEN = "query-secret-token"
+SCRAPE_TOKEN = "prometheus-scrape-token"
 
 
 def digest(token: str) -> str:
@@ -30,6 +31,11 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
                 "clients": [
                     {"name": "pacs-admin", "token_sha256": digest(ADMIN_TOKEN), "roles": ["admin"]},
                     {"name": "hub", "token_sha256": digest(QUERY_TOKEN), "roles": ["query"]},
+                    {
+                        "name": "prometheus",
+                        "token_sha256": digest(SCRAPE_TOKEN),
+                        "roles": ["metrics"],
+                    },
                 ]
             }
         },
@@ -69,10 +75,34 @@ def test_admin_token_stores_and_searches(secured: GatewayProcess) -> None:
     assert len(found) == 1
 
 
-def test_health_and_metrics_need_no_token(secured: GatewayProcess) -> None:
+def test_health_needs_no_token(secured: GatewayProcess) -> None:
     assert httpx.get(secured.url + "/healthz").status_code == 200
     assert httpx.get(secured.url + "/readyz").json()["status"] == "ready"
-    assert httpx.get(secured.url + "/metrics").status_code == 200
+
+
+def _metrics(gateway: GatewayProcess, token: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(gateway.url + "/metrics", headers=headers)
+
+
+def test_metrics_need_the_metrics_role_when_auth_is_on(secured: GatewayProcess) -> None:
+    # Issue 13 item 8: /metrics shows every arrival and each client's federated activity.
+    anonymous = _metrics(secured, None)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "fedgate_" not in anonymous.text
+    assert _metrics(secured, "not-a-token").status_code == 401
+    refused = _metrics(secured, QUERY_TOKEN)
+    assert refused.status_code == 403
+    assert "metrics" in refused.text
+    for token in (SCRAPE_TOKEN, ADMIN_TOKEN):
+        scraped = _metrics(secured, token)
+        assert scraped.status_code == 200
+        assert "fedgate_http_request_duration_seconds" in scraped.text
+    # The scrape credential opens nothing else.
+    scrape = {"Authorization": f"Bearer {SCRAPE_TOKEN}"}
+    assert httpx.get(secured.dicomweb_url + "/studies", headers=scrape).status_code == 403
+    assert httpx.get(secured.url + "/federated/v1/budget", headers=scrape).status_code == 403
 
 
 def test_without_auth_the_gateway_listens_on_loopback_only(tmp_path: Path) -> None:
@@ -85,5 +115,7 @@ def test_without_auth_the_gateway_listens_on_loopback_only(tmp_path: Path) -> No
         local = [line.split()[1] for line in listening.splitlines()[1:]]
         assert f"0100007F:{port_hex}" in local  # 127.0.0.1
         assert f"00000000:{port_hex}" not in local  # not 0.0.0.0
+        # Loopback only, so a scraper on the same host needs no token.
+        assert httpx.get(process.url + "/metrics").status_code == 200
     finally:
         process.stop()
