@@ -69,7 +69,9 @@ def validation_response(error: ValidationError) -> JSONResponse:
 
 def asker_of(principal: Principal) -> Asker:
     """The person charged and the mode of answers: exact only for the ``exact`` role."""
-    return Asker(person=principal.name, credential=principal.name, exact="exact" in principal.roles)
+    return Asker(
+        person=principal.person, credential=principal.name, exact="exact" in principal.roles
+    )
 
 
 class FederatedEndpoints:

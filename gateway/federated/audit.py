@@ -5,9 +5,8 @@ append mode and fsynced after each line by default, so an answer released is an 
 ``fedgate audit`` reads it. It holds no identifier: cohorts are made of non-identifying filters
 and answers of aggregates.
 
-Who asked is recorded twice: ``credential`` (the token, OIDC subject, or ``<hub>/<person>``
-that presented the question) and ``person`` (whose budget it spent). The HTTP layer sets them
-for the duration of a request with :func:`asked_by`; every entry written meanwhile carries them.
+Who asked is recorded twice: ``client`` (the credential: the token, OIDC subject, or
+``<hub>/<person>`` that presented the question) and ``person`` (whose budget it spent).
 """
 
 from __future__ import annotations
@@ -17,25 +16,10 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 AUDIT_FILE_NAME = "federated-audit.jsonl"
-
-#: The asker of the question being answered in this context (a thread pool call copies it).
-_ASKER: ContextVar[dict[str, str] | None] = ContextVar("fedgate_audit_asker", default=None)
-
-
-@contextmanager
-def asked_by(credential: str, person: str) -> Iterator[None]:
-    """Every audit entry recorded inside this block names ``credential`` and ``person``."""
-    token = _ASKER.set({"credential": credential, "person": person})
-    try:
-        yield
-    finally:
-        _ASKER.reset(token)
 
 
 class AuditLog:
@@ -49,7 +33,6 @@ class AuditLog:
         line = json.dumps(
             {
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-                **(_ASKER.get() or {}),
                 **entry,
             },
             sort_keys=True,

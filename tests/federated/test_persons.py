@@ -3,7 +3,7 @@
 Real processes over real sockets: sites are uvicorn servers over a real findings index, the hub
 is ``fedgate hub`` with a key pair from ``fedgate hub keygen``, the identity provider a real
 JWKS server. The site's audit log shows whom it charged (``person``) and which credential
-asked (``credential``); its ``/budget`` shows that the person's budget is one.
+asked (``client``); its ``/budget`` shows that the person's budget is one.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def test_two_tokens_of_one_person_are_one_person_with_one_budget(
     # What Alice spends with either token is gone from both; Bob's budget is his own.
     assert spent(site, ALICE_LAPTOP) == spent(site, ALICE_NOTEBOOK) > after_laptop
     assert spent(site, BOB) == 0
-    answered = [(e["credential"], e["person"]) for e in audit_entries(site)]
+    answered = [(e["client"], e["person"]) for e in audit_entries(site)]
     assert answered == [("alice-laptop", "alice"), ("alice-notebook", "alice")]
 
 
@@ -133,7 +133,7 @@ def test_an_oidc_caller_is_the_person_oidc_sub(make_site: SiteFactory, tmp_path:
     finally:
         idp.server.stop()
     [entry] = audit_entries(site)
-    assert entry["person"] == entry["credential"] == "oidc:f3a9-alice"
+    assert entry["person"] == entry["client"] == "oidc:f3a9-alice"
 
 
 def test_the_hub_asserts_the_analyst_and_the_site_charges_that_person(
@@ -170,7 +170,7 @@ def test_the_hub_asserts_the_analyst_and_the_site_charges_that_person(
     [entry] = audit_entries(site)
     assert entry["status"] == "answered"
     assert entry["person"] == "alice"
-    assert entry["credential"] == "hub-eu/alice"
+    assert entry["client"] == "hub-eu/alice"
     [relayed_entry] = read_audit_log(hub_audit)
     assert (relayed_entry["client"], relayed_entry["person"]) == ("alice-hub-login", "alice")
     # Through the hub and directly: one person, one budget.
@@ -301,7 +301,7 @@ def test_the_gateway_process_takes_the_person_from_the_hub_assertion(
     answered = httpx.get(url, headers={**hub, ON_BEHALF_OF: keys.assertion("carol")}, timeout=30)
     assert answered.status_code == 200, answered.text
     audit = gateway_with_hub.data_dir / AUDIT_FILE_NAME
-    assert [(e["credential"], e["person"]) for e in read_audit_log(audit)] == [
+    assert [(e["client"], e["person"]) for e in read_audit_log(audit)] == [
         ("hub-eu/carol", "carol")
     ]
 
