@@ -7,9 +7,12 @@ One concept per module:
 - :mod:`.cohort` — the cohort language and aggregate requests (pydantic models);
 - :mod:`.query_params` — ``GET /count`` query strings into requests;
 - :mod:`.query` — cohorts and dimensions as SQL over the index;
+- :mod:`.membership` — who is behind an answer (patients, and units per patient);
+- :mod:`.facts`, :mod:`.tables` — a table's fact rows, cells and labels;
 - :mod:`.disclosure` — minimum cell size and complementary suppression;
-- :mod:`.differencing` — the guard against subtracting two cohorts;
-- :mod:`.privacy` — OpenDP noise, the persisted budget ledger, the answer cache;
+- :mod:`.exact` — exact answers for the ``exact`` role (suppressed);
+- :mod:`.privacy` — OpenDP noise, the budgets per person and site, the answer cache;
+- :mod:`.noisy` — noisy answers for the ``query`` role (each patient's contribution bounded);
 - :mod:`.audit` — the append-only JSON-lines audit log;
 - :mod:`.service` — one request through all of the above;
 - :mod:`.api` — the Starlette routes (:func:`.api.federated_routes`);

@@ -1,8 +1,8 @@
 """A cohort's fact rows as columns, and the cell each row falls in.
 
 A table over a cohort is computed from its fact rows, (unit, patient, raw dimension values...),
-fetched once: the cell counts, the membership of the whole cohort and of each cell (for the
-differencing guard) all come from the same columns. Everything here is vectorised with sorts,
+fetched once: the cell counts of distinct units and patients, and each patient's rows for a
+noisy answer's bound, all come from the same columns. Everything here is vectorised with sorts,
 never with hashing per row: numpy's sorts of a few ten thousand int64 are ten times faster
 than ``np.unique``'s hash tables, and a Python loop per row would cost more than the SQL.
 """

@@ -497,7 +497,7 @@ def cells_sql(
 
 def facts_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -> Sql:
     """One row per (unit, patient (see :func:`unit_columns`), raw dimension values...) of the
-    cohort: who is in which cell, for the differencing guard's comparison of cells."""
+    cohort: who is in which cell, from which a table's cells are counted."""
     where = cohort_where(cohort, level)
     dims = dimension_sql(cohort, level, dimensions)
     join_text = " ".join(j.text for j in dims.joins)

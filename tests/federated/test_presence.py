@@ -107,7 +107,7 @@ def presence_site(
         )
     index.close()
     # The same patients asked about twice (present, then "any") is what this test does.
-    return make_site([], name=data_dir.name, min_cell_size=2, differencing={"enabled": False})
+    return make_site([], name=data_dir.name, min_cell_size=2)
 
 
 @pytest.fixture

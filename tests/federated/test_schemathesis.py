@@ -34,9 +34,12 @@ def site_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayPr
                     {"name": "researcher", "token_sha256": sha256(QUERY_TOKEN), "roles": ["query"]}
                 ]
             },
-            # Generated cohorts are near one another by construction; the guard would refuse
-            # most of them (a documented 403) and leave the answers' schema untried.
-            "federated": {"differencing": {"enabled": False}, "audit_fsync": False},
+            # Every generated question is a fresh noisy answer: a budget for thousands of them,
+            # else most would be a (documented) 403 and the answers' schema left untried.
+            "federated": {
+                "dp": {"epsilon_per_person": 1e9, "epsilon_per_site": 1e9},
+                "audit_fsync": False,
+            },
         },
     ).start()
     try:
