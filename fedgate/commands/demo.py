@@ -246,4 +246,10 @@ def _print_federated_count(gateway_url: str) -> None:
         answer = response.json()
         count = answer.get("count")
         shown = count if count is not None else f"suppressed ({answer.get('bound', '<10')})"
+        if "interval" in answer:  # a noisy answer (the analysts' default): say how noisy
+            low, high = answer["interval"]
+            epsilon = answer.get("privacy", {}).get("epsilon", 0)
+            shown = (
+                f"{count} (differentially private: 95 % interval {low}-{high}, epsilon {epsilon})"
+            )
         _say(f"\nfederated: patients with a nodule (SCT 27925004): {shown}")
