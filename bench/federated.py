@@ -3,9 +3,13 @@
 1. An index of ``--studies`` studies (default 100,000, about 0.6 patients per study) and
    ``--findings`` findings (default 1,000,000, each with a diameter), generated straight into a
    SQLite findings index. p50/p95 latency of a count, a histogram and a cross-tab, each over a
-   cohort of three filters, through the whole disclosure control (membership, differencing
-   guard, suppression, audit log with fsync). The peer is the bare SQL count of the same cohort
-   (what a site without disclosure control would run): the ratio is the cost of the control.
+   cohort of three filters, through the whole disclosure control as the ``query`` role meets
+   it (membership, noise, budget check and charge, answer cache, audit log with fsync); and a
+   count as the ``exact`` role meets it (suppression, no noise). The peer is the bare SQL count
+   of the same cohort (what a site without disclosure control would run): the ratio is the
+   cost of the control. The cost of the differential-privacy path (OpenDP's noise) and of the
+   budget ledger (check and charge, over a ledger of ``--ledger`` earlier answers) are timed
+   on their own too.
 2. A hub over ``--sites`` simulated sites (in-process ASGI apps, random delays 5-200 ms): the
    hub's latency over the slowest site's delay (target: under 50 ms), and with one hung site,
    the hub's latency over that site's timeout.
@@ -34,9 +38,10 @@ from starlette.routing import Route
 
 from gateway.federated.cohort import AggregateRequest
 from gateway.federated.hub import Hub, HubSettings, SiteSettings
+from gateway.federated.privacy import NoiseMechanism, PrivacyLedger, Sensitivity
 from gateway.federated.query import membership_sql
-from gateway.federated.service import FederatedService
-from gateway.federated.settings import FederatedSettings
+from gateway.federated.service import Asker, FederatedService
+from gateway.federated.settings import DifferentialPrivacySettings, FederatedSettings
 from gateway.index import FindingsIndex, IndexSettings
 
 NODULE, MASS, CYST = "SCT:27925004", "SCT:4147007", "SCT:441457006"
@@ -150,14 +155,20 @@ def single_site(args: argparse.Namespace) -> list[str]:
             f"Index ({engine}): {counts['studies']:,} studies, "
             f"{counts['findings']:,} findings, generated in {built:.1f} s."
         )
-        service = FederatedService(index, FederatedSettings())
+        # Budgets large enough for every timed question to be a fresh, charged answer.
+        settings = FederatedSettings(
+            dp={"epsilon_per_person": 1e9, "epsilon_per_site": 1e9},
+            exact={"max_answers_per_person": 10**9},
+        )
+        service = FederatedService(index, settings)
+        analyst, office = Asker("bench", "bench"), Asker("office", "office", exact=True)
         cohort = {
             "attributes": {"ModalitiesInStudy": "CT", "PatientSex": "F"},
             "findings": [
                 {"type": NODULE, "measurements": [{"concept": DIAMETER, "min": 8, "unit": "mm"}]}
             ],
         }
-        queries = {
+        queries: dict[str, dict[str, Any]] = {
             "count (patients)": {"cohort": cohort},
             "histogram (age, 10 bins)": {
                 "cohort": cohort,
@@ -200,7 +211,7 @@ def single_site(args: argparse.Namespace) -> list[str]:
             ),
             args.repeats,
         )
-        size = service.answer(request, "bench", "count")["count"]
+        size = service.answer(request, office, "count")["count"]
         lines.append(
             f"Cohort (3 filters: CT study, woman, nodule of 8 mm or more): {size:,} patients."
         )
@@ -211,19 +222,70 @@ def single_site(args: argparse.Namespace) -> list[str]:
             f"| bare SQL count (peer: no disclosure control) | {_p(peer, 50):.1f} | "
             f"{_p(peer, 95):.1f} | 1.00 |"
         )
+        fresh = iter(range(10**9))
+
+        def reworded(body: dict[str, Any]) -> AggregateRequest:
+            """The same cohort under another wording each time: a fresh draw, charged."""
+            cohort = dict(body["cohort"])
+            cohort["attributes"] = {**cohort["attributes"], "PatientAge": f"0-{200 + next(fresh)}"}
+            return AggregateRequest.model_validate({**body, "cohort": cohort})
+
+        timed: dict[str, list[float]] = {}
+        timed["count, exact role (suppression, no noise)"] = _timed(
+            lambda: service.answer(request, office, "count"), args.repeats
+        )
         for name, body in queries.items():
-            parsed = AggregateRequest.model_validate(body)
 
-            def ask(parsed: AggregateRequest = parsed) -> Any:
-                return service.answer(parsed, "bench", "bench")
+            def ask(body: dict[str, Any] = body) -> Any:
+                return service.answer(reworded(body), analyst, "bench")
 
-            times = _timed(ask, args.repeats)
+            timed[f"{name}, noisy"] = _timed(ask, args.repeats)
+        timed["count (patients), noisy, asked again (cached draw)"] = _timed(
+            lambda: service.answer(request, analyst, "count"), args.repeats
+        )
+        for name, times in timed.items():
             lines.append(
                 f"| {name} | {_p(times, 50):.1f} | {_p(times, 95):.1f} | "
                 f"{_p(times, 50) / _p(peer, 50):.2f} |"
             )
+        lines.extend(["", *privacy_costs(index, args)])
         index.close()
     return lines
+
+
+def privacy_costs(index: FindingsIndex, args: argparse.Namespace) -> list[str]:
+    """What the DP path and the budget ledger add to one answer, timed on their own."""
+    settings = DifferentialPrivacySettings(epsilon_per_person=1e9, epsilon_per_site=1e9)
+    noise = NoiseMechanism(settings)
+    one = Sensitivity(1, 1.0, 1.0)
+    laplace = _timed(lambda: noise.release([1234.0], one, 0.75), args.repeats)
+    cells = _timed(lambda: noise.release([100.0] * 11, one, 0.75), args.repeats)
+    keys = {f"SCT:{n}": 50.0 for n in range(20)}
+    threshold = _timed(
+        lambda: noise.release_open(keys, Sensitivity(5, 1.0, 5.0), 0.75), args.repeats
+    )
+    ledger = PrivacyLedger(index.database, settings)
+    index.database.execute("DELETE FROM privacy_ledger")
+    for number in range(args.ledger):
+        ledger.charge(f"person-{number % 50}", 0.75, 0.0, f"key-{number}")
+    charged = iter(range(10**9))
+
+    def check_and_charge() -> None:
+        ledger.check("person-7", 0.75)
+        ledger.charge("person-7", 0.75, 0.0, f"bench-{next(charged)}")
+
+    budget = _timed(check_and_charge, args.repeats)
+    return [
+        f"Costs of the privacy layer alone ({args.ledger:,} earlier answers in the ledger):",
+        "",
+        "| step | p50 ms | p95 ms |",
+        "|---|---|---|",
+        f"| OpenDP Laplace noise, one count | {_p(laplace, 50):.2f} | {_p(laplace, 95):.2f} |",
+        f"| OpenDP Laplace noise, 11 cells | {_p(cells, 50):.2f} | {_p(cells, 95):.2f} |",
+        "| OpenDP threshold mechanism, 20 open values (threshold searched) | "
+        f"{_p(threshold, 50):.2f} | {_p(threshold, 95):.2f} |",
+        f"| budget ledger: check and charge | {_p(budget, 50):.2f} | {_p(budget, 95):.2f} |",
+    ]
 
 
 def _sites_app(delays: dict[str, float], hung: set[str]) -> Starlette:
@@ -297,6 +359,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Federated query benchmark (issue 6)")
     parser.add_argument("--studies", type=int, default=100_000)
     parser.add_argument("--findings", type=int, default=1_000_000)
+    parser.add_argument(
+        "--ledger", type=int, default=10_000, help="earlier answers in the budget ledger"
+    )
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--sites", type=int, default=100)
     parser.add_argument("--hub-repeats", type=int, default=10)
