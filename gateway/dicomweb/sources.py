@@ -5,16 +5,15 @@ per study, at every URL that names it, whatever the level (study, series, instan
 frames, bulk data; in the path, ``/studies/{study}/...``, or as a single
 ``StudyInstanceUID`` key of ``/studies``, ``/series`` or ``/instances``):
 
-- the PACS, the archive of record, when it holds every instance of the study that the
-  embedded store holds (the usual case: the PACS forwarded the study to us, or our outbox has
-  delivered it), and whenever the store holds nothing of the study;
-- the embedded store when it holds instances the PACS lacks and the PACS holds none that the
-  store lacks (a study that arrived at the gateway and is not, or not yet, in the PACS: the
-  inference service reads it through the gateway; results waiting in the outbox);
-- the PACS again when each holds instances the other lacks. The store's extra instances are
-  then on their way to the PACS through the outbox (results always are; received instances
-  are with ``ingest.forward_to_pacs: true``) and appear there once delivered. The answer never
-  mixes the two sources, so the same study looks the same at every level at any moment.
+- the embedded store when it holds every instance of the study that the PACS holds (the
+  PACS holds nothing of it yet, or the same instances: the usual case once Orthanc has
+  forwarded a study to us; answered from local files, without loading the PACS);
+- the PACS, the archive of record, whenever it holds an instance the store lacks (an SR
+  another tool stored there; a study the store holds only in part), and whenever the store
+  holds nothing of the study. The store's own extra instances (results in the outbox, a
+  study received with ``ingest.forward_to_pacs: false``) appear once they are in the PACS.
+  The answer never mixes the two sources, so the same study looks the same at every level
+  at any moment.
 
 An unreachable PACS leaves the store to answer for a study it holds (and 502/504 otherwise).
 The choice costs one QIDO-RS instance search of the PACS for a study the store holds; it is
@@ -93,15 +92,12 @@ class SourceChooser:
         except UpstreamError as error:
             log.warning("dicomweb.pacs_unavailable_store_answers", study=study, error=str(error))
             return "store"
-        only_here = held - archived
-        if not only_here:
-            return "pacs"
         if archived <= held:
             return "store"
-        log.info(
-            "dicomweb.study_diverges_pacs_answers",
+        log.debug(
+            "dicomweb.pacs_holds_more",
             study=study,
-            only_in_store=len(only_here),
+            only_in_store=len(held - archived),
             only_in_pacs=len(archived - held),
         )
         return "pacs"

@@ -1,8 +1,8 @@
 """With a PACS, one study looks the same at every level and URL (issue 13, item 1).
 
 The rule (docs/dicomweb.md, "Where requests go"; gateway/dicomweb/sources.py): a read naming
-one study is answered by the source that holds all of the study the other holds; the PACS
-when neither does. Before, a study held by the gateway was answered from its store at
+one study is answered by the embedded store when it holds every instance the PACS holds,
+else by the PACS; never a mix. Before, a study held by the gateway was answered from its store at
 ``/studies/{study}/series`` but from the PACS at ``/series?StudyInstanceUID=``: an SR only
 in the PACS was visible at one URL and not at the other. Real Orthanc (defaults), real gateway.
 """

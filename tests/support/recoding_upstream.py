@@ -14,18 +14,17 @@ and a multipart boundary all straddle chunk borders.
 from __future__ import annotations
 
 import gzip
-import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 
-from tests.support.ports import free_port
+from tests.support.http_server import LoopbackHTTPServer
 
 PREFIX = "/dicom-web"
 
 
-class RecodingUpstream:
+class RecodingUpstream(LoopbackHTTPServer):
     """Start with :meth:`start`, stop with :meth:`stop`; ``served`` records each answer."""
 
     def __init__(self, behind: str, encoding: str, chunk_size: int = 997) -> None:
@@ -34,11 +33,8 @@ class RecodingUpstream:
         self.behind = behind.rstrip("/")
         self.encoding = encoding
         self.chunk_size = chunk_size
-        self.port = 0
         # (path, Accept-Encoding asked, Content-Encoding sent, chunks sent)
         self.served: list[tuple[str, str, str, int]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def dicomweb_url(self) -> str:
@@ -48,21 +44,11 @@ class RecodingUpstream:
         return gzip.compress(body) if self.encoding == "gzip" else zlib.compress(body)
 
     def start(self) -> RecodingUpstream:
-        self.port = free_port()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self.start_serving()
         return self
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
 
 def _handler_for(upstream: RecodingUpstream) -> type[BaseHTTPRequestHandler]:

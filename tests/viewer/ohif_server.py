@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import mimetypes
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 
-from tests.support.ports import free_port
+from tests.support.http_server import LoopbackHTTPServer
 
 PROXY_PREFIX = "/dicom-web"
 # Request headers worth passing upstream (the rest are hop-by-hop or browser noise).
@@ -38,7 +37,7 @@ def patch_app_config(source: str, prefix: str = PROXY_PREFIX) -> str:
     return patched
 
 
-class OhifServer:
+class OhifServer(LoopbackHTTPServer):
     """Start with :meth:`start`, stop with :meth:`stop`."""
 
     def __init__(self, dist: Path, upstream_dicomweb_url: str, prefix: str = PROXY_PREFIX) -> None:
@@ -46,9 +45,6 @@ class OhifServer:
         self.upstream = upstream_dicomweb_url.rstrip("/")
         self.prefix = prefix
         self.app_config = patch_app_config((dist / "app-config.js").read_text(), prefix)
-        self.port = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.proxied: list[str] = []  # request lines sent upstream, for diagnostics
 
     @property
@@ -56,22 +52,11 @@ class OhifServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> OhifServer:
-        self.port = free_port()
-        handler = _handler_for(self)
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self.start_serving()
         return self
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
 
 def _handler_for(server: OhifServer) -> type[BaseHTTPRequestHandler]:
