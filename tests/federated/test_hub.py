@@ -300,3 +300,29 @@ def test_hubs_stack(tmp_path: Path) -> None:
                 assert (nodules["lower"], nodules["upper"]) == (22, 31)
     finally:
         sites.close()
+
+
+def test_a_tracker_through_a_hub_of_two_sites_learns_only_noise(tmp_path: Path) -> None:
+    """total - women - men through a hub: with noise (the query role) each site's part is a
+    noisy draw charged there, and the combined difference's interval is wider than the one
+    patient it would show; exactly (a research office's hub), the suppression of small cells
+    holds through the hub: the lone patient of unknown sex stays inside an interval."""
+    sites = Sites(tmp_path)
+    try:
+        odd = [SyntheticPatient("ODD", "O", [SyntheticStudy(age=50)])]
+        noisy = [sites.site(n, site_patients(n, 20, 20, 0) + odd, token=QUERY_TOKEN) for n in "ab"]
+        with hub_process(tmp_path, noisy) as hub:
+            answers = [
+                _ask(hub, params) for params in ({}, {"PatientSex": "F"}, {"PatientSex": "M"})
+            ]
+            for answer in answers:
+                assert [s["status"] for s in answer["sites"]] == ["ok", "ok"]
+                assert all(s["answer"]["privacy"]["epsilon"] > 0 for s in answer["sites"])
+            half_widths = [(a["interval"][1] - a["interval"][0]) / 2 for a in answers]
+            assert sum(h * h for h in half_widths) ** 0.5 > 4  # two sites, three answers
+        exact = [sites.site(f"x{n}", site_patients(f"x{n}", 20, 20, 0) + odd) for n in "ab"]
+        with hub_process(tmp_path, exact) as hub:
+            others = _ask(hub, {"PatientSex": "O"})
+            assert others["count"] is None and others["lower"] == 0 and others["upper"] == 18
+    finally:
+        sites.close()
