@@ -117,9 +117,17 @@ def build_index(
         cursor.executemany("INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?)", study_rows)
         cursor.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?)", series_rows)
         cursor.executemany("INSERT INTO reports VALUES (?, ?, ?)", report_rows)
-        cursor.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", finding_rows)
+        # Columns named: later schema versions add some (presence, with its default).
         cursor.executemany(
-            "INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?)", measurement_rows
+            "INSERT INTO findings (finding_key, report_key, study_key, patient_key, "
+            "finding_type, finding_site, algorithm_name, algorithm_version) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            finding_rows,
+        )
+        cursor.executemany(
+            "INSERT INTO measurements (finding_key, study_key, patient_key, finding_type, "
+            "concept, value, unit) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            measurement_rows,
         )
     index.database.execute("ANALYZE")
     # Measure a settled index, as a site's is: not one whose 400 MB the kernel is still
