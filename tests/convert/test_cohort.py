@@ -8,6 +8,7 @@ into the same gateway; the findings index learns all three, and the cohort is on
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -41,10 +42,21 @@ def write_ecg_csv(path: Path, seed: int) -> None:
             )
 
 
+#: The site's research office: stores the data, and gets exact answers (the count checked is
+#: the cohort language's, not noise's; an analyst's noisy answers are tests/federated's).
+OFFICE_TOKEN = "research-office-token"
+
+
 def test_patients_with_ct_ecg_and_low_lvef(tmp_path: Path) -> None:
-    gateway = GatewayProcess(tmp_path / "gateway").start()
+    office = {
+        "name": "research-office",
+        "token_sha256": hashlib.sha256(OFFICE_TOKEN.encode()).hexdigest(),
+        "roles": ["admin", "exact"],
+    }
+    gateway = GatewayProcess(tmp_path / "gateway", {"auth": {"clients": [office]}}).start()
+    authorization = {"Authorization": f"Bearer {OFFICE_TOKEN}"}
     try:
-        client = DICOMwebClient(gateway.dicomweb_url)
+        client = DICOMwebClient(gateway.dicomweb_url, headers=authorization)
         patients = []
         for index in range(14):  # everyone has a CT
             phantom = generate_phantom(
@@ -79,6 +91,8 @@ def test_patients_with_ct_ecg_and_low_lvef(tmp_path: Path) -> None:
             str(mapping),
             "--stow",
             gateway.dicomweb_url,
+            "--token",
+            OFFICE_TOKEN,
         )
         assert converted.returncode == 0, converted.stderr
 
@@ -97,6 +111,8 @@ def test_patients_with_ct_ecg_and_low_lvef(tmp_path: Path) -> None:
                 "500",
                 "--stow",
                 gateway.dicomweb_url,
+                "--token",
+                OFFICE_TOKEN,
             )
             assert result.returncode == 0, result.stderr
 
@@ -112,7 +128,12 @@ def test_patients_with_ct_ecg_and_low_lvef(tmp_path: Path) -> None:
             "level": "patients",
             "aggregate": {"kind": "count"},
         }
-        answer = httpx.post(gateway.url + "/federated/v1/aggregate", json=question, timeout=30)
+        answer = httpx.post(
+            gateway.url + "/federated/v1/aggregate",
+            json=question,
+            headers=authorization,
+            timeout=30,
+        )
         assert answer.status_code == 200, answer.text
         assert answer.json()["count"] == 11  # CT and ECG and LVEF < 40 %: patients 0-10
         text = answer.text
