@@ -36,6 +36,7 @@ from gateway.middleware import AuthMiddleware, RequestContextMiddleware, compres
 from gateway.pacs import PacsClient
 from gateway.pipeline.retention import Retention
 from gateway.pipeline.scheduler import StabilityScheduler
+from gateway.pipeline.served_models import check_served_models
 from gateway.pipeline.worker import JobWorker
 from gateway.queue import Database, JobQueue, StabilityLedger
 from gateway.settings import GatewaySettings
@@ -83,6 +84,10 @@ def own_url(settings: GatewaySettings) -> str:
     return f"http://{host}:{settings.listen.port}"
 
 
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def gateway_id(settings: GatewaySettings) -> str:
     return settings.pipeline.gateway_id or f"{socket.gethostname()}:{settings.data_dir.resolve()}"
 
@@ -119,6 +124,11 @@ def create_app(settings: GatewaySettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.routing:
+            # Before anything starts: with the strict setting a bad rule stops the start here.
+            await check_served_models(
+                settings.routing, strict=settings.pipeline.require_served_models
+            )
         tasks: list[asyncio.Task[None]] = []
         dimse = DimseIntake(store, settings.dimse) if settings.dimse.enabled else None
         if dimse is not None:
@@ -165,6 +175,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
             tasks.append(asyncio.create_task(retention.run(), name="retention"))
         log.info(
             "gateway.started",
+            listening_on=f"http://{_url_host(settings.listen.host)}:{settings.listen.port}",
+            dicomweb=root + "/dicomweb",
             data_dir=str(settings.data_dir),
             pacs=settings.pacs.url or "embedded store",
             queue="postgresql" if settings.queue.url else "sqlite",

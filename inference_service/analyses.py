@@ -34,7 +34,12 @@ from inference_service.postprocess import (
     scalar_result,
 )
 from inference_service.preprocess import PreparedInput, from_layout, prepare_input, resample_to
-from inference_service.report import SegPlan, algorithm_of, build_findings
+from inference_service.report import (
+    RESULTS_STATION_NAME,
+    SegPlan,
+    algorithm_of,
+    build_findings,
+)
 from inference_service.repository import Model, ModelRepository
 from inference_service.settings import InferenceSettings
 from inference_service.volume import Volume, assemble_volume
@@ -235,6 +240,11 @@ class Analyzer:
                 ) from None
         with timings.stage("store"):
             to_store = [sr] if seg is None else [seg, sr]
+            for result in to_store:
+                # Station Name (General Equipment, C.7.5.1, Type 3): the machine that made
+                # the instance. A PACS's forwarding rule recognises fedgate's results by it and
+                # does not send them back to the gateway (deploy/orthanc's Lua script).
+                result.StationName = RESULTS_STATION_NAME
             dicomweb.store_instances(
                 request.destination, request.study_instance_uid, to_store, client.timeout_seconds
             )

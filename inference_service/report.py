@@ -38,6 +38,10 @@ from sr_writer import (
     derive_uid,
 )
 
+#: Station Name of every SR and SEG the service stores: how a PACS tells fedgate's results
+#: from other instances (deploy/orthanc/forward-to-fedgate.lua matches this exact value).
+RESULTS_STATION_NAME = "FEDGATE"
+
 VOLUME = CodedConcept(value="118565006", scheme_designator="SCT", meaning="Volume")
 DIAMETER = CodedConcept(value="81827009", scheme_designator="SCT", meaning="Diameter")
 ATTENUATION = CodedConcept(

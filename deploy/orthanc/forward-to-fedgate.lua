@@ -2,15 +2,24 @@
 -- would. Orthanc calls OnStableStudy once a study has received nothing for "StableAge"
 -- seconds. Each series is sent when it has instances fedgate has not been sent yet: the
 -- instance count sent last time is kept in the series' metadata (UserMetadata
--- "FedgateForwardedInstances"), so a study that grows later (late instances, or fedgate's
--- own SR and SEG arriving back) is not sent again whole, only its changed series.
+-- "FedgateForwardedInstances"), so a study that grows later (late instances) is not sent
+-- again whole, only its changed series.
+-- fedgate's own results (SR and SEG whose Station Name is FEDGATE) are never sent back to it.
+-- The STOW carries the header "Fedgate-Study-Stable": Orthanc has already waited for the
+-- study to be stable, so fedgate analyses it at once instead of waiting a second time.
 -- The DICOMweb server "fedgate" is declared in orthanc.json ("DicomWeb" > "Servers").
 
 local METADATA = 'FedgateForwardedInstances'
+local RESULTS_STATION_NAME = 'FEDGATE'
 
 local function forwardedCount(seriesId)
-  local ok, value = pcall(RestApiGet, '/series/' .. seriesId .. '/metadata/' .. METADATA)
-  if ok then return value end
+  -- List the series' metadata first: asking for one it does not have is an error that
+  -- Orthanc logs (even under pcall), once for every new series.
+  for _, name in pairs(ParseJson(RestApiGet('/series/' .. seriesId .. '/metadata'))) do
+    if name == METADATA then
+      return RestApiGet('/series/' .. seriesId .. '/metadata/' .. METADATA)
+    end
+  end
   return ''
 end
 
@@ -19,7 +28,8 @@ function OnStableStudy(studyId, tags, metadata)
   local counts = {}
   for _, series in pairs(ParseJson(RestApiGet('/studies/' .. studyId .. '/series'))) do
     local count = tostring(#series['Instances'])
-    if forwardedCount(series['ID']) ~= count then
+    local own = series['MainDicomTags']['StationName'] == RESULTS_STATION_NAME
+    if not own and forwardedCount(series['ID']) ~= count then
       table.insert(resources, series['ID'])
       counts[series['ID']] = count
     end
@@ -27,7 +37,11 @@ function OnStableStudy(studyId, tags, metadata)
   if #resources == 0 then
     return
   end
-  local body = DumpJson({ Resources = resources, Synchronous = true })
+  local body = DumpJson({
+    Resources = resources,
+    Synchronous = true,
+    HttpHeaders = { ['Fedgate-Study-Stable'] = 'Orthanc StableStudy' },
+  })
   local ok, answer = pcall(RestApiPost, '/dicom-web/servers/fedgate/stow', body)
   if not ok then
     PrintRecursive('fedgate: forwarding study ' .. studyId .. ' failed; it will be retried '

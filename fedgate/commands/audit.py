@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         kind = (request.get("aggregate") or {}).get("kind", "?")
         print(
             f"{entry.get('time', '?'):<29} {entry.get('client', '?'):<16} "
+            f"{'/' + str(entry['endpoint']) if entry.get('endpoint') else '?':<10} "
             f"{entry.get('status', '?'):<9} {kind:<9} eps={entry.get('epsilon_spent', 0):<5g} "
             f"{_released(entry)}"
         )

@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
             message="no auth.clients configured: listening on 127.0.0.1 only",
         )
         host = "127.0.0.1"
+        # The app's own URL and its start log line say where it really listens.
+        settings = settings.model_copy(
+            update={"listen": settings.listen.model_copy(update={"host": host})}
+        )
     app = create_app(settings)
     uvicorn.run(
         app,

@@ -5,6 +5,10 @@ come in, then checked and published by a worker thread while the next part is re
 reception and disk work overlap and memory stays bounded. The response is sent only after
 every stored instance is durable and catalogued.
 
+A sender that has waited for the study to be stable itself (Orthanc forwarding on its
+StableStudy event) sends the header ``Fedgate-Study-Stable: <who decided>``: the series it
+stored are then analysed without the gateway's own wait (``pipeline.stable_after_seconds``).
+
 Status codes (PS3.18 10.5.3): 200 all stored; 202 some failed or stored with warnings;
 409 none stored; 400 malformed multipart; 415 not ``multipart/related`` of
 ``application/dicom``; 413 body over ``ingest.max_request_bytes``.
@@ -15,6 +19,7 @@ from __future__ import annotations
 import time
 
 import structlog
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -25,9 +30,13 @@ from gateway.dicomweb.urls import dicomweb_root
 from gateway.intake.stream import RequestTooLarge, ingest_multipart
 from gateway.metrics import STORED_BYTES, STORED_INSTANCES, STOW_FAILURES
 from gateway.store import EmbeddedStore
+from gateway.store.ingest import IngestOutcome
 from gateway.store.uids import is_valid_uid
 
 log = structlog.get_logger(__name__)
+
+#: The request header by which a forwarder says the study is complete (stable) already.
+STUDY_STABLE_HEADER = "Fedgate-Study-Stable"
 
 
 def check_media_type(content_type: str | None) -> str:
@@ -63,6 +72,28 @@ async def store_results(request: Request) -> Response:
     """
     has_pacs = request.app.state.pacs is not None
     return await _store(request, forward_to_pacs=has_pacs)
+
+
+async def _declare_stable(
+    request: Request, outcomes: list[IngestOutcome], declared_by: str
+) -> None:
+    series = sorted(
+        {
+            (o.study_instance_uid, o.series_instance_uid)
+            for o in outcomes
+            if o.stored and o.study_instance_uid and o.series_instance_uid
+        }
+    )
+    if not series:
+        return
+    # Printable ASCII, bounded: it goes into a log line.
+    who = "".join(c for c in declared_by if c.isprintable())[:64] or "the sender"
+    await run_in_threadpool(
+        request.app.state.ledger.declare_stable,
+        series,
+        request.app.state.settings.pipeline.stable_after_seconds,
+        f"declared stable by the sender ({STUDY_STABLE_HEADER}: {who})",
+    )
 
 
 async def _store(request: Request, forward_to_pacs: bool | None) -> Response:
@@ -101,6 +132,9 @@ async def _store(request: Request, forward_to_pacs: bool | None) -> Response:
         else:
             STOW_FAILURES.labels(reason=f"0x{outcome.failure:04X}").inc()
     STORED_BYTES.inc(result.received_bytes)
+    declared_by = request.headers.get(STUDY_STABLE_HEADER)
+    if declared_by is not None and forward_to_pacs is None:
+        await _declare_stable(request, outcomes, declared_by)
     log.info(
         "stow.done",
         study=study_uid,

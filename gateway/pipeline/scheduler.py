@@ -58,6 +58,13 @@ class StabilityScheduler:
         stable = self.ledger.claim_stable(self.gateway_id, quiet_since)
         created_total = 0
         for study_uid, series_uids in stable.items():
+            log.info(
+                "pipeline.study_stable",
+                study=study_uid,
+                series=len(series_uids),
+                why=self.ledger.declared.pop(study_uid, None)
+                or f"no instance for {self.settings.stable_after_seconds:g} s",
+            )
             created, reasons = 0, []
             for series_uid in sorted(series_uids):
                 facts = self._facts(study_uid, series_uid)

@@ -94,3 +94,6 @@ class PipelineSettings(_Strict):
     retention_seconds: Annotated[float, Field(ge=0)] | None = None
     #: This gateway's name in the shared queue (default: host name and data directory).
     gateway_id: str | None = None
+    #: At start, each routing rule's models are looked up at its inference service: a model
+    #: not served is a warning naming it, or (true) a refusal to start.
+    require_served_models: bool = False

@@ -4,6 +4,10 @@ A study is stable when none of its series has received an instance for
 ``pipeline.stable_after_seconds``. Series that received instances since they were last routed
 are routed again (instances arriving after a study was stable reopen it). Rows are owned by
 the gateway that received the instances (``gateway_id``): its embedded store holds them.
+
+A sender that has waited for stability itself (a PACS forwarding on its own stable event)
+says so (:meth:`StabilityLedger.declare_stable`): its series count as quiet at once, so the
+study is not waited for a second time.
 """
 
 from __future__ import annotations
@@ -22,6 +26,27 @@ class StabilityLedger:
         self._transaction = database.transaction
         self._q = database.dialect.sql
         self.dialect = database.dialect
+        #: Study -> who declared it stable, for the log line of the routing decision (kept in
+        #: memory: after a restart the study is logged as quiet, which it then is).
+        self.declared: dict[str, str] = {}
+
+    def declare_stable(
+        self, series: Sequence[tuple[str, str]], quiet_for: float, declared_by: str
+    ) -> None:
+        """The sender of these (study, series) pairs waited for the study to be stable: date
+        their last arrival ``quiet_for`` seconds back (and make them due for routing), so the
+        next evaluation finds the study stable unless another series of it is still busy."""
+        at = time.time() - quiet_for
+        with self._transaction() as cursor:
+            cursor.executemany(
+                self._q(
+                    "UPDATE series_activity SET last_instance_at = ?, evaluated_at = NULL "
+                    "WHERE series_instance_uid = ?"
+                ),
+                [(at, series_uid) for _, series_uid in series],
+            )
+        for study_uid, _ in series:
+            self.declared[study_uid] = declared_by
 
     def touch_series(self, series: Sequence[tuple[str, str]], gateway_id: str, at: float) -> None:
         """Record that (study, series) pairs received instances at ``at``."""

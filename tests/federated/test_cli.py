@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from dicomweb_client.api import DICOMwebClient
 
-from gateway.federated.audit import AuditLog
+from gateway.federated.audit import AUDIT_FILE_NAME, AuditLog
 from gateway.index import FindingsIndex, IndexSettings
 from sr_writer import build_sr
+from tests.federated.conftest import SiteFactory
 from tests.federated.synthetic import header_only, small_phantom
 from tests.sr_writer.builders import lesion_findings
+from tests.support.gateway import REPO_ROOT
 from tests.support.orthanc import OrthancServer
 from tests.support.process import run_fedgate
 
@@ -90,6 +96,34 @@ def test_audit_shows_the_log(tmp_path: Path) -> None:
         "audit", "--log", str(tmp_path / "audit.jsonl"), "--client", "second", "--json"
     )
     assert [json.loads(line)["client"] for line in only.stdout.splitlines()] == ["second"]
+
+
+def test_audit_names_the_endpoint_of_each_question(make_site: SiteFactory, tmp_path: Path) -> None:
+    site = make_site(name="audited")
+    assert site.get({"PatientSex": "F"}).status_code == 200
+    assert site.post({"cohort": {"attributes": {"PatientSex": "M"}}}).status_code == 200
+    shown = run_fedgate("audit", "--log", str(tmp_path / "audited" / AUDIT_FILE_NAME))
+    lines = shown.stdout.splitlines()
+    assert [line.split()[2] for line in lines] == ["/count", "/aggregate"], shown.stdout
+
+
+def test_findings_piped_into_head_ends_without_a_traceback(tmp_path: Path) -> None:
+    phantom = small_phantom(31, (12.0,))
+    headers = header_only(phantom)
+    path = tmp_path / "sr.dcm"
+    build_sr(lesion_findings(phantom, headers), headers).save_as(path, enforce_file_format=True)
+    result = subprocess.run(
+        f"{shlex.quote(sys.executable)} -m fedgate findings --indent 2 "
+        f"{' '.join([shlex.quote(str(path))] * 300)} | head -c 100",
+        shell=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert len(result.stdout) == 100
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
 
 
 def test_hub_refuses_a_bad_config_naming_the_key(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ gateway (deploy/orthanc's Lua script), results go back into Orthanc. Real proces
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import time
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from dicomweb_client.api import DICOMwebClient
 
@@ -17,6 +19,7 @@ from fedgate.phantom import Phantom
 from sr_writer import read_findings
 from tests.pipeline.conftest import (
     chest_phantom,
+    chest_rule,
     finished_jobs,
     jobs,
     pipeline_settings,
@@ -322,3 +325,79 @@ def test_retention_empties_the_embedded_store_only_of_what_the_pacs_holds(
         assert len(through_gateway) == from_pacs.spec.slices
     finally:
         site.stop()
+
+
+def _stable_study_seen(orthanc: OrthancServer, study_uid: str) -> bool:
+    """Whether Orthanc has raised StableStudy for the study (its /changes log)."""
+    changes = httpx.get(f"{orthanc.url}/changes", params={"limit": 10000}, timeout=10).json()
+    for change in changes["Changes"]:
+        if change["ChangeType"] == "StableStudy":
+            found = httpx.get(f"{orthanc.url}/studies/{change['ID']}", timeout=10).json()
+            if found["MainDicomTags"]["StudyInstanceUID"] == study_uid:
+                return True
+    return False
+
+
+def test_a_study_orthanc_found_stable_is_analysed_without_a_second_wait(
+    tmp_path: Path, inference: InferenceProcess
+) -> None:
+    """The shipped settings: the gateway waits 30 s for stability, unless the forwarder (the
+    shipped Lua script, on Orthanc's StableStudy event) says it waited already. Also: the
+    script logs no error for new series and does not send the results back."""
+    site = Site(tmp_path, inference.url, pipeline={"stable_after_seconds": 30.0, "workers": 2})
+    site.orthanc.overrides = {"StableAge": 3}  # the test's; the gateway's 30 s is the shipped one
+    site.start()
+    try:
+        phantom = chest_phantom(seed=750)
+        study = phantom.truth.study_instance_uid
+        site.storescu(phantom, tmp_path / "files")
+        wait_until(lambda: _stable_study_seen(site.orthanc, study), 60, "StableStudy", step=0.1)
+        stable_at = time.monotonic()
+        wait_until(lambda: site.results_in_pacs(study), 60, "results in Orthanc", step=0.1)
+        seconds = time.monotonic() - stable_at
+        print(f"Orthanc StableStudy -> SR and SEG in Orthanc: {seconds:.1f} s")
+        assert seconds < 15, seconds
+        log = site.gateway.log()
+        assert '"pipeline.study_stable"' in log
+        assert "declared stable by the sender (Fedgate-Study-Stable: Orthanc StableStudy)" in log
+
+        # The results made the study change: Orthanc finds it stable again, and the script
+        # must not send the gateway's own SR and SEG back to it.
+        time.sleep(3 + 5)
+        # Orthanc's own log file (--logdir: "Orthanc.log.<time>", and a link "Orthanc.log").
+        orthanc_log = "".join(
+            p.read_text(errors="replace") for p in site.orthanc.workdir.glob("Orthanc.log.*")
+        )
+        assert orthanc_log.count("fedgate: forwarded") == 1, orthanc_log[-3000:]
+        assert "FedgateForwardedInstances" not in orthanc_log, orthanc_log[-3000:]
+        received = [
+            json.loads(line)["parts"]
+            for line in site.gateway.log().splitlines()
+            if '"stow.done"' in line
+        ]
+        # The CT from Orthanc, the SR and SEG from the inference service; nothing came back.
+        assert received == [phantom.spec.slices, 2]
+    finally:
+        site.stop()
+
+
+def test_rules_naming_a_model_not_served_are_found_at_start(
+    tmp_path: Path, inference: InferenceProcess
+) -> None:
+    rule = chest_rule(inference.url, models=["nodule-detector", "no-such-model"])
+    lenient = GatewayProcess(tmp_path / "lenient", pipeline_settings(inference.url, routing=[rule]))
+    lenient.start()
+    try:
+        log = lenient.log()
+        assert '"pipeline.model_not_served"' in log and "no-such-model" in log
+        assert f'"listening_on": "http://127.0.0.1:{lenient.port}"' in log  # where it listens
+    finally:
+        lenient.stop()
+    strict = GatewayProcess(
+        tmp_path / "strict",
+        pipeline_settings(inference.url, routing=[rule], pipeline={"require_served_models": True}),
+    )
+    with pytest.raises(RuntimeError, match="gateway did not start"):
+        strict.start(timeout=15)
+    assert "does not serve" in strict.log() and "no-such-model" in strict.log()
+    strict.stop()
