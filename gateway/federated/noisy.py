@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -103,8 +103,13 @@ class NoisyAnswers:
         return _count_entry(noisy.values[0], noisy.half_width)
 
     def table(
-        self, request: AggregateRequest, membership: Membership, epsilon: float
+        self,
+        request: AggregateRequest,
+        membership: Callable[[], Membership],
+        epsilon: float,
     ) -> dict[str, Any]:
+        """A noisy table; ``membership`` is asked for only when the table's total needs a
+        count of its own (a table that holds each patient once sums its cells instead)."""
         dimensions = dimensions_of(request)
         facts = table_facts(self.index, request)
         fixed = [fixed_values(d, VOCABULARY) for d in dimensions]
@@ -125,7 +130,7 @@ class NoisyAnswers:
         # any other spends a quarter of the epsilon on a count of its own.
         cell_epsilon = epsilon if one_cell and not open_table else epsilon * 0.75
         if not (one_cell and not open_table):
-            answer["total"] = self.count(request, membership, epsilon - cell_epsilon)
+            answer["total"] = self.count(request, membership(), epsilon - cell_epsilon)
         if open_table:
             keyed = {json.dumps(list(key), default=str): n for key, n in counts.items()}
             released, threshold, half_width = self.noise.release_open(

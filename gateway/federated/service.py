@@ -243,7 +243,7 @@ class FederatedService:
         if isinstance(spec, CountSpec):
             answer.update(self.noisy.count(request, self._membership(request), epsilon))
         elif isinstance(spec, HistogramSpec | CrossTabSpec):
-            answer.update(self.noisy.table(request, self._membership(request), epsilon))
+            answer.update(self.noisy.table(request, lambda: self._membership(request), epsilon))
         else:
             answer.update(self.noisy.summary(request, epsilon))
         return answer
