@@ -10,7 +10,6 @@ findings index keeps the study with its first patient.
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -20,9 +19,9 @@ from dicomweb_client.api import DICOMwebClient
 from gateway.index.keys import Pseudonymizer, load_or_create_salt
 from tests.gateway.conftest import phantom
 from tests.support.dicom import failure_reasons, multipart_body, part10_bytes, stored_uids
+from tests.support.dimse import storescu
 from tests.support.gateway import GatewayProcess
 from tests.support.ports import free_port
-from tests.support.requirements import require_executable
 
 PATIENT_ID_CONFLICT = 0xA778
 PATIENT_ATTRIBUTES_CONFLICT = 0xA779
@@ -175,26 +174,8 @@ def test_storescu_of_another_patient_gets_a_refusal_status(tmp_path: Path) -> No
             (tmp_path / name).write_bytes(part10_bytes(dataset))
             files.append(tmp_path / name)
 
-        def storescu(path: Path) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [
-                    require_executable("storescu"),
-                    "-d",
-                    "-aet",
-                    "MODALITY",
-                    "-aec",
-                    "FEDGATE",
-                    "127.0.0.1",
-                    str(port),
-                    str(path),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-
-        assert storescu(files[0]).returncode == 0
-        refused = storescu(files[1])
+        assert storescu(port, "MODALITY", files[0]).returncode == 0
+        refused = storescu(port, "MODALITY", files[1], debug=True)
         output = refused.stdout + refused.stderr
         assert "0xa778" in output.lower(), output
         assert "PatientID PAT-Y contradicts" in output, output  # the Error Comment

@@ -35,6 +35,11 @@ def run_gateway(
         ("ingest: {duplicates: sometimes}\n", "ingest.duplicates"),
         ("lissen: {port: 8080}\n", "lissen"),
         ("pacs: {auth: {type: basic, username: u}}\n", "pacs.auth.basic.password"),
+        ("ingest: {patient_mismatch: merge}\n", "ingest.patient_mismatch"),
+        (
+            "dimse: {allowed_calling_ae_titles: [{ae_title: CT, host: ct.local}]}\n",
+            "dimse.allowed_calling_ae_titles.0",
+        ),
     ],
 )
 def test_invalid_config_exits_non_zero_naming_the_key(

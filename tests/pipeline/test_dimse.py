@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pydicom
@@ -11,10 +10,10 @@ from dicomweb_client.api import DICOMwebClient
 from pynetdicom import AE
 
 from tests.pipeline.conftest import chest_phantom, finished_jobs, pipeline_settings, wait_until
+from tests.support.dimse import storescu
 from tests.support.gateway import GatewayProcess
 from tests.support.inference import InferenceProcess
 from tests.support.ports import free_port, non_loopback_address
-from tests.support.requirements import require_executable
 
 
 def test_storescu_to_the_gateway_runs_the_pipeline(
@@ -30,21 +29,7 @@ def test_storescu_to_the_gateway_runs_the_pipeline(
     try:
         phantom = chest_phantom(seed=800)
         files = phantom.write(tmp_path / "files")
-        result = subprocess.run(
-            [
-                require_executable("storescu"),
-                "-aet",
-                "MODALITY",
-                "-aec",
-                "FEDGATE",
-                "127.0.0.1",
-                str(port),
-                *map(str, files),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = storescu(port, "MODALITY", *files)
         assert result.returncode == 0, result.stderr
         (job,) = wait_until(lambda: finished_jobs(gateway, 1), 90, "the job")
         assert job["state"] == "succeeded"
@@ -100,23 +85,9 @@ def httpx_get_ok(gateway: GatewayProcess) -> bool:
     return httpx.get(gateway.url + "/healthz").status_code == 200
 
 
-def storescu(port: int, calling_ae_title: str, path: Path, host: str = "127.0.0.1") -> str:
-    """DCMTK storescu of one file; its output, or raises if the store did not succeed."""
-    result = subprocess.run(
-        [
-            require_executable("storescu"),
-            "-aet",
-            calling_ae_title,
-            "-aec",
-            "FEDGATE",
-            host,
-            str(port),
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def stored(port: int, calling_ae_title: str, path: Path, host: str = "127.0.0.1") -> str:
+    """storescu's output, or RuntimeError if the store did not succeed."""
+    result = storescu(port, calling_ae_title, path, host=host)
     if result.returncode != 0:
         raise RuntimeError(result.stdout + result.stderr)
     return result.stdout + result.stderr
@@ -147,9 +118,9 @@ def test_without_an_allow_list_the_scp_listens_on_loopback_only(tmp_path: Path) 
         assert '"dimse.loopback_only"' in gateway.log()
         assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, not 00000000
         path = one_instance_file(tmp_path / "files", seed=810)
-        storescu(port, "ANY-TITLE", path)  # from this machine: any title
+        stored(port, "ANY-TITLE", path)  # from this machine: any title
         with pytest.raises(RuntimeError, match=r"(?i)refused|failed|association"):
-            storescu(port, "ANY-TITLE", path, host=non_loopback_address())
+            stored(port, "ANY-TITLE", path, host=non_loopback_address())
     finally:
         gateway.stop()
 
@@ -176,12 +147,12 @@ def test_with_an_allow_list_unknown_calling_ae_titles_are_rejected_at_associatio
     try:
         path = one_instance_file(tmp_path / "files", seed=811)
         assert listening_addresses(port) == {"00000000"}  # every interface
-        storescu(port, "CT-SCANNER", path, host=address)  # allowed, from off loopback
+        stored(port, "CT-SCANNER", path, host=address)  # allowed, from off loopback
         with pytest.raises(RuntimeError, match=r"(?i)calling ae title not recognized"):
-            storescu(port, "INTRUDER", path, host=address)
+            stored(port, "INTRUDER", path, host=address)
         # ORTHANC is allowed only from 192.0.2.254, not from here.
         with pytest.raises(RuntimeError, match=r"(?i)calling ae title not recognized"):
-            storescu(port, "ORTHANC", path)
+            stored(port, "ORTHANC", path)
         log = gateway.log()
         assert log.count('"dimse.association_rejected"') == 2
         assert '"INTRUDER"' in log
