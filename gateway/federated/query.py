@@ -446,17 +446,11 @@ def dimension_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -> 
     return DimensionSql(joins, expressions, conditions, raw)
 
 
-def cells_sql(
-    cohort: Cohort,
-    level: Level,
-    dimensions: list[Dimension],
-    max_rows_per_patient: int | None = None,
-) -> Sql:
-    """Per cell: the dimension values, distinct units and distinct patients.
-
-    With ``max_rows_per_patient`` (differential privacy), a patient's rows beyond the first
-    ``max_rows_per_patient`` are left out, which bounds one patient's influence (sensitivity).
-    """
+def cells_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -> Sql:
+    """Per cell: the dimension values, distinct units and distinct patients, counted by the
+    database itself. The answers count from :func:`facts_sql`'s rows (one query that also
+    gives each patient's rows for noisy answers); this is the database's own COUNT(DISTINCT)
+    of the same cells, which the tests hold them to."""
     where = cohort_where(cohort, level)
     dims = dimension_sql(cohort, level, dimensions)
     names = [f"d{i}" for i in range(len(dimensions))]
@@ -470,28 +464,12 @@ def cells_sql(
     conditions = [where, *dims.conditions]
     condition_text = " AND ".join(c.text for c in conditions)
     condition_params = [p for c in conditions for p in c.params]
-    facts = (
-        f"SELECT DISTINCT {select}, {UNIT_COLUMN[level]} AS unit, s.patient_key AS patient "
-        f"FROM {base_from(level)} {join_text} WHERE {condition_text}"
-    )
-    params = select_params + join_params + condition_params
     group = ", ".join(names)
-    if max_rows_per_patient is None:
-        # COUNT(DISTINCT) already ignores duplicate rows: no DISTINCT facts needed here.
-        return Sql(
-            f"SELECT {group}, COUNT(DISTINCT unit), COUNT(DISTINCT patient) "
-            f"FROM ({facts.replace('SELECT DISTINCT', 'SELECT', 1)}) facts "
-            f"GROUP BY {group}",
-            params,
-        )
-    ranked = (
-        f"SELECT {group}, unit, patient, ROW_NUMBER() OVER "
-        f"(PARTITION BY patient ORDER BY unit, {group}) AS rank FROM ({facts}) facts"
-    )
     return Sql(
-        f"SELECT {group}, COUNT(*), COUNT(DISTINCT patient) FROM ({ranked}) ranked "
-        f"WHERE rank <= ? GROUP BY {group}",
-        [*params, max_rows_per_patient],
+        f"SELECT {group}, COUNT(DISTINCT unit), COUNT(DISTINCT patient) FROM ("
+        f"SELECT {select}, {UNIT_COLUMN[level]} AS unit, s.patient_key AS patient "
+        f"FROM {base_from(level)} {join_text} WHERE {condition_text}) facts GROUP BY {group}",
+        select_params + join_params + condition_params,
     )
 
 
