@@ -154,6 +154,14 @@ MIGRATIONS: dict[int, list[str]] = {
         # read again (and gets its "found nothing" row) when re-sent or by 'fedgate index sync
         # --full'.
     ],
+    4: [
+        # The differencing guard is gone (its refusals were answers about the data; issue 14):
+        # the patient keys of every cohort it answered go with it. The answer cache is keyed
+        # on the canonical question from now on, so answers kept under membership keys would
+        # never be found again.
+        "DROP TABLE query_history",
+        "DELETE FROM answer_cache",
+    ],
 }
 
 LATEST_VERSION = max(MIGRATIONS)
