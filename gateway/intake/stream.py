@@ -81,7 +81,8 @@ class _Checks:
 
     async def submit(self, part: FinishedPart) -> None:
         loop = asyncio.get_running_loop()
-        self.futures.append(loop.run_in_executor(_CHECKERS, _check, self.batch, part))
+        position = len(self.futures)
+        self.futures.append(loop.run_in_executor(_CHECKERS, _check, self.batch, part, position))
         running = [f for f in self.futures[self.committed :] if not f.done()]
         if len(running) >= _QUEUE_DEPTH:
             # The disk is behind: reception waits for it.
@@ -99,10 +100,10 @@ class _Checks:
         return [future.result() for future in self.futures]
 
 
-def _check(batch: IngestBatch, part: FinishedPart) -> IngestOutcome:
+def _check(batch: IngestBatch, part: FinishedPart, position: int) -> IngestOutcome:
     if part.path is None:
         return batch.fail(None, part.failure or FailureReason.CANNOT_UNDERSTAND, part.comment)
-    return batch.add(part.path, part.handle, part.head, part.parsed)
+    return batch.add(part.path, part.handle, part.head, part.parsed, position=position)
 
 
 # Parts finished but not yet checked; past this, reception waits for the disk.

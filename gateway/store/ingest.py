@@ -117,9 +117,13 @@ class IngestBatch:
     _directories: set[Path] = field(default_factory=set)
     _replaced_files: list[Path] = field(default_factory=list)
     _seen: dict[str, Path] = field(default_factory=dict)
-    # The patient of each study this batch has touched: the held study's, or that of the
-    # batch's first instance of a new study (one catalog read per study, not per instance).
-    _patients: dict[str, PatientIdentity] = field(default_factory=dict)
+    # The patient of each held study this batch has touched, None for a study not held (one
+    # catalog read per study, not per instance).
+    _patients: dict[str, PatientIdentity | None] = field(default_factory=dict)
+    # The position of each pending instance in the request (id of its outcome -> position):
+    # parts are checked in parallel, and the first part of a new study, not the first
+    # checked, gives the study its patient.
+    _positions: dict[int, int] = field(default_factory=dict)
     # add() may run in several threads at once (their fsyncs overlap); commit() may not.
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -135,6 +139,7 @@ class IngestBatch:
         handle: BinaryIO | None = None,
         head: bytes | None = None,
         parsed: ParsedInstance | None = None,
+        position: int = 0,
     ) -> IngestOutcome:
         """Check ``temporary`` (a complete part) and move it into the store.
 
@@ -149,7 +154,9 @@ class IngestBatch:
                 with handle:
                     handle.flush()
                     os.fdatasync(handle.fileno())
-            return self._add(temporary, synced=handle is not None, head=head, parsed=parsed)
+            return self._add(
+                temporary, synced=handle is not None, head=head, parsed=parsed, position=position
+            )
         except OSError as error:
             log.error("store.write_failed", error=str(error))
             return IngestOutcome(
@@ -159,7 +166,12 @@ class IngestBatch:
             temporary.unlink(missing_ok=True)
 
     def _add(
-        self, temporary: Path, synced: bool, head: bytes | None, parsed: ParsedInstance | None
+        self,
+        temporary: Path,
+        synced: bool,
+        head: bytes | None,
+        parsed: ParsedInstance | None,
+        position: int,
     ) -> IngestOutcome:
         try:
             if parsed is None:
@@ -239,6 +251,7 @@ class IngestBatch:
             self._directories.add(final.parent)
             self._seen[outcome.sop_instance_uid] = final
             self._pending.append((dataset, record, outcome))
+            self._positions[id(outcome)] = position
         return outcome
 
     def _check(
@@ -268,16 +281,21 @@ class IngestBatch:
     def _patient_conflict(
         self, study_uid: str, dataset: Dataset
     ) -> tuple[FailureReason, str] | None:
-        """A contradiction of the study's patient, unless the policy accepts it (and logs it)."""
-        received = PatientIdentity.of(dataset)
+        """A contradiction of the held study's patient, unless the policy accepts it.
+
+        Instances of a study not yet held are judged among themselves at the commit
+        (:meth:`_recheck_patients`), where the order of the parts is known.
+        """
         with self._lock:
+            known = study_uid in self._patients
             held = self._patients.get(study_uid)
-        if held is None:
+        if not known:
             held = self.catalog.study_patient(study_uid)
             with self._lock:
-                # Another thread may have set it meanwhile: the first one set wins.
-                held = self._patients.setdefault(study_uid, held or received)
-        return self._judge(study_uid, held, received, dataset)
+                self._patients[study_uid] = held
+        if held is None:
+            return None
+        return self._judge(study_uid, held, PatientIdentity.of(dataset), dataset)
 
     def _judge(
         self, study_uid: str, held: PatientIdentity, received: PatientIdentity, dataset: Dataset
@@ -304,29 +322,28 @@ class IngestBatch:
         return FailureReason(reason), words
 
     def _recheck_patients(self, writer: CatalogWriter) -> None:
-        """Check the pending instances again against the studies as the commit sees them.
+        """Judge the pending instances against their studies as the commit sees them.
 
-        Two requests adding to one new study at once both pass :meth:`_add`'s check (neither
-        sees the other's study row); the catalog's write transaction is where they meet. An
-        instance refused here fails like any other commit failure: its file is removed.
+        Here the instances of a new study meet: the first of them in the request's order
+        gives the study its patient. So do two requests adding to one new study at once
+        (each passed :meth:`_add` unseen by the other): the catalog's write transaction
+        orders them. An instance refused here fails like any other commit failure: its file
+        is removed.
         """
         if self.policy.patient_mismatch == "accept":
             return
-        held_by_study: dict[str, PatientIdentity | None] = {}
-        kept = []
-        for dataset, record, outcome in self._pending:
+        patients: dict[str, PatientIdentity] = {}
+        refused: set[int] = set()
+        in_order = sorted(self._pending, key=lambda item: self._positions.get(id(item[2]), 0))
+        for dataset, record, outcome in in_order:
             study_uid = record.study_instance_uid
-            if study_uid not in held_by_study:
-                held_by_study[study_uid] = writer.study_patient(study_uid)
-            held = held_by_study[study_uid]
-            problem = (
-                self._judge(study_uid, held, PatientIdentity.of(dataset), dataset)
-                if held is not None
-                else None
-            )
+            received = PatientIdentity.of(dataset)
+            if study_uid not in patients:
+                patients[study_uid] = writer.study_patient(study_uid) or received
+            problem = self._judge(study_uid, patients[study_uid], received, dataset)
             if problem is None:
-                kept.append((dataset, record, outcome))
                 continue
+            refused.add(id(outcome))
             outcome.failure, outcome.comment = problem
             outcome.warning = None
             self.layout.absolute(record.path).unlink(missing_ok=True)
@@ -334,7 +351,7 @@ class IngestBatch:
             if catalogued is not None:  # the copy it would have replaced stays
                 stale = self.layout.absolute(catalogued.path)
                 self._replaced_files = [p for p in self._replaced_files if p != stale]
-        self._pending[:] = kept
+        self._pending[:] = [item for item in self._pending if id(item[2]) not in refused]
 
     def commit(self) -> list[StoredInstance]:
         """Make everything added so far durable and catalogued; tell the observers.
@@ -361,11 +378,13 @@ class IngestBatch:
                 outcome.comment = "storage failure"
                 self.layout.absolute(record.path).unlink(missing_ok=True)
             self._pending.clear()
+            self._positions.clear()
             return []
         for stale in self._replaced_files:
             stale.unlink(missing_ok=True)
         stored = [StoredInstance(record, dataset) for dataset, record, _ in self._pending]
         self._pending.clear()
+        self._positions.clear()
         self._directories.clear()
         self._replaced_files.clear()
         for observer in self.observers:

@@ -9,12 +9,14 @@ findings index keeps the study with its first patient.
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 from pathlib import Path
 
 import httpx
 import pydicom
 from dicomweb_client.api import DICOMwebClient
+from pydicom.uid import generate_uid
 
 from gateway.index.keys import Pseudonymizer, load_or_create_salt
 from tests.gateway.conftest import phantom
@@ -106,14 +108,27 @@ def test_a_conflicting_name_is_refused_without_writing_the_names_out(tmp_path: P
     try:
         first, second = instances_of_one_study(seed=1310)
         second.PatientID = "PAT-X"  # the same ID, another name: a mix-up all the same
-        # In one request: the first is stored, the second refused.
-        response = stow(gateway, first, second)
-        assert response.status_code == 202
-        assert stored_uids(response.json()) == [first.SOPInstanceUID]
-        assert failure_reasons(response.json()) == {
-            second.SOPInstanceUID: PATIENT_ATTRIBUTES_CONFLICT
-        }
-        (comment,) = comments(response.json())
+        # In one request, the first part and then eight of the other name: the first part
+        # gives the new study its patient, however the parts' checks overlap.
+        others = []
+        for _ in range(8):
+            other = copy.deepcopy(second)
+            other.SOPInstanceUID = generate_uid()
+            other.file_meta.MediaStorageSOPInstanceUID = other.SOPInstanceUID
+            others.append(other)
+        for _ in range(5):  # five studies: the order must hold every time, not by luck
+            study_uid = generate_uid()
+            for dataset in (first, *others):
+                dataset.StudyInstanceUID = study_uid
+            response = stow(gateway, first, *others)
+            assert response.status_code == 202
+            assert stored_uids(response.json()) == [first.SOPInstanceUID]
+            assert failure_reasons(response.json()) == {
+                other.SOPInstanceUID: PATIENT_ATTRIBUTES_CONFLICT for other in others
+            }
+            first.SOPInstanceUID = generate_uid()
+            first.file_meta.MediaStorageSOPInstanceUID = first.SOPInstanceUID
+        comment = comments(response.json())[0]
         assert "PatientName" in comment
         for name_part in ("XAVIER", "ANNA", "YOUNG", "BOB"):
             assert name_part not in comment
