@@ -326,3 +326,17 @@ def test_a_tracker_through_a_hub_of_two_sites_learns_only_noise(tmp_path: Path) 
             assert others["count"] is None and others["lower"] == 0 and others["upper"] == 18
     finally:
         sites.close()
+
+
+def test_the_hub_audit_says_when_no_site_answered(tmp_path: Path) -> None:
+    audit_path = tmp_path / "hub-audit.jsonl"
+    stopped = {
+        "name": "stopped",
+        "url": f"http://127.0.0.1:{free_port()}/federated/v1",
+        "token": QUERY_TOKEN,
+    }
+    with hub_process(tmp_path, [stopped], audit_log=str(audit_path)) as hub:
+        answer = _ask(hub, {"PatientSex": "F"})
+        assert answer["complete"] is False and answer["sites"][0]["status"] == "error"
+    (entry,) = [json.loads(line) for line in audit_path.read_text().splitlines()]
+    assert entry["status"] == "no site answered"
