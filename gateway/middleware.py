@@ -18,7 +18,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import (
     CHALLENGE,
-    FEDERATED_ROLES,
     ON_BEHALF_OF_HEADER,
     Authenticator,
     Denied,
@@ -32,12 +31,14 @@ log = structlog.get_logger("gateway.http")
 PUBLIC_PATHS = ("/healthz", "/readyz")
 #: Paths called every few seconds by machines: not written to the access log.
 QUIET_PATHS = (*PUBLIC_PATHS, "/metrics")
-#: Path prefixes and the role they need; the first match wins. ``admin`` may call anything.
+#: Path prefixes and the roles they need (any one of them); the first match wins. ``admin``
+#: may call anything. The federated API checks its roles itself (no role here: any
+#: authenticated caller reaches it), so that it can write a refusal to its audit log too.
 FEDERATED_PREFIX = "/federated/"
 #: ``/metrics`` shows every arrival and each client's federated activity: with auth on, only a
 #: scrape credential (``metrics``) or an administrator may read it (issue 13, item 8).
 ROLE_BY_PREFIX: tuple[tuple[str, tuple[Role, ...]], ...] = (
-    (FEDERATED_PREFIX, FEDERATED_ROLES),
+    (FEDERATED_PREFIX, ()),
     ("/metrics", ("metrics",)),
 )
 
@@ -157,7 +158,7 @@ class AuthMiddleware:
         needed: tuple[Role, ...] = next(
             (roles for prefix, roles in ROLE_BY_PREFIX if path.startswith(prefix)), ("admin",)
         )
-        if not any(principal.has(role) for role in needed):
+        if needed and not any(principal.has(role) for role in needed):
             reason = f"the {' or '.join(needed)} role is required"
             await _refusal(path, reason, 403)(scope, receive, send)
             return

@@ -79,14 +79,25 @@ class FederatedEndpoints:
         self.service = service
         self.authenticator = authenticator
 
-    def _principal(self, request: Request) -> Principal | Response:
-        """The caller, if it has the ``query`` or the ``exact`` role."""
-        return authorize(
-            self.authenticator,
-            request.headers.get("authorization"),
-            FEDERATED_ROLES,
-            request.headers.get(ON_BEHALF_OF_HEADER),
-        )
+    async def _principal(self, request: Request) -> Principal | Response:
+        """The caller, if it has the ``query`` or the ``exact`` role; a credential without
+        either is refused (403) and the refusal audited."""
+        authorization = request.headers.get("authorization")
+        on_behalf_of = request.headers.get(ON_BEHALF_OF_HEADER)
+        result = authorize(self.authenticator, authorization, FEDERATED_ROLES, on_behalf_of)
+        if isinstance(result, JSONResponse) and result.status_code == 403:
+            caller = self.authenticator.identify(authorization, on_behalf_of)
+            if isinstance(caller, Principal):
+                await run_in_threadpool(
+                    self.service.audit.record,
+                    client=caller.name,
+                    person=caller.person,
+                    endpoint=request.url.path.rsplit("/", 1)[-1],
+                    status="refused",
+                    reason=json.loads(bytes(result.body))["error"],
+                    epsilon_spent=0.0,
+                )
+        return result
 
     async def _invalid(self, principal: Principal, endpoint: str, response: Response) -> Response:
         """Audit a request refused before the service saw it (as the service audits the ones
@@ -109,7 +120,7 @@ class FederatedEndpoints:
         return response
 
     async def count(self, request: Request) -> Response:
-        principal = self._principal(request)
+        principal = await self._principal(request)
         if isinstance(principal, Response):
             return principal
         try:
@@ -123,7 +134,7 @@ class FederatedEndpoints:
         return await self._answer(aggregate, principal, "count")
 
     async def aggregate(self, request: Request) -> Response:
-        principal = self._principal(request)
+        principal = await self._principal(request)
         if isinstance(principal, Response):
             return principal
         aggregate = await self._aggregate_body(request)
@@ -150,7 +161,7 @@ class FederatedEndpoints:
             return validation_response(error)
 
     async def cost(self, request: Request) -> Response:
-        principal = self._principal(request)
+        principal = await self._principal(request)
         if isinstance(principal, Response):
             return principal
         aggregate = await self._aggregate_body(request)
@@ -165,7 +176,7 @@ class FederatedEndpoints:
         return JSONResponse(cost)
 
     async def budget(self, request: Request) -> Response:
-        principal = self._principal(request)
+        principal = await self._principal(request)
         if isinstance(principal, Response):
             return principal
         return JSONResponse(await run_in_threadpool(self.service.budget, asker_of(principal)))

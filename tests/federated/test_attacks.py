@@ -403,3 +403,24 @@ def test_every_question_is_audited_with_its_person_and_cost(make_site: SiteFacto
     assert entries[0]["client"] == "researcher" and entries[0]["epsilon_spent"] == 1.0
     assert "budget" in entries[1]["reason"] and entries[1]["epsilon_spent"] == 0.0
     assert entries[2]["answer"]["count"] == 31
+
+
+def test_a_credential_without_a_federated_role_is_refused_and_audited(
+    make_site: SiteFactory,
+) -> None:
+    from gateway.auth import AuthClient, AuthSettings
+    from tests.federated.conftest import sha256
+
+    scrape = "scrape-token"
+    auth = AuthSettings(
+        clients=[AuthClient(name="prometheus", token_sha256=sha256(scrape), roles=["metrics"])]
+    )
+    site = make_site(auth=auth)
+    refused = site.get({"PatientSex": "F"}, token=scrape)
+    assert refused.status_code == 403 and "role" in refused.json()["error"]
+    (entry,) = read_audit_log(site.index.data_dir / AUDIT_FILE_NAME)
+    assert (entry["status"], entry["client"], entry["endpoint"]) == (
+        "refused",
+        "prometheus",
+        "count",
+    )
