@@ -122,3 +122,15 @@ def header_only(phantom: Phantom) -> list[Dataset]:
     for dataset in datasets:
         del dataset.PixelData
     return datasets
+
+
+def diameter_summary(lower: float, upper: float) -> dict[str, object]:
+    """The aggregate "mean and SD of the nodules' diameters, clamped to [lower, upper] mm"."""
+    return {
+        "kind": "summary",
+        "of": "measurement",
+        "concept": DIAMETER,
+        "unit": "mm",
+        "lower": lower,
+        "upper": upper,
+    }

@@ -22,6 +22,7 @@ from tests.federated.synthetic import (
     SyntheticFinding,
     SyntheticPatient,
     SyntheticStudy,
+    diameter_summary,
     write_patients,
 )
 
@@ -254,26 +255,8 @@ PROBES: list[dict[str, object]] = [
         }
     },
     {"aggregate": {"kind": "histogram", "by": {"kind": "category", "name": "modality"}}},
-    {
-        "aggregate": {
-            "kind": "summary",
-            "of": "measurement",
-            "concept": DIAMETER,
-            "unit": "mm",
-            "lower": 0,
-            "upper": 31,
-        }
-    },
-    {
-        "aggregate": {
-            "kind": "summary",
-            "of": "measurement",
-            "concept": DIAMETER,
-            "unit": "mm",
-            "lower": 0,
-            "upper": 30.999,
-        }
-    },
+    {"aggregate": diameter_summary(0, 31)},
+    {"aggregate": diameter_summary(0, 30.999)},
     {"aggregate": {"kind": "summary", "of": "age", "lower": 0, "upper": 95}},
     {"level": "studies", "cohort": {"attributes": {"PatientSex": "O"}}},
 ]

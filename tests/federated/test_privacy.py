@@ -16,11 +16,11 @@ from gateway.federated.settings import DifferentialPrivacySettings, FederatedSet
 from gateway.index import FindingsIndex, IndexSettings
 from tests.federated.conftest import QUERY_TOKEN, SiteFactory
 from tests.federated.synthetic import (
-    DIAMETER,
     NODULE,
     SyntheticFinding,
     SyntheticPatient,
     SyntheticStudy,
+    diameter_summary,
     write_patients,
 )
 
@@ -228,18 +228,7 @@ def test_mean_of_a_measurement_over_500_patients_within_one_unit(
     service = FederatedService(large_site, FederatedSettings())
     diameters = [4.0 + i % 16 for i in range(0, 5000, 10)]
     answer = service.answer(
-        _request(
-            {
-                "aggregate": {
-                    "kind": "summary",
-                    "of": "measurement",
-                    "concept": DIAMETER,
-                    "unit": "mm",
-                    "lower": 0,
-                    "upper": 30,
-                }
-            }
-        ),
+        _request({"aggregate": diameter_summary(0, 30)}),
         Asker("summary-analyst", "token"),
         "test",
     )
