@@ -19,7 +19,8 @@ from gateway.settings import ConfigError, load_settings
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="the gateway's YAML file")
     parser.add_argument("--log", type=Path, help="an audit log file (instead of --config)")
-    parser.add_argument("--client", help="only this client's questions")
+    parser.add_argument("--client", help="only the questions of this credential")
+    parser.add_argument("--person", help="only the questions charged to this person")
     parser.add_argument("--status", choices=["answered", "refused", "invalid"])
     parser.add_argument("--last", type=int, default=0, help="only the last N entries")
     parser.add_argument("--json", action="store_true", help="print the JSON lines as they are")
@@ -30,7 +31,11 @@ def _released(entry: dict[str, Any]) -> str:
         return str(entry.get("reason", ""))[:80]
     answer = entry.get("answer") or {}
     if answer.get("kind") == "count":
-        return "suppressed" if answer.get("suppressed") else f"count={answer.get('count')}"
+        if answer.get("suppressed"):
+            return "suppressed"
+        interval = answer.get("interval")
+        noisy = f" [{interval[0]}, {interval[1]}]" if interval else ""
+        return f"count={answer.get('count')}{noisy}"
     if "cells" in answer:
         hidden = sum(1 for c in answer["cells"] if c.get("suppressed"))
         return f"{len(answer['cells'])} cells, {hidden} suppressed"
@@ -50,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         e
         for e in read_audit_log(path)
         if (args.client is None or e.get("client") == args.client)
+        and (args.person is None or e.get("person") == args.person)
         and (args.status is None or e.get("status") == args.status)
     ]
     if args.last:
@@ -62,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         kind = (request.get("aggregate") or {}).get("kind", "?")
         print(
             f"{entry.get('time', '?'):<29} {entry.get('client', '?'):<16} "
+            f"{entry.get('person', '-'):<12} {entry.get('mode', '-'):<5} "
             f"{'/' + str(entry['endpoint']) if entry.get('endpoint') else '?':<10} "
             f"{entry.get('status', '?'):<9} {kind:<9} eps={entry.get('epsilon_spent', 0):<5g} "
             f"{_released(entry)}"

@@ -74,28 +74,35 @@ def test_index_sync_without_a_pacs_says_so(tmp_path: Path) -> None:
 def test_audit_shows_the_log(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.jsonl")
     log.record(
-        client="researcher",
+        client="alice-laptop",
+        person="alice",
+        mode="dp",
         status="answered",
-        epsilon_spent=0.5,
+        epsilon_spent=0.75,
         request={"aggregate": {"kind": "count"}},
-        answer={"kind": "count", "count": 31},
+        answer={"kind": "count", "count": 31, "interval": [27, 35]},
     )
     log.record(
-        client="second",
+        client="hub-eu/bob",
+        person="bob",
+        mode="dp",
         status="refused",
         epsilon_spent=0.0,
         request={"aggregate": {"kind": "count"}},
-        reason="differs by fewer than 10",
+        reason="privacy budget spent: 'bob' has 0 of epsilon 15 left",
     )
     shown = run_fedgate("audit", "--log", str(tmp_path / "audit.jsonl"))
     lines = shown.stdout.splitlines()
     assert len(lines) == 2
-    assert "researcher" in lines[0] and "count=31" in lines[0] and "eps=0.5" in lines[0]
-    assert "refused" in lines[1] and "fewer than 10" in lines[1]
-    only = run_fedgate(
-        "audit", "--log", str(tmp_path / "audit.jsonl"), "--client", "second", "--json"
+    assert "alice-laptop" in lines[0] and "alice " in lines[0] and " dp " in lines[0]
+    assert "count=31 [27, 35]" in lines[0] and "eps=0.75" in lines[0]
+    assert "refused" in lines[1] and "budget spent" in lines[1]
+    only = run_fedgate("audit", "--log", str(tmp_path / "audit.jsonl"), "--person", "bob", "--json")
+    assert [json.loads(line)["client"] for line in only.stdout.splitlines()] == ["hub-eu/bob"]
+    by_credential = run_fedgate(
+        "audit", "--log", str(tmp_path / "audit.jsonl"), "--client", "alice-laptop", "--json"
     )
-    assert [json.loads(line)["client"] for line in only.stdout.splitlines()] == ["second"]
+    assert [json.loads(line)["person"] for line in by_credential.stdout.splitlines()] == ["alice"]
 
 
 def test_audit_names_the_endpoint_of_each_question(make_site: SiteFactory, tmp_path: Path) -> None:
@@ -104,7 +111,7 @@ def test_audit_names_the_endpoint_of_each_question(make_site: SiteFactory, tmp_p
     assert site.post({"cohort": {"attributes": {"PatientSex": "M"}}}).status_code == 200
     shown = run_fedgate("audit", "--log", str(tmp_path / "audited" / AUDIT_FILE_NAME))
     lines = shown.stdout.splitlines()
-    assert [line.split()[2] for line in lines] == ["/count", "/aggregate"], shown.stdout
+    assert [line.split()[4] for line in lines] == ["/count", "/aggregate"], shown.stdout
 
 
 def test_findings_piped_into_head_ends_without_a_traceback(tmp_path: Path) -> None:
