@@ -407,3 +407,37 @@ def test_a_credential_without_a_federated_role_is_refused_and_audited(
         "prometheus",
         "count",
     )
+
+
+def test_property_no_status_message_or_header_depends_on_one_patient(
+    make_site: SiteFactory,
+) -> None:
+    """Any question (hypothesis draws cohorts, levels and aggregates), asked of two sites that
+    differ by one patient: the same status, the same refusal text, the same header names and
+    the same answer shape; only the noisy numbers (and open categories' noisy lists) differ."""
+    from hypothesis import HealthCheck, given, settings
+
+    from tests.federated.conftest import QUERY_TOKEN, standard_cohort
+    from tests.federated.test_no_identifiers import requests
+
+    dp = {"epsilon_per_person": 1e6, "epsilon_per_site": 1e6}
+    without = make_site(standard_cohort(), name="p-without", dp=dp)
+    with_target = make_site([*standard_cohort(), TARGET], name="p-with", dp=dp)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(requests())
+    def check(request: dict[str, object]) -> None:
+        first, second = (site.post(request, token=QUERY_TOKEN) for site in (without, with_target))
+        assert first.status_code == second.status_code, request
+        assert set(first.headers) == set(second.headers), request
+        if first.status_code != 200:
+            assert first.json() == second.json(), request
+            return
+        one, two = first.json(), second.json()
+        for answer in (one, two):
+            answer["budget"].pop("epsilon_spent"), answer["budget"].pop("epsilon_remaining")
+            answer["budget"].pop("site_epsilon_remaining")
+            answer.pop("cells", None)  # an open category's listed values are noisy
+        assert _shape(one) == _shape(two), request
+
+    check()
