@@ -229,7 +229,7 @@ def test_identifying_attribute_given_as_a_tag_is_refused(site: Site) -> None:
     ("params", "field"),
     [
         ({"level": "instances"}, "level"),
-        ({"StudyDate": "2024"}, "StudyDate"),
+        ({"StudyDate": "202403"}, "StudyDate"),  # neither a date nor a year
         ({"PatientAge": "old"}, "PatientAge"),
         ({"PatientSex": "X"}, "PatientSex"),
         ({"finding": "nodule"}, "finding"),
