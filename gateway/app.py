@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from dashboard import dashboard_routes
 from gateway.allow import http_exception_handler
 from gateway.auth import Authenticator
 from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
@@ -209,6 +210,11 @@ def create_app(settings: GatewaySettings) -> Starlette:
             *job_routes(),
             Mount(
                 "/federated/v1", routes=federated_routes(index, settings.federated, authenticator)
+            ),
+            *dashboard_routes(
+                "site",
+                auth_enabled=settings.auth.enabled,
+                oidc_configured=settings.auth.oidc is not None,
             ),
         ],
         middleware=[

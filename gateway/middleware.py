@@ -28,7 +28,10 @@ from gateway.metrics import REQUEST_LATENCY
 log = structlog.get_logger("gateway.http")
 
 #: Paths anyone may call (liveness and readiness probes).
-PUBLIC_PATHS = ("/healthz", "/readyz")
+PUBLIC_PATHS = ("/healthz", "/readyz", "/ui")
+#: Path prefixes anyone may call: the dashboard's pages and static files, which hold no data
+#: (its login form is one of them); the data they show comes from the API with the user's token.
+PUBLIC_PREFIXES = ("/ui/",)
 #: Paths called every few seconds by machines: not written to the access log.
 QUIET_PATHS = (*PUBLIC_PATHS, "/metrics")
 #: Path prefixes and the roles they need (any one of them); the first match wins. ``admin``
@@ -138,7 +141,11 @@ class AuthMiddleware:
         self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in PUBLIC_PATHS
+            or scope["path"].startswith(PUBLIC_PREFIXES)
+        ):
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]

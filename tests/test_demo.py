@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,5 @@ def test_demo_once_prints_findings_for_every_study(tmp_path: Path) -> None:
     assert sum(row.count("Nodule:") for row in detector) == 3
     assert sum("no finding" in row for row in detector) == 1
     assert "Diameter 12." in result.stdout and "Diameter 20." in result.stdout
+    # It says where the cohort dashboard is (issue 15).
+    assert re.search(r"dashboard http://127\.0\.0\.1:\d+/ui/", result.stdout), result.stdout

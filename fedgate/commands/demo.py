@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         inference.start()
         gateway.start()
         _say(f"  gateway   {gateway_url}  (DICOMweb at {gateway_url}/dicomweb)")
+        _say(f"  dashboard {gateway_url}/ui/  (the cohort builder over this site's findings)")
         _say(f"  inference {inference_url}  (Open Inference Protocol at {inference_url}/v2)")
         study_uids = _send_studies(gateway_url, args.studies)
         jobs = _wait_for_jobs(gateway_url, study_uids, args.timeout)
@@ -125,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
         failed = [job for job in jobs if job["state"] != "succeeded"]
         if args.once:
             return 1 if failed else 0
-        _say(f"\nserving; point a DICOMweb viewer at {gateway_url}/dicomweb (Ctrl-C to stop)")
+        _say(
+            f"\nserving; point a DICOMweb viewer at {gateway_url}/dicomweb and a browser at "
+            f"{gateway_url}/ui/ for the cohort dashboard (Ctrl-C to stop)"
+        )
         while gateway.process and gateway.process.poll() is None:
             time.sleep(1)
         return 1

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from dashboard import dashboard_routes
 from gateway.auth import (
     FEDERATED_ROLES,
     ON_BEHALF_OF_HEADER,
@@ -397,6 +398,12 @@ def hub_app(settings: HubSettings) -> Starlette:
                     Route("/count", count, methods=["GET"]),
                     Route("/aggregate", aggregate, methods=["POST"]),
                 ],
+            ),
+            # The cohort dashboard over every site (docs/dashboard.md).
+            *dashboard_routes(
+                "hub",
+                auth_enabled=settings.auth.enabled,
+                oidc_configured=settings.auth.oidc is not None,
             ),
         ],
         lifespan=lambda app: _closing(hub),

@@ -65,9 +65,11 @@ def code_list_matcher(field: str, value: str | list[str], allowed: set[str]) -> 
 
 
 def date_matcher(field: str, value: str) -> Range:
-    """A DA value or range, ``YYYYMMDD``, ``YYYYMMDD-``, ``-YYYYMMDD``, ``A-B`` (inclusive)."""
+    """A DA value or range, ``YYYYMMDD``, ``YYYYMMDD-``, ``-YYYYMMDD``, ``A-B`` (inclusive), or
+    whole years, ``YYYY`` or ``YYYY-YYYY`` (January 1 of the first to December 31 of the last),
+    so that a cohort asked by years (the dashboard) never sends an exact date."""
     low, high = _split_range(field, value)
-    return Range(_date(field, low), _date(field, high))
+    return Range(_date(field, low, "0101"), _date(field, high, "1231"))
 
 
 def age_matcher(field: str, value: str) -> Range:
@@ -103,11 +105,14 @@ def _split_range(field: str, value: str) -> tuple[str | None, str | None]:
     return low or None, high or None
 
 
-def _date(field: str, text: str | None) -> float | None:
+def _date(field: str, text: str | None, month_day: str) -> float | None:
+    """``YYYYMMDD``, or ``YYYY`` completed with ``month_day`` (the range's first or last day)."""
     if text is None:
         return None
+    if re.fullmatch(r"\d{4}", text):
+        text += month_day
     if not re.fullmatch(r"\d{8}", text):
-        raise FilterError(field, f"{text!r} is not a date YYYYMMDD")
+        raise FilterError(field, f"{text!r} is not a date YYYYMMDD or a year YYYY")
     return float(text)
 
 

@@ -229,7 +229,7 @@ def test_identifying_attribute_given_as_a_tag_is_refused(site: Site) -> None:
     ("params", "field"),
     [
         ({"level": "instances"}, "level"),
-        ({"StudyDate": "2024"}, "StudyDate"),
+        ({"StudyDate": "202403"}, "StudyDate"),  # neither a date nor a year
         ({"PatientAge": "old"}, "PatientAge"),
         ({"PatientSex": "X"}, "PatientSex"),
         ({"finding": "nodule"}, "finding"),
@@ -414,3 +414,17 @@ def test_exact_tables_count_what_sql_counts(
     # A two-cell table with a small cell hides both (complementary suppression).
     assert released >= 1 or len(answer["cells"]) <= 2
     index.close()
+
+
+def test_study_years_are_the_same_question_as_their_first_and_last_days() -> None:
+    """The dashboard asks study dates as whole years: no exact date is sent (issue 15)."""
+    from gateway.federated.cohort import Cohort
+
+    years = Cohort.model_validate({"attributes": {"StudyDate": "2019-2023"}})
+    days = Cohort.model_validate({"attributes": {"StudyDate": "20190101-20231231"}})
+    assert years.definition() == days.definition()
+    one = Cohort.model_validate({"attributes": {"StudyDate": "2021"}})
+    assert one.definition()["attributes"]["StudyDate"] == [20210101.0, 20211231.0]
+    assert Cohort.model_validate({"attributes": {"StudyDate": "2020-"}}).definition()["attributes"][
+        "StudyDate"
+    ] == [20200101.0, None]
