@@ -4,6 +4,7 @@ switching filters off and on, saved and shared cohorts, no identifier anywhere, 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,15 @@ from tests.ui.conftest import (
     wait_for_counts,
 )
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+#: Where the tests put their screenshots: the git-ignored test-output/, or, with
+#: FEDGATE_UPDATE_SCREENSHOTS=1, the committed ones under docs/ (noisy counts differ each run,
+#: so an ordinary run must not dirty the tree).
+SCREENSHOTS = Path(__file__).resolve().parents[2] / (
+    "docs/screenshots"
+    if os.environ.get("FEDGATE_UPDATE_SCREENSHOTS")
+    else "test-output/screenshots"
+)
+SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
 #: The README's example, one step per filter as the test clicks them.
 README_STEPS: list[dict[str, Any]] = [
