@@ -402,17 +402,24 @@ def hub_app(settings: HubSettings) -> Starlette:
         answer = await hub.ask(send, "count", parsed.level)
         return released(principal, {"count": params}, answer)
 
-    async def question(request: Request) -> AggregateRequest | Response:
-        """The ``/aggregate`` (or ``/cost``) body, checked here before any site is asked."""
+    async def question(
+        request: Request,
+    ) -> tuple[Principal, AggregateRequest, dict[str, Any]] | Response:
+        """Who asks and the ``/aggregate`` (or ``/cost``) body as the sites get it, checked
+        here before any site is asked; or the 401/403/400/413 saying why not."""
+        principal = asker(request)
+        if isinstance(principal, Response):
+            return principal
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             return error_response(413, f"request body over {MAX_BODY_BYTES} bytes")
         try:
-            return AggregateRequest.model_validate(json.loads(body or b"{}"))
+            parsed = AggregateRequest.model_validate(json.loads(body or b"{}"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             return error_response(400, f"body is not JSON: {error}", "(body)")
         except ValidationError as error:
             return validation_response(error)
+        return principal, parsed, parsed.model_dump(mode="json", exclude_none=True)
 
     def posting(path: str, payload: Any, principal: Principal) -> Send:
         async def send(
@@ -440,13 +447,10 @@ def hub_app(settings: HubSettings) -> Starlette:
         return send
 
     async def aggregate(request: Request) -> Response:
-        principal = asker(request)
-        if isinstance(principal, Response):
-            return principal
-        parsed = await question(request)
-        if isinstance(parsed, Response):
-            return parsed
-        payload = parsed.model_dump(mode="json", exclude_none=True)
+        asked = await question(request)
+        if isinstance(asked, Response):
+            return asked
+        principal, parsed, payload = asked
         send = posting("/aggregate", payload, principal)
         answer = await hub.ask(send, parsed.aggregate.kind, parsed.level)
         return released(principal, {"aggregate": payload}, answer)
@@ -464,13 +468,10 @@ def hub_app(settings: HubSettings) -> Starlette:
 
     async def cost(request: Request) -> Response:
         """Each site's cost of the question for the person, and whether all can pay it."""
-        principal = asker(request)
-        if isinstance(principal, Response):
-            return principal
-        parsed = await question(request)
-        if isinstance(parsed, Response):
-            return parsed
-        payload = parsed.model_dump(mode="json", exclude_none=True)
+        asked = await question(request)
+        if isinstance(asked, Response):
+            return asked
+        principal, _, payload = asked
         results = await hub.ask_each(posting("/cost", payload, principal))
         answered = [r["answer"] for r in results if r["status"] == "ok"]
         return JSONResponse(
