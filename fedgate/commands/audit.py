@@ -31,6 +31,8 @@ def _released(entry: dict[str, Any]) -> str:
     answer = entry.get("answer") or {}
     if answer.get("kind") == "count":
         return "suppressed" if answer.get("suppressed") else f"count={answer.get('count')}"
+    if "vocabulary" in answer:
+        return f"{sum(len(values) for values in answer['vocabulary'].values())} values listed"
     if "cells" in answer:
         hidden = sum(1 for c in answer["cells"] if c.get("suppressed"))
         return f"{len(answer['cells'])} cells, {hidden} suppressed"
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{entry.get('time', '?'):<29} {entry.get('client', '?'):<16} "
             f"{'/' + str(entry['endpoint']) if entry.get('endpoint') else '?':<10} "
-            f"{entry.get('status', '?'):<9} {kind:<9} eps={entry.get('epsilon_spent', 0):<5g} "
+            f"{entry.get('status', '?'):<9} {kind:<10} eps={entry.get('epsilon_spent', 0):<5g} "
             f"{_released(entry)}"
         )
     if not entries:
