@@ -311,3 +311,62 @@ def test_hub_budget_and_cost_with_a_stopped_site(tmp_path: Path) -> None:
             assert httpx.get(f"{hub}/budget").status_code == 401
     finally:
         sites.close()
+
+
+def test_each_patient_counts_for_at_most_the_bound_taken_round_the_lists(
+    tmp_path: Path,
+) -> None:
+    """The sensitivity the noise is calibrated to: 200 patients holding the same 4 values in
+    each of 3 lists, at most 3 values each: every patient counts once in every list (one
+    value of each list before a second of any), so each list's counts sum to 200."""
+    import numpy as np
+
+    from gateway.federated.noisy import NoisyAnswers
+    from gateway.federated.settings import DifferentialPrivacySettings
+    from gateway.federated.vocabulary import VOCABULARY_LISTS, VocabularyFacts
+    from gateway.index import FindingsIndex, IndexSettings
+
+    lists = ("modality", "body_part", "finding_type")
+    rows = [
+        (patient, VOCABULARY_LISTS.index(name), json.dumps([name, f"V{value}"]))
+        for patient in range(200)
+        for name in lists
+        for value in range(4)
+    ]
+    facts = VocabularyFacts(
+        np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), [r[2] for r in rows]
+    )
+    index = FindingsIndex.open(IndexSettings(), tmp_path / "index")
+    try:
+        noisy = NoisyAnswers(index, DifferentialPrivacySettings(max_rows_per_patient=3))
+        # A large epsilon: noise far below one patient, to see the bounded counts.
+        answer = noisy.vocabulary(facts, epsilon=1000.0)
+    finally:
+        index.close()
+    for name in lists:
+        entries = answer["vocabulary"][name]
+        assert {e["value"] for e in entries} == {f"V{value}" for value in range(4)}
+        assert sum(e["count"] for e in entries) == 200, entries
+        assert all(20 < e["count"] < 80 for e in entries)  # chosen at random among the four
+
+
+def test_a_patient_with_unique_values_is_not_seen_in_the_vocabulary(
+    make_site: SiteFactory,
+) -> None:
+    """Two sites that differ by one patient with an MR and a mass (values only one other
+    patient has): for both roles, the same status, headers and values listed."""
+    from tests.federated.conftest import standard_cohort
+    from tests.federated.test_attacks import TARGET, _shape
+
+    without = make_site(standard_cohort(), name="without")
+    with_target = make_site([*standard_cohort(), TARGET], name="with")
+    for token in (QUERY_TOKEN, EXACT_TOKEN):
+        first, second = (
+            httpx.get(f"{site.url}/vocabulary", headers={"Authorization": f"Bearer {token}"})
+            for site in (without, with_target)
+        )
+        assert first.status_code == second.status_code == 200
+        assert set(first.headers) == set(second.headers)
+        one, two = first.json(), second.json()
+        assert _shape(one["vocabulary"]) == _shape(two["vocabulary"]), token
+        _assert_no_rare_value(two)
