@@ -36,6 +36,8 @@ def _released(entry: dict[str, Any]) -> str:
         interval = answer.get("interval")
         noisy = f" [{interval[0]}, {interval[1]}]" if interval else ""
         return f"count={answer.get('count')}{noisy}"
+    if "vocabulary" in answer:
+        return f"{sum(len(values) for values in answer['vocabulary'].values())} values listed"
     if "cells" in answer:
         hidden = sum(1 for c in answer["cells"] if c.get("suppressed"))
         return f"{len(answer['cells'])} cells, {hidden} suppressed"
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             f"{entry.get('time', '?'):<29} {entry.get('client', '?'):<16} "
             f"{entry.get('person', '-'):<12} {entry.get('mode', '-'):<5} "
             f"{'/' + str(entry['endpoint']) if entry.get('endpoint') else '?':<10} "
-            f"{entry.get('status', '?'):<9} {kind:<9} eps={entry.get('epsilon_spent', 0):<5g} "
+            f"{entry.get('status', '?'):<9} {kind:<10} eps={entry.get('epsilon_spent', 0):<5g} "
             f"{_released(entry)}"
         )
     if not entries:

@@ -3,7 +3,9 @@
 - ``GET  /count``: a count, the cohort given as QIDO-style query parameters;
 - ``POST /aggregate``: any aggregate, the cohort and aggregate given as JSON;
 - ``POST /cost``: what an ``/aggregate`` request would cost now (no look at the data);
-- ``GET  /budget``: the calling person's privacy budget.
+- ``GET  /budget``: the calling person's privacy budget;
+- ``GET  /vocabulary``: every value a cohort builder may offer, a rare one never listed (the
+  ``vocabulary`` aggregate over all patients: charged, cached and audited like any answer).
 
 Every route needs the ``query`` or the ``exact`` role (``admin`` has ``query``). Answers are
 aggregates only; bad input is a 400 naming the field, a refusal a 403 whose reason never
@@ -32,7 +34,7 @@ from gateway.auth import (
     Principal,
     authorize,
 )
-from gateway.federated.cohort import AggregateRequest
+from gateway.federated.cohort import AggregateRequest, VocabularySpec
 from gateway.federated.matching import FilterError
 from gateway.federated.query_params import parse_count_query
 from gateway.federated.service import Asker, FederatedService, Refused, RequestError
@@ -181,6 +183,20 @@ class FederatedEndpoints:
             return principal
         return JSONResponse(await run_in_threadpool(self.service.budget, asker_of(principal)))
 
+    async def vocabulary(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        if isinstance(principal, Response):
+            return principal
+        if request.query_params:
+            name = next(iter(request.query_params))
+            reason = (
+                f"{name}: the vocabulary takes no parameters (a cohort's vocabulary: "
+                "POST /aggregate with the aggregate kind 'vocabulary')"
+            )
+            return await self._invalid(principal, "vocabulary", error_response(400, reason, name))
+        question = AggregateRequest(aggregate=VocabularySpec())
+        return await self._answer(question, principal, "vocabulary")
+
     async def _answer(
         self, aggregate: AggregateRequest, principal: Principal, endpoint: str
     ) -> Response:
@@ -209,4 +225,5 @@ def federated_routes(
         Route("/aggregate", endpoints.aggregate, methods=["POST"]),
         Route("/cost", endpoints.cost, methods=["POST"]),
         Route("/budget", endpoints.budget, methods=["GET"]),
+        Route("/vocabulary", endpoints.vocabulary, methods=["GET"]),
     ]

@@ -361,8 +361,18 @@ class SummarySpec(_Model):
         return self
 
 
+class VocabularySpec(_Model):
+    """Every value a cohort builder may offer (modalities, body parts, manufacturers, finding
+    types and sites, algorithms, measurement and qualitative concepts, clinical variables),
+    each with the distinct patients of the cohort holding it, through the disclosure control:
+    a rare value is never listed (``GET /vocabulary`` is this over all patients)."""
+
+    kind: Literal["vocabulary"] = "vocabulary"
+
+
 AggregateSpec = Annotated[
-    CountSpec | HistogramSpec | CrossTabSpec | SummarySpec, Field(discriminator="kind")
+    CountSpec | HistogramSpec | CrossTabSpec | SummarySpec | VocabularySpec,
+    Field(discriminator="kind"),
 ]
 
 
@@ -372,6 +382,15 @@ class AggregateRequest(_Model):
     cohort: Cohort = Field(default_factory=Cohort)
     level: Level = "patients"
     aggregate: AggregateSpec = Field(default_factory=CountSpec)
+
+    @field_validator("aggregate")
+    @classmethod
+    def _vocabulary_counts_patients(cls, aggregate: Any, info: ValidationInfo) -> Any:
+        # A value is rare or common by its distinct patients (the unit of privacy), whatever
+        # else a cohort's answers count.
+        if isinstance(aggregate, VocabularySpec) and info.data.get("level") != "patients":
+            raise ValueError("a vocabulary counts patients: level must be 'patients'")
+        return aggregate
 
 
 def parse_code(field: str, text: str) -> str:

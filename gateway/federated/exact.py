@@ -30,6 +30,7 @@ from gateway.federated.tables import (
     grid,
     table_facts,
 )
+from gateway.federated.vocabulary import VocabularyFacts, vocabulary_lists
 from gateway.index import FindingsIndex
 
 
@@ -112,6 +113,13 @@ def _rare_values(facts: Facts, axis: int, k: int) -> set[Hashable]:
         for code, count in zip(found.tolist(), patients.tolist(), strict=True)
         if count < k
     }
+
+
+def exact_vocabulary(facts: VocabularyFacts, k: int) -> dict[str, Any]:
+    """The values held by at least ``k`` distinct patients, with their exact count; rarer
+    values are not named at all (as an open category's rare values never are)."""
+    released = {key: {"count": n} for key, n in facts.counts().items() if n >= k}
+    return {"vocabulary": vocabulary_lists(released)}
 
 
 def exact_summary(

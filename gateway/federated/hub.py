@@ -161,6 +161,14 @@ def _cell_key(cell: dict[str, Any]) -> str:
     return json.dumps([cell.get("value"), cell.get("row"), cell.get("column")], sort_keys=True)
 
 
+def unlisted(answer: dict[str, Any]) -> dict[str, Any]:
+    """What a site that did not list a value of an open category says about it: fewer than k
+    patients hold it (exact answers: they are in its "(other)"), or its noisy count did not
+    clear the threshold (noisy answers), or none do: either way, a count below that bound."""
+    bound = answer.get("threshold", answer.get("min_cell_size", 10))
+    return {"count": None, "suppressed": True, "bound": f"<{bound}"}
+
+
 def combine_tables(answers: list[dict[str, Any]], level: str) -> dict[str, Any]:
     per_site: list[dict[str, dict[str, Any]]] = []
     labels: dict[str, dict[str, Any]] = {}
@@ -175,13 +183,7 @@ def combine_tables(answers: list[dict[str, Any]], level: str) -> dict[str, Any]:
     for key, label in labels.items():
         entries = []
         for answer, site_cells in zip(answers, per_site, strict=True):
-            # A site that did not list a value of an open category has fewer than k patients
-            # in it (exact answers: they are in its "(other)"), or a noisy count under its
-            # threshold (noisy answers), or none: either way, a cell below that bound.
-            bound = answer.get("threshold", answer.get("min_cell_size", 10))
-            entries.append(
-                site_cells.get(key, {"count": None, "suppressed": True, "bound": f"<{bound}"})
-            )
+            entries.append(site_cells.get(key, unlisted(answer)))
         # A suppressed cell without a bound may hold any number (it may be suppressed to
         # protect another): it adds 0 to the lower bound and makes the upper bound unknown.
         cells.append({**label, **combine_counts(entries, level)})
@@ -209,17 +211,64 @@ def combine_summaries(answers: list[dict[str, Any]]) -> dict[str, Any]:
     return {**result, "n": n, "mean": mean, "sd": math.sqrt(squares / (n - 1)) if n > 1 else 0.0}
 
 
-def combine(kind: str, level: str, answers: list[dict[str, Any]]) -> dict[str, Any]:
+#: The members of a released count; the others of a vocabulary entry name its value.
+_COUNT_MEMBERS = frozenset({"count", "interval", "suppressed", "bound", "lower", "upper", "sites"})
+
+
+def combine_vocabularies(answers: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """The union of the sites' vocabularies: per list, every value any site listed, with the
+    sites that listed it and its count combined as a table's cell is (a site that did not list
+    it holds fewer patients than its threshold or minimum cell size: an interval)."""
+    merged: dict[str, dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]]]]] = {}
+    for answer, name in zip(answers, names, strict=True):
+        for list_name, entries in answer.get("vocabulary", {}).items():
+            values = merged.setdefault(list_name, {})
+            for entry in entries:
+                label = {k: v for k, v in entry.items() if k not in _COUNT_MEMBERS}
+                key = json.dumps(label, sort_keys=True)
+                values.setdefault(key, (label, {}))[1][name] = entry
+    vocabulary: dict[str, list[dict[str, Any]]] = {}
+    for list_name, values in merged.items():
+        vocabulary[list_name] = []
+        for key in sorted(values):
+            label, by_site = values[key]
+            entries = [
+                by_site.get(name, unlisted(answer))
+                for answer, name in zip(answers, names, strict=True)
+            ]
+            vocabulary[list_name].append(
+                {**label, **combine_counts(entries, "patients"), "sites": sorted(by_site)}
+            )
+    return {"vocabulary": vocabulary}
+
+
+def combine(
+    kind: str, level: str, answers: list[dict[str, Any]], names: list[str]
+) -> dict[str, Any]:
+    """The combined answer of the sites that answered (``names`` are theirs)."""
     if not answers:
         return {"count": None, "error": "no site answered"} if kind == "count" else {}
     if kind == "count":
         return combine_counts(answers, level)
     if kind in ("histogram", "crosstab"):
         return combine_tables(answers, level)
+    if kind == "vocabulary":
+        return combine_vocabularies(answers, names)
     return combine_summaries(answers)
 
 
+def affordable(answer: dict[str, Any]) -> bool:
+    """Whether a site's ``/cost`` answer says the question can be asked there: its own
+    ``affordable`` (noisy answers, or a hub's), or exact questions left."""
+    if "affordable" in answer:
+        return bool(answer["affordable"])
+    return int(answer.get("questions_remaining", 0)) > 0
+
+
 # -- asking -----------------------------------------------------------------------------------
+
+#: Sends one site its part of a question: (client, site, timeout) -> the site's response.
+Send = Callable[[httpx.AsyncClient, SiteSettings, float], Awaitable[httpx.Response]]
 
 
 class Hub:
@@ -245,16 +294,15 @@ class Hub:
             )
         return headers
 
-    async def ask(
-        self,
-        send: Callable[[httpx.AsyncClient, SiteSettings, float], Awaitable[httpx.Response]],
-        kind: str,
-        level: str,
-    ) -> dict[str, Any]:
-        asked = (self._ask_site(send, site) for site in self.settings.sites)
-        results = await asyncio.gather(*asked)
-        answers = [r["answer"] for r in results if r["status"] in ("ok", "suppressed")]
-        combined = combine(kind, level, answers)
+    async def ask_each(self, send: Send) -> list[dict[str, Any]]:
+        """Every site's status and answer to ``send``, asked concurrently."""
+        return list(await asyncio.gather(*(self._ask_site(send, s) for s in self.settings.sites)))
+
+    async def ask(self, send: Send, kind: str, level: str) -> dict[str, Any]:
+        results = await self.ask_each(send)
+        answered = [r for r in results if r["status"] in ("ok", "suppressed")]
+        answers = [r["answer"] for r in answered]
+        combined = combine(kind, level, answers, [r["name"] for r in answered])
         return {
             "level": level,
             "kind": kind,
@@ -263,11 +311,7 @@ class Hub:
             "sites": results,
         }
 
-    async def _ask_site(
-        self,
-        send: Callable[[httpx.AsyncClient, SiteSettings, float], Awaitable[httpx.Response]],
-        site: SiteSettings,
-    ) -> dict[str, Any]:
+    async def _ask_site(self, send: Send, site: SiteSettings) -> dict[str, Any]:
         timeout = site.timeout_seconds or self.settings.timeout_seconds
         started = time.monotonic()
         result: dict[str, Any] = {"name": site.name}
@@ -305,7 +349,8 @@ def _interpret(response: httpx.Response) -> dict[str, Any]:
 
 
 def hub_app(settings: HubSettings) -> Starlette:
-    """The hub's ASGI application: ``/federated/v1/count``, ``/aggregate``, ``/healthz``."""
+    """The hub's ASGI application: ``/federated/v1`` (``/count``, ``/aggregate``, ``/cost``,
+    ``/budget``, ``/vocabulary``) and ``/healthz``."""
     hub = Hub(settings)
     authenticator = Authenticator(settings.auth)
     audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
@@ -358,7 +403,11 @@ def hub_app(settings: HubSettings) -> Starlette:
         answer = await hub.ask(send, "count", parsed.level)
         return released(principal, {"count": params}, answer)
 
-    async def aggregate(request: Request) -> Response:
+    async def question(
+        request: Request,
+    ) -> tuple[Principal, AggregateRequest, dict[str, Any]] | Response:
+        """Who asks and the ``/aggregate`` (or ``/cost``) body as the sites get it, checked
+        here before any site is asked; or the 401/403/400/413 saying why not."""
         principal = asker(request)
         if isinstance(principal, Response):
             return principal
@@ -367,24 +416,84 @@ def hub_app(settings: HubSettings) -> Starlette:
             return error_response(413, f"request body over {MAX_BODY_BYTES} bytes")
         try:
             parsed = AggregateRequest.model_validate(json.loads(body or b"{}"))
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             return error_response(400, f"body is not JSON: {error}", "(body)")
         except ValidationError as error:
             return validation_response(error)
-        payload = parsed.model_dump(mode="json", exclude_none=True)
+        return principal, parsed, parsed.model_dump(mode="json", exclude_none=True)
 
+    def posting(path: str, payload: Any, principal: Principal) -> Send:
         async def send(
             client: httpx.AsyncClient, site: SiteSettings, timeout: float
         ) -> httpx.Response:
             return await client.post(
-                f"{site.url.rstrip('/')}/aggregate",
+                f"{site.url.rstrip('/')}{path}",
                 json=payload,
                 headers=hub.headers(site, principal),
                 timeout=timeout,
             )
 
+        return send
+
+    def getting(path: str, principal: Principal) -> Send:
+        async def send(
+            client: httpx.AsyncClient, site: SiteSettings, timeout: float
+        ) -> httpx.Response:
+            return await client.get(
+                f"{site.url.rstrip('/')}{path}",
+                headers=hub.headers(site, principal),
+                timeout=timeout,
+            )
+
+        return send
+
+    async def aggregate(request: Request) -> Response:
+        asked = await question(request)
+        if isinstance(asked, Response):
+            return asked
+        principal, parsed, payload = asked
+        send = posting("/aggregate", payload, principal)
         answer = await hub.ask(send, parsed.aggregate.kind, parsed.level)
         return released(principal, {"aggregate": payload}, answer)
+
+    async def vocabulary(request: Request) -> Response:
+        principal = asker(request)
+        if isinstance(principal, Response):
+            return principal
+        if request.query_params:
+            name = next(iter(request.query_params))
+            reason = f"{name}: the vocabulary takes no parameters"
+            return error_response(400, reason, name)
+        answer = await hub.ask(getting("/vocabulary", principal), "vocabulary", "patients")
+        return released(principal, {"vocabulary": {}}, answer)
+
+    async def cost(request: Request) -> Response:
+        """Each site's cost of the question for the person, and whether all can pay it."""
+        asked = await question(request)
+        if isinstance(asked, Response):
+            return asked
+        principal, _, payload = asked
+        results = await hub.ask_each(posting("/cost", payload, principal))
+        answered = [r["answer"] for r in results if r["status"] == "ok"]
+        return JSONResponse(
+            {
+                # Each site charges its own ledger: this is the sum over the sites, each
+                # site's part is in its answer.
+                "epsilon": round(sum(float(a.get("epsilon", 0.0)) for a in answered), 6),
+                "affordable": bool(answered) and all(affordable(a) for a in answered),
+                "complete": len(answered) == len(results),
+                "sites": results,
+            }
+        )
+
+    async def budget(request: Request) -> Response:
+        """The person's budget at every site (each site keeps its own)."""
+        principal = asker(request)
+        if isinstance(principal, Response):
+            return principal
+        results = await hub.ask_each(getting("/budget", principal))
+        complete = all(r["status"] == "ok" for r in results)
+        return JSONResponse({"person": principal.person, "complete": complete, "sites": results})
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "sites": len(settings.sites)})
@@ -397,6 +506,9 @@ def hub_app(settings: HubSettings) -> Starlette:
                 routes=[
                     Route("/count", count, methods=["GET"]),
                     Route("/aggregate", aggregate, methods=["POST"]),
+                    Route("/cost", cost, methods=["POST"]),
+                    Route("/budget", budget, methods=["GET"]),
+                    Route("/vocabulary", vocabulary, methods=["GET"]),
                 ],
             ),
             # The cohort dashboard over every site (docs/dashboard.md).

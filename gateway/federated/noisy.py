@@ -46,6 +46,7 @@ from gateway.federated.tables import (
     grid,
     table_facts,
 )
+from gateway.federated.vocabulary import VocabularyFacts, vocabulary_lists
 from gateway.index import FindingsIndex
 
 #: Modalities listed in every noisy table by modality, zeros included (DICOM PS3.3
@@ -210,6 +211,40 @@ class NoisyAnswers:
                 column = np.array(facts.columns[axis], dtype=float)[rows]
                 return np.where(np.isnan(column), -np.inf, column)
         return np.zeros(len(rows))
+
+    def vocabulary(self, facts: VocabularyFacts, epsilon: float) -> dict[str, Any]:
+        """The values of every list whose noisy count of patients clears the threshold.
+
+        All lists are one release (OpenDP's threshold mechanism over keys (list, value)), with
+        each patient counted for at most ``max_rows_per_patient`` values in all: the epsilon is
+        spent once on a sensitivity of that bound, where ten releases of one list each, a
+        patient bounded in every list, would need ten times the noise for the same epsilon
+        (a threshold of about 115 patients with the defaults instead of about 1,150)."""
+        kept = self._bounded_values(facts)
+        counts = {key: float(n) for key, n in facts.counts(kept).items()}
+        sensitivity = Sensitivity(self.bound, 1.0, float(self.bound))
+        released, threshold, half_width = self.noise.release_open(counts, sensitivity, epsilon)
+        return {
+            "threshold": math.ceil(threshold),
+            "vocabulary": vocabulary_lists(
+                {key: _count_entry(value, half_width) for key, value in released.items()}
+            ),
+        }
+
+    def _bounded_values(self, facts: VocabularyFacts) -> np.ndarray:
+        """The rows kept: a patient's first ``max_rows_per_patient`` values, taken round the
+        lists (one value of each list they have, in random order, before a second value of
+        any), so that a patient with many modalities still counts for their finding."""
+        tie = np.random.default_rng().random(len(facts))
+        ranked = np.lexsort((tie, facts.lists, facts.patients))
+        patients, lists = facts.patients[ranked], facts.lists[ranked]
+        starts = np.flatnonzero(
+            np.r_[True, (patients[1:] != patients[:-1]) | (lists[1:] != lists[:-1])]
+        )
+        run_start = np.repeat(starts, np.diff(np.r_[starts, len(ranked)]))
+        rank_in_list = np.empty(len(ranked))
+        rank_in_list[ranked] = np.arange(len(ranked)) - run_start
+        return first_per_group(facts.patients, rank_in_list + tie, self.bound)
 
     def summary(self, request: AggregateRequest, epsilon: float) -> dict[str, Any]:
         spec = request.aggregate

@@ -501,3 +501,69 @@ def values_sql(cohort: Cohort, level: Level, dimension: BinnedDimension) -> Sql:
         f"WHERE {where.text} AND {raw} IS NOT NULL",
         join_params + where.params,
     )
+
+
+#: Per vocabulary list (:mod:`.vocabulary`): the join from the study ``s`` to the rows
+#: holding its values (alias ``v``), the value columns, and which rows count. Findings count
+#: only when the report says they are there; a "clinical" list is the measurements or
+#: qualitative values of findings without a type (clinical-information reports, LN 55752-0).
+_PRESENT_TYPED = "v.presence = 'present' AND v.finding_type IS NOT NULL"
+_PRESENT_UNTYPED = "v.presence = 'present' AND v.finding_type IS NULL"
+_QUALITATIVE = (
+    "JOIN findings vf ON vf.study_key = s.study_key "
+    "JOIN qualitative v ON v.finding_key = vf.finding_key"
+)
+VOCABULARY_SOURCES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "modality": ("JOIN series v ON v.study_key = s.study_key", ("v.modality",), "1 = 1"),
+    "body_part": ("JOIN series v ON v.study_key = s.study_key", ("v.body_part",), "1 = 1"),
+    "manufacturer": ("JOIN series v ON v.study_key = s.study_key", ("v.manufacturer",), "1 = 1"),
+    "finding_type": (
+        "JOIN findings v ON v.study_key = s.study_key",
+        ("v.finding_type",),
+        _PRESENT_TYPED,
+    ),
+    "finding_site": (
+        "JOIN findings v ON v.study_key = s.study_key",
+        ("v.finding_site",),
+        "v.presence = 'present'",
+    ),
+    # An algorithm that ran and found nothing is an algorithm the site has: any presence.
+    "algorithm": (
+        "JOIN findings v ON v.study_key = s.study_key",
+        ("v.algorithm_name", "v.algorithm_version"),
+        "1 = 1",
+    ),
+    "measurement": (
+        "JOIN measurements v ON v.study_key = s.study_key",
+        ("v.concept", "v.unit"),
+        _PRESENT_TYPED,
+    ),
+    "qualitative": (
+        _QUALITATIVE,
+        ("v.concept", "v.value"),
+        _PRESENT_TYPED.replace("v.", "vf."),
+    ),
+    "clinical_measurement": (
+        "JOIN measurements v ON v.study_key = s.study_key",
+        ("v.concept", "v.unit"),
+        _PRESENT_UNTYPED,
+    ),
+    "clinical_qualitative": (
+        _QUALITATIVE,
+        ("v.concept", "v.value"),
+        _PRESENT_UNTYPED.replace("v.", "vf."),
+    ),
+}
+
+
+def vocabulary_sql(cohort: Cohort, name: str) -> Sql:
+    """The distinct (patient, value columns...) of one vocabulary list over the cohort's
+    studies: who holds which value (rows with a missing value are left out)."""
+    join, columns, condition = VOCABULARY_SOURCES[name]
+    where = cohort_where(cohort, "patients")
+    present = " AND ".join(f"{column} IS NOT NULL" for column in columns)
+    return Sql(
+        f"SELECT DISTINCT s.patient_key, {', '.join(columns)} FROM studies s {join} "
+        f"WHERE {where.text} AND {condition} AND {present}",
+        where.params,
+    )

@@ -32,8 +32,9 @@ from gateway.federated.cohort import (
     CrossTabSpec,
     HistogramSpec,
     SummarySpec,
+    VocabularySpec,
 )
-from gateway.federated.exact import exact_count, exact_summary, exact_table
+from gateway.federated.exact import exact_count, exact_summary, exact_table, exact_vocabulary
 from gateway.federated.facts import Facts
 from gateway.federated.membership import Membership
 from gateway.federated.noisy import NoisyAnswers
@@ -41,6 +42,7 @@ from gateway.federated.privacy import AnswerCache, BudgetExhausted, PrivacyLedge
 from gateway.federated.query import membership_sql
 from gateway.federated.settings import FederatedSettings
 from gateway.federated.tables import dimensions_of
+from gateway.federated.vocabulary import vocabulary_facts
 from gateway.index import FindingsIndex
 
 log = structlog.get_logger(__name__)
@@ -222,19 +224,24 @@ class FederatedService:
                 raise Refused(str(error)) from None
             answer = self._compute_noisy(request)
             self.cache.put(key, answer, asker.person)
-            self.ledger.charge(asker.person, dp.epsilon_per_query, self.noisy.noise.delta, key)
+            self.ledger.charge(asker.person, dp.epsilon_per_query, self._delta(answer), key)
             spent, cached = dp.epsilon_per_query, False
         released = dict(answer)
         released["privacy"] = {
             "mode": "dp",
             "mechanism": dp.mechanism,
             "epsilon": spent,
-            "delta": self.noisy.noise.delta if spent else 0.0,
+            "delta": self._delta(answer) if spent else 0.0,
             "cached": cached,
             "interval_coverage": 0.95,
         }
         released["budget"] = self.ledger.budget(asker.person).as_json()
         return released, spent, cached
+
+    def _delta(self, answer: dict[str, Any]) -> float:
+        """The delta an answer spent: the Gaussian mechanism's, plus the threshold's where
+        an open category was listed (docs/privacy.md: each adds ``delta``)."""
+        return self.noisy.noise.delta + (self.settings.dp.delta if "threshold" in answer else 0.0)
 
     def _compute_noisy(self, request: AggregateRequest) -> dict[str, Any]:
         spec = request.aggregate
@@ -244,6 +251,9 @@ class FederatedService:
             answer.update(self.noisy.count(request, self._membership(request), epsilon))
         elif isinstance(spec, HistogramSpec | CrossTabSpec):
             answer.update(self.noisy.table(request, lambda: self._membership(request), epsilon))
+        elif isinstance(spec, VocabularySpec):
+            facts = vocabulary_facts(self.index, request.cohort)
+            answer.update(self.noisy.vocabulary(facts, epsilon))
         else:
             answer.update(self.noisy.summary(request, epsilon))
         return answer
@@ -266,6 +276,8 @@ class FederatedService:
             answer.update(exact_count(membership, self.k))
         elif isinstance(spec, HistogramSpec | CrossTabSpec):
             answer.update(exact_table(self.index, request, membership, self.k))
+        elif isinstance(spec, VocabularySpec):
+            answer.update(exact_vocabulary(vocabulary_facts(self.index, request.cohort), self.k))
         else:
             answer.update(exact_summary(self.index, request, membership, self.k))
         answer["privacy"] = {"mode": "exact"}

@@ -30,7 +30,7 @@ SUSPICIOUS = "SCT:263654008"
 
 @dataclass
 class SyntheticFinding:
-    finding_type: str = NODULE
+    finding_type: str | None = NODULE  # None: a clinical-information report's finding
     diameter_mm: float | None = None
     qualitative: tuple[tuple[str, str], ...] = ()
     site: str | None = LUNG
@@ -43,6 +43,7 @@ class SyntheticStudy:
     body_part: str = "CHEST"
     age: int | None = 65
     findings: list[SyntheticFinding] = field(default_factory=list)
+    manufacturer: str = "fedgate phantom"
 
 
 @dataclass
@@ -71,7 +72,7 @@ def write_patients(index: FindingsIndex, patients: list[SyntheticPatient]) -> No
                         patient_key,
                         modality,
                         study.body_part,
-                        "fedgate phantom",
+                        study.manufacturer,
                         "Synthetic",
                     )
                 )

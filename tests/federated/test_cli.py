@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from dicomweb_client.api import DICOMwebClient
@@ -16,7 +17,7 @@ from dicomweb_client.api import DICOMwebClient
 from gateway.federated.audit import AUDIT_FILE_NAME, AuditLog
 from gateway.index import FindingsIndex, IndexSettings
 from sr_writer import build_sr
-from tests.federated.conftest import SiteFactory
+from tests.federated.conftest import EXACT_TOKEN, SiteFactory
 from tests.federated.synthetic import header_only, small_phantom
 from tests.sr_writer.builders import lesion_findings
 from tests.support.gateway import REPO_ROOT
@@ -109,9 +110,14 @@ def test_audit_names_the_endpoint_of_each_question(make_site: SiteFactory, tmp_p
     site = make_site(name="audited")
     assert site.get({"PatientSex": "F"}).status_code == 200
     assert site.post({"cohort": {"attributes": {"PatientSex": "M"}}}).status_code == 200
+    vocabulary = httpx.get(
+        f"{site.url}/vocabulary", headers={"Authorization": f"Bearer {EXACT_TOKEN}"}
+    ).json()
     shown = run_fedgate("audit", "--log", str(tmp_path / "audited" / AUDIT_FILE_NAME))
     lines = shown.stdout.splitlines()
-    assert [line.split()[4] for line in lines] == ["/count", "/aggregate"], shown.stdout
+    assert [line.split()[4] for line in lines] == ["/count", "/aggregate", "/vocabulary"]
+    listed = sum(len(values) for values in vocabulary["vocabulary"].values())
+    assert lines[2].split()[6] == "vocabulary" and lines[2].endswith(f"{listed} values listed")
 
 
 def test_findings_piped_into_head_ends_without_a_traceback(tmp_path: Path) -> None:

@@ -105,7 +105,8 @@ def requests(draw: Any) -> dict[str, Any]:
     }
 
 
-def _scan(text: str) -> list[str]:
+def identifier_shaped(text: str) -> list[str]:
+    """The UID-, date-, name-, patient-ID- and key-shaped strings in ``text``."""
     found = []
     for pattern in (UID_SHAPED, DATE_SHAPED, NAME_SHAPED, PATIENT_ID_SHAPED, KEY_SHAPED):
         found += [m.group(0) for m in pattern.finditer(text)]
@@ -134,8 +135,8 @@ def test_no_response_carries_an_identifier(tmp_path: Path) -> None:
             statuses.add(response.status_code)
             assert response.status_code in (200, 400, 403), response.text
             # Strings that were in the question may be echoed in an error; nothing else may.
-            asked = set(_scan(json.dumps(request)))
-            leaked = [s for s in _scan(response.text) if s not in asked]
+            asked = set(identifier_shaped(json.dumps(request)))
+            leaked = [s for s in identifier_shaped(response.text) if s not in asked]
             assert not leaked, (request, response.text)
 
         check()
