@@ -184,6 +184,9 @@ class FindingFilter(_Model):
     qualitative: tuple[QualitativeFilter, ...] = ()
     measurements: tuple[MeasurementFilter, ...] = ()
     algorithm: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    #: Only findings of this algorithm version (TID 4019 Algorithm Version), e.g. with
+    #: ``algorithm`` "the nodule detector's 2.1.0 results".
+    algorithm_version: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 class PresenceFilter(_Model):

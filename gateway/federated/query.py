@@ -114,6 +114,7 @@ def finding_predicate(
     for column, value in (
         ("finding_site", finding.site),
         ("algorithm_name", finding.algorithm),
+        ("algorithm_version", finding.algorithm_version),
     ):
         if value is not None:
             parts.append(f"{alias}.{column} = ?")

@@ -34,6 +34,7 @@ class SyntheticFinding:
     diameter_mm: float | None = None
     qualitative: tuple[tuple[str, str], ...] = ()
     site: str | None = LUNG
+    algorithm_version: str = "1.0"
 
 
 @dataclass
@@ -93,7 +94,7 @@ def write_patients(index: FindingsIndex, patients: list[SyntheticPatient]) -> No
                                     else ()
                                 ),
                                 algorithm_name="lung-nodules",
-                                algorithm_version="1.0",
+                                algorithm_version=f.algorithm_version,
                             )
                             for f in study.findings
                         ],

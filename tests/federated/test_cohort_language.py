@@ -428,3 +428,33 @@ def test_study_years_are_the_same_question_as_their_first_and_last_days() -> Non
     assert Cohort.model_validate({"attributes": {"StudyDate": "2020-"}}).definition()["attributes"][
         "StudyDate"
     ] == [20200101.0, None]
+
+
+def test_findings_of_one_algorithm_version(make_site: SiteFactory) -> None:
+    """A model's 2.0 results apart from its 1.0 ones (a new version writes a new report)."""
+    from tests.federated.synthetic import NODULE as NODULE_TYPE
+
+    patients = [
+        SyntheticPatient(
+            f"V{i}",
+            "F",
+            [
+                SyntheticStudy(
+                    findings=[
+                        SyntheticFinding(
+                            NODULE_TYPE, 9.0, algorithm_version="2.0" if i < 12 else "1.0"
+                        )
+                    ]
+                )
+            ],
+        )
+        for i in range(30)
+    ]
+    site = make_site(patients)
+
+    def count(finding: dict[str, object]) -> object:
+        return site.post({"cohort": {"findings": [finding]}}).json()["count"]
+
+    assert count({"type": NODULE_TYPE, "algorithm": "lung-nodules"}) == 30
+    assert count({"algorithm": "lung-nodules", "algorithm_version": "2.0"}) == 12
+    assert count({"algorithm": "lung-nodules", "algorithm_version": "1.0"}) == 18
