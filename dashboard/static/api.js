@@ -100,17 +100,22 @@ export class FederatedApi {
     }
   }
 
-  /** Every option the builder may offer, as the privacy layer released it; the fixed lists
-   * when the server has no vocabulary endpoint (404). The one call of that endpoint. */
-  async vocabulary(fallback) {
+  /** Every option the builder may offer, as the privacy layer released it (the `vocabulary`
+   * answer; vocabulary.js maps it into the builder's options); null when the server has no
+   * vocabulary endpoint (404). The one call of that endpoint: for the `query` role it is a
+   * charged question (price it first with `cost(VOCABULARY_QUESTION)`). */
+  async vocabulary() {
     try {
-      return { ...fallback, ...(await call("GET", `${this.root}/vocabulary`)), source: "server" };
+      return await call("GET", `${this.root}/vocabulary`);
     } catch (error) {
-      if (error.status === 404 || error.status === 405) return { ...fallback, source: "fixed" };
+      if (error.status === 404 || error.status === 405) return null;
       throw error;
     }
   }
 }
+
+/** GET /vocabulary as an /aggregate body: what /cost prices for it. */
+export const VOCABULARY_QUESTION = Object.freeze({ aggregate: { kind: "vocabulary" } });
 
 /** The site's job API (admin role). */
 export const jobsApi = {

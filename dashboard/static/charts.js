@@ -147,17 +147,26 @@ export function chartControls(container, context) {
     const node = element("select", { id }, ...options.map((o) => element("option", { value: o.value, text: o.label })));
     return [element("div", { className: "control" }, element("label", { htmlFor: id, text: label }), node), node];
   };
+  const textControl = (id, label) => {
+    const node = element("input", { id, type: "text" });
+    return [element("div", { className: "control" }, element("label", { htmlFor: id, text: label }), node), node];
+  };
   const input = (id, label, value) => {
     const node = element("input", { id, type: "number", value: String(value), step: "any" });
     return [element("div", { className: "control" }, element("label", { htmlFor: id, text: label }), node), node];
   };
   const [kindControl, kind] = select("chart-kind", "Chart", Object.entries(CHARTS).map(([value, c]) => ({ value, label: c.label })));
-  const measurements = vocabulary.measurements.flatMap((m) => (m.units || []).slice(0, 1).map((unit) => ({ value: `${m.concept}|${unit}`, label: `${labelOf(m.concept, m)} (${unit})` })));
-  const [measurementControl, measurement] = select("chart-measurement", "Measurement", measurements);
+  const measurements = vocabulary.measurements.flatMap((m) => (m.units || []).map((unit) => ({ value: `${m.concept}|${unit}`, label: `${labelOf(m.concept, m)} (${unit})` })));
+  // Without a vocabulary: typed as "concept|unit" (the builder offers no value no site holds).
+  const [measurementControl, measurement] = measurements.length
+    ? select("chart-measurement", "Measurement", measurements)
+    : textControl("chart-measurement", "Measurement (type it as code|unit, e.g. SCT:81827009|mm)");
   const [startControl, start] = input("chart-start", "From", 0);
   const [stopControl, stop] = input("chart-stop", "To", 40);
   const [widthControl, width] = input("chart-width", "Bin width", 4);
-  const [qualitativeControl, qualitative] = select("chart-qualitative", "Property", vocabulary.qualitative.map((q) => ({ value: q.concept, label: labelOf(q.concept, q) })));
+  const [qualitativeControl, qualitative] = vocabulary.qualitative.length
+    ? select("chart-qualitative", "Property", vocabulary.qualitative.map((q) => ({ value: q.concept, label: labelOf(q.concept, q) })))
+    : textControl("chart-qualitative", "Property (type it, e.g. SCT:444814009)");
   const button = element("button", { type: "button", text: "Draw chart" });
   const measurementOnly = [measurementControl, startControl, stopControl, widthControl];
   const showOptions = () => {
@@ -169,11 +178,11 @@ export function chartControls(container, context) {
   container.append(kindControl, measurementControl, startControl, stopControl, widthControl, qualitativeControl, button);
 
   button.addEventListener("click", async () => {
-    const [concept, unit] = (measurement.value || "|").split("|");
+    const [concept, unit] = (measurement.value.trim() || "|").split("|");
     const request = {
       cohort: context.cohort(),
       level: "patients",
-      aggregate: aggregateOf(kind.value, { concept, unit, start: start.value, stop: stop.value, width: width.value, qualitative: qualitative.value }),
+      aggregate: aggregateOf(kind.value, { concept, unit, start: start.value, stop: stop.value, width: width.value, qualitative: qualitative.value.trim() }),
     };
     const title = CHARTS[kind.value].label;
     context.say(`Asking for the ${title.toLowerCase()}…`);

@@ -32,7 +32,7 @@ export function newFilter(kind, vocabulary) {
   const base = { id: newId(), kind, enabled: true };
   switch (kind) {
     case "modalities":
-      return { ...base, values: [first(vocabulary.modalities) || "CT"] };
+      return { ...base, values: vocabulary.modalities.length ? [first(vocabulary.modalities)] : [] };
     case "sex":
       return { ...base, value: "F" };
     case "age":

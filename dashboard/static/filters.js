@@ -50,6 +50,13 @@ function textInput(value, onchange, listId) {
 }
 
 const options = (list) => (list || []).map(optionOf);
+
+/** A choice from the vocabulary's list, or a free-text input when the list is empty (the
+ * vocabulary is not loaded, or lists nothing): the builder never offers values no site holds. */
+function choice(id, label, list, value, onchange, example, extra = []) {
+  if (list && list.length) return labelled(id, label, select([...extra, ...list], value, onchange));
+  return labelled(id, `${label} (type it${example ? `, e.g. ${example}` : ""})`, textInput(value, (text) => onchange(text.trim())));
+}
 const conceptOptions = (list) => (list || []).map((item) => ({ value: item.concept, label: labelOf(item.concept, item) }));
 
 /**
@@ -90,7 +97,7 @@ export function filterFieldset(filter, position, total, vocabulary, { update, re
       fields.push(labelled(id("to"), "To year", numberInput(filter.to, (to) => update({ to }), { min: 1900, max: 2100, step: 1 })));
       break;
     case "body_part":
-      fields.push(labelled(id("value"), "Body part", select(options(vocabulary.body_parts), filter.value, (value) => update({ value }))));
+      fields.push(choice(id("value"), "Body part", options(vocabulary.body_parts), filter.value, (value) => update({ value }), "CHEST"));
       break;
     case "manufacturer":
       fields.push(
@@ -100,7 +107,7 @@ export function filterFieldset(filter, position, total, vocabulary, { update, re
       );
       break;
     case "finding":
-      fields.push(labelled(id("type"), "Finding type", select(options(vocabulary.finding_types), filter.type, (type) => update({ type }))));
+      fields.push(choice(id("type"), "Finding type", options(vocabulary.finding_types), filter.type, (type) => update({ type }), "SCT:27925004"));
       fields.push(
         labelled(
           id("presence"),
@@ -118,54 +125,62 @@ export function filterFieldset(filter, position, total, vocabulary, { update, re
       );
       break;
     case "measurement": {
-      const measurement = vocabulary.measurements.find((m) => m.concept === filter.concept) || { units: [filter.unit] };
-      fields.push(labelled(id("type"), "Of finding type", select([{ value: "", label: "any finding" }, ...options(vocabulary.finding_types)], filter.type, (type) => update({ type }))));
+      const measurement = vocabulary.measurements.find((m) => m.concept === filter.concept) || { units: [] };
+      const anyFinding = [{ value: "", label: "any finding" }];
+      fields.push(choice(id("type"), "Of finding type", options(vocabulary.finding_types), filter.type, (type) => update({ type }), "SCT:27925004; empty: any finding", anyFinding));
       fields.push(
-        labelled(id("concept"), "Measurement", select(conceptOptions(vocabulary.measurements), filter.concept, (concept) => {
+        choice(id("concept"), "Measurement", conceptOptions(vocabulary.measurements), filter.concept, (concept) => {
           const chosen = vocabulary.measurements.find((m) => m.concept === concept);
           update({ concept, unit: chosen && chosen.units && chosen.units.length ? chosen.units[0] : filter.unit });
-        })),
+        }, "SCT:81827009"),
       );
       fields.push(labelled(id("min"), "At least", numberInput(filter.min, (min) => update({ min }), { step: "any" })));
       fields.push(labelled(id("max"), "At most", numberInput(filter.max, (max) => update({ max }), { step: "any" })));
-      fields.push(labelled(id("unit"), "Unit", select((measurement.units || []).map((u) => ({ value: u, label: u })), filter.unit, (unit) => update({ unit }))));
+      fields.push(choice(id("unit"), "Unit", (measurement.units || []).map((u) => ({ value: u, label: u })), filter.unit, (unit) => update({ unit }), "mm"));
       break;
     }
     case "qualitative": {
-      const qualitative = vocabulary.qualitative.find((q) => q.concept === filter.concept) || { values: [filter.value] };
-      fields.push(labelled(id("type"), "Of finding type", select([{ value: "", label: "any finding" }, ...options(vocabulary.finding_types)], filter.type, (type) => update({ type }))));
+      const qualitative = vocabulary.qualitative.find((q) => q.concept === filter.concept) || { values: [] };
+      const anyFinding = [{ value: "", label: "any finding" }];
+      fields.push(choice(id("type"), "Of finding type", options(vocabulary.finding_types), filter.type, (type) => update({ type }), "SCT:27925004; empty: any finding", anyFinding));
       fields.push(
-        labelled(id("concept"), "Property", select(conceptOptions(vocabulary.qualitative), filter.concept, (concept) => {
+        choice(id("concept"), "Property", conceptOptions(vocabulary.qualitative), filter.concept, (concept) => {
           const chosen = vocabulary.qualitative.find((q) => q.concept === concept);
           update({ concept, value: chosen && chosen.values.length ? chosen.values[0] : "" });
-        })),
+        }, "SCT:444814009"),
       );
-      fields.push(labelled(id("value"), "Value", select((qualitative.values || []).map((v) => optionOf(v)), filter.value, (value) => update({ value }))));
+      fields.push(choice(id("value"), "Value", (qualitative.values || []).map((v) => optionOf(v)), filter.value, (value) => update({ value }), "SCT:263654008"));
       break;
     }
     case "clinical": {
       const variable = vocabulary.clinical.find((c) => c.concept === filter.concept) || {};
       fields.push(
-        labelled(id("concept"), "Variable", select(conceptOptions(vocabulary.clinical), filter.concept, (concept) => {
+        choice(id("concept"), "Variable", conceptOptions(vocabulary.clinical), filter.concept, (concept) => {
           const chosen = vocabulary.clinical.find((c) => c.concept === concept) || {};
           update({
             concept,
             unit: chosen.units && chosen.units.length ? chosen.units[0] : "",
             value: chosen.values && chosen.values.length ? chosen.values[0] : "",
           });
-        })),
+        }, "LN:10230-1"),
       );
-      if (filter.unit) {
+      if (vocabulary.clinical.length === 0) {
+        // Typed: a unit makes it a measured variable (a range), else a coded one (a value).
+        fields.push(labelled(id("unit"), "Unit (type it for a measured variable, e.g. %)", textInput(filter.unit, (unit) => update({ unit: unit.trim() }))));
+      }
+      if (filter.unit || (variable.units && variable.units.length)) {
         fields.push(labelled(id("min"), "At least", numberInput(filter.min, (min) => update({ min }), { step: "any" })));
         fields.push(labelled(id("max"), "At most", numberInput(filter.max, (max) => update({ max }), { step: "any" })));
-        fields.push(labelled(id("unit"), "Unit", select((variable.units || [filter.unit]).map((u) => ({ value: u, label: u })), filter.unit, (unit) => update({ unit }))));
+        if (vocabulary.clinical.length) {
+          fields.push(labelled(id("unit"), "Unit", select((variable.units || [filter.unit]).map((u) => ({ value: u, label: u })), filter.unit, (unit) => update({ unit }))));
+        }
       } else {
-        fields.push(labelled(id("value"), "Value", select((variable.values || [filter.value]).map((v) => optionOf(v)), filter.value, (value) => update({ value }))));
+        fields.push(choice(id("value"), "Value", (variable.values || []).map((v) => optionOf(v)), filter.value, (value) => update({ value }), "SCT:77176002"));
       }
       break;
     }
     case "algorithm":
-      fields.push(labelled(id("name"), "Algorithm", select(options(vocabulary.algorithms), filter.name, (name) => update({ name }))));
+      fields.push(choice(id("name"), "Algorithm", options(vocabulary.algorithms), filter.name, (name) => update({ name })));
       break;
     default:
       break;

@@ -1,20 +1,20 @@
 // The cohort dashboard: the builder, the attrition table, the budget, charts and saved cohorts.
 // At a site the numbers are the site's; at a hub each site has a column and a total is shown.
 
-import { FederatedApi, clearToken, dashboardConfig, onUnauthorized, setToken, token } from "./api.js";
+import { FederatedApi, VOCABULARY_QUESTION, clearToken, dashboardConfig, onUnauthorized, setToken, token } from "./api.js";
 import { FILTER_KINDS, attritionSteps, cohortOf, describe, filtersFromCohort, newFilter } from "./cohort.js";
 import { chartControls } from "./charts.js";
 import { element, filterFieldset } from "./filters.js";
 import { countKind, countText, epsilonText } from "./format.js";
-import { Questions } from "./questions.js";
+import { Questions, priceOf } from "./questions.js";
 import { savedCohorts } from "./saved.js";
-import { FIXED_VOCABULARY } from "./vocabulary.js";
+import { NO_VOCABULARY, builderVocabulary } from "./vocabulary.js";
 
 const state = {
   config: null,
   api: null,
   questions: null,
-  vocabulary: FIXED_VOCABULARY,
+  vocabulary: NO_VOCABULARY,
   filters: [],
   generation: 0,
 };
@@ -76,16 +76,7 @@ async function open() {
       }),
     );
   }
-  try {
-    state.vocabulary = await state.api.vocabulary(FIXED_VOCABULARY);
-  } catch (error) {
-    if (error.status === 401) return;
-    say(`The options could not be loaded: ${error.message}`);
-  }
-  $("vocabulary-source").textContent =
-    state.vocabulary.source === "server"
-      ? "The options are what the sites hold, as released through the privacy layer."
-      : "This server lists no options of its own: the builder offers fixed lists.";
+  if (!(await loadVocabulary())) return;
   setUpAdd();
   setUpCharts();
   setUpSaved();
@@ -93,6 +84,79 @@ async function open() {
   const shared = cohortInFragment();
   if (shared) loadCohort(shared, "the link");
   else render();
+}
+
+// -- the options (the vocabulary) ---------------------------------------------------------
+
+/** The price of a question as words: "ε 0.75", "0 (answered before in this period)", "1 exact
+ * question", at a hub the sum with each site's part. */
+function priceText(cost) {
+  const price = priceOf(cost);
+  const own = (part) =>
+    part.mode === "exact" ? "1 exact question" : part.epsilon === 0 ? "0 (answered before in this period)" : epsilonText(part.epsilon);
+  if (!Array.isArray(cost.sites)) return own(price.parts[0]);
+  const sites = costSitesText(cost);
+  return price.exact ? `1 exact question at each site (${sites})` : `${epsilonText(price.epsilon)} in all (${sites})`;
+}
+
+/** Each site's part of a hub's /cost answer, a site that did not answer with its status. */
+function costSitesText(cost) {
+  return cost.sites
+    .map((site) => {
+      if (site.status !== "ok" || !site.answer) return `${site.name}: no answer (${site.status})`;
+      if (site.answer.mode === "exact") return `${site.name} 1 exact question`;
+      return `${site.name} ${epsilonText(site.answer.epsilon ?? 0)}`;
+    })
+    .join(", ");
+}
+
+/**
+ * The builder's options from the server's vocabulary. It is a question like any other (for
+ * the query role charged once per period, then cached; for the exact role one of the capped
+ * questions), so it is priced with /cost first and the price shown before it is asked; one the
+ * budget cannot pay is not asked, and the builder offers free-text inputs instead. False when
+ * the person must sign in first.
+ */
+async function loadVocabulary() {
+  const note = $("vocabulary-source");
+  const free = "type the values instead (codes as SCHEME:CODE)";
+  let cost;
+  try {
+    cost = await state.api.cost(VOCABULARY_QUESTION);
+  } catch (error) {
+    if (error.status === 401) return false;
+    note.textContent = `The options could not be priced (${error.message}): ${free}.`;
+    return true;
+  }
+  if (cost) {
+    const price = priceText(cost);
+    if (!priceOf(cost).affordable) {
+      note.textContent = `The options are not loaded: loading them would cost ${price}, more than your budget has left; ${free}.`;
+      note.dataset.cost = "unaffordable";
+      return true;
+    }
+    note.textContent = `Loading the options (what the sites hold) costs ${price}…`;
+    note.dataset.cost = price;
+  }
+  let answer;
+  try {
+    answer = await state.api.vocabulary();
+  } catch (error) {
+    if (error.status === 401) return false;
+    note.textContent = `The options could not be loaded (${error.message}): ${free}.`;
+    return true;
+  }
+  if (!answer) {
+    note.textContent = `This server lists no options: ${free}.`;
+    return true;
+  }
+  state.vocabulary = builderVocabulary(answer);
+  const paid = cost ? ` Loading them cost ${priceText(cost)}.` : "";
+  note.textContent =
+    "The options are what the sites hold, as released through the privacy layer (a value few patients hold is not listed), most common first." +
+    ` How common only orders them: it is not a cohort size.${paid}`;
+  note.dataset.state = "loaded";
+  return true;
 }
 
 // -- the builder -------------------------------------------------------------------------------
@@ -249,12 +313,13 @@ function drawAttrition(steps, outcomes) {
 function showPlan(plan) {
   const parts = [];
   if (plan.fresh) {
+    const sites = [...plan.sites].map(([name, epsilon]) => `${name} ${epsilonText(epsilon)}`).join(", ");
     parts.push(
       plan.unknown
-        ? `${plan.fresh} new question(s); this hub does not price questions (each site charges its own budget)`
+        ? `${plan.fresh} new question(s); this server does not price questions (each site charges its own budget)`
         : state.questions.mode === "exact"
           ? `${plan.fresh} new exact question(s)`
-          : `${plan.fresh} new question(s) cost ${epsilonText(plan.epsilon)}${plan.cachedByServer ? ` (${plan.cachedByServer} cached by the server: cost 0)` : ""}`,
+          : `${plan.fresh} new question(s) cost ${epsilonText(plan.epsilon)}${sites ? ` (${sites})` : ""}${plan.cachedByServer ? ` (${plan.cachedByServer} cached by the server: cost 0)` : ""}`,
     );
   }
   if (plan.reused) parts.push(`${plan.reused} answered before: cost 0`);
@@ -262,47 +327,83 @@ function showPlan(plan) {
   $("budget-last").textContent = parts.length ? `This change: ${parts.join("; ")}.` : "";
 }
 
+/** One budget (a site's /budget answer) in words. */
+function budgetText(budget) {
+  if (budget.mode === "exact") return `${budget.questions_remaining} exact question(s) left in this period`;
+  return `${epsilonText(budget.epsilon_remaining)} left${budget.period_days ? ` per ${budget.period_days} day(s)` : ""} (the site's own: ${epsilonText(budget.site_epsilon_remaining ?? 0)})`;
+}
+
 async function showBudget(ask = true) {
+  const hub = state.config.kind === "hub";
   let budget = state.questions.budget;
-  if (ask || !budget) {
+  // A hub's budget is each site's: asked again after every change (its answers do not carry it).
+  if (ask || hub || !budget) {
     try {
       const fresh = await state.api.budget();
-      if (fresh) budget = state.questions.budget = fresh;
+      if (fresh) budget = fresh;
+      if (fresh && !hub) state.questions.budget = fresh;
     } catch (error) {
       if (error.status === 401) return;
     }
   }
-  const hub = state.config.kind === "hub";
+  const remaining = $("budget-remaining");
   if (!budget) {
-    $("budget-remaining").textContent = hub
+    remaining.textContent = hub
       ? "Remaining budget: each site keeps your budget; see the sites' answers."
       : "Remaining budget: not known.";
+  } else if (Array.isArray(budget.sites)) {
+    // GET /budget at a hub: each site's answer with its status (there is no combined budget).
+    remaining.replaceChildren(
+      "Remaining budget at each site (each site keeps its own):",
+      element(
+        "ul",
+        { id: "budget-sites" },
+        ...budget.sites.map((site) =>
+          element(
+            "li",
+            { "data-site": site.name },
+            site.status === "ok" && site.answer ? `${site.name}: ${budgetText(site.answer)}` : `${site.name}: not known (${site.status})`,
+          ),
+        ),
+      ),
+    );
+    state.hubBudget = budget;
+    const answered = budget.sites.filter((site) => site.status === "ok" && site.answer);
+    if (answered.length) state.questions.mode = answered.every((site) => site.answer.mode === "exact") ? "exact" : "dp";
   } else if (budget.mode === "exact") {
     state.questions.mode = "exact";
-    $("budget-remaining").textContent = `Exact answers: ${budget.questions_remaining} question(s) left in this period.`;
+    remaining.textContent = `Exact answers: ${budget.questions_remaining} question(s) left in this period.`;
   } else {
     state.questions.mode = "dp";
-    $("budget-remaining").textContent = `Remaining budget: ${epsilonText(budget.epsilon_remaining)} of your budget${budget.period_days ? ` per ${budget.period_days} day(s)` : ""} (site: ${epsilonText(budget.site_epsilon_remaining ?? 0)}).`;
+    remaining.textContent = `Remaining budget: ${epsilonText(budget.epsilon_remaining)} of your budget${budget.period_days ? ` per ${budget.period_days} day(s)` : ""} (site: ${epsilonText(budget.site_epsilon_remaining ?? 0)}).`;
   }
   await showNextCost();
 }
 
 /** The cost of the next question: the cohort as it stands with one more filter is a new
- * question; priced with /cost for the current cohort's count (free if answered before). */
+ * question, which each site prices at its epsilon per question (free if answered before). */
 async function showNextCost() {
   const request = countRequest(cohortOf(state.filters));
+  const each = perQuestion();
   if (state.questions.known(request)) {
-    $("budget-next").textContent = `Cost of the next question: a new filter is one new question${perQuestion()}; switching a filter off and on again costs 0.`;
+    $("budget-next").textContent = `Cost of the next question: a new filter is one new question${each ? `, ${each}` : ""}; switching a filter off and on again costs 0.`;
     return;
   }
-  $("budget-next").textContent = `Cost of the next question: ${perQuestion().replace(/^, /, "") || "not reported by this server"}.`;
+  $("budget-next").textContent = `Cost of the next question: ${each || "not reported by this server"}.`;
 }
 
 function perQuestion() {
+  const hub = state.hubBudget;
+  if (state.config.kind === "hub" && hub) {
+    const answered = hub.sites.filter((site) => site.status === "ok" && site.answer);
+    if (!answered.length) return "";
+    if (answered.every((site) => site.answer.mode === "exact")) return "1 exact question at each site";
+    const total = answered.reduce((sum, site) => sum + (site.answer.epsilon_per_query ?? 0), 0);
+    return `${epsilonText(total)} in all (${answered.map((site) => `${site.name} ${site.answer.mode === "exact" ? "1 exact question" : epsilonText(site.answer.epsilon_per_query ?? 0)}`).join(", ")})`;
+  }
   const budget = state.questions.budget;
-  if (budget && budget.mode === "exact") return ", 1 exact question";
-  if (budget && budget.epsilon_per_query != null) return `, ${epsilonText(budget.epsilon_per_query)}`;
-  if (budget && state.lastEpsilon) return `, ${epsilonText(state.lastEpsilon)}`;
+  if (budget && budget.mode === "exact") return "1 exact question";
+  if (budget && budget.epsilon_per_query != null) return epsilonText(budget.epsilon_per_query);
   return "";
 }
 

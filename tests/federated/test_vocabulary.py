@@ -32,7 +32,7 @@ SMOKER = "SCT:77176002"
 RARE_MANUFACTURER = "Rare Scanners Ltd"
 
 
-def _site_patients(common: int, rare: int) -> list[SyntheticPatient]:
+def vocabulary_patients(common: int, rare: int) -> list[SyntheticPatient]:
     """``common`` women with a CT of the chest, a nodule of the lung with a diameter (the
     first half suspicious) and a clinical report (an LVEF, smoking); ``rare`` men with
     values nobody else has: an MR of the head from another manufacturer, with a mass."""
@@ -89,7 +89,7 @@ def vocabulary_site(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from tests.federated.synthetic import write_patients
 
     index = FindingsIndex.open(IndexSettings(), tmp_path_factory.mktemp("vocabulary") / "site")
-    write_patients(index, _site_patients(400, 3))
+    write_patients(index, vocabulary_patients(400, 3))
     settings = FederatedSettings(exact={"max_answers_per_person": 2})
     server = ThreadedServer(site_app(index, settings, site_auth())).start()
     yield Site(index, server, settings)
@@ -194,7 +194,7 @@ def test_bad_vocabulary_questions_are_400(vocabulary_site: Site) -> None:
 
 def test_a_cohorts_vocabulary_lists_what_its_studies_hold(make_site: SiteFactory) -> None:
     """As an aggregate, the vocabulary of a cohort: the values of its studies only."""
-    patients = _site_patients(30, 0) + [
+    patients = vocabulary_patients(30, 0) + [
         SyntheticPatient(f"M{i:03d}", "M", [SyntheticStudy(modalities=("MR",), body_part="HEAD")])
         for i in range(12)
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.federated.conftest import ADMIN_TOKEN, QUERY_TOKEN
+from tests.federated.test_vocabulary import vocabulary_patients
 from tests.ui.conftest import (
     attrition,
     axe_violations,
@@ -17,7 +18,9 @@ from tests.ui.test_site import SCREENSHOTS, build_readme_cohort
 
 
 def test_axe_finds_no_serious_violation_on_any_page(make_ui_site: Any, browser: Any) -> None:
-    site = make_ui_site()
+    # A site large enough for the noisy vocabulary: the builder offers its lists (the free-text
+    # inputs of a site without one are checked in test_site.py).
+    site = make_ui_site(vocabulary_patients(400, 3))
     page = new_page(browser, bypass_csp=True)
     page.goto(f"{site.url}/ui/")
     page.get_by_label("Access token").wait_for()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ from tests.federated.test_no_identifiers import (
     PATIENT_ID_SHAPED,
     UID_SHAPED,
 )
+from tests.federated.test_vocabulary import RARE_MANUFACTURER, vocabulary_patients
 from tests.ui.conftest import (
     Recorded,
     UiSite,
     attrition,
+    axe_violations,
     generation,
     new_page,
     parse_count,
@@ -74,14 +77,27 @@ def add_filter(page: Any, label: str) -> None:
     wait_for_counts(page, before)
 
 
+def choose(fieldset: Any, label: str, value: str) -> None:
+    """Choose ``value`` in the control labelled ``label``: the vocabulary's most common option
+    is the default of a list; without a vocabulary (a site too small for the noisy vocabulary's
+    threshold) the control is a free-text input, and the value is typed."""
+    control = fieldset.get_by_label(label)
+    if control.evaluate("node => node.tagName") == "SELECT":
+        assert control.input_value() == value
+    else:
+        control.fill(value)
+        control.press("Enter")
+
+
 def build_readme_cohort(page: Any) -> None:
     """Women with a CT study and a nodule of 8 mm or more, by clicking."""
     add_filter(page, "Sex")  # Female is the default choice
     add_filter(page, "Has a study of modality (per patient)")  # CT is the first modality
     add_filter(page, "Measurement of a finding")  # a nodule's diameter in mm by default
     measurement = page.locator("fieldset[data-kind='measurement']")
-    assert measurement.get_by_label("Of finding type").input_value() == NODULE
-    assert measurement.get_by_label("Measurement").input_value() == DIAMETER
+    choose(measurement, "Of finding type", NODULE)
+    choose(measurement, "Measurement", DIAMETER)
+    choose(measurement, "Unit", "mm")
     before = generation(page)
     measurement.get_by_label("At least").fill("8")
     measurement.get_by_label("At least").press("Enter")
@@ -129,8 +145,9 @@ def test_noisy_counts_show_their_interval(make_ui_site: Any, browser: Any) -> No
         again = api_count(site, cohort, QUERY_TOKEN)
         assert (count, tuple(again["interval"])) == (again["count"], interval)
         assert again["privacy"]["epsilon"] == 0.0
-    # Four questions of epsilon 0.75 were asked; the page says what is left.
-    assert "ε 12.00" in page.locator("#budget-remaining").inner_text()
+    # The vocabulary and four counts, each of epsilon 0.75, were asked; the page says what is
+    # left.
+    assert "ε 11.25" in page.locator("#budget-remaining").inner_text()
 
 
 def test_a_filter_switched_off_and_on_shows_the_same_numbers_at_no_cost(
@@ -266,3 +283,122 @@ def test_no_page_or_request_carries_an_identifier(make_ui_site: Any, browser: An
     # No script error (Chromium also logs each non-2xx answer, e.g. the 404 of a server
     # without the vocabulary endpoint, which the page expects).
     assert [e for e in recorded.console_errors if not e.startswith("Failed to load")] == []
+
+
+def options_of(page: Any, fieldset: str, label: str) -> list[str]:
+    """The option values of a select, or the values of a group of checkboxes."""
+    locator = page.locator(f"fieldset[data-kind='{fieldset}']")
+    if label == "Modalities":
+        values: list[str] = locator.locator("input[type=checkbox][id*='-m-']").evaluate_all(
+            "nodes => nodes.map(node => node.id.split('-m-')[1])"
+        )
+        return values
+    texts: list[str] = (
+        locator.get_by_label(label)
+        .locator("option")
+        .evaluate_all("nodes => nodes.map(node => node.value)")
+    )
+    return texts
+
+
+def test_the_builders_options_are_the_sites_vocabulary_priced_before_loading(
+    make_ui_site: Any, browser: Any
+) -> None:
+    """400 women hold the README's values; three men hold values nobody else has (an MR of
+    the head from another manufacturer, a mass). The noisy vocabulary lists the first, not
+    the second; the builder offers exactly what it lists."""
+    site = make_ui_site(vocabulary_patients(400, 3))
+    headers = {"Authorization": f"Bearer {QUERY_TOKEN}"}
+    recorded = Recorded()
+    page = new_page(browser, recorded)
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:  # answered below, once the page has shown the price
+        held.append(route)
+
+    page.route("**/federated/v1/vocabulary", hold)
+    page.goto(f"{site.url}/ui/")
+    page.get_by_label("Access token").fill(QUERY_TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    # Before the vocabulary is asked, the page says what loading it costs: /cost's answer.
+    note = page.locator("#vocabulary-source")
+    page.wait_for_function("() => document.getElementById('vocabulary-source').dataset.cost")
+    page.wait_for_timeout(200)
+    assert len(held) == 1
+    cost = httpx.post(
+        f"{site.api}/cost", json={"aggregate": {"kind": "vocabulary"}}, headers=headers
+    )
+    assert cost.json()["epsilon"] == 0.75 and cost.json()["cached"] is False
+    assert "Loading the options (what the sites hold) costs ε 0.75" in note.inner_text()
+    # Priced first (POST /cost), then asked (GET /vocabulary, held here), not yet charged.
+    order = [
+        n
+        for n, r in enumerate(recorded.requests)
+        if ("/cost" in r and '"vocabulary"' in r) or "/federated/v1/vocabulary" in r
+    ]
+    assert len(order) == 2 and "/cost" in recorded.requests[order[0]]
+    assert httpx.get(f"{site.api}/budget", headers=headers).json()["epsilon_spent"] == 0
+    held[0].continue_()
+    page.unroute("**/federated/v1/vocabulary", hold)
+    page.locator("#attrition[data-state='done']").wait_for(timeout=30_000)
+    assert "Loading them cost ε 0.75" in note.inner_text()
+    answer = httpx.get(f"{site.api}/vocabulary", headers=headers).json()  # cached: free
+    listed = answer["vocabulary"]
+
+    # The builder offers what the vocabulary lists, most common first; a value three patients
+    # hold is not offered, and no option shows a count (they order options, not cohorts).
+    for kind in ("Has a study of modality (per patient)", "Body part", "Manufacturer"):
+        add_filter(page, kind)
+    add_filter(page, "Finding present or absent")
+    add_filter(page, "Measurement of a finding")
+
+    def by_count(name: str, key: str = "value") -> list[str]:
+        return [e[key] for e in sorted(listed[name], key=lambda e: -e["count"])]
+
+    assert options_of(page, "modalities", "Modalities") == by_count("modality") == ["CT"]
+    assert options_of(page, "body_part", "Body part") == by_count("body_part") == ["CHEST"]
+    manufacturers = options_of(page, "manufacturer", "Manufacturer")
+    assert manufacturers == by_count("manufacturer") and RARE_MANUFACTURER not in manufacturers
+    assert options_of(page, "finding", "Finding type") == by_count("finding_type") == [NODULE]
+    assert options_of(page, "measurement", "Measurement") == [DIAMETER]
+    shown = page.locator("#builder").inner_text()
+    assert "HEAD" not in shown and "MR" not in shown and "Mass" not in shown
+    labels = page.locator("#builder option").all_inner_texts()
+    assert "Nodule (SCT:27925004)" in labels
+    # No number in any option but inside its code (SCHEME:CODE): no count is shown.
+    assert not [label for label in labels if re.search(r"\d", re.sub(r"\b[A-Z]+:\S+", "", label))]
+
+    # Reloaded: the same question, answered before in this period, costs 0 and is not charged.
+    spent = httpx.get(f"{site.api}/budget", headers=headers).json()["epsilon_spent"]
+    page.reload()
+    page.locator("#attrition[data-state='done']").wait_for(timeout=30_000)
+    assert "Loading them cost 0 (answered before in this period)" in note.inner_text()
+    assert httpx.get(f"{site.api}/budget", headers=headers).json()["epsilon_spent"] == spent
+
+
+def test_a_vocabulary_the_budget_cannot_pay_is_not_asked_and_values_are_typed(
+    make_ui_site: Any, browser: Any
+) -> None:
+    site = make_ui_site(dp={"epsilon_per_query": 0.75, "epsilon_per_person": 1.0})
+    api_count(site, {}, QUERY_TOKEN)  # 0.25 left: less than one question
+    recorded = Recorded()
+    page = new_page(browser, recorded, bypass_csp=True)
+    sign_in(page, f"{site.url}/ui/", QUERY_TOKEN)
+    note = page.locator("#vocabulary-source").inner_text()
+    assert "not loaded" in note and "ε 0.75" in note and "type the values" in note
+    assert not [r for r in recorded.requests if "/federated/v1/vocabulary" in r]
+    # Free-text inputs instead of lists; the typed finding type is asked like a chosen one.
+    add_filter(page, "Finding present or absent")
+    finding = page.locator("fieldset[data-kind='finding']")
+    typed = finding.get_by_label("Finding type")
+    assert typed.evaluate("node => node.tagName") == "INPUT"
+    typed.fill(NODULE)
+    start = generation(page)
+    typed.press("Enter")
+    wait_for_counts(page, start)
+    assert attrition(page)[-1]["Filter"] == "Nodule (SCT:27925004) present"
+    assert attrition(page)[-1]["Patients"] == "not sent: over budget"
+    assert json.loads(page.locator("#request-json").inner_text())["cohort"] == {
+        "findings": [{"presence": "present", "type": NODULE}]
+    }
+    assert axe_violations(page) == []  # the free-text inputs are labelled too
