@@ -77,7 +77,7 @@ export function newFilter(kind, vocabulary) {
       };
     }
     case "algorithm":
-      return { ...base, name: first(vocabulary.algorithms) };
+      return { ...base, name: first(vocabulary.algorithms), version: "" };
     default:
       throw new Error(`unknown filter kind ${kind}`);
   }
@@ -166,7 +166,11 @@ export function cohortOf(filters) {
         );
         break;
       case "algorithm":
-        findings.push({ algorithm: filter.name, presence: "any" });
+        findings.push({
+          algorithm: filter.name,
+          ...(filter.version ? { algorithm_version: filter.version } : {}),
+          presence: "any",
+        });
         break;
       default:
         attributes[FILTER_KINDS[filter.kind].attribute] = filter.value;
@@ -240,7 +244,7 @@ export function describe(filter) {
         ? `${labelOf(filter.concept)} ${range(filter.min, filter.max, filter.unit)}`
         : `${labelOf(filter.concept)} = ${labelOf(filter.value)}`;
     case "algorithm":
-      return `analysed by ${filter.name}`;
+      return `analysed by ${filter.name}${filter.version ? ` ${filter.version}` : ""}`;
     default:
       return filter.kind;
   }
@@ -296,7 +300,7 @@ export function filtersFromCohort(cohort) {
     } else if (qualitative) {
       add({ kind: "qualitative", type, concept: qualitative.concept, value: qualitative.value });
     } else if (finding.algorithm) {
-      add({ kind: "algorithm", name: finding.algorithm });
+      add({ kind: "algorithm", name: finding.algorithm, version: finding.algorithm_version || "" });
     } else {
       add({ kind: "finding", type, presence: finding.presence || "present" });
     }

@@ -179,9 +179,14 @@ export function filterFieldset(filter, position, total, vocabulary, { update, re
       }
       break;
     }
-    case "algorithm":
-      fields.push(choice(id("name"), "Algorithm", options(vocabulary.algorithms), filter.name, (name) => update({ name })));
+    case "algorithm": {
+      fields.push(choice(id("name"), "Algorithm", options(vocabulary.algorithms), filter.name, (name) => update({ name, version: "" })));
+      // Its versions as the vocabulary lists them; "any version" unless one is chosen.
+      const chosen = (vocabulary.algorithms || []).find((a) => a.value === filter.name);
+      const versions = (chosen?.versions || []).map((v) => ({ value: v, label: v }));
+      fields.push(choice(id("version"), "Version", versions, filter.version || "", (version) => update({ version }), "2.1.0", [{ value: "", label: "any version" }]));
       break;
+    }
     default:
       break;
   }

@@ -12,7 +12,13 @@ from typing import Any
 import httpx
 
 from tests.federated.conftest import EXACT_TOKEN, QUERY_TOKEN
-from tests.federated.synthetic import DIAMETER, NODULE
+from tests.federated.synthetic import (
+    DIAMETER,
+    NODULE,
+    SyntheticFinding,
+    SyntheticPatient,
+    SyntheticStudy,
+)
 from tests.federated.test_no_identifiers import (
     DATE_SHAPED,
     KEY_SHAPED,
@@ -402,3 +408,46 @@ def test_a_vocabulary_the_budget_cannot_pay_is_not_asked_and_values_are_typed(
         "findings": [{"presence": "present", "type": NODULE}]
     }
     assert axe_violations(page) == []  # the free-text inputs are labelled too
+
+
+def test_an_algorithm_and_its_version_are_chosen_from_the_vocabulary(
+    make_ui_site: Any, browser: Any
+) -> None:
+    """The 'algorithm and version' filter: the versions the site's vocabulary lists, and the
+    count of one version's results equal to the API's."""
+    patients = [
+        SyntheticPatient(
+            f"V{i}",
+            "F",
+            [
+                SyntheticStudy(
+                    findings=[
+                        SyntheticFinding(NODULE, 9.0, algorithm_version="2.0" if i < 12 else "1.0")
+                    ]
+                )
+            ],
+        )
+        for i in range(30)
+    ]
+    site = make_ui_site(patients)
+    page = new_page(browser)
+    sign_in(page, f"{site.url}/ui/", EXACT_TOKEN)
+    add_filter(page, "Analysed by algorithm")
+    fieldset = page.locator("fieldset[data-kind='algorithm']")
+    assert fieldset.get_by_label("Algorithm").input_value() == "lung-nodules"
+    versions = fieldset.get_by_label("Version")
+    assert sorted(versions.locator("option").all_inner_texts()) == ["1.0", "2.0", "any version"]
+    before = generation(page)
+    versions.select_option("2.0")
+    wait_for_counts(page, before)
+    expected = api_count(
+        site,
+        {
+            "findings": [
+                {"algorithm": "lung-nodules", "algorithm_version": "2.0", "presence": "any"}
+            ]
+        },
+        EXACT_TOKEN,
+    )
+    assert expected["count"] == 12
+    assert parse_count(attrition(page)[-1]["Patients"]) == (12, None)
