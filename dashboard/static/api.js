@@ -49,14 +49,17 @@ export async function call(method, path, body) {
     credentials: "omit",
     cache: "no-store",
   });
+  // JSON for answers; some refusals (401/403 outside the federated API) are plain text.
+  const text = await response.text();
   let data = null;
   try {
-    data = await response.json();
+    data = text ? JSON.parse(text) : null;
   } catch {
     data = null;
   }
   if (!response.ok) {
-    const reason = reasonOf(data) || `HTTP ${response.status}`;
+    const plain = data === null ? text.trim().split("\n")[0].slice(0, 300) : "";
+    const reason = reasonOf(data) || plain || `HTTP ${response.status}`;
     if (response.status === 401) unauthorized(reason);
     throw new ApiError(response.status, reason, data);
   }

@@ -8,11 +8,14 @@ import { element } from "./filters.js";
 const STATES = ["pending", "running", "failed", "dead", "succeeded"];
 const $ = (id) => document.getElementById(id);
 let root = "/jobs";
+let shownJob = null; // the id of the job whose details are open
 
 /** Text with anything UID-, date- or identifier-shaped replaced (the page shows no identifier). */
 export function masked(text) {
   return String(text ?? "")
-    .replace(/\d+(\.\d+){2,}/g, "[uid]")
+    // Not right after "://": an inference service's numeric address in an error is kept (the
+    // admin needs to know which service failed); a UID is never a URL's host.
+    .replace(/(?<!:\/\/)(?<![\d.])\d+(\.\d+){2,}/g, "[uid]")
     .replace(/(?<!\d)(19|20)\d{6}(?!\d)/g, "[date]");
 }
 
@@ -24,6 +27,10 @@ function say(text) {
 
 function showLogin(reason) {
   $("app").hidden = true;
+  // No job data stays in the page of someone who is not (or no longer) allowed to see it.
+  for (const id of ["depth", "jobs"]) $(id).replaceChildren();
+  $("queue-depth").textContent = "";
+  $("detail").replaceChildren(element("p", { className: "note", text: "Choose a job above." }));
   $("login").hidden = false;
   $("login-error").textContent = reason || "";
   $("token").focus();
@@ -31,6 +38,8 @@ function showLogin(reason) {
 
 async function depth() {
   const totals = await Promise.all(STATES.map((state) => jobsApi.list(root, { state, limit: 1 }).then((r) => r.total)));
+  // The queue depth: what is still to do, waiting (pending, also while backing off) or running.
+  $("queue-depth").textContent = `Queue depth: ${totals[0] + totals[1]}`;
   $("depth").replaceChildren(
     element("caption", { text: "Jobs by state (queue depth: pending and running)" }),
     element("thead", {}, element("tr", {}, ...STATES.map((s) => element("th", { scope: "col", text: s })))),
@@ -38,11 +47,16 @@ async function depth() {
   );
 }
 
+const PAGE = 100;
+
 async function list() {
   const state = $("state").value;
-  const params = { limit: 100 };
+  const params = { limit: PAGE };
   if (state) params.state = state;
-  const { jobs, total } = await jobsApi.list(root, params);
+  let { jobs, total } = await jobsApi.list(root, params);
+  // The API lists the oldest first; an admin wants the newest: ask for the last page.
+  if (total > PAGE) ({ jobs, total } = await jobsApi.list(root, { ...params, offset: total - PAGE }));
+  jobs = [...jobs].reverse();
   const rows = jobs.map((job) =>
     element(
       "tr",
@@ -52,37 +66,83 @@ async function list() {
       element("td", { text: job.state }),
       element("td", { className: "number", text: `${job.attempts} of ${job.max_attempts}` }),
       element("td", { text: masked(job.last_error) }),
-      element("td", {}, element("button", { type: "button", text: "Details", "aria-label": `Details of job ${job.id}`, onclick: () => detail(job.id) })),
+      element("td", {}, element("button", { type: "button", text: "Details", "aria-label": `Details of job ${job.id}`, onclick: () => showJob(job.id) })),
     ),
   );
   $("jobs").replaceChildren(
-    element("caption", { text: `${total} job(s)${state ? ` in state ${state}` : ""}${total > jobs.length ? `, the first ${jobs.length} shown` : ""}` }),
-    element("thead", {}, element("tr", {}, ...["Job", "Model", "State", "Attempts", "Last error", ""].map((t) => element("th", { scope: "col", text: t })))),
+    element("caption", { text: `${total} job(s)${state ? ` in state ${state}` : ""}, newest first${total > jobs.length ? `; the newest ${jobs.length} shown` : ""}` }),
+    element("thead", {}, element("tr", {}, ...["Job", "Model", "State", "Attempts", "Last error", "Actions"].map((t) => element("th", { scope: "col", text: t })))),
+    element("tbody", {}, ...rows),
+  );
+  // Tests and assistive code can tell which state the rows shown belong to.
+  $("jobs").dataset.state = state;
+}
+
+/** Open a job's details and move the focus there (a keyboard user goes on to its buttons). */
+async function showJob(id) {
+  try {
+    await detail(id);
+    $("job-title").focus();
+  } catch (error) {
+    say(`Job #${id} could not be read: ${error.message}`);
+  }
+}
+
+/** Every attempt of the job: when, by which worker, how it ended, its error (masked). */
+function historyTable(history) {
+  const rows = (history || []).map((entry) =>
+    element(
+      "tr",
+      {},
+      element("th", { scope: "row", text: String(entry.attempt ?? "") }),
+      element("td", { text: when(entry.started_at) || "—" }),
+      element("td", { text: entry.outcome || "running" }),
+      element("td", { text: masked(entry.error) || "—" }),
+    ),
+  );
+  if (!rows.length) return element("p", { className: "note", text: "Not run yet." });
+  return element(
+    "table",
+    {},
+    element("caption", { text: "Attempts" }),
+    element("thead", {}, element("tr", {}, ...["Attempt", "Started", "Outcome", "Error"].map((t) => element("th", { scope: "col", text: t })))),
     element("tbody", {}, ...rows),
   );
 }
 
 async function detail(id) {
   const job = await jobsApi.get(root, id);
-  const attempts = (job.history || []).map((entry) => element("li", { text: masked(typeof entry === "string" ? entry : JSON.stringify(entry)) }));
-  const act = (label, action, done) =>
+  shownJob = id;
+  const act = (label, action, done, disabled = false) =>
     element("button", {
       type: "button",
       text: label,
+      disabled,
       onclick: async () => {
         try {
           await action(root, id);
-          say(done);
-          await refresh();
-          if (label !== "Delete") await detail(id);
-          else $("detail").replaceChildren(element("p", { className: "note", text: done }));
         } catch (error) {
           say(`${label} failed: ${error.message}`);
+          return;
         }
+        if (label === "Delete") {
+          shownJob = null;
+          $("detail").replaceChildren(element("p", { className: "note", text: done }));
+        }
+        try {
+          await refresh(); // the list, the counts and (after Retry) this job's new state
+          say(done); // said once the page shows the outcome
+        } catch (error) {
+          say(`${done} The page could not be refreshed: ${error.message}`);
+        }
+        // The pressed button was replaced: keep the keyboard user's place.
+        $(shownJob === null ? "detail-title" : "job-title").focus();
       },
     });
+  // Only a finished job can run again (the API answers 409 otherwise).
+  const unfinished = job.state === "pending" || job.state === "running";
   $("detail").replaceChildren(
-    element("h3", { text: `Job #${job.id}: ${job.model} (${job.state})` }),
+    element("h3", { id: "job-title", tabIndex: -1, text: `Job #${job.id}: ${job.model} (${job.state})` }),
     element(
       "dl",
       {},
@@ -95,15 +155,22 @@ async function detail(id) {
       element("dt", { text: "Started / finished" }),
       element("dd", { text: `${when(job.started_at) || "—"} / ${when(job.finished_at) || "—"}` }),
     ),
-    element("h4", { text: "History" }),
-    element("ol", {}, ...attempts),
-    act("Retry", jobsApi.retry, `Job #${id} queued again.`),
+    historyTable(job.history),
+    act("Retry", jobsApi.retry, `Job #${id} queued again.`, unfinished),
     act("Delete", jobsApi.remove, `Job #${id} deleted.`),
   );
 }
 
 async function refresh() {
   await Promise.all([depth(), list()]);
+  if (shownJob === null) return;
+  try {
+    await detail(shownJob); // its state may have moved on (a retried job running, succeeded)
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    shownJob = null;
+    $("detail").replaceChildren(element("p", { className: "note", text: "That job is gone (deleted elsewhere)." }));
+  }
 }
 
 async function open() {
@@ -112,7 +179,8 @@ async function open() {
   try {
     await refresh();
   } catch (error) {
-    if (error.status === 403) say("The jobs page needs the admin role.");
+    // A token without the admin role sees the sign-in form again with why, and no job data.
+    if (error.status === 403) showLogin(`This token lacks the admin role, which the jobs page needs (${error.message}). Sign in with an administrator's token.`);
     else if (error.status !== 401) say(`The jobs could not be read: ${error.message}`);
   }
 }
