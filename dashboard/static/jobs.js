@@ -2,12 +2,14 @@
 // and delete. Study and series UIDs are never shown: a job is named by its id and model, and
 // UID-shaped text in error messages is masked.
 
-import { clearToken, dashboardConfig, jobsApi, onUnauthorized, setToken, token } from "./api.js";
+import { clearToken, dashboardConfig, jobsApi, onUnauthorized } from "./api.js";
 import { element } from "./filters.js";
+import { showLogin, signIn } from "./login.js";
 
 const STATES = ["pending", "running", "failed", "dead", "succeeded"];
 const $ = (id) => document.getElementById(id);
 let root = "/jobs";
+let authNeeded = false;
 
 /** Text with anything UID-, date- or identifier-shaped replaced (the page shows no identifier). */
 export function masked(text) {
@@ -20,13 +22,6 @@ const when = (seconds) => (seconds ? new Date(seconds * 1000).toISOString().slic
 
 function say(text) {
   $("status").textContent = text;
-}
-
-function showLogin(reason) {
-  $("app").hidden = true;
-  $("login").hidden = false;
-  $("login-error").textContent = reason || "";
-  $("token").focus();
 }
 
 async function depth() {
@@ -109,6 +104,9 @@ async function refresh() {
 async function open() {
   $("login").hidden = true;
   $("app").hidden = false;
+  if (authNeeded) {
+    $("who").replaceChildren(element("button", { type: "button", text: "Sign out", onclick: () => { clearToken(); location.reload(); } }));
+  }
   try {
     await refresh();
   } catch (error) {
@@ -121,19 +119,10 @@ async function start() {
   const config = await dashboardConfig();
   root = config.jobs || "/jobs";
   onUnauthorized((reason) => showLogin(`Not signed in: ${reason}`));
-  $("login-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    setToken($("token").value.trim());
-    $("token").value = "";
-    open();
-  });
   $("refresh").onclick = () => refresh().catch((error) => say(error.message));
   $("state").onchange = () => list().catch((error) => say(error.message));
-  if (config.auth) {
-    $("who").replaceChildren(element("button", { type: "button", text: "Sign out", onclick: () => { clearToken(); location.reload(); } }));
-    if (!token()) return showLogin();
-  }
-  await open();
+  authNeeded = config.auth;
+  if (await signIn(config, open)) await open();
 }
 
 start().catch((error) => say(`The jobs page could not start: ${error.message}`));
