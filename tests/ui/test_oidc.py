@@ -15,8 +15,10 @@ import pytest
 
 from gateway.auth import AuthSettings, OidcSettings
 from gateway.federated.audit import AUDIT_FILE_NAME, read_audit_log
-from tests.federated.conftest import site_auth
+from tests.federated.conftest import sha256, site_auth
+from tests.federated.test_hub import HUB_TOKEN, Sites, hub_process, site_patients
 from tests.support.identity_provider import IdentityProvider, s256
+from tests.support.ports import free_port
 from tests.ui.conftest import Recorded, UiSite, attrition, axe_violations, new_page, parse_count
 
 CLIENT_ID = "fedgate-dashboard"
@@ -158,3 +160,33 @@ def test_a_provider_whose_metadata_names_another_issuer_is_not_offered(
     page.get_by_text("is not available").wait_for()
     assert page.get_by_role("button", name=f"Sign in with {PROVIDER}").count() == 0
     assert page.get_by_label("Access token").is_visible()
+
+
+def test_sign_in_with_the_provider_at_a_hub(
+    tmp_path: Path, idp: IdentityProvider, browser: Any
+) -> None:
+    sites = Sites(tmp_path)
+    try:
+        hub_port = free_port()
+        idp.register(CLIENT_ID, f"http://127.0.0.1:{hub_port}/ui/")
+        oidc = oidc_auth(idp).oidc
+        assert oidc is not None
+        auth = {
+            "clients": [{"name": "analyst", "token_sha256": sha256(HUB_TOKEN), "roles": ["query"]}],
+            "oidc": oidc.model_dump(mode="json", exclude_none=True),
+        }
+        configs = [sites.site("north", site_patients("n", 30, 20, 15))]
+        with hub_process(tmp_path, configs, auth=auth, port=hub_port) as hub_api:
+            hub = hub_api.removesuffix("/federated/v1")
+            page = new_page(browser)
+            page.goto(f"{hub}/ui/")
+            page.get_by_role("button", name=f"Sign in with {PROVIDER}").click()
+            page.wait_for_url(f"{idp.url}/authorize?*")
+            page.get_by_role("button", name="Sign in").click()
+            page.locator("#attrition[data-state='done']").wait_for(timeout=30_000)
+            assert page.url == f"{hub}/ui/"
+            [everyone] = attrition(page)[:1]
+            assert parse_count(everyone["north"])[0] == 50
+            assert parse_count(everyone["All sites"])[0] == 50
+    finally:
+        sites.close()
