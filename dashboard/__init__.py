@@ -5,6 +5,7 @@ public HTTP APIs (``/federated/v1``, ``/jobs``) with the caller's own token, so 
 dashboard can show is exactly what the API would answer that person (docs/dashboard.md).
 """
 
+from dashboard.oidc import OidcLogin
 from dashboard.routes import (
     VENDOR_DIR,
     VENDOR_FILES,
@@ -17,6 +18,7 @@ __all__ = [
     "VENDOR_DIR",
     "VENDOR_FILES",
     "DashboardKind",
+    "OidcLogin",
     "dashboard_routes",
     "missing_vendor_files",
 ]

@@ -22,6 +22,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
+from dashboard.oidc import OidcDiscovery, OidcLogin
+
 log = structlog.get_logger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -47,6 +49,17 @@ SECURITY_HEADERS = {
 }
 
 
+def security_headers(connect_origins: list[str]) -> dict[str, str]:
+    """:data:`SECURITY_HEADERS`, with ``connect-src`` also naming ``connect_origins`` (the
+    OpenID provider's token endpoint, which the sign-in page posts the code to)."""
+    if not connect_origins:
+        return SECURITY_HEADERS
+    policy = SECURITY_HEADERS["Content-Security-Policy"].replace(
+        "connect-src 'self'", " ".join(["connect-src 'self'", *connect_origins])
+    )
+    return {**SECURITY_HEADERS, "Content-Security-Policy": policy}
+
+
 def missing_vendor_files(vendor_dir: Path = VENDOR_DIR) -> list[str]:
     """The chart library's files that are not installed (empty when charts can be drawn)."""
     return [name for name in VENDOR_FILES if not (vendor_dir / name).is_file()]
@@ -65,12 +78,17 @@ class _SecuredStatic(StaticFiles):
 
 
 def dashboard_routes(
-    kind: DashboardKind, *, auth_enabled: bool, oidc_configured: bool = False
+    kind: DashboardKind,
+    *,
+    auth_enabled: bool,
+    oidc_configured: bool = False,
+    oidc_login: OidcLogin | None = None,
 ) -> list[BaseRoute]:
     """The routes to serve at the root of the app: ``/ui`` and everything under it.
 
     ``kind`` says whose data the pages show: a site's own (``site``, with the jobs page) or
-    every site of a hub (``hub``: a column per site).
+    every site of a hub (``hub``: a column per site). ``oidc_login``: the dashboard's public
+    client at the OpenID provider, for "Sign in with <provider>" (:mod:`dashboard.oidc`).
     """
     missing = missing_vendor_files()
     if missing:
@@ -86,20 +104,26 @@ def dashboard_routes(
         "jobs": "/jobs" if kind == "site" else None,
         "auth": auth_enabled,
         # OIDC: the login form takes an access token from the identity provider (a JWT is a
-        # bearer token like any other); a redirect login flow is not built (docs/dashboard.md).
-        "oidc": oidc_configured,
+        # bearer token like any other), and with ``oidc_login`` the page signs in by redirect.
+        "oidc": oidc_configured or oidc_login is not None,
         "charts": not missing,
         "missing_assets": missing,
     }
+
+    discovery = OidcDiscovery(oidc_login) if oidc_login is not None else None
+
+    async def headers() -> dict[str, str]:
+        return security_headers(await discovery.connect_origins() if discovery else [])
 
     async def page(request: Request) -> Response:
         name = "jobs.html" if request.url.path.rstrip("/").endswith("/jobs") else "index.html"
         if name == "jobs.html" and kind != "site":
             return JSONResponse({"error": "the hub has no jobs page"}, status_code=404)
-        return FileResponse(STATIC_DIR / name, headers=SECURITY_HEADERS)
+        return FileResponse(STATIC_DIR / name, headers=await headers())
 
     async def config_json(request: Request) -> Response:
-        return JSONResponse(config, headers=SECURITY_HEADERS)
+        login = await discovery.page_config() if discovery else None
+        return JSONResponse({**config, "oidc_login": login}, headers=await headers())
 
     async def to_slash(request: Request) -> Response:
         return RedirectResponse("/ui/", status_code=308)

@@ -215,6 +215,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 "site",
                 auth_enabled=settings.auth.enabled,
                 oidc_configured=settings.auth.oidc is not None,
+                oidc_login=settings.auth.oidc.dashboard_login() if settings.auth.oidc else None,
             ),
         ],
         middleware=[

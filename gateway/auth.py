@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from dashboard import OidcLogin
 from gateway.hub_assertion import AssertionRefused, PublicKey, load_public_key, verify_assertion
 
 if TYPE_CHECKING:
@@ -84,6 +85,30 @@ class OidcSettings(BaseModel):
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256"])
     leeway_seconds: Annotated[float, Field(ge=0, le=300)] = 30.0
     jwks_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    #: The dashboard's client id at this provider: a *public* client (no secret) using the
+    #: authorization code flow with PKCE (RFC 7636), redirect URI ``<this server>/ui/``. With
+    #: it, ``/ui`` offers "Sign in with <provider>" beside the token form (docs/dashboard.md).
+    dashboard_client_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    #: The scopes the dashboard asks for (space-separated; OIDC Core 3.1.2.1 needs ``openid``).
+    dashboard_scope: Annotated[str, Field(pattern=r"(^| )openid( |$)")] = "openid"
+    #: The name on the dashboard's sign-in button (default: the issuer).
+    display_name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    #: Where the provider's metadata is (OpenID Connect Discovery 1.0 section 4), default
+    #: ``<issuer>/.well-known/openid-configuration``; its ``issuer`` must equal ``issuer``.
+    discovery_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+
+    def dashboard_login(self) -> OidcLogin | None:
+        """What ``/ui`` needs for a browser sign-in, or None without ``dashboard_client_id``."""
+        if self.dashboard_client_id is None:
+            return None
+        return OidcLogin(
+            issuer=self.issuer,
+            client_id=self.dashboard_client_id,
+            scope=self.dashboard_scope,
+            display_name=self.display_name or self.issuer,
+            discovery_url=self.discovery_url,
+            timeout_seconds=self.jwks_timeout_seconds,
+        )
 
 
 class TrustedHub(BaseModel):

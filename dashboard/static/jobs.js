@@ -2,13 +2,15 @@
 // and delete. Study and series UIDs are never shown: a job is named by its id and model, and
 // UID-shaped text in error messages is masked.
 
-import { clearToken, dashboardConfig, jobsApi, onUnauthorized, setToken, token } from "./api.js";
+import { clearToken, dashboardConfig, jobsApi, onUnauthorized } from "./api.js";
 import { element } from "./filters.js";
+import { showLogin as showLoginForm, signIn } from "./login.js";
 
 const STATES = ["pending", "running", "failed", "dead", "succeeded"];
 const $ = (id) => document.getElementById(id);
 let root = "/jobs";
 let shownJob = null; // the id of the job whose details are open
+let authNeeded = false;
 
 /** Text with anything UID-, date- or identifier-shaped replaced (the page shows no identifier). */
 export function masked(text) {
@@ -25,15 +27,13 @@ function say(text) {
   $("status").textContent = text;
 }
 
+/** The sign-in form, with no job data left in the page of someone who is not (or no longer)
+ * allowed to see it. */
 function showLogin(reason) {
-  $("app").hidden = true;
-  // No job data stays in the page of someone who is not (or no longer) allowed to see it.
   for (const id of ["depth", "jobs"]) $(id).replaceChildren();
   $("queue-depth").textContent = "";
   $("detail").replaceChildren(element("p", { className: "note", text: "Choose a job above." }));
-  $("login").hidden = false;
-  $("login-error").textContent = reason || "";
-  $("token").focus();
+  showLoginForm(reason);
 }
 
 async function depth() {
@@ -176,6 +176,9 @@ async function refresh() {
 async function open() {
   $("login").hidden = true;
   $("app").hidden = false;
+  if (authNeeded) {
+    $("who").replaceChildren(element("button", { type: "button", text: "Sign out", onclick: () => { clearToken(); location.reload(); } }));
+  }
   try {
     await refresh();
   } catch (error) {
@@ -189,19 +192,10 @@ async function start() {
   const config = await dashboardConfig();
   root = config.jobs || "/jobs";
   onUnauthorized((reason) => showLogin(`Not signed in: ${reason}`));
-  $("login-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    setToken($("token").value.trim());
-    $("token").value = "";
-    open();
-  });
   $("refresh").onclick = () => refresh().catch((error) => say(error.message));
   $("state").onchange = () => list().catch((error) => say(error.message));
-  if (config.auth) {
-    $("who").replaceChildren(element("button", { type: "button", text: "Sign out", onclick: () => { clearToken(); location.reload(); } }));
-    if (!token()) return showLogin();
-  }
-  await open();
+  authNeeded = config.auth;
+  if (await signIn(config, open)) await open();
 }
 
 start().catch((error) => say(`The jobs page could not start: ${error.message}`));

@@ -1,11 +1,12 @@
 // The cohort dashboard: the builder, the attrition table, the budget, charts and saved cohorts.
 // At a site the numbers are the site's; at a hub each site has a column and a total is shown.
 
-import { FederatedApi, VOCABULARY_QUESTION, clearToken, dashboardConfig, onUnauthorized, setToken, token } from "./api.js";
+import { FederatedApi, VOCABULARY_QUESTION, clearToken, dashboardConfig, onUnauthorized } from "./api.js";
 import { FILTER_KINDS, attritionSteps, cohortOf, describe, filtersFromCohort, newFilter } from "./cohort.js";
 import { chartControls } from "./charts.js";
 import { element, filterFieldset } from "./filters.js";
 import { countKind, countText, epsilonText } from "./format.js";
+import { showLogin, signIn } from "./login.js";
 import { Questions, priceOf } from "./questions.js";
 import { savedCohorts } from "./saved.js";
 import { NO_VOCABULARY, builderVocabulary } from "./vocabulary.js";
@@ -29,16 +30,6 @@ export function countRequest(cohort) {
   return { cohort, level: "patients", aggregate: { kind: "count" } };
 }
 
-// -- login -----------------------------------------------------------------------------------
-
-function showLogin(reason) {
-  $("app").hidden = true;
-  $("login").hidden = false;
-  $("login-error").textContent = reason || "";
-  $("who").replaceChildren();
-  $("token").focus();
-}
-
 async function start() {
   state.config = await dashboardConfig();
   const hub = state.config.kind === "hub";
@@ -48,17 +39,7 @@ async function start() {
   state.api = new FederatedApi(state.config.api);
   state.questions = new Questions(state.api);
   onUnauthorized((reason) => showLogin(`Not signed in: ${reason}`));
-  $("login-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    setToken($("token").value.trim());
-    $("token").value = "";
-    open();
-  });
-  if (state.config.auth && !token()) {
-    showLogin();
-    return;
-  }
-  await open();
+  if (await signIn(state.config, open)) await open();
 }
 
 async function open() {

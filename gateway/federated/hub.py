@@ -516,6 +516,7 @@ def hub_app(settings: HubSettings) -> Starlette:
                 "hub",
                 auth_enabled=settings.auth.enabled,
                 oidc_configured=settings.auth.oidc is not None,
+                oidc_login=settings.auth.oidc.dashboard_login() if settings.auth.oidc else None,
             ),
         ],
         lifespan=lambda app: _closing(hub),

@@ -6,13 +6,11 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,56 +20,25 @@ from gateway.auth import Authenticator, AuthSettings, OidcSettings, RequireRole
 from gateway.federated.settings import FederatedSettings
 from gateway.index import FindingsIndex, IndexSettings
 from tests.federated.conftest import ADMIN_TOKEN, QUERY_TOKEN, site_auth, standard_cohort
-from tests.federated.servers import ThreadedServer, serving, site_app
+from tests.federated.servers import serving, site_app
 from tests.federated.synthetic import write_patients
-
-ISSUER = "https://idp.example.org/realms/fedgate"
-AUDIENCE = "fedgate-site-a"
-
-
-class IdentityProvider:
-    """A real HTTP server publishing a JWKS, and the private key to sign tokens with."""
-
-    def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
-        jwk.update(kid="site-key-1", use="sig", alg="RS256")
-
-        async def jwks(request: Request) -> Response:
-            return JSONResponse({"keys": [jwk]})
-
-        self.server = ThreadedServer(Starlette(routes=[Route("/certs", jwks)]))
-
-    @property
-    def jwks_url(self) -> str:
-        return f"{self.server.url}/certs"
-
-    def token(self, key: Any = None, kid: str = "site-key-1", **claims: Any) -> str:
-        now = int(time.time())
-        payload = {
-            "iss": ISSUER,
-            "aud": AUDIENCE,
-            "sub": "hub-analyst",
-            "iat": now,
-            "exp": now + 300,
-            "realm_access": {"roles": ["query"]},
-            **claims,
-        }
-        return jwt.encode(payload, key or self.key, algorithm="RS256", headers={"kid": kid})
+from tests.support.identity_provider import IdentityProvider
 
 
 @pytest.fixture
 def idp() -> Iterator[IdentityProvider]:
-    provider = IdentityProvider()
-    provider.server.start()
+    provider = IdentityProvider().start()
     yield provider
-    provider.server.stop()
+    provider.stop()
 
 
 def site_auth_with_oidc(idp: IdentityProvider) -> AuthSettings:
     """The site's clients, plus tokens from ``idp`` with Keycloak's roles claim."""
     oidc = OidcSettings(
-        jwks_url=idp.jwks_url, issuer=ISSUER, audience=AUDIENCE, roles_claim="realm_access.roles"
+        jwks_url=idp.jwks_url,
+        issuer=idp.issuer,
+        audience=idp.audience,
+        roles_claim="realm_access.roles",
     )
     return site_auth().model_copy(update={"oidc": oidc})
 
@@ -147,8 +114,8 @@ def test_forged_and_expired_jwts_are_rejected(gateway_url: str, idp: IdentityPro
         "unknown key id": idp.token(kid="not-published"),
         "no signature (alg none)": jwt.encode(
             {
-                "iss": ISSUER,
-                "aud": AUDIENCE,
+                "iss": idp.issuer,
+                "aud": idp.audience,
                 "sub": "x",
                 "exp": int(time.time()) + 300,
                 "realm_access": {"roles": ["admin"]},

@@ -50,8 +50,11 @@ def site_patients(prefix: str, women: int, men: int, nodules: int) -> list[Synth
 
 
 @contextmanager
-def hub_process(workdir: Path, sites: list[dict[str, Any]], **extra: Any) -> Iterator[str]:
-    port = free_port()
+def hub_process(
+    workdir: Path, sites: list[dict[str, Any]], port: int | None = None, **extra: Any
+) -> Iterator[str]:
+    """``fedgate hub`` over ``sites``, on ``port`` (default: a free one); ``extra`` settings."""
+    port = port or free_port()
     config = {
         "listen": {"host": "127.0.0.1", "port": port},
         "sites": sites,

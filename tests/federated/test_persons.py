@@ -24,10 +24,11 @@ from gateway.auth import AuthClient, AuthSettings, TrustedHub
 from gateway.federated.audit import AUDIT_FILE_NAME, read_audit_log
 from gateway.hub_assertion import load_private_key, sign_assertion, verify_assertion
 from tests.federated.conftest import ADMIN_TOKEN, Site, SiteFactory, sha256, site_auth
-from tests.federated.test_auth import IdentityProvider, site_auth_with_oidc
+from tests.federated.test_auth import site_auth_with_oidc
 from tests.federated.test_hub import HUB_TOKEN, hub_process
 from tests.federated.test_openapi import _relative
 from tests.support.gateway import GatewayProcess
+from tests.support.identity_provider import IdentityProvider
 from tests.support.openapi import assert_documented, load_spec
 from tests.support.process import run_fedgate
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from dashboard import dashboard_routes, missing_vendor_files
+from gateway.auth import AuthSettings
 from gateway.federated.settings import FederatedSettings
 from gateway.index import FindingsIndex, IndexSettings
 from tests.federated.conftest import site_auth, standard_cohort
@@ -56,8 +57,14 @@ class UiSite:
         return f"{self.server.url}/federated/v1"
 
 
-def ui_site_app(index: FindingsIndex, settings: FederatedSettings) -> Any:
-    return site_app(index, settings, site_auth(), extra=dashboard_routes("site", auth_enabled=True))
+def ui_site_app(
+    index: FindingsIndex, settings: FederatedSettings, auth: AuthSettings | None = None
+) -> Any:
+    """A site with the dashboard; with ``auth.oidc``, its sign-in as the gateway wires it."""
+    auth = auth or site_auth()
+    oidc_login = auth.oidc.dashboard_login() if auth.oidc else None
+    routes = dashboard_routes("site", auth_enabled=True, oidc_login=oidc_login)
+    return site_app(index, settings, auth, extra=routes)
 
 
 @pytest.fixture
@@ -65,12 +72,15 @@ def make_ui_site(tmp_path: Path) -> Iterator[Callable[..., UiSite]]:
     started: list[UiSite] = []
 
     def make(
-        patients: list[SyntheticPatient] | None = None, name: str = "site", **settings: Any
+        patients: list[SyntheticPatient] | None = None,
+        name: str = "site",
+        auth: AuthSettings | None = None,
+        **settings: Any,
     ) -> UiSite:
         index = FindingsIndex.open(IndexSettings(), tmp_path / name)
         write_patients(index, standard_cohort() if patients is None else patients)
         federated = FederatedSettings.model_validate(settings)
-        site = UiSite(index, ThreadedServer(ui_site_app(index, federated)).start())
+        site = UiSite(index, ThreadedServer(ui_site_app(index, federated, auth)).start())
         started.append(site)
         return site
 
