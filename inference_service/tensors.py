@@ -85,9 +85,7 @@ def decode_tensor(entry: Any, binary: memoryview | None) -> tuple[str, np.ndarra
     if not isinstance(name, str) or not name:
         raise BadRequestError("tensor: 'name' must be a non-empty string")
     shape = entry.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
+    if not isinstance(shape, list) or not all(_is_integer(d) and d >= 0 for d in shape):
         raise BadRequestError(f"tensor {name!r}: 'shape' must be a list of non-negative integers")
     datatype = entry.get("datatype")
     dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
@@ -108,8 +106,8 @@ def decode_tensor(entry: Any, binary: memoryview | None) -> tuple[str, np.ndarra
                 f"of {datatype} ({count * dtype.itemsize} bytes expected)"
             )
         return name, _reshaped(name, np.frombuffer(binary, dtype=dtype), shape)
-    if "data" not in entry:
-        raise BadRequestError(f"tensor {name!r}: 'data' is missing")
+    if not isinstance(entry.get("data"), list):
+        raise BadRequestError(f"tensor {name!r}: 'data' must be a list (row-major, or nested)")
     try:
         array = np.asarray(entry["data"], dtype=dtype)
     except (TypeError, ValueError, OverflowError) as error:  # 1e300 as UINT8: OverflowError
@@ -157,15 +155,23 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         raise BadRequestError(f"request body is not valid JSON: {error}") from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise BadRequestError("request must be an object with an 'inputs' list")
+    # The request's own fields first (cheap, and a bad one is named whatever the tensors are):
+    # each is of the type the protocol gives it, or absent; never silently ignored.
+    request_id = header.get("id")
+    if "id" in header and not isinstance(request_id, str):  # null too: OIP says a string
+        raise BadRequestError("'id' must be a string")
+    binary_outputs = _flag(_parameters(header, "request"), "binary_data_output")
+    outputs = _requested_outputs(header)
     view = memoryview(body)
     offset = json_length
     inputs: dict[str, np.ndarray] = {}
     for entry in header["inputs"]:
-        parameters = entry.get("parameters") if isinstance(entry, dict) else None
-        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if not isinstance(entry, dict):
+            raise BadRequestError("each tensor must be an object with name, shape, datatype, data")
+        size = _parameters(entry, f"input {entry.get('name')!r}").get("binary_data_size")
         binary = None
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(body):
+            if not _is_integer(size) or size < 0 or offset + size > len(body):
                 raise BadRequestError("binary_data_size does not fit the request body")
             binary = view[offset : offset + size]
             offset += size
@@ -173,22 +179,40 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         if name in inputs:
             raise BadRequestError(f"input {name!r} given twice")
         inputs[name] = array
-    outputs: dict[str, bool] | None = None
-    if isinstance(header.get("outputs"), list):
-        outputs = {}
-        for entry in header["outputs"]:
-            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-                raise BadRequestError("each requested output must be an object with a 'name'")
-            parameters = entry.get("parameters") or {}
-            if not isinstance(parameters, dict):
-                raise BadRequestError(f"output {entry['name']!r}: 'parameters' must be an object")
-            outputs[entry["name"]] = bool(parameters.get("binary_data", False))
-    request_id = header.get("id")
-    parameters = header.get("parameters")
-    binary_outputs = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
-    return InferRequest(
-        inputs, outputs, request_id if isinstance(request_id, str) else None, binary_outputs
-    )
+    return InferRequest(inputs, outputs, request_id, binary_outputs)
+
+
+def _requested_outputs(header: dict[str, Any]) -> dict[str, bool] | None:
+    """The outputs asked for (None: all) and whether each comes back binary."""
+    if "outputs" not in header:
+        return None
+    if not isinstance(header["outputs"], list):
+        raise BadRequestError("'outputs' must be a list")
+    outputs = {}
+    for entry in header["outputs"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise BadRequestError("each requested output must be an object with a 'name'")
+        parameters = _parameters(entry, f"output {entry['name']!r}")
+        outputs[entry["name"]] = _flag(parameters, "binary_data")
+    return outputs
+
+
+def _parameters(entry: dict[str, Any], what: str) -> dict[str, Any]:
+    parameters = entry.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise BadRequestError(f"{what}: 'parameters' must be an object")
+    return parameters
+
+
+def _flag(parameters: dict[str, Any], name: str) -> bool:
+    value = parameters.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequestError(f"parameter {name!r} must be true or false")
+    return value
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def encode_tensors(

@@ -11,7 +11,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from fedgate.phantom import Phantom
-from tests.gateway.conftest import phantom
+from tests.gateway.conftest import phantom, store_files
 from tests.support.dicom import multipart_body, part10_bytes, stored_uids
 from tests.support.gateway import GatewayProcess
 
@@ -146,3 +146,30 @@ def test_values_outside_the_document_are_refused(
     response = httpx.get(gateway.url + path, params=params)
     assert response.status_code == 400
     assert reason in response.text
+
+
+def test_an_unreadable_stored_file_gives_what_the_catalog_knows(gateway: GatewayProcess) -> None:
+    """A file damaged on disk after it was acknowledged must not cut its study's metadata."""
+    study = phantom(seed=730, slices=2)
+    instances = list(study.instances())
+    body, content_type = multipart_body([part10_bytes(ds) for ds in instances])
+    response = httpx.post(
+        f"{gateway.dicomweb_url}/studies", content=body, headers={"Content-Type": content_type}
+    )
+    assert response.status_code == 200
+    damaged = instances[0]
+    uid = damaged.SOPInstanceUID.encode()
+    (path,) = [
+        p
+        for p in store_files(gateway.data_dir)
+        if p.read_bytes()[128:132] == b"DICM" and uid in p.read_bytes()
+    ]
+    path.write_bytes(b"no longer DICOM")
+    metadata = httpx.get(
+        f"{gateway.dicomweb_url}/studies/{damaged.StudyInstanceUID}/metadata"
+    ).json()  # the whole array
+    by_uid = {m["00080018"]["Value"][0]: m for m in metadata}
+    assert set(by_uid) == {ds.SOPInstanceUID for ds in instances}
+    assert by_uid[damaged.SOPInstanceUID]["0020000E"]["Value"] == [damaged.SeriesInstanceUID]
+    assert "00280010" not in by_uid[damaged.SOPInstanceUID]  # nothing made up
+    assert by_uid[instances[1].SOPInstanceUID]["00280010"]["Value"] == [instances[1].Rows]

@@ -207,7 +207,7 @@ def test_malformed_infer_bodies_are_400(service: InferenceProcess) -> None:
             "dimension over",
         ),
         (
-            {"inputs": [{"name": "volume", "shape": [0, 2**40, 2**40], "datatype": "FP32"}]},
+            {"inputs": [{"name": "v", "shape": [0, 2**40, 2**40], "datatype": "FP32", "data": []}]},
             "too big",
         ),
         (
@@ -226,13 +226,21 @@ def test_malformed_infer_bodies_are_400(service: InferenceProcess) -> None:
             {"inputs": [], "outputs": [{"name": "probability", "parameters": "binary"}]},
             "'parameters' must be an object",
         ),
+        ({"inputs": [], "outputs": 0}, "'outputs' must be a list"),
+        ({"inputs": [], "id": None}, "'id' must be a string"),
+        (
+            {"inputs": [], "outputs": [{"name": "p", "parameters": {"binary_data": "yes"}}]},
+            "must be true or false",
+        ),
+        (
+            {"inputs": [{"name": "volume", "shape": [], "datatype": "FP32", "data": 1}]},
+            "'data' must be a list",
+        ),
     ],
 )
 def test_hostile_tensors_and_outputs_are_a_permanent_400(
     service: InferenceProcess, body: dict[str, object], reason: str
 ) -> None:
-    if body["inputs"] and "data" not in body["inputs"][0]:  # type: ignore[index]
-        body["inputs"][0]["data"] = []  # type: ignore[index]
     response = httpx.post(f"{service.url}/v2/models/nodule-presence/infer", json=body)
     assert response.status_code == 400, response.text
     assert response.json()["kind"] == "permanent"
