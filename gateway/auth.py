@@ -21,11 +21,15 @@ Roles:
 - ``query``: the federated aggregate API (noisy answers).
 - ``exact``: exact, suppressed answers, for the site's own research office (docs/federated.md).
 - ``metrics``: may scrape ``/metrics`` (and nothing else).
+- ``viewer``: read-only DICOMweb (QIDO-RS and WADO-RS, ``GET``/``HEAD`` under ``/dicomweb``).
+- ``forwarder``: STOW-RS only (``POST /dicomweb/studies[/{study}]``): what a PACS's forwarding
+  needs, and nothing it could read back.
 - ``hub``: a federation hub's credential. It is never a person itself: each of its requests must
   carry a hub assertion (``Fedgate-On-Behalf-Of``) naming the analyst, or it is refused (401).
 
 :func:`authorize` and :class:`RequireRole` enforce a role on a request or on a whole mounted
-application (e.g. ``/dicomweb`` and ``/jobs`` need ``admin``).
+application. Which role each route needs is one table, ``ROUTE_ROLES`` in
+:mod:`gateway.middleware` (docs/roles.md).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-Role = Literal["query", "exact", "admin", "metrics", "hub"]
+Role = Literal["query", "exact", "admin", "metrics", "hub", "viewer", "forwarder"]
 ROLES: frozenset[str] = frozenset(get_args(Role))
 #: The roles a hub may relay for a person: what an analyst may ask, never more.
 RELAYABLE_ROLES: frozenset[Role] = frozenset({"query", "exact"})

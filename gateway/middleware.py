@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
@@ -34,16 +35,54 @@ PUBLIC_PATHS = ("/healthz", "/readyz", "/ui")
 PUBLIC_PREFIXES = ("/ui/",)
 #: Paths called every few seconds by machines: not written to the access log.
 QUIET_PATHS = (*PUBLIC_PATHS, "/metrics")
-#: Path prefixes and the roles they need (any one of them); the first match wins. ``admin``
-#: may call anything. The federated API checks its roles itself (no role here: any
-#: authenticated caller reaches it), so that it can write a refusal to its audit log too.
 FEDERATED_PREFIX = "/federated/"
-#: ``/metrics`` shows every arrival and each client's federated activity: with auth on, only a
-#: scrape credential (``metrics``) or an administrator may read it (issue 13, item 8).
-ROLE_BY_PREFIX: tuple[tuple[str, tuple[Role, ...]], ...] = (
-    (FEDERATED_PREFIX, ()),
-    ("/metrics", ("metrics",)),
+#: HTTP methods that only read (RFC 9110 9.2.1: safe); HEAD is what Starlette adds to GET.
+READ_METHODS = frozenset({"GET", "HEAD"})
+ANY_METHOD: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class RouteRule:
+    """Requests with one of ``methods`` (any, if empty) to ``prefix`` need one of ``roles``.
+
+    ``prefix`` matches whole path segments: ``/dicomweb/studies`` matches itself and
+    ``/dicomweb/studies/1.2.3``, not ``/dicomweb/studiesx``.
+    """
+
+    methods: frozenset[str]
+    prefix: str
+    roles: tuple[Role, ...]
+
+    def matches(self, method: str, path: str) -> bool:
+        prefix = self.prefix.rstrip("/")
+        return (not self.methods or method in self.methods) and (
+            path == prefix or path.startswith(prefix + "/")
+        )
+
+
+#: Who may call what, by method and path prefix (docs/roles.md); the first match wins, and a
+#: request no rule matches needs ``admin``. ``admin`` may call anything (``Principal.has``).
+#:
+#: - The federated API checks its roles itself (no role here: any authenticated caller reaches
+#:   it), so that it can write a refusal to its audit log too.
+#: - ``/metrics`` shows every arrival and each client's federated activity: only a scrape
+#:   credential (``metrics``) or an administrator may read it (issue 13, item 8).
+#: - ``forwarder`` may store (STOW-RS) and nothing else: a PACS's forwarding script holds this
+#:   token on the PACS host, where it should open no images (issue 18, item 6).
+#: - ``viewer`` may search and retrieve (QIDO-RS, WADO-RS): an image viewer such as OHIF.
+ROUTE_RULES: tuple[RouteRule, ...] = (
+    RouteRule(ANY_METHOD, FEDERATED_PREFIX, ()),
+    RouteRule(READ_METHODS, "/metrics", ("metrics",)),
+    RouteRule(frozenset({"POST"}), "/dicomweb/studies", ("forwarder",)),
+    RouteRule(READ_METHODS, "/dicomweb", ("viewer",)),
 )
+#: The role a request no rule matches needs.
+DEFAULT_ROLES: tuple[Role, ...] = ("admin",)
+
+
+def roles_needed(method: str, path: str) -> tuple[Role, ...]:
+    """The roles (any one of them, or ``admin``) a request needs; ``()``: checked further in."""
+    return next((rule.roles for rule in ROUTE_RULES if rule.matches(method, path)), DEFAULT_ROLES)
 
 
 #: Answers never compressed: DICOM instances, frames and bulk data (multipart or single part)
@@ -162,11 +201,10 @@ class AuthMiddleware:
             )
             await response(scope, receive, send)
             return
-        needed: tuple[Role, ...] = next(
-            (roles for prefix, roles in ROLE_BY_PREFIX if path.startswith(prefix)), ("admin",)
-        )
+        needed = roles_needed(scope["method"], path)
         if needed and not any(principal.has(role) for role in needed):
-            reason = f"the {' or '.join(needed)} role is required"
+            roles = " or ".join(repr(role) for role in dict.fromkeys((*needed, "admin")))
+            reason = f"{scope['method']} {path} needs the {roles} role (docs/roles.md)"
             await _refusal(path, reason, 403)(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal

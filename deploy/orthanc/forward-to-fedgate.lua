@@ -8,6 +8,8 @@
 -- The STOW carries the header "Fedgate-Study-Stable": Orthanc has already waited for the
 -- study to be stable, so fedgate analyses it at once instead of waiting a second time.
 -- The DICOMweb server "fedgate" is declared in orthanc.json ("DicomWeb" > "Servers").
+-- Its "Authorization" header should carry a token with fedgate's "forwarder" role, not
+-- "admin": forwarding needs STOW-RS only, and a forwarder token opens no images (docs/roles.md).
 
 local METADATA = 'FedgateForwardedInstances'
 local RESULTS_STATION_NAME = 'FEDGATE'
