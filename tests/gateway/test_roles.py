@@ -19,9 +19,11 @@ import pytest
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import phantom
+from tests.pipeline.conftest import wait_until
 from tests.support.dicom import multipart_body, part10_bytes
 from tests.support.gateway import REPO_ROOT, GatewayProcess
 from tests.support.openapi import app_operations
+from tests.support.orthanc import OrthancServer
 
 ROLES_DOC = REPO_ROOT / "docs" / "roles.md"
 NO_TOKEN = "no token"
@@ -187,3 +189,31 @@ def test_forwarder_stores_and_viewer_reads(with_every_role: GatewayProcess) -> N
         f"{base}/studies", content=body, headers={**viewer, "Content-Type": content_type}
     )
     assert again.status_code == 403
+
+
+@pytest.mark.orthanc
+def test_orthanc_forwards_with_a_forwarder_token(
+    with_every_role: GatewayProcess, tmp_path: Path
+) -> None:
+    """The shipped forwarding (deploy/orthanc) needs no more than the ``forwarder`` role."""
+    dataset = next(phantom(seed=1801).instances())
+    orthanc = OrthancServer(
+        tmp_path / "orthanc",
+        forward_to=with_every_role.dicomweb_url,
+        forward_token=token("forwarder"),
+    ).start()
+    try:
+        httpx.post(f"{orthanc.url}/instances", content=part10_bytes(dataset)).raise_for_status()
+        viewer = {"Authorization": f"Bearer {token('viewer')}"}
+
+        def forwarded() -> bool:
+            found = httpx.get(
+                f"{with_every_role.dicomweb_url}/studies",
+                params={"StudyInstanceUID": dataset.StudyInstanceUID},
+                headers=viewer,
+            )
+            return found.status_code == 200 and len(found.json()) == 1
+
+        wait_until(forwarded, 60, "the study forwarded by Orthanc's script")
+    finally:
+        orthanc.stop()
