@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 from fedgate.phantom import Phantom
 from tests.gateway.conftest import phantom
 from tests.support.gateway import GatewayProcess
+from tests.support.orthanc import OrthancServer
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +119,22 @@ def test_refusals_are_4xx(gateway: GatewayProcess, ct: Phantom) -> None:
     for response, status in cases:
         assert response.status_code == status, (str(response.url), response.text)
         assert response.headers["warning"].startswith("299 ")
+
+
+@pytest.mark.orthanc
+def test_a_study_only_in_the_pacs_is_rendered_by_the_pacs(
+    orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    study = phantom(seed=311, slices=1)
+    DICOMwebClient(orthanc.dicomweb_url).store_instances(list(study.instances()))
+    gateway = GatewayProcess(tmp_path / "gateway", {"pacs": {"url": orthanc.dicomweb_url}})
+    gateway.start()
+    try:
+        path = _instance_url(gateway, study).removeprefix(gateway.dicomweb_url) + "/rendered"
+        from_pacs = httpx.get(orthanc.dicomweb_url + path, headers={"Accept": "image/png"})
+        through = httpx.get(gateway.dicomweb_url + path, headers={"Accept": "image/png"})
+        picture = _image(through, "image/png")
+        assert picture.size == (study.spec.columns, study.spec.rows)
+        assert through.content == from_pacs.content  # the PACS's own rendering, passed on
+    finally:
+        gateway.stop()
