@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import anyio.to_thread
 import numpy as np
 import pydicom
+import structlog
 from PIL import Image
 from pydicom.pixels import apply_rescale, pixel_array
 from starlette.requests import Request
@@ -30,6 +31,8 @@ from gateway.dicomweb.errors import DicomWebError
 from gateway.dicomweb.negotiation import asked, media_ranges
 from gateway.dicomweb.wado import held_records
 from gateway.store import EmbeddedStore, InstanceRecord
+
+log = structlog.get_logger(__name__)
 
 #: A thumbnail fits into this square unless a viewport is given (OHIF shows them ~128 px).
 THUMBNAIL_SIZE = 128
@@ -165,7 +168,15 @@ def _representative(store: EmbeddedStore, records: list[InstanceRecord]) -> Inst
     for series in by_series.values():
         # A series is usually all images or all not: its middle instance tells which.
         record = series[len(series) // 2]
-        header = pydicom.dcmread(store.path_of(record.path), stop_before_pixels=True)
+        try:
+            header = pydicom.dcmread(store.path_of(record.path), stop_before_pixels=True)
+        except Exception as error:  # an unreadable file shows nothing: try the next series
+            log.warning(
+                "wado.thumbnail_unreadable",
+                sop_instance_uid=record.sop_instance_uid,
+                error=repr(error),
+            )
+            continue
         if "Rows" in header and "Columns" in header:
             return record
     if len(records) == 1:
@@ -182,7 +193,23 @@ async def _rendered_response(
 
 
 def render(store: EmbeddedStore, record: InstanceRecord, frame: int, rendering: Rendering) -> bytes:
-    """The encoded image of one frame of a stored instance."""
+    """The encoded image of one frame of a stored instance; 4xx for what cannot be shown."""
+    try:
+        return _render(store, record, frame, rendering)
+    except DicomWebError:
+        raise
+    except Exception as error:
+        # Pixel attributes the pixel handlers refuse (a Bits Allocated of 7, Rows of 0...):
+        # the instance is stored as received, but it cannot be shown as an image.
+        log.warning(
+            "wado.cannot_render", sop_instance_uid=record.sop_instance_uid, error=repr(error)
+        )
+        raise DicomWebError(406, f"the instance cannot be rendered as an image: {error}") from None
+
+
+def _render(
+    store: EmbeddedStore, record: InstanceRecord, frame: int, rendering: Rendering
+) -> bytes:
     dataset = pydicom.dcmread(store.path_of(record.path))
     if "PixelData" not in dataset or "Rows" not in dataset:
         raise DicomWebError(404, "the instance has no pixel data to render")
