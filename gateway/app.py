@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from dashboard import dashboard_routes
 from gateway.allow import http_exception_handler
 from gateway.auth import Authenticator
+from gateway.cors import cors
 from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
 from gateway.dicomweb.routes import embedded_routes, results_routes, upstream_routes
 from gateway.dicomweb.sources import SourceChooser
@@ -220,6 +221,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
         ],
         middleware=[
             Middleware(RequestContextMiddleware),
+            # Before authentication: a browser's preflight carries no credentials.
+            *cors(settings.http.cors_origins),
             compression(),
             Middleware(AuthMiddleware, authenticator=authenticator),
         ],

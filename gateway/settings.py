@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -33,6 +34,39 @@ class ListenSettings(_Strict):
     #: The root URL clients reach the gateway at, when behind a reverse proxy
     #: (e.g. https://fedgate.hospital.example); used in RetrieveURL and BulkDataURI.
     public_url: str | None = None
+
+
+class HttpSettings(_Strict):
+    """HTTP behaviour towards browsers."""
+
+    #: Origins (``https://viewer.example``) whose pages may call the gateway from a browser:
+    #: a DICOMweb viewer (OHIF) served from another origin. Empty: no CORS headers at all, so
+    #: browsers let only the gateway's own pages read its answers (Fetch Standard, CORS).
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _origins_are_origins(self) -> HttpSettings:
+        origins = []
+        for origin in self.cors_origins:
+            # An origin is scheme://host[:port] (RFC 6454 6.2), as browsers send it: no path,
+            # no trailing slash, no wildcard, which would never match.
+            text = origin.rstrip("/")
+            parsed = urlsplit(text)
+            if (
+                parsed.scheme not in ("http", "https")
+                or not parsed.netloc
+                or parsed.path
+                or parsed.query
+                or parsed.fragment
+                or "*" in text
+            ):
+                raise ValueError(
+                    f"http.cors_origins: {origin!r} is not an origin "
+                    "(scheme://host[:port], e.g. https://viewer.example)"
+                )
+            origins.append(text.lower())
+        self.cors_origins = origins
+        return self
 
 
 class BasicAuth(_Strict):
@@ -107,6 +141,7 @@ class GatewaySettings(BaseSettings):
     )
 
     listen: ListenSettings = Field(default_factory=ListenSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     data_dir: Path = Path("./fedgate-data")
     pacs: PacsSettings = Field(default_factory=PacsSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)

@@ -46,7 +46,7 @@ def require_json(request: Request) -> None:
     """406 unless the client accepts DICOM JSON (QIDO-RS results, WADO-RS metadata)."""
     if not any(media.mime in _JSON_RANGES for media in media_ranges(request)):
         raise DicomWebError(
-            406, f"this resource is available as {DICOM_JSON} only (asked for: {_asked(request)})"
+            406, f"this resource is available as {DICOM_JSON} only (asked for: {asked(request)})"
         )
 
 
@@ -78,9 +78,9 @@ def choose_bulk(request: Request, part_type: str, single_part_allowed: bool) -> 
     if single_part_allowed:
         available += f" or {part_type}"
     raise DicomWebError(
-        406, f"this resource is available as {available} (asked for: {_asked(request)})"
+        406, f"this resource is available as {available} (asked for: {asked(request)})"
     )
 
 
-def _asked(request: Request) -> str:
+def asked(request: Request) -> str:
     return request.headers.get("accept", "")[:200]

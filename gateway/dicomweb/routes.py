@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.dicomweb import qido, stow, wado
+from gateway.dicomweb import qido, rendered, stow, wado
 from gateway.dicomweb.proxy import proxy_to_pacs
 from gateway.dicomweb.sources import SourceChooser, named_study
 
@@ -49,6 +49,14 @@ def embedded_routes() -> list[BaseRoute]:
         Route(_INSTANCE + "/metadata", wado.retrieve_metadata, methods=["GET"]),
         Route(_INSTANCE + "/frames/{frames}", wado.retrieve_frames, methods=["GET"]),
         Route(_INSTANCE + "/bulkdata/{tag}", wado.retrieve_bulk_data, methods=["GET"]),
+        Route(_INSTANCE + "/rendered", rendered.retrieve_rendered, methods=["GET"]),
+        Route(_INSTANCE + "/frames/{frame}/rendered", rendered.retrieve_rendered, methods=["GET"]),
+        Route(_STUDY + "/thumbnail", rendered.retrieve_thumbnail, methods=["GET"]),
+        Route(_SERIES + "/thumbnail", rendered.retrieve_thumbnail, methods=["GET"]),
+        Route(_INSTANCE + "/thumbnail", rendered.retrieve_thumbnail, methods=["GET"]),
+        Route(
+            _INSTANCE + "/frames/{frame}/thumbnail", rendered.retrieve_thumbnail, methods=["GET"]
+        ),
     ]
 
 

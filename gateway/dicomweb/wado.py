@@ -35,7 +35,7 @@ log = structlog.get_logger(__name__)
 _CHUNK = 1024 * 1024
 
 
-def _records(request: Request) -> list[InstanceRecord]:
+def held_records(request: Request) -> list[InstanceRecord]:
     store: EmbeddedStore = request.app.state.store
     uids = [request.path_params.get(name) for name in ("study", "series", "instance")]
     for name, uid in zip(("study", "series", "instance"), uids, strict=True):
@@ -84,7 +84,7 @@ async def retrieve_instances(request: Request) -> Response:
     store: EmbeddedStore = request.app.state.store
     one_instance = "instance" in request.path_params
     choice = choose_bulk(request, "application/dicom", single_part_allowed=one_instance)
-    records = _records(request)
+    records = held_records(request)
     _check_transfer_syntax(choice, records)
     if choice.single_part:
         record = records[0]
@@ -111,7 +111,7 @@ async def retrieve_metadata(request: Request) -> Response:
     """Instance headers as a DICOM JSON array, bulk data by BulkDataURI."""
     store: EmbeddedStore = request.app.state.store
     require_json(request)
-    records = _records(request)
+    records = held_records(request)
     base = dicomweb_root(request)
 
     def body() -> Iterator[bytes]:
@@ -190,7 +190,7 @@ async def retrieve_frames(request: Request) -> Response:
     if not numbers or min(numbers) < 1:
         raise DicomWebError(400, "frame numbers start at 1")
     choice = choose_bulk(request, "application/octet-stream", len(numbers) == 1)
-    record = _records(request)[0]
+    record = held_records(request)[0]
     wanted_syntax = choice.transfer_syntax
     compressed = _encapsulated(record.transfer_syntax_uid)
     if compressed is None:
@@ -257,7 +257,7 @@ async def retrieve_bulk_data(request: Request) -> Response:
     """One bulk data element's value (the first with that tag, top level first)."""
     store: EmbeddedStore = request.app.state.store
     choice = choose_bulk(request, "application/octet-stream", single_part_allowed=True)
-    record = _records(request)[0]
+    record = held_records(request)[0]
     tag_text = request.path_params["tag"]
     try:
         tag = int(tag_text, 16)

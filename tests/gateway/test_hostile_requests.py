@@ -173,3 +173,15 @@ def test_an_unreadable_stored_file_gives_what_the_catalog_knows(gateway: Gateway
     assert by_uid[damaged.SOPInstanceUID]["0020000E"]["Value"] == [damaged.SeriesInstanceUID]
     assert "00280010" not in by_uid[damaged.SOPInstanceUID]  # nothing made up
     assert by_uid[instances[1].SOPInstanceUID]["00280010"]["Value"] == [instances[1].Rows]
+
+
+def test_an_instance_in_an_unknown_transfer_syntax_is_not_rendered(
+    gateway: GatewayProcess, odd_study: tuple[Phantom, Dataset]
+) -> None:
+    _, odd = odd_study
+    for path in ("/rendered", "/thumbnail", "/frames/1/rendered"):
+        response = httpx.get(_url(gateway, odd) + path)
+        assert response.status_code == 406, (path, response.text)
+        assert "cannot" in response.text
+    series = _url(gateway, odd).rsplit("/instances/", 1)[0]
+    assert httpx.get(series + "/thumbnail").status_code < 500

@@ -40,6 +40,8 @@ def run_gateway(
             "dimse: {allowed_calling_ae_titles: [{ae_title: CT, host: ct.local}]}\n",
             "dimse.allowed_calling_ae_titles.0",
         ),
+        ("http: {cors_origins: ['https://viewer.example/ohif']}\n", "http.cors_origins"),
+        ("http: {cors_origins: ['*']}\n", "http.cors_origins"),
     ],
 )
 def test_invalid_config_exits_non_zero_naming_the_key(

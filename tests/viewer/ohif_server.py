@@ -40,11 +40,20 @@ def patch_app_config(source: str, prefix: str = PROXY_PREFIX) -> str:
 class OhifServer(LoopbackHTTPServer):
     """Start with :meth:`start`, stop with :meth:`stop`."""
 
-    def __init__(self, dist: Path, upstream_dicomweb_url: str, prefix: str = PROXY_PREFIX) -> None:
+    def __init__(
+        self,
+        dist: Path,
+        upstream_dicomweb_url: str,
+        prefix: str = PROXY_PREFIX,
+        cross_origin: bool = False,
+    ) -> None:
+        """With ``cross_origin`` the viewer calls ``upstream_dicomweb_url`` itself, from its
+        own origin (the server's CORS must allow it), instead of the same-origin proxy."""
         self.dist = dist
         self.upstream = upstream_dicomweb_url.rstrip("/")
         self.prefix = prefix
-        self.app_config = patch_app_config((dist / "app-config.js").read_text(), prefix)
+        roots = self.upstream if cross_origin else prefix
+        self.app_config = patch_app_config((dist / "app-config.js").read_text(), roots)
         self.proxied: list[str] = []  # request lines sent upstream, for diagnostics
 
     @property

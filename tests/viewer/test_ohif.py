@@ -6,6 +6,8 @@ STOW-RS; OHIF's prebuilt dist/ is served same-origin with a DICOMweb proxy
 Orthanc (``pacs.url``: the pass-through of issue 13, item 1);
 Chromium opens the study, the test double-clicks the SR series and checks that the measurement
 text and the ROI are drawn. The screenshot is saved in the test's output folder.
+OHIF served from another origin reads the gateway directly (CORS, ``http.cors_origins``) and
+shows the thumbnails the gateway renders (issue 18, item 7).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -21,7 +24,7 @@ from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom.dataset import Dataset
 
-from fedgate.phantom import Phantom
+from fedgate.phantom import Phantom, PhantomSpec, generate_phantom
 from sr_writer import ImageRegion, build_seg, build_sr
 from tests.sr_writer.builders import ALGORITHM, lesion_findings
 from tests.sr_writer.npm import OHIF_DIST, ensure_node_packages
@@ -29,6 +32,7 @@ from tests.sr_writer.test_seg import segments as seg_segments
 from tests.sr_writer.test_seg import sphere_masks
 from tests.support.gateway import GatewayProcess
 from tests.support.orthanc import OrthancServer
+from tests.support.ports import free_port
 from tests.support.requirements import missing, require_executable
 from tests.viewer.ohif_server import OhifServer
 
@@ -257,3 +261,52 @@ def test_ohif_loads_the_seg_over_the_ct(
     view = pixels[y0:y1, x0:x1]
     saturation = view.max(axis=-1) - view.min(axis=-1)
     assert int((saturation > 80).sum()) > 20, f"no segment overlay painted; see {screenshot}"
+
+
+def test_ohif_on_another_origin_shows_the_gateway_thumbnails(tmp_path: Path) -> None:
+    """OHIF served from one origin reads the gateway (embedded store) at another, allowed by
+    ``http.cors_origins``; its series list shows the CT thumbnail the gateway renders."""
+    chromium = require_executable("chromium", "/usr/bin/chromium")
+    from playwright.sync_api import sync_playwright
+
+    ensure_node_packages()
+    study = generate_phantom(PhantomSpec(seed=77, slices=3, rows=64, columns=64))
+    gateway = GatewayProcess(tmp_path / "gateway")
+    gateway.port = free_port()  # the viewer's config names the gateway before it starts
+    server = OhifServer(OHIF_DIST, gateway.dicomweb_url, cross_origin=True).start()
+    gateway.settings["http"] = {"cors_origins": [server.url]}
+    gateway.start()
+    try:
+        DICOMwebClient(gateway.dicomweb_url).store_instances(list(study.instances()))
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                thumbnails: list[tuple[int, str]] = []
+                page.on(
+                    "response",
+                    lambda r: (
+                        thumbnails.append((r.status, r.url)) if "/thumbnail" in r.url else None
+                    ),
+                )
+                uid = study.truth.study_instance_uid
+                page.goto(f"{server.url}/viewer?StudyInstanceUIDs={uid}", timeout=60_000)
+                image = page.locator("[data-cy='study-browser-thumbnail'] img").first
+                wait_for_series_list(page, image)
+                page.wait_for_function(
+                    "e => e.complete && e.naturalWidth > 0",
+                    arg=image.element_handle(),
+                    timeout=30_000,
+                )
+                size = image.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+                page.screenshot(path=str(tmp_path / "ohif-thumbnails.png"))
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+        gateway.stop()
+    served = [url for status, url in thumbnails if status == 200]
+    assert served, f"thumbnail answers: {thumbnails}; log:\n{gateway.log()[-3000:]}"
+    # The square CT fills the square viewport OHIF asks for (``viewport=256,256`` in 3.13).
+    asked = parse_qs(urlsplit(served[0]).query).get("viewport", ["128,128"])[0]
+    assert size == [int(side) for side in asked.split(",")]
