@@ -33,6 +33,7 @@ PATH_VALUES = {
     "series": "1.2.826.0.1.3680043.10.2",
     "instance": "1.2.826.0.1.3680043.10.3",
     "frames": "1",
+    "frame": "1",
     "tag": "7FE00010",
     "job_id": "1",
     "path": "studies",
