@@ -37,12 +37,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.federated.cohort import AggregateRequest
-from gateway.federated.hub import Hub, HubSettings, SiteSettings
 from gateway.federated.privacy import NoiseMechanism, PrivacyLedger, Sensitivity
 from gateway.federated.query import membership_sql
 from gateway.federated.service import Asker, FederatedService
 from gateway.federated.settings import DifferentialPrivacySettings, FederatedSettings
 from gateway.index import FindingsIndex, IndexSettings
+from hub.app import Hub, HubSettings, SiteSettings
 
 NODULE, MASS, CYST = "SCT:27925004", "SCT:4147007", "SCT:441457006"
 DIAMETER = "SCT:81827009"

@@ -28,9 +28,9 @@ import uvicorn
 import yaml
 from pydantic import ValidationError
 
-from gateway.federated.hub import HubSettings, hub_app
 from gateway.hub_assertion import write_key_pair
 from gateway.settings import describe_validation_error
+from hub.app import HubSettings, hub_app
 
 log = structlog.get_logger(__name__)
 

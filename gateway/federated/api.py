@@ -19,7 +19,6 @@ every audit entry names both the credential and the person.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -35,38 +34,12 @@ from gateway.auth import (
     authorize,
 )
 from gateway.federated.cohort import AggregateRequest, VocabularySpec
+from gateway.federated.errors import MAX_BODY_BYTES, error_response, validation_response
 from gateway.federated.matching import FilterError
 from gateway.federated.query_params import parse_count_query
 from gateway.federated.service import Asker, FederatedService, Refused, RequestError
 from gateway.federated.settings import FederatedSettings
 from gateway.index import FindingsIndex
-
-MAX_BODY_BYTES = 1024 * 1024
-
-
-def error_response(status: int, reason: str, field: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": reason}
-    if field is not None:
-        body["field"] = field
-    return JSONResponse(body, status_code=status)
-
-
-def validation_response(error: ValidationError) -> JSONResponse:
-    """400 naming each field at fault (dotted path) and why."""
-    problems = []
-    for problem in error.errors():
-        field = ".".join(str(part) for part in problem["loc"]) or "(body)"
-        message = str(problem["msg"]).removeprefix("Value error, ")
-        problems.append({"field": field, "reason": message})
-    first = problems[0]
-    return JSONResponse(
-        {
-            "error": f"{first['field']}: {first['reason']}",
-            "field": first["field"],
-            "problems": problems,
-        },
-        status_code=400,
-    )
 
 
 def asker_of(principal: Principal) -> Asker:

@@ -8,7 +8,7 @@ import httpx
 import jsonschema
 from starlette.routing import Mount
 
-from gateway.federated.hub import HubSettings, SiteSettings, hub_app
+from hub.app import HubSettings, SiteSettings, hub_app
 from tests.federated.conftest import QUERY_TOKEN, Site, SiteFactory
 from tests.support.openapi import app_operations, assert_documented, load_spec
 

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from dashboard import dashboard_routes, missing_vendor_files
-from gateway.federated.hub import HubSettings, SiteSettings, hub_app
+from hub.app import HubSettings, SiteSettings, hub_app
 from tests.support.gateway import GatewayProcess
 from tests.support.openapi import app_operations, load_spec
 from tests.ui.conftest import ensure_dashboard_assets

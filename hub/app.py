@@ -46,9 +46,9 @@ from gateway.auth import (
     Principal,
     authorize,
 )
-from gateway.federated.api import MAX_BODY_BYTES, error_response, validation_response
 from gateway.federated.audit import AuditLog
 from gateway.federated.cohort import AggregateRequest
+from gateway.federated.errors import MAX_BODY_BYTES, error_response, validation_response
 from gateway.federated.matching import FilterError
 from gateway.federated.query_params import parse_count_query
 from gateway.hub_assertion import PrivateKey, load_private_key, sign_assertion
