@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "hub": ("fedgate.commands.hub", "ask many sites' federated APIs at once (a federation hub)"),
     "index": ("fedgate.commands.index", "the findings index: sync from the PACS, show counts"),
     "inference": ("fedgate.commands.inference", "serve a model repository (OIP v2, /v1/analyses)"),
+    "learn": ("fedgate.commands.learn", "federated learning on Flower: plans, sites, runs"),
     "models": ("fedgate.commands.models", "build the bundled models into a model repository"),
     "phantom": ("fedgate.commands.phantom", "write synthetic chest CT phantom studies"),
     "store": ("fedgate.commands.store", "check the embedded store against its catalog, repair"),

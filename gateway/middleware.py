@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
-from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +23,7 @@ from gateway.auth import (
     Denied,
     Role,
 )
+from gateway.compression import SelectiveGZip
 from gateway.metrics import REQUEST_LATENCY
 
 log = structlog.get_logger("gateway.http")
@@ -90,7 +90,7 @@ def roles_needed(method: str, path: str) -> tuple[Role, ...]:
 #: hold each streamed part in the compressor. DICOM JSON (QIDO-RS, metadata), the job and
 #: federated APIs and error texts are compressed, and compress ~10x.
 UNCOMPRESSED_CONTENT_TYPES = (
-    *DEFAULT_EXCLUDED_CONTENT_TYPES,
+    "text/event-stream",  # server-sent events: each event must reach the client at once
     "multipart/*",
     "application/dicom",
     "application/octet-stream",
@@ -101,15 +101,14 @@ UNCOMPRESSED_CONTENT_TYPES = (
 def compression() -> Middleware:
     """gzip (RFC 9110 8.4.1.3) for a client that sends ``Accept-Encoding: gzip``.
 
-    Starlette's GZipMiddleware compresses a streamed answer chunk by chunk (each chunk is
-    flushed with ``Z_SYNC_FLUSH``), so a streamed metadata answer is not buffered; answers under
-    1 KiB are sent as they are.
+    A streamed answer is compressed chunk by chunk (each chunk flushed), so a streamed
+    metadata answer is not buffered; answers under 1 KiB are sent as they are.
     """
     return Middleware(
-        GZipMiddleware,
+        SelectiveGZip,
+        excluded=UNCOMPRESSED_CONTENT_TYPES,
         minimum_size=1024,
         compresslevel=6,  # zlib's default: level 9 costs about twice the CPU for ~2% less
-        exclude_content_types=UNCOMPRESSED_CONTENT_TYPES,
     )
 
 

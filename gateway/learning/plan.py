@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+PlanName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 Unit = Annotated[str, Field(min_length=1, max_length=32)]
 
 
@@ -218,7 +219,7 @@ class Evaluation(_Model):
 
 
 class TrainingPlan(_Model):
-    name: Name
+    name: PlanName
     description: Annotated[str, Field(max_length=2000)] = ""
     cohort: Cohort = Field(default_factory=Cohort)
     unit: Literal["patient", "study"] = "patient"
