@@ -1,0 +1,50 @@
+"""The hub-at-scale benchmark (bench/hub.py) in small: ten real sites, one hung.
+
+The benchmark itself runs: a ``fedgate hub`` process over ten real site APIs served by two
+processes, its answers combining every site, and a hung site costing its timeout and no more.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.hub import report, run, site_truth
+
+HUNG_TIMEOUT = 1.0
+
+
+@pytest.mark.slow
+def test_the_hub_benchmark_combines_every_site_and_a_hung_one_costs_its_timeout() -> None:
+    result = run(sites=10, processes=2, rounds=2, hung_timeout=HUNG_TIMEOUT, hung_rounds=2)
+    women = [site_truth(number)[0] for number in range(10)]
+    men = [site_truth(number)[1] for number in range(10)]
+
+    count = result.questions["count"].last_answer
+    assert [site["status"] for site in count["sites"]] == ["ok"] * 10
+    assert count["complete"] is True
+    assert count["count"] == sum(women)
+
+    histogram = result.questions["histogram"].last_answer
+    assert histogram["complete"] is True
+    cells = {cell["value"]: cell for cell in histogram["cells"]}
+    assert cells["F"]["count"] == sum(women)
+    # Each site suppresses its "M" cell too, to protect its empty "O" cell (complementary
+    # suppression): combined, an interval that holds the truth.
+    male = cells["M"]
+    assert male["count"] == sum(men) or male["lower"] <= sum(men) <= (male["upper"] or 10**9)
+    assert histogram["total"]["count"] == sum(women) + sum(men)
+
+    # The last site replaced by a hung one: reported, left out, and waited for no longer
+    # than its timeout (plus the cost of a question, well under half a second here).
+    hung = result.hung_answer
+    statuses = {site["name"]: site["status"] for site in hung["sites"]}
+    assert statuses.pop("hung") == "timeout"
+    assert set(statuses.values()) == {"ok"} and len(statuses) == 9
+    assert hung["complete"] is False and hung["count"] == sum(women[:9])
+    assert all(seconds < HUNG_TIMEOUT + 0.5 for seconds in result.hung_seconds)
+
+    # Every site's latency was measured in the same run (the peer), and the report says it.
+    for figure in result.questions.values():
+        assert len(figure.at_once) == 10 and len(figure.alone) == 10
+    assert 0 < max(result.rss_kib) < 200 * 1024
+    assert any(line.startswith("| count |") for line in report(result))
