@@ -312,7 +312,9 @@ class Hub:
             connector = aiohttp.TCPConnector(
                 limit=per_site * len(self.settings.sites), limit_per_host=per_site
             )
-            self._session = aiohttp.ClientSession(connector=connector)
+            # No timeout of aiohttp's own: each site's is the deadline in _ask_site.
+            timeout = aiohttp.ClientTimeout(total=None)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
         return self._session
 
     async def aclose(self) -> None:
@@ -352,9 +354,7 @@ class Hub:
             "sites": results,
         }
 
-    async def _send(
-        self, question: Question, site: SiteSettings, timeout: float
-    ) -> tuple[int, bytes]:
+    async def _send(self, question: Question, site: SiteSettings) -> tuple[int, bytes]:
         headers = self.headers(site, question.principal)
         if question.body is not None:
             headers["Content-Type"] = "application/json"
@@ -364,7 +364,6 @@ class Hub:
             params=question.params,
             data=question.body,
             headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
             return response.status, await response.read()
 
@@ -373,8 +372,11 @@ class Hub:
         started = time.monotonic()
         result: dict[str, Any] = {"name": site.name}
         try:
-            status, body = await asyncio.wait_for(self._send(question, site, timeout), timeout)
-        except TimeoutError:  # aiohttp's timeouts are TimeoutErrors too
+            # One deadline over everything (waiting for a free connection, connecting,
+            # sending, the whole answer): a hung site costs its timeout and no more.
+            async with asyncio.timeout(timeout):
+                status, body = await self._send(question, site)
+        except TimeoutError:
             result.update(status="timeout", error=f"no answer within {timeout:g} s")
         except aiohttp.ClientError as error:
             result.update(status="error", error=f"{type(error).__name__}: {error}")
