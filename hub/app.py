@@ -92,8 +92,9 @@ class HubSettings(BaseModel):
     #: Per-site timeout unless a site sets its own.
     timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     #: Connections the hub keeps open to each site: as many questions as this are asked of
-    #: a site at once (more wait for a connection, within the site's timeout).
-    connections_per_site: Annotated[int, Field(ge=1, le=1000)] = 16
+    #: a site at once (more wait for a connection, within the site's timeout). Each is an
+    #: open file: 100 sites at 8 stay within the common limit of 1,024 (``ulimit -n``).
+    connections_per_site: Annotated[int, Field(ge=1, le=1000)] = 8
     #: The hub's own append-only audit log (JSON lines): every question it relayed, the
     #: client, each site's status and the combined answer as released. None: no log.
     audit_log: Path | None = None
