@@ -225,6 +225,11 @@ class HubProcess:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def runqueue_seconds(self) -> float:
+        """Time the hub's event loop (its main thread) was ready to run but waited for a CPU
+        (``/proc/PID/schedstat``, second field): on a busy machine, what CPU time costs."""
+        return int(Path(f"/proc/{self.pid}/schedstat").read_text().split()[1]) / 1e9
+
     def status_kib(self, key: str) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):
@@ -394,6 +399,10 @@ class HubRun:
     rss_kib: list[int]
     #: The hub's CPU seconds per question (user + system), over the timed rounds.
     hub_cpu_seconds: float
+    #: Seconds per question the hub was ready to run but waited for a CPU (timed rounds, and
+    #: the hung-site questions).
+    hub_waited_seconds: float
+    hung_waited_seconds: float
 
 
 def run(
@@ -423,7 +432,7 @@ def run(
                     for question in QUESTIONS:  # warm-up: connections, caches, first plans
                         ask_hub(client, hub.url, question)
                         loop.run_until_complete(peer.all_at_once(question))
-                    cpu_before = hub.cpu_seconds()
+                    cpu_before, waited_before = hub.cpu_seconds(), hub.runqueue_seconds()
                     for number in range(rounds):
                         for question, figure in figures.items():
                             elapsed, figure.last_answer = ask_hub(client, hub.url, question)
@@ -436,7 +445,9 @@ def run(
                         if progress:
                             print(f"round {number + 1}/{rounds}", file=sys.stderr, flush=True)
                     # Only the hub's questions use its CPU in these rounds.
-                    hub_cpu = (hub.cpu_seconds() - cpu_before) / (rounds * len(QUESTIONS))
+                    asked = rounds * len(QUESTIONS)
+                    hub_cpu = (hub.cpu_seconds() - cpu_before) / asked
+                    hub_waited = (hub.runqueue_seconds() - waited_before) / asked
                 rss += hub.rss_samples
             finally:
                 peer.close()
@@ -458,9 +469,11 @@ def run(
                     httpx.Client(timeout=60) as client,
                 ):
                     ask_hub(client, hub.url, "count")
+                    waited_before = hub.runqueue_seconds()
                     for _ in range(hung_rounds):
                         elapsed, hung_answer = ask_hub(client, hub.url, "count")
                         hung_seconds.append(elapsed)
+                    hung_waited = (hub.runqueue_seconds() - waited_before) / hung_rounds
                 rss += hub.rss_samples
             finally:
                 hanging.stop()
@@ -475,6 +488,8 @@ def run(
         hung_answer=hung_answer,
         rss_kib=rss,
         hub_cpu_seconds=hub_cpu,
+        hub_waited_seconds=hub_waited,
+        hung_waited_seconds=hung_waited,
     )
 
 
@@ -510,8 +525,10 @@ def report(result: HubRun) -> list[str]:
         f"One site hung (timeout {result.hung_timeout:g} s): answer p50 {_ms(hung_p50)} ms, "
         f"max {_ms(max(result.hung_seconds))} ms (p50 over the timeout: "
         f"{_ms(hung_p50 - result.hung_timeout)} ms); "
-        f"{statuses.count('ok')} sites ok, {statuses.count('timeout')} timeout.",
-        f"Hub CPU per question: {_ms(result.hub_cpu_seconds)} ms.",
+        f"{statuses.count('ok')} sites ok, {statuses.count('timeout')} timeout; the hub "
+        f"waited {_ms(result.hung_waited_seconds)} ms per question for a CPU.",
+        f"Hub CPU per question: {_ms(result.hub_cpu_seconds)} ms; waiting for a CPU: "
+        f"{_ms(result.hub_waited_seconds)} ms per question.",
         f"Hub RSS: max {max(result.rss_kib) / 1024:.0f} MiB over {len(result.rss_kib)} samples.",
     ]
     return lines
