@@ -395,6 +395,8 @@ class HubRun:
     expected_women: int
     hung_timeout: float
     hung_seconds: list[float]
+    #: Per hung-site question: the longest any site took (the hung one: its timeout).
+    hung_waits: list[float]
     hung_answer: dict[str, Any]
     rss_kib: list[int]
     #: The hub's CPU seconds per question (user + system), over the timed rounds.
@@ -409,7 +411,7 @@ def run(
     sites: int = 100,
     processes: int = 4,
     rounds: int = 20,
-    hung_timeout: float = 1.0,
+    hung_timeout: float = 2.0,
     hung_rounds: int = 5,
     site_timeout: float = 10.0,
     progress: bool = False,
@@ -461,7 +463,7 @@ def run(
                     "token": SITE_TOKEN,
                     "timeout_seconds": hung_timeout,
                 }
-                hung_seconds = []
+                hung_seconds, hung_waits = [], []
                 with (
                     hub_process(
                         folder, [*configs[:-1], hung], key_file, site_timeout, "hung"
@@ -473,6 +475,9 @@ def run(
                     for _ in range(hung_rounds):
                         elapsed, hung_answer = ask_hub(client, hub.url, "count")
                         hung_seconds.append(elapsed)
+                        # What the hub had to wait for: the hung site's timeout, or a slower
+                        # answer of another site (each site's time as the hub measured it).
+                        hung_waits.append(max(site["seconds"] for site in hung_answer["sites"]))
                     hung_waited = (hub.runqueue_seconds() - waited_before) / hung_rounds
                 rss += hub.rss_samples
             finally:
@@ -485,6 +490,7 @@ def run(
         expected_women=sum(site_truth(number)[0] for number in range(sites)),
         hung_timeout=hung_timeout,
         hung_seconds=hung_seconds,
+        hung_waits=hung_waits,
         hung_answer=hung_answer,
         rss_kib=rss,
         hub_cpu_seconds=hub_cpu,
@@ -520,11 +526,13 @@ def report(result: HubRun) -> list[str]:
         )
     statuses = [site["status"] for site in result.hung_answer["sites"]]
     hung_p50 = statistics.median(result.hung_seconds)
+    beyond = [s - w for s, w in zip(result.hung_seconds, result.hung_waits, strict=True)]
     lines += [
         "",
         f"One site hung (timeout {result.hung_timeout:g} s): answer p50 {_ms(hung_p50)} ms, "
         f"max {_ms(max(result.hung_seconds))} ms (p50 over the timeout: "
-        f"{_ms(hung_p50 - result.hung_timeout)} ms); "
+        f"{_ms(hung_p50 - result.hung_timeout)} ms; over the longest site's time: "
+        f"{_ms(statistics.median(beyond))} ms); "
         f"{statuses.count('ok')} sites ok, {statuses.count('timeout')} timeout; the hub "
         f"waited {_ms(result.hung_waited_seconds)} ms per question for a CPU.",
         f"Hub CPU per question: {_ms(result.hub_cpu_seconds)} ms; waiting for a CPU: "
@@ -545,7 +553,7 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=100)
     parser.add_argument("--processes", type=int, default=4, help="processes serving the sites")
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--hung-timeout", type=float, default=1.0)
+    parser.add_argument("--hung-timeout", type=float, default=2.0)
     args = parser.parse_args()
     if args.action == "serve-sites":
         numbers = [int(number) for number in args.numbers.split(",")]
