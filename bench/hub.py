@@ -54,13 +54,8 @@ from gateway.federated.settings import FederatedSettings
 from gateway.hub_assertion import load_private_key, sign_assertion, write_key_pair
 from gateway.index import FindingsIndex, IndexSettings
 from tests.federated.servers import HangingServer, site_app
-from tests.federated.synthetic import (
-    NODULE,
-    SyntheticFinding,
-    SyntheticPatient,
-    SyntheticStudy,
-    write_patients,
-)
+from tests.federated.synthetic import SyntheticPatient, write_patients
+from tests.federated.test_hub import site_patients
 from tests.support.ports import free_port, wait_for_http
 from tests.support.process import spawn, terminate
 
@@ -99,24 +94,8 @@ def site_name(number: int) -> str:
 
 
 def site_cohort(number: int) -> list[SyntheticPatient]:
-    women, men, nodules = site_truth(number)
-    prefix = site_name(number)
-    patients = [
-        SyntheticPatient(
-            f"{prefix}-F{i}",
-            "F",
-            [
-                SyntheticStudy(
-                    age=40 + i % 40, findings=[SyntheticFinding(NODULE, 12.0)] * (i < nodules)
-                )
-            ],
-        )
-        for i in range(women)
-    ]
-    patients += [
-        SyntheticPatient(f"{prefix}-M{i}", "M", [SyntheticStudy(age=50)]) for i in range(men)
-    ]
-    return patients
+    """Site ``number``'s patients, as tests/federated/test_hub.py builds a site's."""
+    return site_patients(f"{site_name(number)}-", *site_truth(number))
 
 
 # -- the sites' processes ----------------------------------------------------------------------
