@@ -298,6 +298,7 @@ class Hub:
         self.settings = settings
         self.signing_key = settings.signing_key()
         self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
 
     def session(self) -> aiohttp.ClientSession:
         """The hub's HTTP client (created in the running event loop, on first use).
@@ -307,7 +308,11 @@ class Hub:
         the hub's CPU is what a question waits for beyond the slowest site. One connector, at
         most ``connections_per_site`` connections per site, all kept alive between questions.
         """
-        if self._session is None:
+        loop = asyncio.get_running_loop()
+        # A session belongs to the loop it was made in: the app served again in another loop
+        # (a test client's second run) gets a new one.
+        if self._session is None or self._session_loop is not loop:
+            self._session_loop = loop
             per_site = self.settings.connections_per_site
             connector = aiohttp.TCPConnector(
                 limit=per_site * len(self.settings.sites), limit_per_host=per_site
@@ -320,6 +325,7 @@ class Hub:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+            self._session = None
 
     def headers(self, site: SiteSettings, principal: Principal) -> dict[str, str]:
         """The hub's own credential for ``site`` and its assertion of who is asking."""

@@ -6,9 +6,14 @@ processes, its answers combining every site, and a hung site costing its timeout
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from starlette.testclient import TestClient
 
 from bench.hub import report, run, site_truth
+from hub.app import HubSettings, SiteSettings, hub_app
+from tests.federated.test_hub import Sites, site_patients
 
 HUNG_TIMEOUT = 1.0
 
@@ -48,3 +53,23 @@ def test_the_hub_benchmark_combines_every_site_and_a_hung_one_costs_its_timeout(
         assert len(figure.at_once) == 10 and len(figure.alone) == 10
     assert 0 < max(result.rss_kib) < 200 * 1024
     assert any(line.startswith("| count |") for line in report(result))
+
+
+def test_the_hub_app_asks_again_after_its_lifespan_and_in_another_event_loop(
+    tmp_path: Path,
+) -> None:
+    """The hub's HTTP client belongs to an event loop: served again (a second lifespan, or
+    without one in a new loop), the hub still reaches its sites."""
+    sites = Sites(tmp_path)
+    try:
+        config = sites.site("a", site_patients("a", 20, 10, 0))
+        app = hub_app(HubSettings(sites=[SiteSettings.model_validate(config)]))
+        for _ in range(2):
+            with TestClient(app) as client:
+                answer = client.get("/federated/v1/count", params={"PatientSex": "F"}).json()
+                assert answer["count"] == 20 and answer["sites"][0]["status"] == "ok"
+        for _ in range(2):  # no lifespan: each request in a loop of its own
+            answer = TestClient(app).get("/federated/v1/count", params={"PatientSex": "M"}).json()
+            assert answer["count"] == 10, answer
+    finally:
+        sites.close()
