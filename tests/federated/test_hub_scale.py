@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from bench.hub import report, run, site_truth
-from hub.app import HubSettings, SiteSettings, hub_app
+from hub.app import Hub, HubSettings, SiteSettings, hub_app
 from tests.federated.test_hub import Sites, site_patients
 
 HUNG_TIMEOUT = 1.0
@@ -73,3 +73,22 @@ def test_the_hub_app_asks_again_after_its_lifespan_and_in_another_event_loop(
             assert answer["count"] == 10, answer
     finally:
         sites.close()
+
+
+def test_the_hub_takes_its_proxy_from_the_environment_once_per_site(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTPS_PROXY and NO_PROXY as curl reads them (httpx did, aiohttp would only per request)."""
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.hospital.example:3128")
+    monkeypatch.setenv("NO_PROXY", "gw.site-b.example")
+    settings = HubSettings(
+        sites=[
+            SiteSettings(name="a", url="https://gw.site-a.example/federated/v1"),
+            SiteSettings(name="b", url="https://gw.site-b.example/federated/v1"),
+            SiteSettings(name="c", url="http://gw.site-c.example/federated/v1"),
+        ]
+    )
+    proxy = "http://proxy.hospital.example:3128"
+    assert Hub(settings).proxies == {"a": proxy, "b": None, "c": None}
