@@ -34,6 +34,7 @@ from gateway.index import FindingsIndex
 from gateway.intake.dimse import DimseIntake
 from gateway.intake.poller import PacsPoller
 from gateway.jobs_api import job_routes
+from gateway.metrics import DATA_DIR_FREE_BYTES, DATA_DIR_USED_BYTES, STORE_BYTES
 from gateway.middleware import AuthMiddleware, RequestContextMiddleware, compression
 from gateway.pacs import PacsClient
 from gateway.pipeline.retention import Retention
@@ -94,6 +95,35 @@ def gateway_id(settings: GatewaySettings) -> str:
     return settings.pipeline.gateway_id or f"{socket.gethostname()}:{settings.data_dir.resolve()}"
 
 
+#: The store's size is a table scan: measured at most this often, however often it is scraped.
+STORE_SIZE_MAX_AGE_SECONDS = 60.0
+
+
+def measure_disk(store: EmbeddedStore) -> None:
+    """Have ``/metrics`` report data_dir's filesystem and the store's size when scraped."""
+    root = store.layout.root
+    measured: list[float] = []  # [when, bytes], once measured
+
+    def free() -> float:
+        return float(shutil.disk_usage(root).free)
+
+    def used() -> float:
+        return float(shutil.disk_usage(root).used)
+
+    def store_bytes() -> float:
+        now = time.monotonic()
+        if not measured or now - measured[0] > STORE_SIZE_MAX_AGE_SECONDS:
+            try:
+                measured[:] = [now, float(store.catalog.stored_bytes())]
+            except Exception:  # a closed or busy catalog: the scrape still answers
+                return float("nan")
+        return measured[1]
+
+    DATA_DIR_FREE_BYTES.set_function(free)
+    DATA_DIR_USED_BYTES.set_function(used)
+    STORE_BYTES.set_function(store_bytes)
+
+
 def create_app(settings: GatewaySettings) -> Starlette:
     """Build the gateway for ``settings``; parts open and close with the app's lifespan."""
     store = EmbeddedStore(
@@ -105,6 +135,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             forward_to_pacs=settings.ingest.forward_to_pacs and settings.pacs.url is not None,
         ),
     )
+    measure_disk(store)
     pacs = PacsClient(settings.pacs) if settings.pacs.url else None
     dicomweb = upstream_routes() if pacs else embedded_routes()
     database = Database.open(settings.queue, settings.data_dir)
