@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("fedgate.commands.audit", "show the federated audit log"),
     "convert": ("fedgate.commands.convert", "convert clinical tables and ECG recordings to DICOM"),
     "demo": ("fedgate.commands.demo", "run the whole pipeline on synthetic studies (no PACS)"),
+    "doctor": ("fedgate.commands.doctor", "check a deployment: PACS, tokens, models, disk, clock"),
     "findings": ("fedgate.commands.findings", "print the findings of TID 1500 SR files as JSON"),
     "gateway": ("fedgate.commands.gateway", "serve the gateway (DICOMweb, jobs, federated API)"),
     "hub": ("fedgate.commands.hub", "ask many sites' federated APIs at once (a federation hub)"),
