@@ -16,6 +16,7 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Keep sorted by name.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("fedgate.commands.audit", "show the federated audit log"),
+    "backup": ("fedgate.commands.backup", "back up data_dir (and PostgreSQL) into one archive"),
     "convert": ("fedgate.commands.convert", "convert clinical tables and ECG recordings to DICOM"),
     "demo": ("fedgate.commands.demo", "run the whole pipeline on synthetic studies (no PACS)"),
     "doctor": ("fedgate.commands.doctor", "check a deployment: PACS, tokens, models, disk, clock"),
@@ -27,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "learn": ("fedgate.commands.learn", "federated learning on Flower: plans, sites, runs"),
     "models": ("fedgate.commands.models", "build the bundled models into a model repository"),
     "phantom": ("fedgate.commands.phantom", "write synthetic chest CT phantom studies"),
+    "restore": ("fedgate.commands.restore", "restore a backup made by fedgate backup"),
     "store": ("fedgate.commands.store", "check the embedded store against its catalog, repair"),
 }
 
