@@ -29,6 +29,7 @@ from typing import Literal
 
 import httpx
 
+from gateway.app import MIN_FREE_BYTES
 from gateway.intake.settings import is_loopback
 from gateway.pacs import _auth_headers, _basic_auth
 from gateway.pipeline.served_models import served_models
@@ -38,9 +39,8 @@ Status = Literal["ok", "warning", "problem"]
 
 #: Clock skew against the PACS beyond which the stability timers and leases may misjudge.
 MAX_CLOCK_SKEW_SECONDS = 60.0
-#: Below this the gateway reports itself unready (gateway.app.MIN_FREE_BYTES) ...
-MIN_FREE_BYTES = 512 * 1024 * 1024
-#: ... and below this share of the filesystem the FedgateDiskNearlyFull alert fires.
+#: Below MIN_FREE_BYTES the gateway reports itself unready; below this share of the
+#: filesystem the FedgateDiskNearlyFull alert fires.
 MIN_FREE_SHARE = 0.10
 #: How long one network check waits.
 TIMEOUT_SECONDS = 10.0
@@ -450,8 +450,8 @@ def check_data_dir(data_dir: Path) -> Iterator[Finding]:
         yield Finding(
             "disk",
             "problem",
-            f"{room}: under 512 MiB the gateway reports itself unready and refuses STOW-RS; "
-            "free space or grow the volume",
+            f"{room}: under {MIN_FREE_BYTES // 1024**2} MiB the gateway reports itself "
+            "unready (/readyz); free space or grow the volume",
         )
     elif share < MIN_FREE_SHARE:
         yield Finding(
