@@ -84,6 +84,15 @@ def _skipped(relative: Path) -> bool:
     return name.endswith(_SQLITE_SIDE_FILES) or name.endswith(".tmp")
 
 
+def _files(data_dir: Path) -> list[Path]:
+    """The files of data_dir a backup holds, in a stable order."""
+    return sorted(
+        path
+        for path in data_dir.rglob("*")
+        if (path.is_file() or path.is_symlink()) and not _skipped(path.relative_to(data_dir))
+    )
+
+
 def _postgres_urls(settings: GatewaySettings) -> dict[str, str]:
     """component -> URL; one dump when queue and index share a database."""
     urls: dict[str, str] = {}
@@ -116,11 +125,9 @@ def backup(
     with tempfile.TemporaryDirectory(prefix="fedgate-backup-") as scratch_name:
         scratch = Path(scratch_name)
         with tarfile.open(partial, mode) as archive:  # type: ignore[call-overload]
-            files = sorted(p for p in data_dir.rglob("*") if p.is_file() or p.is_symlink())
-            databases = [
-                p for p in files if not _skipped(p.relative_to(data_dir)) and _is_sqlite(p)
-            ]
-            # Databases first (a consistent snapshot each), then the files: see the module doc.
+            databases = [p for p in _files(data_dir) if _is_sqlite(p)]
+            # Databases first (a consistent snapshot each), then a fresh walk for the files, so
+            # that every file the catalog's snapshot names is there (see the module doc).
             for path in databases:
                 relative = path.relative_to(data_dir)
                 progress(f"snapshot of {relative} (SQLite online backup)")
@@ -129,9 +136,7 @@ def backup(
                 _add(archive, snapshot, f"data/{relative.as_posix()}", members)
                 snapshot.unlink()
                 report.databases.append(str(relative))
-            others = [
-                p for p in files if p not in databases and not _skipped(p.relative_to(data_dir))
-            ]
+            others = [p for p in _files(data_dir) if p not in databases]
             for number, path in enumerate(others, 1):
                 if number % 500 == 0 or number == len(others):
                     progress(f"files {number}/{len(others)}")

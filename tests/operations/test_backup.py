@@ -10,6 +10,8 @@ import hashlib
 import io
 import shutil
 import tarfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,55 @@ def _round_trip(tmp_path: Path, settings: dict[str, Any], archive: Path, wipe: A
 
 def test_backup_wipe_restore_on_the_embedded_default(tmp_path: Path) -> None:
     _round_trip(tmp_path, {}, tmp_path / "site.tar.gz", wipe=lambda: None)
+
+
+def test_a_backup_under_stow_load_restores_a_consistent_store(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path / "gateway").start()
+    config = str(gateway.workdir / "gateway.yaml")
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def keep_storing() -> None:
+        client = DICOMwebClient(gateway.dicomweb_url)
+        seed = 500
+        while not stop.is_set():
+            instances = _phantom_instances(seed)
+            client.store_instances(instances)
+            acknowledged.append(instances[0].StudyInstanceUID)
+            seed += 1
+
+    sender = threading.Thread(target=keep_storing)
+    sender.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(acknowledged) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        before = set(acknowledged)
+        made = run_fedgate("backup", "--config", config, "--out", str(tmp_path / "busy.tar"))
+        assert made.returncode == 0, made.stderr
+        during = len(acknowledged) - len(before)
+    finally:
+        stop.set()
+        sender.join(timeout=60)
+        gateway.stop()
+    assert during > 0, "nothing was stored while the backup ran: the test proved nothing"
+    shutil.rmtree(gateway.data_dir)
+    assert run_fedgate("restore", "--config", config, str(tmp_path / "busy.tar")).returncode == 0
+    gateway.start()
+    try:
+        restored = {
+            study["0020000D"]["Value"][0]
+            for study in DICOMwebClient(gateway.dicomweb_url).search_for_studies()
+        }
+        # Everything acknowledged before the backup began is back, nothing never sent.
+        assert before <= restored <= set(acknowledged)
+        # Every catalogued instance has its file (no snapshot names a file the archive lacks).
+        check = run_fedgate("store", "check", "--config", config)
+        assert check.returncode == 0 and "consistent" in check.stdout, check.stdout
+        for study in before:
+            assert len(DICOMwebClient(gateway.dicomweb_url).retrieve_study(study)) == 2
+    finally:
+        gateway.stop()
 
 
 @pytest.fixture
