@@ -161,6 +161,14 @@ def _transport_problem(url: str, error: httpx.TransportError) -> Finding:
             "CA or self-signed: add the CA to the system's trust store), names another host, "
             "or the port does not speak TLS",
         )
+    if isinstance(error, httpx.ReadError | httpx.RemoteProtocolError) and url.startswith("http://"):
+        # Connected, then dropped without an HTTP answer: what a TLS server does to plain HTTP.
+        return Finding(
+            "pacs",
+            "problem",
+            f"{url} accepted the connection but dropped it without an HTTP answer ({error}): "
+            "a TLS port spoken to without TLS? Try https:// in pacs.url",
+        )
     return Finding(
         "pacs",
         "problem",

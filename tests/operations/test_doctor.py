@@ -8,6 +8,7 @@ what is wrong in words a PACS administrator acts on.
 from __future__ import annotations
 
 import email.utils
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -227,3 +228,66 @@ def test_a_clock_two_minutes_off_the_pacs_is_a_warning(deployment: dict[str, Any
     assert result.returncode == 0, result.stdout
     line = _line(result.stdout, "warning", "clock")
     assert "ahead of the PACS" in line and "NTP" in line
+
+
+class SelfSignedPacs(SkewedPacs):
+    """The same small DICOMweb root behind HTTPS with a certificate nobody here trusts."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    def start_serving(self) -> None:
+        super().start_serving()
+        assert self._server is not None
+        certificate, key = _self_signed(self.workdir)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certificate, key)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+
+
+def _self_signed(workdir: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl, as an administrator would make one)."""
+    certificate, key = workdir / "pacs.crt", workdir / "pacs.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(certificate),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return certificate, key
+
+
+def test_a_pacs_certificate_not_trusted_here(deployment: dict[str, Any]) -> None:
+    pacs = SelfSignedPacs(deployment["root"])
+    pacs.start_serving()
+    try:
+        url = f"https://127.0.0.1:{pacs.port}/dicom-web"
+        result = _doctor(deployment, "tls", _settings(deployment, pacs={"url": url}))
+        # The same server over plain HTTP: a TLS port spoken to without TLS.
+        plain = _doctor(
+            deployment, "plain", _settings(deployment, pacs={"url": url.replace("https", "http")})
+        )
+    finally:
+        pacs.stop()
+    assert result.returncode == 1
+    line = _line(result.stdout, "problem", "pacs")
+    assert line.startswith(f"problem  pacs: TLS with {url} failed")
+    assert "certificate" in line and "trust" in line
+    assert plain.returncode == 1
+    assert "Try https://" in _line(plain.stdout, "problem", "pacs")
