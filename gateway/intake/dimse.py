@@ -71,6 +71,7 @@ class DimseIntake:
             block=False,
             ssl_context=None if tls is None else tls.context(_HandshakeInAssociation),
             evt_handlers=[
+                *([(evt.EVT_CONN_OPEN, _tls_handshake)] if tls is not None else []),
                 (evt.EVT_REQUESTED, self._check_caller_host),
                 (evt.EVT_C_STORE, self._handle_store),
             ],
@@ -167,18 +168,42 @@ class DimseIntake:
         return SUCCESS
 
 
+#: How long a sender may take over its TLS handshake.
+_HANDSHAKE_SECONDS = 30.0
+
+
 class _HandshakeInAssociation(ssl.SSLContext):
     """Defers the TLS handshake from accept() to the association's own thread.
 
     pynetdicom wraps each accepted socket in its single accept loop, with the handshake done
     there: one client that connects and sends nothing would stall every other sender. With
-    the handshake deferred, OpenSSL performs it on the association thread's first read, and a
-    failed handshake ends that association only.
+    the handshake deferred, :func:`_tls_handshake` does it on the association's thread, and a
+    failed handshake ends that connection only.
     """
 
     def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         kwargs["do_handshake_on_connect"] = False
         return super().wrap_socket(sock, *args, **kwargs)
+
+
+def _tls_handshake(event: Any) -> None:
+    """The TLS handshake of a new connection (on its own thread); a failure is logged with
+    its reason (no TLS, no certificate, one our CA did not sign) and the connection closed
+    before any DICOM is read from it."""
+    association_socket = event.assoc.dul.socket
+    connection: ssl.SSLSocket = association_socket.socket
+    previous = connection.gettimeout()
+    try:
+        connection.settimeout(_HANDSHAKE_SECONDS)
+        connection.do_handshake()
+        connection.settimeout(previous)
+    except (OSError, ValueError) as error:
+        log.warning(
+            "dimse.tls_refused",
+            peer=event.address[0] if event.address else None,
+            reason=str(getattr(error, "reason", None) or error)[:200],
+        )
+        association_socket.close()
 
 
 def _client_certificates(mode: ssl.VerifyMode) -> str:
