@@ -92,6 +92,7 @@ class CertificateAuthority:
         """A server certificate for 127.0.0.1, ::1 and localhost."""
         return self._issue(
             name,
+            "server",
             ExtendedKeyUsageOID.SERVER_AUTH,
             [
                 x509.DNSName("localhost"),
@@ -102,10 +103,14 @@ class CertificateAuthority:
 
     def client(self, name: str = "client") -> Issued:
         """A client certificate whose subject's common name is ``name``."""
-        return self._issue(name, ExtendedKeyUsageOID.CLIENT_AUTH, [])
+        return self._issue(name, "client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
 
     def _issue(
-        self, name: str, usage: x509.ObjectIdentifier, alternative_names: list[x509.GeneralName]
+        self,
+        name: str,
+        role: str,
+        usage: x509.ObjectIdentifier,
+        alternative_names: list[x509.GeneralName],
     ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
@@ -129,9 +134,10 @@ class CertificateAuthority:
                 x509.SubjectAlternativeName(alternative_names), critical=False
             )
         certificate = builder.sign(self._key, hashes.SHA256())
-        certificate_path = self.directory / f"{name}.crt"
-        key_path = self.directory / f"{name}.key"
-        combined_path = self.directory / f"{name}.pem"
+        # One name may be both a server and a client (a gateway is both): one file set each.
+        certificate_path = self.directory / f"{name}.{role}.crt"
+        key_path = self.directory / f"{name}.{role}.key"
+        combined_path = self.directory / f"{name}.{role}.pem"
         certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
         certificate_path.write_bytes(certificate_pem)
         _write_key(key, key_path)
