@@ -152,3 +152,21 @@ class CertificateAuthority:
         if client is not None:
             context.load_cert_chain(client.certificate, client.key)
         return context
+
+
+def server_tls(server: Issued, client_ca: CertificateAuthority | None = None) -> dict[str, str]:
+    """A server's ``tls:`` settings (``listen.tls``, ``dimse.tls``) for ``server``; with
+    ``client_ca``, clients need a certificate that CA signed."""
+    settings = {"certificate": str(server.certificate), "key": str(server.key)}
+    if client_ca is not None:
+        settings["client_ca"] = str(client_ca.certificate)
+    return settings
+
+
+def client_tls(ca: CertificateAuthority, client: Issued | None = None) -> dict[str, str]:
+    """A client's ``tls:`` settings (``pacs.tls``, ``sites[].tls`` ...): trust ``ca``, present
+    ``client`` if given."""
+    settings = {"ca": str(ca.certificate)}
+    if client is not None:
+        settings.update(certificate=str(client.certificate), key=str(client.key))
+    return settings

@@ -16,7 +16,7 @@ from fedgate.phantom import PhantomSpec, generate_phantom
 from tests.support.dimse import storescu, tls_options
 from tests.support.gateway import GatewayProcess
 from tests.support.ports import free_port
-from tests.support.tls import CertificateAuthority
+from tests.support.tls import CertificateAuthority, server_tls
 
 
 def test_storescu_over_tls(
@@ -32,11 +32,7 @@ def test_storescu_over_tls(
             "dimse": {
                 "enabled": True,
                 "port": port,
-                "tls": {
-                    "certificate": str(server.certificate),
-                    "key": str(server.key),
-                    "client_ca": str(ca.certificate),
-                },
+                "tls": server_tls(server, ca),
             }
         },
     ).start()

@@ -13,9 +13,10 @@ import yaml
 from dicomweb_client.api import DICOMwebClient
 
 from fedgate.phantom import PhantomSpec, generate_phantom
+from tests.support.dicom import multipart_body, part10_bytes
 from tests.support.gateway import GatewayProcess
 from tests.support.process import run_fedgate
-from tests.support.tls import CertificateAuthority
+from tests.support.tls import CertificateAuthority, server_tls
 
 
 def _client(
@@ -35,7 +36,7 @@ def test_dicomweb_client_stores_and_searches_over_https(
     server = ca.server("gateway")
     gateway = GatewayProcess(
         tmp_path / "gateway",
-        {"listen": {"tls": {"certificate": str(server.certificate), "key": str(server.key)}}},
+        {"listen": {"tls": server_tls(server)}},
         verify=ca.client_context(),
     ).start()
     try:
@@ -67,15 +68,7 @@ def test_client_certificates_required(tmp_path: Path, ca: CertificateAuthority) 
     viewer = ca.client("viewer")
     gateway = GatewayProcess(
         tmp_path / "gateway",
-        {
-            "listen": {
-                "tls": {
-                    "certificate": str(server.certificate),
-                    "key": str(server.key),
-                    "client_ca": str(ca.certificate),
-                }
-            }
-        },
+        {"listen": {"tls": server_tls(server, ca)}},
         verify=ca.client_context(viewer),
     ).start()
     try:
@@ -107,3 +100,35 @@ def test_unreadable_key_is_a_startup_error_naming_the_setting(
     assert result.returncode == 2, result.stderr
     assert "listen.tls" in result.stderr and "key" in result.stderr
     assert str(missing) in result.stderr
+
+
+def test_urls_behind_a_tls_terminating_proxy(tmp_path: Path) -> None:
+    """nginx in front (docs/tls.md) sends ``Host`` and ``X-Forwarded-Proto``; the URLs the
+    gateway hands out are then the proxy's (https, its default port), without
+    ``listen.public_url``. uvicorn trusts these headers from FORWARDED_ALLOW_IPS (loopback)."""
+    gateway = GatewayProcess(tmp_path / "gateway").start()
+    try:
+        phantom = generate_phantom(
+            PhantomSpec(seed=8, rows=16, columns=16, slices=1, lesion_diameters_mm=())
+        )
+        body, content_type = multipart_body([part10_bytes(ds) for ds in phantom.instances()])
+        response = httpx.post(
+            f"{gateway.dicomweb_url}/studies",
+            content=body,
+            headers={
+                "Content-Type": content_type,
+                "Accept": "application/dicom+json",
+                # What nginx's proxy_set_header lines of docs/tls.md send.
+                "Host": "fedgate.hospital.example",
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-For": "10.20.30.40",
+            },
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        (retrieve_url,) = response.json()["00081190"]["Value"]
+        assert retrieve_url == (
+            f"https://fedgate.hospital.example/dicomweb/studies/{phantom.truth.study_instance_uid}"
+        )
+    finally:
+        gateway.stop()

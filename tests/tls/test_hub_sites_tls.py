@@ -15,7 +15,7 @@ from tests.federated.conftest import EXACT_TOKEN, sha256
 from tests.federated.synthetic import write_patients
 from tests.federated.test_hub import HUB_TOKEN, hub_process, site_patients
 from tests.support.gateway import GatewayProcess
-from tests.support.tls import CertificateAuthority
+from tests.support.tls import CertificateAuthority, client_tls, server_tls
 
 #: site -> (women, men): CT patients written into its findings index before it starts.
 SITES = {"north": (12, 10), "south": (15, 11)}
@@ -32,13 +32,7 @@ def _site(workdir: Path, name: str, ca: CertificateAuthority) -> GatewayProcess:
     return GatewayProcess(
         workdir,
         {
-            "listen": {
-                "tls": {
-                    "certificate": str(server.certificate),
-                    "key": str(server.key),
-                    "client_ca": str(ca.certificate),
-                }
-            },
+            "listen": {"tls": server_tls(server, ca)},
             # The hub relays for the research office here: exact counts, compared with truth.
             "auth": {
                 "clients": [
@@ -68,7 +62,7 @@ def test_hub_asks_sites_with_its_client_certificate(
 ) -> None:
     hub_certificate = ca.client("hub")
     hub_server = ca.server("hub")
-    hub_tls = {"certificate": str(hub_server.certificate), "key": str(hub_server.key)}
+    hub_tls = server_tls(hub_server)
     with ExitStack() as stack:
         sites = {}
         for name in SITES:
@@ -87,11 +81,7 @@ def test_hub_asks_sites_with_its_client_certificate(
                 for name, site in sites.items()
             ]
 
-        with_certificate = {
-            "ca": str(ca.certificate),
-            "certificate": str(hub_certificate.certificate),
-            "key": str(hub_certificate.key),
-        }
+        with_certificate = client_tls(ca, hub_certificate)
         with hub_process(
             tmp_path, configs(with_certificate), tls=hub_tls, verify=ca.client_context()
         ) as hub:
@@ -103,14 +93,7 @@ def test_hub_asks_sites_with_its_client_certificate(
         # A hub without a client certificate, and one signed by another CA: refused by every
         # site, each named in the answer with the reason, and nothing counted.
         impostor = other_ca.client("impostor")
-        for tls in (
-            {"ca": str(ca.certificate)},
-            {
-                "ca": str(ca.certificate),
-                "certificate": str(impostor.certificate),
-                "key": str(impostor.key),
-            },
-        ):
+        for tls in (client_tls(ca), client_tls(ca, impostor)):
             with hub_process(
                 tmp_path, configs(tls), tls=hub_tls, verify=ca.client_context()
             ) as hub:

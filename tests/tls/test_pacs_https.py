@@ -25,7 +25,7 @@ from fedgate.phantom import PhantomSpec, generate_phantom
 from tests.support.dicom import multipart_body, part10_bytes
 from tests.support.gateway import GatewayProcess
 from tests.support.orthanc import OrthancServer
-from tests.support.tls import CertificateAuthority, Issued
+from tests.support.tls import CertificateAuthority, Issued, client_tls, server_tls
 
 ORTHANC_CRASHES = (
     "Debian 12's Orthanc 1.10.1 (libcivetweb1 1.15 with OpenSSL 3) segfaults on its first "
@@ -58,15 +58,7 @@ def https_archive(
         return
     archive = GatewayProcess(
         workdir,
-        {
-            "listen": {
-                "tls": {
-                    "certificate": str(server.certificate),
-                    "key": str(server.key),
-                    "client_ca": str(ca.certificate),
-                }
-            }
-        },
+        {"listen": {"tls": server_tls(server, ca)}},
         verify=ca.client_context(client),
     ).start()
     try:
@@ -83,13 +75,6 @@ def _gateway(workdir: Path, pacs_url: str, tls: dict[str, str]) -> GatewayProces
             "ingest": {"forward_to_pacs": True},
         },
     ).start()
-
-
-def _client_tls(ca: CertificateAuthority, client: Issued | None) -> dict[str, str]:
-    tls = {"ca": str(ca.certificate)}
-    if client is not None:
-        tls.update(certificate=str(client.certificate), key=str(client.key))
-    return tls
 
 
 @pytest.mark.parametrize(
@@ -111,7 +96,7 @@ def test_upstream_pacs_over_https_with_a_client_certificate(
     gateway_certificate = ca.client("gateway")
     with https_archive(kind, tmp_path / "archive", ca, gateway_certificate) as pacs_url:
         assert pacs_url.startswith("https://")
-        gateway = _gateway(tmp_path / "gateway", pacs_url, _client_tls(ca, gateway_certificate))
+        gateway = _gateway(tmp_path / "gateway", pacs_url, client_tls(ca, gateway_certificate))
         try:
             phantom = generate_phantom(
                 PhantomSpec(seed=21, rows=32, columns=32, slices=3, lesion_diameters_mm=())
@@ -149,8 +134,8 @@ def test_upstream_pacs_over_https_with_a_client_certificate(
         # Without the client certificate, or trusting another CA, the archive cannot be used
         # and the gateway says so: a 502 naming the upstream, not a hang or a crash.
         for name, tls in {
-            "no-certificate": _client_tls(ca, None),
-            "wrong-ca": _client_tls(other_ca, gateway_certificate),
+            "no-certificate": client_tls(ca, None),
+            "wrong-ca": client_tls(other_ca, gateway_certificate),
         }.items():
             refused = _gateway(tmp_path / f"gateway-{name}", pacs_url, tls)
             try:
