@@ -84,7 +84,19 @@ def own_url(settings: GatewaySettings) -> str:
         host = "127.0.0.1"
     elif host == "::":
         host = "[::1]"
-    return f"http://{host}:{settings.listen.port}"
+    return f"{scheme(settings)}://{host}:{settings.listen.port}"
+
+
+def scheme(settings: GatewaySettings) -> str:
+    """``https`` when the gateway serves TLS itself (``listen.tls``), else ``http``."""
+    return "https" if settings.listen.tls else "http"
+
+
+def _client_certificates(settings: GatewaySettings) -> str:
+    tls = settings.listen.tls
+    if tls is None or tls.client_ca is None:
+        return "not asked"
+    return "required" if tls.require_client_certificate else "optional"
 
 
 def _url_host(host: str) -> str:
@@ -160,7 +172,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
         if settings.routing:
             # Before anything starts: with the strict setting a bad rule stops the start here.
             await check_served_models(
-                settings.routing, strict=settings.pipeline.require_served_models
+                settings.routing,
+                strict=settings.pipeline.require_served_models,
+                tls=settings.pipeline.inference_tls,
             )
         tasks: list[asyncio.Task[None]] = []
         dimse = DimseIntake(store, settings.dimse) if settings.dimse.enabled else None
@@ -208,13 +222,14 @@ def create_app(settings: GatewaySettings) -> Starlette:
             tasks.append(asyncio.create_task(retention.run(), name="retention"))
         log.info(
             "gateway.started",
-            listening_on=f"http://{_url_host(settings.listen.host)}:{settings.listen.port}",
+            listening_on=f"{scheme(settings)}://{_url_host(settings.listen.host)}:{settings.listen.port}",
             dicomweb=root + "/dicomweb",
             data_dir=str(settings.data_dir),
             pacs=settings.pacs.url or "embedded store",
             queue="postgresql" if settings.queue.url else "sqlite",
             rules=[rule.name for rule in settings.routing],
             auth="bearer tokens" if settings.auth.enabled else "off (loopback only)",
+            client_certificates=_client_certificates(settings),
         )
         try:
             yield
