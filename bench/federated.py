@@ -44,6 +44,7 @@ from gateway.federated.query import membership_sql
 from gateway.federated.service import Asker, FederatedService
 from gateway.federated.settings import DifferentialPrivacySettings, FederatedSettings
 from gateway.index import FindingsIndex, IndexSettings
+from gateway.index.schema import STUDY_MEASUREMENTS_SELECT
 from hub.app import Hub, HubSettings, SiteSettings
 
 NODULE, MASS, CYST = "SCT:27925004", "SCT:4147007", "SCT:441457006"
@@ -138,6 +139,10 @@ def build_index(
                 measurement_rows,
             )
         print(f"  {chunk.stop:,} of {findings:,} findings written", file=sys.stderr, flush=True)
+    # Written straight into the tables, the findings need their per-study ranges too
+    # (FindingsIndex.write refreshes them for the studies it writes).
+    index.database.execute("DELETE FROM study_measurements")
+    index.database.execute(f"INSERT INTO study_measurements {STUDY_MEASUREMENTS_SELECT}")
     index.database.execute("ANALYZE")
     # Measure a settled index, as a site's is: not one whose 400 MB the kernel is still
     # writing back to disk while the queries run (which cost up to a third more here).
