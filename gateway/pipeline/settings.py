@@ -76,6 +76,13 @@ class RoutingRule(_Strict):
         return url.rstrip("/")
 
 
+class ResearchSettings(_Strict):
+    """The research lane: federated analyses' backfills (issue 17), behind clinical work."""
+
+    #: Research jobs running at once, all replicas together: the backfill's throttle.
+    max_running: Annotated[int, Field(ge=1)] = 1
+
+
 class PipelineSettings(_Strict):
     #: A study is stable (complete) when no instance arrived for this long.
     stable_after_seconds: Annotated[float, Field(gt=0)] = 30.0
@@ -97,3 +104,4 @@ class PipelineSettings(_Strict):
     #: At start, each routing rule's models are looked up at its inference service: a model
     #: not served is a warning naming it, or (true) a refusal to start.
     require_served_models: bool = False
+    research: ResearchSettings = Field(default_factory=ResearchSettings)
