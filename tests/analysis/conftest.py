@@ -1,18 +1,12 @@
 """A federated analysis at one site, with real processes: the gateway, an inference service that
 may install models (the bundled ones, copied), Orthanc where the PACS matters.
 
-The hub's side and the site's HTTP API for analyses are another part's work; here an analysis
-arrives as the site API keeps it: its bundle written to ``data_dir/analyses/<sha256>/`` and
-the analysis received and approved through :class:`gateway.analysis.store.AnalysisStore`.
+An analysis arrives as the site's API keeps it (:class:`tests.support.analysis.SiteAnalysis`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +14,8 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 
 from fedgate.phantom import Phantom, PhantomSpec, generate_phantom
-from gateway.analysis.bundle import ModelBundle
-from gateway.analysis.records import Analysis, Progress
-from gateway.analysis.store import AnalysisStore
-from gateway.queue import QueueSettings
 from tests.pipeline.conftest import chest_rule, pipeline_settings, wait_until
-from tests.support.gateway import GatewayProcess
-from tests.support.inference import InferenceProcess
+from tests.support.inference import InferenceProcess, installing_inference
 
 INSTALL_TOKEN = "analysis-install-token"
 #: The bundle the consortium sends: the bundled presence model (CT, at least 8 slices, any
@@ -35,7 +24,6 @@ BUNDLE_MODEL = "nodule-presence"
 
 __all__ = [
     "INSTALL_TOKEN",
-    "SiteAnalysis",
     "abdomen_phantom",
     "site_settings",
     "wait_until",
@@ -43,15 +31,11 @@ __all__ = [
 
 
 @pytest.fixture(scope="module")
-def installing_inference(
+def installing_inference_service(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path
 ) -> Iterator[InferenceProcess]:
-    repository = tmp_path_factory.mktemp("analysis-repository") / "models"
-    shutil.copytree(models_dir, repository)  # installed models stay out of the shared one
-    process = InferenceProcess(
-        tmp_path_factory.mktemp("analysis-inference"),
-        repository,
-        {"admin_token_sha256": hashlib.sha256(INSTALL_TOKEN.encode()).hexdigest()},
+    process = installing_inference(
+        tmp_path_factory.mktemp("analysis-inference"), models_dir, INSTALL_TOKEN
     ).start()
     try:
         yield process
@@ -101,66 +85,3 @@ def store_studies(dicomweb_url: str, phantoms: list[Phantom]) -> None:
             batch = []
     if batch:
         client.store_instances(batch)
-
-
-class SiteAnalysis:
-    """One analysis at a gateway, as the site's API keeps it (see the module)."""
-
-    def __init__(self, gateway: GatewayProcess, models_dir: Path, cohort: dict[str, Any]):
-        self.gateway = gateway
-        self.bundle = ModelBundle.read(models_dir / BUNDLE_MODEL)
-        self.analysis_id = secrets.token_hex(16)
-        self.cohort = cohort
-
-    def store(self) -> AnalysisStore:
-        return AnalysisStore.open(QueueSettings(), self.gateway.data_dir)
-
-    def with_store(self, action: Callable[[AnalysisStore], Any]) -> Any:
-        store = self.store()
-        try:
-            return action(store)
-        finally:
-            store.close()
-
-    def approve(self) -> Analysis:
-        self.bundle.write(self.gateway.data_dir / "analyses" / self.bundle.sha256)
-        analysis = Analysis(
-            analysis_id=self.analysis_id,
-            hub="consortium",
-            bundle_sha256=self.bundle.sha256,
-            model_name=self.bundle.name,
-            model_version=self.bundle.version,
-            cohort=self.cohort,
-            validated=False,
-            state="pending",
-            received_at=time.time(),
-        )
-
-        def receive_and_approve(store: AnalysisStore) -> Analysis:
-            store.receive(analysis)
-            return store.set_state(self.analysis_id, "running", by="test admin")
-
-        approved: Analysis = self.with_store(receive_and_approve)
-        return approved
-
-    def get(self) -> Analysis:
-        analysis: Analysis = self.with_store(lambda store: store.get(self.analysis_id))
-        return analysis
-
-    def progress(self) -> Progress:
-        progress: Progress = self.with_store(lambda store: store.progress(self.analysis_id))
-        return progress
-
-    def set_state(self, state: str) -> Analysis:
-        changed: Analysis = self.with_store(
-            lambda store: store.set_state(self.analysis_id, state, by="test admin")  # type: ignore[arg-type]
-        )
-        return changed
-
-    def wait_selected(self, count: int, timeout: float = 60) -> Progress:
-        progress: Progress = wait_until(
-            lambda: (p := self.progress()).selected >= count and p,
-            timeout,
-            f"{count} series selected for the analysis",
-        )
-        return progress

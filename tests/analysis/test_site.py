@@ -27,13 +27,13 @@ from gateway.index.findings_index import SQLITE_FILE_NAME
 from tests.analysis.conftest import (
     BUNDLE_MODEL,
     INSTALL_TOKEN,
-    SiteAnalysis,
     abdomen_phantom,
     site_settings,
     store_studies,
     wait_until,
 )
 from tests.pipeline.conftest import chest_phantom, jobs
+from tests.support.analysis import SiteAnalysis
 from tests.support.gateway import GatewayProcess
 from tests.support.inference import REPO_ROOT, InferenceProcess
 from tests.support.orthanc import OrthancServer
@@ -42,8 +42,12 @@ BACKFILL_STUDIES = 200
 
 
 @pytest.fixture
-def site(tmp_path: Path, installing_inference: InferenceProcess) -> Iterator[GatewayProcess]:
-    gateway = GatewayProcess(tmp_path / "site", site_settings(installing_inference.url)).start()
+def site(
+    tmp_path: Path, installing_inference_service: InferenceProcess
+) -> Iterator[GatewayProcess]:
+    gateway = GatewayProcess(
+        tmp_path / "site", site_settings(installing_inference_service.url)
+    ).start()
     try:
         yield gateway
     finally:
@@ -126,13 +130,13 @@ def test_clinical_work_first_then_pause_resume_cancel(
 
 
 def test_a_gateway_stopped_mid_analysis_resumes_without_redoing_finished_series(
-    tmp_path: Path, installing_inference: InferenceProcess, models_dir: Path
+    tmp_path: Path, installing_inference_service: InferenceProcess, models_dir: Path
 ) -> None:
-    gateway = GatewayProcess(tmp_path / "site", site_settings(installing_inference.url))
+    gateway = GatewayProcess(tmp_path / "site", site_settings(installing_inference_service.url))
     gateway.start()
     try:
         store_studies(gateway.dicomweb_url, [abdomen_phantom(seed=17_500 + n) for n in range(6)])
-        analysis = SiteAnalysis(gateway, models_dir, cohort={})
+        analysis = SiteAnalysis(gateway, models_dir / BUNDLE_MODEL, cohort={})
         analysis.approve()
         wait_until(lambda: analysis.progress().done >= 2, 120, "two research jobs to finish")
         gateway.kill()  # a crash: the running job's lease is left behind
@@ -190,13 +194,13 @@ def fedgate(*args: str) -> subprocess.CompletedProcess[str]:
 def test_unvalidated_results_stay_out_of_the_pacs_until_the_model_is_validated(
     tmp_path: Path,
     orthanc: OrthancServer,
-    installing_inference: InferenceProcess,
+    installing_inference_service: InferenceProcess,
     models_dir: Path,
 ) -> None:
     gateway = GatewayProcess(
         tmp_path / "site",
         site_settings(
-            installing_inference.url,
+            installing_inference_service.url,
             pacs={"url": orthanc.dicomweb_url},
             ingest={"forward_to_pacs": True},
         ),
@@ -211,7 +215,7 @@ def test_unvalidated_results_stay_out_of_the_pacs_until_the_model_is_validated(
             60,
             "the studies in Orthanc",
         )
-        analysis = SiteAnalysis(gateway, models_dir, cohort={})
+        analysis = SiteAnalysis(gateway, models_dir / BUNDLE_MODEL, cohort={})
         analysis.approve()
         # Selected from the PACS by QIDO-RS.
         wait_until(lambda: analysis.progress().done >= 1, 120, "a first research result")
@@ -259,24 +263,28 @@ def gateway_config(gateway: GatewayProcess) -> str:
 
 
 def test_a_changed_bundle_under_a_taken_name_leaves_the_installed_model_untouched(
-    site: GatewayProcess, installing_inference: InferenceProcess, models_dir: Path
+    site: GatewayProcess, installing_inference_service: InferenceProcess, models_dir: Path
 ) -> None:
     """The runner's name for a bundle is its own; the service refuses to overwrite it."""
     store_studies(site.dicomweb_url, [abdomen_phantom(seed=17_800)])
-    analysis = SiteAnalysis(site, models_dir, cohort={})
+    analysis = SiteAnalysis(site, models_dir / BUNDLE_MODEL, cohort={})
     analysis.approve()
     wait_until(lambda: analysis.get().state == "done", 120, "the analysis to be done")
     installed = analysis.get().installed_model
     assert installed is not None
-    before = httpx.get(f"{installing_inference.url}/v2/models/{installed}", timeout=10).json()
+    before = httpx.get(
+        f"{installing_inference_service.url}/v2/models/{installed}", timeout=10
+    ).json()
     # Another bundle (the detector) sent under the presence bundle's installed name.
     other = ModelBundle.read(models_dir / "nodule-detector")
     response = httpx.put(
-        f"{installing_inference.url}/v2/repository/models/{installed}",
+        f"{installing_inference_service.url}/v2/repository/models/{installed}",
         content=installable_tar(other, installed),
         headers={"Authorization": f"Bearer {INSTALL_TOKEN}"},
         timeout=60,
     )
     assert response.status_code == 409
-    after = httpx.get(f"{installing_inference.url}/v2/models/{installed}", timeout=10).json()
+    after = httpx.get(
+        f"{installing_inference_service.url}/v2/models/{installed}", timeout=10
+    ).json()
     assert after == before

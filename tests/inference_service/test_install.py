@@ -3,9 +3,7 @@ under a name of its own, never over an installed model."""
 
 from __future__ import annotations
 
-import hashlib
 import io
-import shutil
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 
 from gateway.analysis.bundle import ModelBundle
 from gateway.analysis.install import installable_tar, installed_name
-from tests.support.inference import InferenceProcess
+from tests.support.inference import InferenceProcess, installing_inference
 
 TOKEN = "install-secret"
 
@@ -24,13 +22,8 @@ TOKEN = "install-secret"
 def service(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path
 ) -> Iterator[InferenceProcess]:
-    # A copy: installed models must not leak into the other tests' repository.
-    repository = tmp_path_factory.mktemp("install-repository") / "models"
-    shutil.copytree(models_dir, repository)
-    process = InferenceProcess(
-        tmp_path_factory.mktemp("install-inference"),
-        repository,
-        {"admin_token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest()},
+    process = installing_inference(
+        tmp_path_factory.mktemp("install-inference"), models_dir, TOKEN
     ).start()
     try:
         yield process
