@@ -6,18 +6,14 @@ An analysis arrives as the site's API keeps it (:class:`tests.support.analysis.S
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from dicomweb_client.api import DICOMwebClient
 
 from fedgate.phantom import Phantom, PhantomSpec, generate_phantom
 from tests.pipeline.conftest import chest_rule, pipeline_settings, wait_until
-from tests.support.inference import InferenceProcess, installing_inference
+from tests.support.inference import INSTALL_TOKEN
 
-INSTALL_TOKEN = "analysis-install-token"
 #: The bundle the consortium sends: the bundled presence model (CT, at least 8 slices, any
 #: body part), so that studies no clinical rule routes are in its cohort.
 BUNDLE_MODEL = "nodule-presence"
@@ -28,19 +24,6 @@ __all__ = [
     "site_settings",
     "wait_until",
 ]
-
-
-@pytest.fixture(scope="module")
-def installing_inference_service(
-    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
-) -> Iterator[InferenceProcess]:
-    process = installing_inference(
-        tmp_path_factory.mktemp("analysis-inference"), models_dir, INSTALL_TOKEN
-    ).start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def site_settings(inference_url: str, max_running: int = 1, **overrides: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,22 +12,13 @@ import pytest
 
 from gateway.analysis.bundle import ModelBundle
 from gateway.analysis.install import installable_tar, installed_name
-from tests.support.inference import InferenceProcess, installing_inference
-
-TOKEN = "install-secret"
+from tests.support.inference import INSTALL_TOKEN as TOKEN
+from tests.support.inference import InferenceProcess
 
 
 @pytest.fixture(scope="module")
-def service(
-    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
-) -> Iterator[InferenceProcess]:
-    process = installing_inference(
-        tmp_path_factory.mktemp("install-inference"), models_dir, TOKEN
-    ).start()
-    try:
-        yield process
-    finally:
-        process.stop()
+def service(installing_inference_service: InferenceProcess) -> InferenceProcess:
+    return installing_inference_service
 
 
 def put(service: InferenceProcess, name: str, body: bytes, token: str | None = TOKEN):  # type: ignore[no-untyped-def]

@@ -100,7 +100,13 @@ class InferenceProcess:
         self.process = None
 
 
-def installing_inference(workdir: Path, models_dir: Path, token: str) -> InferenceProcess:
+#: The admin token of :func:`installing_inference` services in the tests.
+INSTALL_TOKEN = "test-install-token"
+
+
+def installing_inference(
+    workdir: Path, models_dir: Path, token: str = INSTALL_TOKEN
+) -> InferenceProcess:
     """An inference service (not started) that lets the holder of ``token`` install models,
     serving a copy of ``models_dir``: what it installs stays out of the shared repository."""
     repository = workdir / "models"
