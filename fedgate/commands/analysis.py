@@ -1,0 +1,231 @@
+"""``fedgate analysis``: federated analyses (docs/analysis.md).
+
+At the hub (``--hub-config hub.yaml``):
+
+- ``submit --model DIR --cohort cohort.json``: send the model bundle in DIR (model.yaml +
+  model.onnx) and the cohort to every site; prints the analysis id and each site's state.
+- ``status ID``: each site's state and counts, and what the model found over the cohort
+  (aggregates through the sites' privacy layer; ``--person``, ``--exact`` as for questions).
+
+At a site (``--config gateway.yaml``):
+
+- ``list``; ``approve ID`` / ``refuse ID`` (recorded in the site's approvals, with ``--by`` and
+  ``--note``).
+
+Each action has its own ``_add_<action>`` and ``_<action>`` function, registered in ACTIONS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.analysis.store import AnalysisStore
+from pydantic import ValidationError
+
+from gateway.analysis.approval import approve, refuse
+from gateway.analysis.bundle import BundleError, ModelBundle
+from gateway.approvals import Approvals
+from gateway.auth import Principal
+from gateway.federated.cohort import Cohort
+from gateway.settings import ConfigError, GatewaySettings, describe_validation_error, load_settings
+
+Actions = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for add in (_add_submit, _add_status, _add_list, _add_decisions):
+        add(actions)
+
+
+def run(args: argparse.Namespace) -> int:
+    result: int = ACTIONS[args.action](args)
+    return result
+
+
+def _fail(action: str, message: str, status: int = 2) -> int:
+    print(f"fedgate analysis {action}: {message}", file=sys.stderr)
+    return status
+
+
+# -- at the hub --------------------------------------------------------------------------------
+
+
+def _add_submit(actions: Actions) -> None:
+    submit = actions.add_parser("submit", help="send a model and a cohort to every site")
+    submit.add_argument("--hub-config", type=Path, required=True, help="the hub's YAML file")
+    submit.add_argument("--model", type=Path, required=True, help="folder: model.yaml, model.onnx")
+    submit.add_argument("--cohort", type=Path, required=True, help="the cohort (JSON)")
+
+
+def _hub(args: argparse.Namespace) -> Any:
+    from hub.app import Hub, HubSettings
+
+    try:
+        settings = HubSettings.load(args.hub_config)
+        return Hub(settings)
+    except (OSError, ValueError) as error:
+        if isinstance(error, ValidationError):
+            return _fail(args.action, f"{args.hub_config}: {describe_validation_error(error)}")
+        return _fail(args.action, f"{args.hub_config}: {error}")
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from hub.analysis import submit_analysis
+
+    try:
+        bundle = ModelBundle.read(args.model)
+        cohort = json.loads(args.cohort.read_text(encoding="utf-8"))
+        Cohort.model_validate(cohort)
+    except BundleError as error:
+        return _fail("submit", str(error))
+    except (OSError, json.JSONDecodeError) as error:
+        return _fail("submit", f"{args.cohort}: {error}")
+    except ValidationError as error:
+        return _fail("submit", f"{args.cohort}: {describe_validation_error(error)}")
+    hub = _hub(args)
+    if isinstance(hub, int):
+        return hub
+    try:
+        analysis_id, sites = asyncio.run(submit_analysis(hub, bundle, cohort))
+    except ValueError as error:
+        return _fail("submit", str(error))
+    print(analysis_id)
+    print(f"model {bundle.name} {bundle.version} (bundle {bundle.sha256})", file=sys.stderr)
+    for site in sites:
+        state = (site.get("answer") or {}).get("state") or f"{site['status']}: {site.get('error')}"
+        print(f"  {site['name']:<20} {state}", file=sys.stderr)
+    return 0 if all(site["status"] == "ok" for site in sites) else 1
+
+
+def _add_status(actions: Actions) -> None:
+    status = actions.add_parser("status", help="each site's progress and the results so far")
+    status.add_argument("--hub-config", type=Path, required=True, help="the hub's YAML file")
+    status.add_argument("analysis_id")
+    status.add_argument("--person", default=None, help="whose budget (default: login name)")
+    status.add_argument(
+        "--exact", action="store_true", help="ask for exact answers (the sites must allow it)"
+    )
+    status.add_argument("--json", action="store_true", help="print everything as JSON")
+
+
+def _status(args: argparse.Namespace) -> int:
+    from hub.analysis import analysis_results, analysis_status
+
+    hub = _hub(args)
+    if isinstance(hub, int):
+        return hub
+    person = args.person or getpass.getuser()
+    roles = frozenset({"query", "exact"} if args.exact else {"query"})
+    asker = Principal(name=f"cli:{person}", roles=roles, person=person)  # type: ignore[arg-type]
+
+    async def both() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        statuses = await analysis_status(hub, args.analysis_id)
+        return statuses, await analysis_results(hub, statuses, asker)
+
+    statuses, results = asyncio.run(both())
+    if args.json:
+        print(json.dumps({"sites": statuses, "results": results}, indent=2))
+    else:
+        print(f"{'site':<20} {'state':<10} {'selected':>8} {'queued':>7} {'running':>7} "
+              f"{'done':>6} {'failed':>6}")  # fmt: skip
+        for site in statuses:
+            answer = site.get("answer") or {}
+            if site["status"] != "ok":
+                print(f"{site['name']:<20} {site['status']}: {site.get('error')}")
+                continue
+            p = answer["progress"]
+            print(f"{site['name']:<20} {answer['state']:<10} {p['selected']:>8} {p['queued']:>7} "
+                  f"{p['running']:>7} {p['done']:>6} {p['failed']:>6}")  # fmt: skip
+        for result in results:
+            print(f"\n{result['title']}:")
+            for key in ("count", "lower", "upper", "interval", "cells"):
+                if key in result:
+                    print(f"  combined {key}: {result[key]}")
+    return 0 if all(site["status"] == "ok" for site in statuses) else 1
+
+
+# -- at a site ---------------------------------------------------------------------------------
+
+
+def _site(args: argparse.Namespace) -> tuple[GatewaySettings, AnalysisStore, Approvals] | int:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        return _fail(args.action, str(error))
+    store = AnalysisStore.open(settings.queue, settings.data_dir)
+    return settings, store, Approvals.open(settings.index, settings.data_dir)
+
+
+def _add_list(actions: Actions) -> None:
+    listing = actions.add_parser("list", help="this site's analyses, their state and counts")
+    listing.add_argument("--config", type=Path, required=True, help="the gateway's YAML file")
+
+
+def _list(args: argparse.Namespace) -> int:
+    opened = _site(args)
+    if isinstance(opened, int):
+        return opened
+    _, store, approvals = opened
+    try:
+        for analysis in store.list():
+            p = store.progress(analysis.analysis_id)
+            print(
+                f"{analysis.analysis_id}  {p.state:<9}  {analysis.hub:<16}  "
+                f"{analysis.model_name} {analysis.model_version}  "
+                f"done {p.done}/{p.selected}, failed {p.failed}"
+            )
+    finally:
+        store.close()
+        approvals.close()
+    return 0
+
+
+def _add_decisions(actions: Actions) -> None:
+    for action, help_text in {
+        "approve": "approve an analysis: install its model and run it over its cohort here",
+        "refuse": "refuse an analysis (recorded; the same model and cohort stay refused)",
+    }.items():
+        decide = actions.add_parser(action, help=help_text, description=help_text)
+        decide.add_argument("--config", type=Path, required=True, help="the gateway's YAML file")
+        decide.add_argument("analysis_id")
+        decide.add_argument("--by", default=None, help="who decides (default: the login name)")
+        decide.add_argument("--note", default="", help="why, for the record")
+
+
+def _decide(args: argparse.Namespace) -> int:
+    opened = _site(args)
+    if isinstance(opened, int):
+        return opened
+    _, store, approvals = opened
+    decide = approve if args.action == "approve" else refuse
+    try:
+        analysis = store.get(args.analysis_id)
+        if analysis is None:
+            return _fail(args.action, f"no analysis {args.analysis_id!r} at this site", 1)
+        if analysis.state != "pending":
+            return _fail(args.action, f"analysis {args.analysis_id} is {analysis.state}", 1)
+        decided = decide(
+            store, approvals, analysis, by=args.by or getpass.getuser(), note=args.note
+        )
+    finally:
+        store.close()
+        approvals.close()
+    print(f"analysis {decided.analysis_id} ({decided.model_name}): {decided.state}")
+    return 0
+
+
+ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "submit": _submit,
+    "status": _status,
+    "list": _list,
+    "approve": _decide,
+    "refuse": _decide,
+}
