@@ -10,6 +10,7 @@ import pytest
 from fedgate.phantom import Phantom, PhantomSpec, generate_phantom
 from tests.support.inference import bundled_models
 from tests.support.orthanc import OrthancServer
+from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +43,13 @@ def small_phantom() -> Phantom:
             lesion_diameters_mm=(),
         )
     )
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server (Debian package), one per test module."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

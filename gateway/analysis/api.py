@@ -97,7 +97,9 @@ class AnalysisEndpoints:
         if media_type != TAR_MEDIA_TYPE:
             return error_response(415, f"send the analysis as {TAR_MEDIA_TYPE}", "Content-Type")
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY, dir=self.spool_dir) as spool:
+        with tempfile.SpooledTemporaryFile(
+            _SPOOL_IN_MEMORY, mode="w+b", dir=str(self.spool_dir)
+        ) as spool:
             received = 0
             async for chunk in request.stream():
                 received += len(chunk)
