@@ -26,16 +26,15 @@ __all__ = ["analysis_results", "analysis_status", "submit_analysis"]
 TAR_MEDIA_TYPE = "application/x-tar"
 
 
-def _token(site: SiteSettings) -> dict[str, str]:
-    if site.token is None:
-        return {}
-    return {"Authorization": f"Bearer {site.token.get_secret_value()}"}
-
-
 async def submit_analysis(
-    hub: Hub, bundle: ModelBundle, cohort: dict[str, Any], analysis_id: str | None = None
+    hub: Hub,
+    bundle: ModelBundle,
+    cohort: dict[str, Any],
+    sender: Principal,
+    analysis_id: str | None = None,
 ) -> tuple[str, list[dict[str, Any]]]:
-    """Send the analysis to every site; its id and each site's answer (state, or why not)."""
+    """Send the analysis to every site for ``sender`` (the consortium member the sites see,
+    as with questions); its id and each site's answer (state, or why not)."""
     if hub.signing_key is None:
         raise ValueError("the hub signs what it sends to sites: set signing_key_file")
     key = hub.signing_key
@@ -51,19 +50,21 @@ async def submit_analysis(
         return await client.post(
             f"{site.url.rstrip('/')}/analyses",
             content=body,
-            headers={**_token(site), "Content-Type": TAR_MEDIA_TYPE},
+            headers={**hub.headers(site, sender), "Content-Type": TAR_MEDIA_TYPE},
             timeout=timeout,
         )
 
     return analysis_id, await hub.ask_each(send)
 
 
-async def analysis_status(hub: Hub, analysis_id: str) -> list[dict[str, Any]]:
+async def analysis_status(hub: Hub, analysis_id: str, asker: Principal) -> list[dict[str, Any]]:
     """Every site's state and counts of the analysis (``answer``), or why it cannot say."""
 
     async def send(client: httpx.AsyncClient, site: SiteSettings, timeout: float) -> httpx.Response:
         return await client.get(
-            f"{site.url.rstrip('/')}/analyses/{analysis_id}", headers=_token(site), timeout=timeout
+            f"{site.url.rstrip('/')}/analyses/{analysis_id}",
+            headers=hub.headers(site, asker),
+            timeout=timeout,
         )
 
     return await hub.ask_each(send)

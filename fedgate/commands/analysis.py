@@ -29,7 +29,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from pydantic import ValidationError
 
@@ -38,11 +38,12 @@ from gateway.analysis.bundle import BundleError, ModelBundle
 from gateway.analysis.records import AnalysisState
 from gateway.analysis.store import AnalysisStore
 from gateway.approvals import Approvals
-from gateway.auth import Principal
+from gateway.auth import Principal, Role
 from gateway.federated.cohort import Cohort
+from gateway.logs import configure_logging
 from gateway.settings import ConfigError, describe_validation_error, load_settings
 
-Actions = argparse._SubParsersAction[argparse.ArgumentParser]
+Actions: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 #: What each of pause, resume and cancel asks of an analysis's state.
@@ -67,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Output is for people (and --json for programs): log lines only for what went wrong, on
+    # stderr; each site's failure is in the output already.
+    configure_logging("warning", json_output=False)
     result: int = ACTIONS[args.action](args)
     return result
 
@@ -84,6 +88,7 @@ def _add_submit(actions: Actions) -> None:
     submit.add_argument("--hub-config", type=Path, required=True, help="the hub's YAML file")
     submit.add_argument("--model", type=Path, required=True, help="folder: model.yaml, model.onnx")
     submit.add_argument("--cohort", type=Path, required=True, help="the cohort (JSON)")
+    submit.add_argument("--person", default=None, help="who sends it (default: login name)")
 
 
 def _hub(args: argparse.Namespace) -> Any:
@@ -96,6 +101,15 @@ def _hub(args: argparse.Namespace) -> Any:
         if isinstance(error, ValidationError):
             return _fail(args.action, f"{args.hub_config}: {describe_validation_error(error)}")
         return _fail(args.action, f"{args.hub_config}: {error}")
+
+
+def _asker(args: argparse.Namespace) -> Principal:
+    """The consortium member the hub asserts to the sites (the hub's operator by default)."""
+    person = args.person or getpass.getuser()
+    roles: frozenset[Role] = frozenset(
+        {"query", "exact"} if getattr(args, "exact", False) else {"query"}
+    )
+    return Principal(name=f"cli:{person}", roles=roles, person=person)
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -115,7 +129,7 @@ def _submit(args: argparse.Namespace) -> int:
     if isinstance(hub, int):
         return hub
     try:
-        analysis_id, sites = asyncio.run(submit_analysis(hub, bundle, cohort))
+        analysis_id, sites = asyncio.run(submit_analysis(hub, bundle, cohort, _asker(args)))
     except ValueError as error:
         return _fail("submit", str(error))
     print(analysis_id)
@@ -143,12 +157,10 @@ def _status(args: argparse.Namespace) -> int:
     hub = _hub(args)
     if isinstance(hub, int):
         return hub
-    person = args.person or getpass.getuser()
-    roles = frozenset({"query", "exact"} if args.exact else {"query"})
-    asker = Principal(name=f"cli:{person}", roles=roles, person=person)  # type: ignore[arg-type]
+    asker = _asker(args)
 
     async def both() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        statuses = await analysis_status(hub, args.analysis_id)
+        statuses = await analysis_status(hub, args.analysis_id, asker)
         return statuses, await analysis_results(hub, statuses, asker)
 
     statuses, results = asyncio.run(both())

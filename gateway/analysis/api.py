@@ -1,6 +1,7 @@
 """The site's analyses API, under ``/federated/v1/analyses`` (openapi/federated.yaml).
 
-- ``POST /federated/v1/analyses`` (``hub`` role): a hub sends an analysis (the tar of
+- ``POST /federated/v1/analyses`` (a ``hub`` credential with its assertion of the consortium
+  member sending it, as for questions; or ``admin``): a hub sends an analysis (the tar of
   :mod:`gateway.analysis.bundle`). 202 with its state: ``pending`` until the site's admin
   approves it, or ``running`` at once when the same model over the same cohort was approved
   before or the hub is trusted to approve (``auth.hubs[].auto_approve_analyses``). Sending the
@@ -33,7 +34,14 @@ from gateway.analysis.bundle import BundleError, SignatureRefused, unpack_analys
 from gateway.analysis.records import Analysis
 from gateway.analysis.store import AnalysisStore
 from gateway.approvals import Approvals
-from gateway.auth import Authenticator, Principal, TrustedHub, authorize
+from gateway.auth import (
+    ON_BEHALF_OF_HEADER,
+    RELAYABLE_ROLES,
+    Authenticator,
+    Principal,
+    TrustedHub,
+    authorize,
+)
 from gateway.federated.cohort import Cohort
 from gateway.federated.errors import error_response, validation_response
 
@@ -87,7 +95,18 @@ class AnalysisEndpoints:
         self.spool_dir = data_dir / "tmp"
 
     def _caller(self, request: Request) -> Principal | Response:
-        return authorize(self.authenticator, request.headers.get("authorization"), ("hub",))
+        """A hub's credential (with the assertion of the person it acts for: the consortium
+        member who sent or follows the analysis), or an administrator of this site."""
+        authorization = request.headers.get("authorization")
+        credential = self.authenticator.authenticate(authorization)
+        if credential is not None and "hub" in credential.roles:
+            return authorize(
+                self.authenticator,
+                authorization,
+                tuple(sorted(RELAYABLE_ROLES)),
+                request.headers.get(ON_BEHALF_OF_HEADER),
+            )
+        return authorize(self.authenticator, authorization, ("hub",))
 
     async def submit(self, request: Request) -> Response:
         caller = self._caller(request)
@@ -145,7 +164,13 @@ class AnalysisEndpoints:
             )
         except ValueError as error:
             return error_response(409, str(error), "analysis_id")
-        log.info("analysis.received", analysis_id=analysis_id, hub=hub, state=stored.state)
+        log.info(
+            "analysis.received",
+            analysis_id=analysis_id,
+            hub=hub,
+            sent_by=caller.name,
+            state=stored.state,
+        )
         return JSONResponse(
             describe(stored, self.store),
             status_code=200 if known else 202,
