@@ -24,8 +24,10 @@ from starlette.routing import Mount, Route, Router
 
 from dashboard import dashboard_routes
 from gateway.allow import http_exception_handler
+from gateway.analysis.api import analysis_routes
 from gateway.analysis.runner import AnalysisRunner
 from gateway.analysis.store import AnalysisStore
+from gateway.approvals import Approvals
 from gateway.auth import Authenticator
 from gateway.cors import cors
 from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
@@ -297,7 +299,17 @@ def create_app(settings: GatewaySettings) -> Starlette:
             Mount("/research/dicomweb", app=WithStore(Router(read_routes()), research_store)),
             *job_routes(),
             Mount(
-                "/federated/v1", routes=federated_routes(index, settings.federated, authenticator)
+                "/federated/v1",
+                routes=[
+                    *federated_routes(index, settings.federated, authenticator),
+                    *analysis_routes(
+                        analyses,
+                        Approvals(index.database),
+                        authenticator,
+                        settings.auth.hubs,
+                        settings.data_dir,
+                    ),
+                ],
             ),
             *dashboard_routes(
                 "site",

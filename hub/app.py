@@ -362,7 +362,7 @@ def _interpret(response: httpx.Response) -> dict[str, Any]:
         body = response.json()
     except ValueError:
         body = None
-    if response.status_code == 200 and isinstance(body, dict):
+    if response.is_success and isinstance(body, dict):
         status: SiteStatus = "suppressed" if body.get("suppressed") else "ok"
         return {"status": status, "answer": body}
     reason = body.get("error") if isinstance(body, dict) else response.text[:200]
