@@ -6,6 +6,9 @@
   (``refuse``, ``revoke``; ``approvals`` lists every decision taken).
 - ``fedgate learn site --config gateway.yaml --superlink HOST:PORT`` runs the site's SuperNode.
 - ``fedgate learn run --hub-config hub.yaml PLAN.yaml --out DIR`` runs the hub's side.
+- ``fedgate learn superlink --hub-config hub.yaml`` runs the hub's SuperLink in the foreground;
+  ``fedgate learn register-site --hub-config hub.yaml KEY.pub --name SITE`` lets a site's
+  SuperNode in where the SuperLink authenticates SuperNodes.
 
 Each action has its own ``_add_<action>`` and ``_<action>`` function.
 """
@@ -36,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_decisions(actions)
     _add_site(actions)
     _add_run(actions)
+    _add_superlink(actions)
+    _add_register_site(actions)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -196,11 +201,13 @@ def _site(args: argparse.Namespace) -> int:
     print(
         f"fedgate learn site: site {name} joins the SuperLink at {args.superlink}", file=sys.stderr
     )
-    process = subprocess.Popen(command, env=environment, start_new_session=True)
+    # The SuperNode (and the SuperExec and ClientApp processes it starts) stays in this
+    # process's group: whoever stops this command by its group stops them all, even by SIGKILL.
+    process = subprocess.Popen(command, env=environment)
 
     def stop(signum: int, _frame: Any) -> None:
-        # The SuperNode and its SuperExec and ClientApp processes: the whole group.
-        os.killpg(process.pid, signal.SIGKILL)
+        # flower-supernode keeps retrying on SIGTERM; the group ends here, this process too.
+        os.killpg(os.getpgrp(), signal.SIGKILL)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -232,7 +239,6 @@ def _run(args: argparse.Namespace) -> int:
     each progress line as it comes, and exits 0 when the run wrote a completed report."""
     import json
 
-    from hub.app import HubSettings
     from hub.learning.runner import follow_run, start_superlink, submit_run, wait_for_superlink
 
     try:
@@ -240,12 +246,12 @@ def _run(args: argparse.Namespace) -> int:
     except PlanError as error:
         print(f"fedgate learn run: {args.plan}: {error}", file=sys.stderr)
         return 2
-    try:
-        hub = HubSettings.load(args.hub_config)
-    except (OSError, ValueError) as error:
-        print(f"fedgate learn run: {args.hub_config}: {error}", file=sys.stderr)
+    hub = _load_hub(args.hub_config, "run")
+    if hub is None:
         return 2
     settings = hub.learning
+    # Flower's command-line client keeps its state under FLWR_HOME: the hub's, not ~/.flwr.
+    os.environ.setdefault("FLWR_HOME", str(settings.state_dir.resolve() / "flwr"))
     root = settings.tls.ca_certfile if settings.tls else None
     superlink = None
     address = settings.superlink
@@ -281,6 +287,78 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_hub(path: Path, action: str) -> Any:
+    from hub.app import HubSettings
+
+    try:
+        return HubSettings.load(path)
+    except (OSError, ValueError) as error:
+        print(f"fedgate learn {action}: {path}: {error}", file=sys.stderr)
+        return None
+
+
+def _add_superlink(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    superlink = actions.add_parser(
+        "superlink",
+        help="run the hub's Flower SuperLink in the foreground (hub.yaml 'learning:'), for "
+        "federations whose SuperNodes are registered (supernode_auth) or that run many plans",
+    )
+    superlink.add_argument("--hub-config", type=Path, required=True, help="the hub's YAML file")
+
+
+def _superlink(args: argparse.Namespace) -> int:
+    from hub.learning.runner import start_superlink
+
+    hub = _load_hub(args.hub_config, "superlink")
+    if hub is None:
+        return 2
+    settings = hub.learning
+    log_path = settings.state_dir / "superlink.log"
+    process = start_superlink(settings, log_path)
+    print(
+        f"fedgate learn superlink: {settings.host}:{settings.port} (log: {log_path})",
+        file=sys.stderr,
+    )
+
+    def stop(signum: int, _frame: Any) -> None:
+        os.killpg(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return process.wait()
+
+
+def _add_register_site(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    register = actions.add_parser(
+        "register-site",
+        help="let a site's SuperNode in: register its public key at the hub's SuperLink",
+    )
+    register.add_argument("--hub-config", type=Path, required=True, help="the hub's YAML file")
+    register.add_argument(
+        "public_key", type=Path, help="the site's SuperNode public key (OpenSSH, EC P-256/384)"
+    )
+    register.add_argument("--name", required=True, help="the site's name")
+
+
+def _register_site(args: argparse.Namespace) -> int:
+    from hub.learning.runner import register_supernode
+
+    hub = _load_hub(args.hub_config, "register-site")
+    if hub is None:
+        return 2
+    settings = hub.learning
+    address = settings.superlink or f"{settings.host}:{settings.port}"
+    root = settings.tls.ca_certfile if settings.tls else None
+    os.environ.setdefault("FLWR_HOME", str(settings.state_dir.resolve() / "flwr"))
+    try:
+        node_id = register_supernode(address, args.public_key, args.name, root)
+    except ValueError as error:
+        print(f"fedgate learn register-site: {error}", file=sys.stderr)
+        return 2
+    print(f"site {args.name}: SuperNode {node_id} registered at {address}")
+    return 0
+
+
 ACTIONS = {
     "validate": _validate,
     "approve": _decide,
@@ -289,4 +367,6 @@ ACTIONS = {
     "approvals": _list_decisions,
     "site": _site,
     "run": _run,
+    "superlink": _superlink,
+    "register-site": _register_site,
 }

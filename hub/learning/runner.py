@@ -199,3 +199,30 @@ def follow_run(
                 pass
         if on_log is not None:
             on_log(line)
+
+
+def register_supernode(
+    address: str, public_key: Path, name: str, root_certificates: Path | None = None
+) -> int:
+    """Register a site's SuperNode public key (OpenSSH, a NIST EC curve) at a SuperLink that
+    authenticates SuperNodes; returns the node id Flower assigned. ValueError if the key is
+    not one Flower accepts."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from flwr.proto.control_pb2 import RegisterNodeRequest
+    from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+
+    try:
+        key = serialization.load_ssh_public_key(public_key.read_bytes())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{public_key}: not an OpenSSH public key ({error})") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError(f"{public_key}: Flower authenticates SuperNodes by EC keys (NIST curves)")
+    client = _control_client(address, root_certificates)
+    try:
+        response = client.RegisterNode(
+            request=RegisterNodeRequest(public_key=public_key_to_bytes(key), name=name)
+        )
+    finally:
+        client.close()
+    return int(response.node_id)

@@ -87,20 +87,20 @@ def _quorum_strategy(base: type[S], federation: Federation, min_sites: int) -> t
         def configure_train(
             self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
         ) -> Iterable[Message]:
-            messages = [
+            # Flower samples the connected nodes: a site that refused the plan is not asked, a
+            # site that disconnected is not sampled, and both show in the round's report.
+            return [
                 message
                 for message in super().configure_train(server_round, arrays, config, grid)
                 if message.metadata.dst_node_id in federation.sites
             ]
-            self._asked = {message.metadata.dst_node_id for message in messages}
-            return messages
 
         def aggregate_train(
             self, server_round: int, replies: Iterable[Message]
         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
             replies = list(replies)
             answered = {reply.metadata.src_node_id for reply in replies if reply.has_content()}
-            absent = federation.note_absent(self._asked - answered, server_round)
+            absent = federation.note_absent(set(federation.sites) - answered, server_round)
             if len(answered) < min_sites:
                 raise RunFailed(
                     f"round {server_round}: {len(answered)} sites answered, the plan needs "
@@ -218,7 +218,11 @@ def _evaluate(
     timeout: float,
 ) -> dict[str, dict[str, Any]]:
     content = RecordDict({"arrays": arrays, "config": config})
-    replies = _send(grid, list(federation.sites), content, "evaluate", timeout)
+    # Sites Flower knows to be gone are not asked (nor waited for).
+    connected = set(grid.get_node_ids())
+    replies = _send(
+        grid, [n for n in federation.sites if n in connected], content, "evaluate", timeout
+    )
     sites: dict[str, dict[str, Any]] = {}
     for reply in replies:
         name = federation.name(reply.metadata.src_node_id)
