@@ -87,8 +87,9 @@ def _quorum_strategy(base: type[S], federation: Federation, min_sites: int) -> t
         def configure_train(
             self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
         ) -> Iterable[Message]:
-            # Flower samples the connected nodes: a site that refused the plan is not asked, a
-            # site that disconnected is not sampled, and both show in the round's report.
+            # Flower samples the connected nodes: a site that refused the plan (reported once,
+            # before round 1) is not asked; one that disconnected is not sampled, and is
+            # reported absent in each round it misses.
             return [
                 message
                 for message in super().configure_train(server_round, arrays, config, grid)
@@ -112,13 +113,19 @@ def _quorum_strategy(base: type[S], federation: Federation, min_sites: int) -> t
                 round=server_round,
                 sites=sorted(federation.name(node_id) for node_id in answered),
                 absent=absent,
-                rows=int(metrics["num-examples"])
-                if metrics and "num-examples" in metrics
-                else None,
+                rows=sum(_rows(reply) for reply in replies if reply.has_content()),
             )
             return arrays, metrics
 
     return cast(type[S], QuorumStrategy)
+
+
+def _rows(reply: Message) -> int:
+    """The training rows a site's reply says it used (FedAvg's weight)."""
+    metrics = reply.content["metrics"]
+    assert isinstance(metrics, MetricRecord)
+    value = metrics["num-examples"]
+    return int(value) if isinstance(value, int | float) else 0
 
 
 def _send(
