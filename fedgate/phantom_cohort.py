@@ -153,7 +153,7 @@ def generate_cohort(site: int, patients: int, seed: int = 0) -> list[CohortPatie
             else "never_smoker"
         )
         nodules = int(min(3, rng.poisson(0.5 + 0.8 * (smoking == "current_smoker"))))
-        diameters = tuple(round(float(rng.uniform(5.0, 20.0)), 1) for _ in range(nodules))
+        diameters = tuple(round(float(rng.uniform(6.0, 20.0)), 1) for _ in range(nodules))
         truth = generate_phantom(_spec(patient_seed, diameters)).truth
         lvef = round(float(np.clip(rng.normal(58.0, 8.0), 20.0, 75.0)), 1)
         heart_rate = round(float(np.clip(rng.normal(72.0, 10.0), 40.0, 140.0)), 1)
@@ -187,15 +187,15 @@ def generate_cohort(site: int, patients: int, seed: int = 0) -> list[CohortPatie
 
 
 def _spec(seed: int, diameters: tuple[float, ...]) -> PhantomSpec:
-    """A small chest CT (64 x 64 x 12, 5 mm voxels): big enough for the bundled detector to
-    measure 5-20 mm nodules, small enough for thousands of patients."""
+    """A small chest CT (128 x 128 x 32, 2.5 mm voxels, 1 MB): fine enough for the bundled
+    detector to measure 6-20 mm nodules, small enough for hundreds of patients per site."""
     return PhantomSpec(
         seed=seed,
-        rows=64,
-        columns=64,
-        slices=12,
-        pixel_spacing_mm=5.0,
-        slice_thickness_mm=5.0,
+        rows=128,
+        columns=128,
+        slices=32,
+        pixel_spacing_mm=2.5,
+        slice_thickness_mm=2.5,
         lesion_diameters_mm=diameters,
     )
 
