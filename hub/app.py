@@ -22,12 +22,13 @@ import contextlib
 import json
 import math
 import re
+import ssl
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import aiohttp
 import structlog
@@ -54,8 +55,12 @@ from gateway.federated.errors import MAX_BODY_BYTES, error_response, validation_
 from gateway.federated.matching import FilterError
 from gateway.federated.query_params import parse_count_query
 from gateway.hub_assertion import PrivateKey, load_private_key, sign_assertion
+from hub.learning.settings import LearningSettings
+from tlsconfig import ClientTls, ServerTls, client_context
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 SiteStatus = Literal["ok", "suppressed", "timeout", "error", "refused"]
 
@@ -70,12 +75,18 @@ class SiteSettings(BaseModel):
     url: Annotated[str, Field(pattern=r"^https?://")]
     token: SecretStr | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    #: Towards an https:// site: ``{ca, certificate, key}``: the CA that signs the site's
+    #: certificate (default: the public ones) and the hub's client certificate for sites that
+    #: require one (their ``listen.tls.client_ca``).
+    tls: ClientTls | None = None
 
 
 class HubListen(BaseModel):
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8090
+    #: HTTPS: ``{certificate, key, client_ca, require_client_certificate}`` (docs/tls.md).
+    tls: ServerTls | None = None
 
 
 class HubSettings(BaseModel):
@@ -99,6 +110,8 @@ class HubSettings(BaseModel):
     #: The hub's own append-only audit log (JSON lines): every question it relayed, the
     #: client, each site's status and the combined answer as released. None: no log.
     audit_log: Path | None = None
+    #: Federated learning: the hub's Flower SuperLink (``fedgate learn run``, docs/learning.md).
+    learning: LearningSettings = Field(default_factory=LearningSettings)
 
     @classmethod
     def load(cls, path: Path) -> HubSettings:
@@ -284,8 +297,22 @@ class Question:
     #: Who is asking (each site gets the hub's assertion of this person).
     principal: Principal
     params: list[tuple[str, str]] = field(default_factory=list)
-    #: The JSON body (POST), encoded once for all sites.
+    #: The body (POST), encoded once for all sites where it is the same.
     body: bytes | None = None
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the hub takes as a site's reply without asking it (e.g. "not installed there")."""
+
+    status: int
+    body: bytes
+
+
+#: What the hub asks: one question for every site, or each site's own (or a reply in its
+#: place, when there is nothing to ask it).
+Ask = Question | Callable[[SiteSettings], Question | Reply]
 
 
 def json_body(payload: Any) -> bytes:
@@ -312,6 +339,14 @@ class Hub:
         # Looked up once: aiohttp's trust_env looks at the environment for every request
         # (about 0.2 ms each, as much as the rest of the request).
         self.proxies = {site.name: proxy_for(site.url) for site in settings.sites}
+        # A site's CA and the hub's certificate for it (sites[].tls): one context for each
+        # distinct setting, passed with each request (aiohttp keeps connections apart by it).
+        contexts: dict[ClientTls | None, ssl.SSLContext | bool] = {}
+        self.tls: dict[str, ssl.SSLContext | bool] = {}
+        for site in settings.sites:
+            if site.tls not in contexts:
+                contexts[site.tls] = client_context(site.tls)
+            self.tls[site.name] = contexts[site.tls]
         self._session_loop: asyncio.AbstractEventLoop | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -341,6 +376,13 @@ class Hub:
             await self._session.close()
             self._session = None
 
+    async def closing(self, work: Awaitable[T]) -> T:
+        """``work``'s result, the hub's connections closed after it (a command's one run)."""
+        try:
+            return await work
+        finally:
+            await self.aclose()
+
     def headers(self, site: SiteSettings, principal: Principal) -> dict[str, str]:
         """The hub's own credential for ``site`` and its assertion of who is asking."""
         headers = {}
@@ -356,7 +398,7 @@ class Hub:
             )
         return headers
 
-    async def ask_each(self, question: Question) -> list[dict[str, Any]]:
+    async def ask_each(self, question: Ask) -> list[dict[str, Any]]:
         """Every site's status and answer to ``question``, asked concurrently."""
         # Every site's time counts from now, not from when its turn in the fan-out came: at a
         # hundred sites the last one is sent its question tens of milliseconds later (more
@@ -365,7 +407,7 @@ class Hub:
         sites = self.settings.sites
         return list(await asyncio.gather(*(self._ask_site(question, s, asked) for s in sites)))
 
-    async def ask(self, question: Question, kind: str, level: str) -> dict[str, Any]:
+    async def ask(self, question: Ask, kind: str, level: str) -> dict[str, Any]:
         results = await self.ask_each(question)
         answered = [r for r in results if r["status"] in ("ok", "suppressed")]
         answers = [r["answer"] for r in answered]
@@ -381,7 +423,7 @@ class Hub:
     async def _send(self, question: Question, site: SiteSettings) -> tuple[int, bytes]:
         headers = self.headers(site, question.principal)
         if question.body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = question.content_type
         async with self.session().request(
             question.method,
             f"{site.url.rstrip('/')}{question.path}",
@@ -389,12 +431,11 @@ class Hub:
             data=question.body,
             headers=headers,
             proxy=self.proxies[site.name],
+            ssl=self.tls[site.name],
         ) as response:
             return response.status, await response.read()
 
-    async def _ask_site(
-        self, question: Question, site: SiteSettings, asked: float
-    ) -> dict[str, Any]:
+    async def _ask_site(self, ask: Ask, site: SiteSettings, asked: float) -> dict[str, Any]:
         """``site``'s status and answer, given up on ``timeout`` after ``asked`` (loop time)."""
         timeout = site.timeout_seconds or self.settings.timeout_seconds
         loop = asyncio.get_running_loop()
@@ -403,7 +444,11 @@ class Hub:
             # One deadline over everything (waiting for a free connection, connecting,
             # sending, the whole answer).
             async with asyncio.timeout_at(asked + timeout):
-                status, body = await self._send(question, site)
+                question = ask(site) if callable(ask) else ask
+                if isinstance(question, Reply):
+                    status, body = question.status, question.body
+                else:
+                    status, body = await self._send(question, site)
         except TimeoutError:
             result.update(status="timeout", error=f"no answer within {timeout:g} s")
         except aiohttp.ClientError as error:
@@ -426,7 +471,7 @@ def _interpret(status_code: int, content: bytes) -> dict[str, Any]:
         body = json.loads(content)
     except ValueError:  # UnicodeDecodeError included
         body = None
-    if status_code == 200 and isinstance(body, dict):
+    if 200 <= status_code < 300 and isinstance(body, dict):
         status: SiteStatus = "suppressed" if body.get("suppressed") else "ok"
         return {"status": status, "answer": body}
     reason = body.get("error") if isinstance(body, dict) else content[:200].decode(errors="replace")
