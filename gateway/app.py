@@ -24,8 +24,10 @@ from starlette.routing import Mount, Route, Router
 
 from dashboard import dashboard_routes
 from gateway.allow import http_exception_handler
+from gateway.analysis.api import analysis_routes
 from gateway.analysis.runner import AnalysisRunner
 from gateway.analysis.store import AnalysisStore
+from gateway.approvals import Approvals
 from gateway.auth import Authenticator
 from gateway.cors import cors
 from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
@@ -44,6 +46,7 @@ from gateway.index import FindingsIndex
 from gateway.intake.dimse import DimseIntake
 from gateway.intake.poller import PacsPoller
 from gateway.jobs_api import job_routes
+from gateway.metrics import DATA_DIR_FREE_BYTES, DATA_DIR_USED_BYTES, STORE_BYTES
 from gateway.middleware import AuthMiddleware, RequestContextMiddleware, compression
 from gateway.pacs import PacsClient
 from gateway.pipeline.retention import Retention
@@ -93,7 +96,19 @@ def own_url(settings: GatewaySettings) -> str:
         host = "127.0.0.1"
     elif host == "::":
         host = "[::1]"
-    return f"http://{host}:{settings.listen.port}"
+    return f"{scheme(settings)}://{host}:{settings.listen.port}"
+
+
+def scheme(settings: GatewaySettings) -> str:
+    """``https`` when the gateway serves TLS itself (``listen.tls``), else ``http``."""
+    return "https" if settings.listen.tls else "http"
+
+
+def _client_certificates(settings: GatewaySettings) -> str:
+    tls = settings.listen.tls
+    if tls is None or tls.client_ca is None:
+        return "not asked"
+    return "required" if tls.require_client_certificate else "optional"
 
 
 def _url_host(host: str) -> str:
@@ -102,6 +117,35 @@ def _url_host(host: str) -> str:
 
 def gateway_id(settings: GatewaySettings) -> str:
     return settings.pipeline.gateway_id or f"{socket.gethostname()}:{settings.data_dir.resolve()}"
+
+
+#: The store's size is a table scan: measured at most this often, however often it is scraped.
+STORE_SIZE_MAX_AGE_SECONDS = 60.0
+
+
+def measure_disk(store: EmbeddedStore) -> None:
+    """Have ``/metrics`` report data_dir's filesystem and the store's size when scraped."""
+    root = store.layout.root
+    measured: list[float] = []  # [when, bytes], once measured
+
+    def free() -> float:
+        return float(shutil.disk_usage(root).free)
+
+    def used() -> float:
+        return float(shutil.disk_usage(root).used)
+
+    def store_bytes() -> float:
+        now = time.monotonic()
+        if not measured or now - measured[0] > STORE_SIZE_MAX_AGE_SECONDS:
+            try:
+                measured[:] = [now, float(store.catalog.stored_bytes())]
+            except Exception:  # a closed or busy catalog: the scrape still answers
+                return float("nan")
+        return measured[1]
+
+    DATA_DIR_FREE_BYTES.set_function(free)
+    DATA_DIR_USED_BYTES.set_function(used)
+    STORE_BYTES.set_function(store_bytes)
 
 
 def create_app(settings: GatewaySettings) -> Starlette:
@@ -118,6 +162,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
     research_store = EmbeddedStore(
         settings.data_dir / "research", dataclasses.replace(policy, forward_to_pacs=False)
     )
+    measure_disk(store)
     pacs = PacsClient(settings.pacs) if settings.pacs.url else None
     dicomweb = upstream_routes() if pacs else embedded_routes()
     database = Database.open(settings.queue, settings.data_dir)
@@ -145,7 +190,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
         if settings.routing:
             # Before anything starts: with the strict setting a bad rule stops the start here.
             await check_served_models(
-                settings.routing, strict=settings.pipeline.require_served_models
+                settings.routing,
+                strict=settings.pipeline.require_served_models,
+                tls=settings.pipeline.inference_tls,
             )
         tasks: list[asyncio.Task[None]] = []
         dimse = DimseIntake(store, settings.dimse) if settings.dimse.enabled else None
@@ -212,13 +259,14 @@ def create_app(settings: GatewaySettings) -> Starlette:
             tasks.append(asyncio.create_task(retention.run(), name="retention"))
         log.info(
             "gateway.started",
-            listening_on=f"http://{_url_host(settings.listen.host)}:{settings.listen.port}",
+            listening_on=f"{scheme(settings)}://{_url_host(settings.listen.host)}:{settings.listen.port}",
             dicomweb=root + "/dicomweb",
             data_dir=str(settings.data_dir),
             pacs=settings.pacs.url or "embedded store",
             queue="postgresql" if settings.queue.url else "sqlite",
             rules=[rule.name for rule in settings.routing],
             auth="bearer tokens" if settings.auth.enabled else "off (loopback only)",
+            client_certificates=_client_certificates(settings),
         )
         try:
             yield
@@ -251,7 +299,17 @@ def create_app(settings: GatewaySettings) -> Starlette:
             Mount("/research/dicomweb", app=WithStore(Router(read_routes()), research_store)),
             *job_routes(),
             Mount(
-                "/federated/v1", routes=federated_routes(index, settings.federated, authenticator)
+                "/federated/v1",
+                routes=[
+                    *federated_routes(index, settings.federated, authenticator),
+                    *analysis_routes(
+                        analyses,
+                        Approvals(index.database),
+                        authenticator,
+                        settings.auth.hubs,
+                        settings.data_dir,
+                    ),
+                ],
             ),
             *dashboard_routes(
                 "site",

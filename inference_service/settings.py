@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from inference_service.manifest import BackendSpec, describe_validation_error
+from tlsconfig import ClientTls, ServerTls
 
 
 class _Strict(BaseModel):
@@ -40,6 +41,8 @@ class _Strict(BaseModel):
 class ListenSettings(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8081
+    #: HTTPS: ``{certificate, key, client_ca, require_client_certificate}`` (docs/tls.md).
+    tls: ServerTls | None = None
 
 
 class ConcurrencySettings(_Strict):
@@ -72,6 +75,9 @@ class DicomwebClientSettings(_Strict):
     #: Ask the source for instances as stored (``transfer-syntax=*``) and decode here,
     #: instead of making the archive transcode.
     accept_any_transfer_syntax: bool = True
+    #: Towards an https:// gateway (fetching the series, storing the results): ``{ca,
+    #: certificate, key}``, the CA that signs its certificate and a client certificate.
+    tls: ClientTls | None = None
 
 
 class ModelOverride(_Strict):

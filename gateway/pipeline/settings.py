@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydicom.datadict import tag_for_keyword
 
+from tlsconfig import ClientTls
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -118,4 +120,7 @@ class PipelineSettings(_Strict):
     #: At start, each routing rule's models are looked up at its inference service: a model
     #: not served is a warning naming it, or (true) a refusal to start.
     require_served_models: bool = False
+    #: Towards https:// inference services (``routing[].inference_url``): ``{ca, certificate,
+    #: key}``, the CA that signs their certificates and the gateway's client certificate.
+    inference_tls: ClientTls | None = None
     research: ResearchSettings = Field(default_factory=ResearchSettings)

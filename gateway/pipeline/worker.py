@@ -21,6 +21,7 @@ import structlog
 from gateway.metrics import JOB_RUN_SECONDS, JOB_WAIT_SECONDS, QUEUE_DEPTH
 from gateway.pipeline.settings import PipelineSettings
 from gateway.queue import Job, JobQueue
+from tlsconfig import client_context
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +60,11 @@ class JobWorker:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         timeout = httpx.Timeout(self.settings.analysis_timeout_seconds, connect=10.0)
-        async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as http:
+        # pipeline.inference_tls: towards https:// inference services.
+        verify = client_context(self.settings.inference_tls)
+        async with httpx.AsyncClient(
+            timeout=timeout, transport=self._transport, verify=verify
+        ) as http:
             last_depth = 0.0
             while True:
                 try:
