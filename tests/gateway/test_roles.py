@@ -36,6 +36,7 @@ PATH_VALUES = {
     "frame": "1",
     "tag": "7FE00010",
     "job_id": "1",
+    "analysis_id": "0" * 32,
     "path": "studies",
 }
 
