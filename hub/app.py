@@ -52,6 +52,7 @@ from gateway.federated.errors import MAX_BODY_BYTES, error_response, validation_
 from gateway.federated.matching import FilterError
 from gateway.federated.query_params import parse_count_query
 from gateway.hub_assertion import PrivateKey, load_private_key, sign_assertion
+from hub.learning.settings import LearningSettings
 from tlsconfig import ClientTls, ServerTls, client_context
 
 log = structlog.get_logger(__name__)
@@ -100,6 +101,8 @@ class HubSettings(BaseModel):
     #: The hub's own append-only audit log (JSON lines): every question it relayed, the
     #: client, each site's status and the combined answer as released. None: no log.
     audit_log: Path | None = None
+    #: Federated learning: the hub's Flower SuperLink (``fedgate learn run``, docs/learning.md).
+    learning: LearningSettings = Field(default_factory=LearningSettings)
 
     @classmethod
     def load(cls, path: Path) -> HubSettings:
@@ -362,7 +365,7 @@ def _interpret(response: httpx.Response) -> dict[str, Any]:
         body = response.json()
     except ValueError:
         body = None
-    if response.status_code == 200 and isinstance(body, dict):
+    if response.is_success and isinstance(body, dict):
         status: SiteStatus = "suppressed" if body.get("suppressed") else "ok"
         return {"status": status, "answer": body}
     reason = body.get("error") if isinstance(body, dict) else response.text[:200]

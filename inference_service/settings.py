@@ -14,6 +14,8 @@ concurrency:
 onnxruntime:
   providers: [TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]
   intra_op_threads: 0           # 0: onnxruntime's default (one per core)
+admin_token_sha256: null        # sha256 of the token that may install models over HTTP
+                                # (PUT /v2/repository/models/{name}); null: installing is off
 models:                         # per-model overrides of the manifest
   nodule-detector: {backend: {type: oip, url: "http://triton:8000"}}
 ```
@@ -105,6 +107,9 @@ class InferenceSettings(BaseSettings):
     dicomweb: DicomwebClientSettings = Field(default_factory=DicomwebClientSettings)
     models: dict[str, ModelOverride] = Field(default_factory=dict)
     log: LogSettings = Field(default_factory=LogSettings)
+    #: SHA-256 (hex) of the token that may install models (``PUT /v2/repository/models/{name}``,
+    #: used by a gateway running a federated analysis); None: installing is off (403).
+    admin_token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
     @classmethod
     def settings_customise_sources(

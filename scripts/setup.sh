@@ -9,6 +9,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential
   orthanc orthanc-dicomweb dcmtk dicom3tools
   postgresql chromium nodejs npm
+  prometheus  # promtool: tests/operations check deploy/prometheus (alert rules, config)
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -60,11 +60,17 @@ async def check_served_models(
     return problems
 
 
+async def served_models(client: httpx.AsyncClient, url: str) -> set[str]:
+    """The names of the models the inference service at ``url`` serves (``GET /v1/models``);
+    raises httpx.HTTPError, or ValueError/KeyError/TypeError for an answer of another shape."""
+    response = await client.get(f"{url}/v1/models")
+    response.raise_for_status()
+    return {str(model["name"]) for model in response.json()["models"]}
+
+
 async def _served(client: httpx.AsyncClient, url: str) -> set[str] | None:
     try:
-        response = await client.get(f"{url}/v1/models")
-        response.raise_for_status()
-        return {str(model["name"]) for model in response.json()["models"]}
+        return await served_models(client, url)
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
         log.warning(
             "pipeline.models_unchecked",

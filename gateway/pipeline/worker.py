@@ -37,11 +37,15 @@ class JobWorker:
         destination_url: str,
         callback_auth: dict[str, str] | None,
         transport: httpx.AsyncBaseTransport | None = None,
+        research_destination_url: str | None = None,
     ):
         self.queue = queue
         self.settings = settings
         self.worker_id = worker_id
         self.destination_url = destination_url
+        #: Where the results of an unvalidated model's research jobs go (the research store,
+        #: never forwarded to the PACS); None: the clinical destination.
+        self.research_destination_url = research_destination_url
         self.callback_auth = callback_auth
         self._transport = transport
         self._running: set[asyncio.Task[None]] = set()
@@ -91,6 +95,7 @@ class JobWorker:
             free,
             self.settings.concurrency,
             self.settings.default_concurrency,
+            self.settings.research.max_running,
         )
         for job in jobs:
             task = asyncio.create_task(self._run(http, job), name=f"job-{job.id}")
@@ -130,7 +135,10 @@ class JobWorker:
 
     def _request(self, job: Job) -> dict[str, Any]:
         source: dict[str, Any] = {"url": job.source_url}
-        destination: dict[str, Any] = {"url": self.destination_url}
+        destination_url = self.destination_url
+        if job.results_to_research and self.research_destination_url:
+            destination_url = self.research_destination_url
+        destination: dict[str, Any] = {"url": destination_url}
         if self.callback_auth:
             source["auth"] = destination["auth"] = self.callback_auth
         return {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -111,3 +113,19 @@ class InferenceProcess:
     def stop(self) -> None:
         terminate(self.process)
         self.process = None
+
+
+#: The admin token of :func:`installing_inference` services in the tests.
+INSTALL_TOKEN = "test-install-token"
+
+
+def installing_inference(
+    workdir: Path, models_dir: Path, token: str = INSTALL_TOKEN
+) -> InferenceProcess:
+    """An inference service (not started) that lets the holder of ``token`` install models,
+    serving a copy of ``models_dir``: what it installs stays out of the shared repository."""
+    repository = workdir / "models"
+    shutil.copytree(models_dir, repository)
+    return InferenceProcess(
+        workdir, repository, {"admin_token_sha256": hashlib.sha256(token.encode()).hexdigest()}
+    )
