@@ -232,6 +232,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 settings.data_dir / "analyses",
                 source_url=root + "/dicomweb",
                 on_enqueued=worker.notify,
+                inference_tls=settings.pipeline.inference_tls,
             )
             tasks.append(asyncio.create_task(runner.run(), name="analysis-runner"))
         scheduler = StabilityScheduler(

@@ -45,6 +45,7 @@ from gateway.pipeline.scheduler import stored_series_facts
 from gateway.pipeline.settings import ResearchSettings, RoutingRule
 from gateway.queue import JobQueue
 from gateway.store import EmbeddedStore
+from tlsconfig import ClientTls, client_context
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +90,7 @@ class AnalysisRunner:
         source_url: str,
         on_enqueued: Callable[[], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        inference_tls: ClientTls | None = None,
     ):
         self.analyses = analyses
         self.queue = queue
@@ -101,12 +103,17 @@ class AnalysisRunner:
         self.source_url = source_url
         self.on_enqueued = on_enqueued
         self._transport = transport
+        self.inference_tls = inference_tls
         #: Analyses whose series this process has selected already.
         self._selected: set[str] = set()
 
     async def run(self) -> None:
         timeout = httpx.Timeout(300.0, connect=10.0)  # a large model takes a while to send
-        async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as http:
+        async with httpx.AsyncClient(
+            timeout=timeout,
+            transport=self._transport,
+            verify=client_context(self.inference_tls),  # pipeline.inference_tls
+        ) as http:
             while True:
                 try:
                     await self.run_once(http)
