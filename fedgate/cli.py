@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help). Keep sorted by name.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "analysis": ("fedgate.commands.analysis", "federated analyses: submit, approve, follow, pause"),
     "audit": ("fedgate.commands.audit", "show the federated audit log"),
     "backup": ("fedgate.commands.backup", "back up data_dir (and PostgreSQL) into one archive"),
     "convert": ("fedgate.commands.convert", "convert clinical tables and ECG recordings to DICOM"),

@@ -14,6 +14,7 @@ import httpx
 import structlog
 
 from gateway.pipeline.settings import RoutingRule
+from tlsconfig import ClientTls, client_context
 
 log = structlog.get_logger(__name__)
 
@@ -23,7 +24,10 @@ class ModelsNotServed(Exception):
 
 
 async def check_served_models(
-    rules: list[RoutingRule], strict: bool, timeout_seconds: float = 5.0
+    rules: list[RoutingRule],
+    strict: bool,
+    timeout_seconds: float = 5.0,
+    tls: ClientTls | None = None,
 ) -> list[str]:
     """Warn about (or, ``strict``, refuse) rules naming models not served; returns the
     problems found, one sentence each."""
@@ -31,7 +35,7 @@ async def check_served_models(
     by_service: dict[str, list[RoutingRule]] = {}
     for rule in rules:
         by_service.setdefault(rule.inference_url, []).append(rule)
-    async with httpx.AsyncClient(timeout=timeout_seconds) as client:
+    async with httpx.AsyncClient(timeout=timeout_seconds, verify=client_context(tls)) as client:
         for url, service_rules in by_service.items():
             served = await _served(client, url)
             if served is None:
