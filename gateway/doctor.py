@@ -34,6 +34,7 @@ from gateway.intake.settings import is_loopback
 from gateway.pacs import _auth_headers, _basic_auth
 from gateway.pipeline.served_models import served_models
 from gateway.settings import ConfigError, GatewaySettings, load_settings
+from tlsconfig import client_context
 
 Status = Literal["ok", "warning", "problem"]
 
@@ -109,6 +110,9 @@ def check_pacs(settings: GatewaySettings) -> Generator[Finding, None, PacsClock 
         headers={**_auth_headers(settings.pacs), "Accept": "application/dicom+json"},
         timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=settings.pacs.connect_timeout_seconds),
         follow_redirects=False,
+        # pacs.tls: the CA that signs the PACS's certificate and our client certificate, as
+        # the gateway's own PACS client uses them.
+        verify=client_context(settings.pacs.tls),
     )
     with client:
         try:
@@ -158,7 +162,7 @@ def _transport_problem(url: str, error: httpx.TransportError) -> Finding:
             "pacs",
             "problem",
             f"TLS with {url} failed ({tls}): its certificate is not trusted here (a private "
-            "CA or self-signed: add the CA to the system's trust store), names another host, "
+            "CA or self-signed: set pacs.tls.ca to that CA, docs/tls.md), names another host, "
             "or the port does not speak TLS",
         )
     if isinstance(error, httpx.ReadError | httpx.RemoteProtocolError) and url.startswith("http://"):
