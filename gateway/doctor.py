@@ -160,7 +160,7 @@ def _transport_problem(url: str, error: httpx.TransportError) -> Finding:
             "pacs",
             "problem",
             f"TLS with {url} failed ({tls}): its certificate is not trusted here (a private "
-            "CA or self-signed: add the CA to the system's trust store), names another host, "
+            "CA or self-signed: set pacs.tls.ca to that CA, docs/tls.md), names another host, "
             "or the port does not speak TLS",
         )
     if isinstance(error, httpx.ReadError | httpx.RemoteProtocolError) and url.startswith("http://"):
