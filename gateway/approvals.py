@@ -32,11 +32,13 @@ from gateway.index.findings_index import SQLITE_FILE_NAME
 from gateway.index.settings import IndexSettings
 from gateway.migrations import Migration, migrate
 
-__all__ = ["Approvals", "Decision", "DecisionName", "Kind", "Request", "SubjectError"]
+__all__ = ["PLAN_KIND", "Approvals", "Decision", "DecisionName", "Kind", "Request", "SubjectError"]
 
 Kind = Literal["training-plan", "analysis-bundle"]
 DecisionName = Literal["approved", "refused", "revoked"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
+#: What a site decides on for federated learning (``fedgate learn approve``, the ClientApp).
+PLAN_KIND: Kind = "training-plan"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
