@@ -130,9 +130,11 @@ class ApprovalEndpoints:
         self, request: Request, choices: tuple[DecisionName, ...]
     ) -> tuple[DecisionName, str] | Response:
         """The decision and note of a request body, or a 400 saying what is wrong."""
-        raw = await request.body()
-        if len(raw) > _MAX_BODY:
-            return _problem(413, f"a decision is at most {_MAX_BODY} bytes")
+        raw = b""
+        async for chunk in request.stream():  # never more than the limit held in memory
+            raw += chunk
+            if len(raw) > _MAX_BODY:
+                return _problem(413, f"a decision is at most {_MAX_BODY} bytes")
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):

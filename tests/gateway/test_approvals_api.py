@@ -138,6 +138,9 @@ def test_not_json_is_a_400_and_other_roles_are_refused(site: ApprovalsSite) -> N
     sha = site.approvals()["training_plans"][0]["sha256"]
     garbage = site.api("POST", f"/approvals/training-plans/{sha}", content=b"\xff{")
     assert garbage.status_code == 400
+    huge = site.api("POST", f"/approvals/training-plans/{sha}", json={"note": "x" * 70_000})
+    assert huge.status_code == 413 and "at most" in huge.json()["error"]["message"]
+    assert_documented(SPEC, huge)
     researcher = site.api("GET", "/approvals", token=QUERY_TOKEN)
     assert researcher.status_code == 403 and "admin" in researcher.text
     assert site.api("GET", "/approvals", token="not-a-token").status_code == 401
