@@ -38,7 +38,6 @@ PATH_VALUES = {
     "job_id": "1",
     "analysis_id": "0" * 32,
     "path": "studies",
-    "analysis_id": "0" * 32,
     "sha256": "0" * 64,
 }
 
