@@ -33,7 +33,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 
-from gateway.approvals import Approvals
+from gateway.approvals import PLAN_KIND, Approvals
 from gateway.index.findings_index import FindingsIndex
 from gateway.learning.evaluation import site_evaluation
 from gateway.learning.models import predict_proba, train_locally
@@ -78,17 +78,30 @@ def _approved_plan(message: Message, context: Context) -> tuple[LoadedPlan, Site
     site = str(context.node_config.get("site-name", config_path.stem))
     text = str(_config(message).get(PLAN_KEY, ""))
     sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    try:
+        loaded: LoadedPlan | None = parse_plan(text.encode("utf-8"))
+        problem = ""
+    except PlanError as error:
+        loaded, problem = None, str(error)
     approvals = Approvals.open(settings.index, settings.data_dir)
     try:
-        approved = approvals.is_approved("training-plan", sha256)
+        approved = approvals.is_approved(PLAN_KIND, sha256)
+        if not approved and text:
+            # The admin sees what was asked for, with its text, on the jobs page and decides.
+            summary = (
+                {"name": loaded.plan.name, "features": list(loaded.plan.feature_names)}
+                if loaded is not None
+                else {"problem": problem}
+            )
+            approvals.ask(
+                PLAN_KIND, sha256, content=text, summary=summary, by=f"Flower run {context.run_id}"
+            )
     finally:
         approvals.close()
     if not approved:
         raise PlanRefused(REFUSED_NOT_APPROVED, f"site {site} has not approved plan {sha256}")
-    try:
-        loaded = parse_plan(text.encode("utf-8"))
-    except PlanError as error:
-        raise PlanRefused(REFUSED_BAD_PLAN, f"site {site}: plan {sha256}: {error}") from None
+    if loaded is None:
+        raise PlanRefused(REFUSED_BAD_PLAN, f"site {site}: plan {sha256}: {problem}")
     index = FindingsIndex.open(settings.index, settings.data_dir)
     try:
         table = site_table(index, loaded.plan)

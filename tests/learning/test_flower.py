@@ -15,6 +15,8 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.neural_network import MLPClassifier
 
 from fedgate.phantom_cohort import true_probability
+from gateway.approvals import Approvals
+from gateway.index import IndexSettings
 from gateway.learning.evaluation import rank_auc
 from tests.learning.cohorts import PLAN
 from tests.learning.federation import Federation, RunResult, start_federation
@@ -114,6 +116,15 @@ def test_a_changed_plan_is_refused_at_every_site(federation: Federation) -> None
         reason = f"site {site} has not approved plan {sha256}"
         assert reason in result.report["reason"]
         assert reason in result.progress
+    # Each site's admin finds the plan asked for, with its text, to read and decide on.
+    for site in federation.sites:
+        approvals = Approvals.open(IndexSettings(), site.data_dir)
+        try:
+            request = approvals.request("training-plan", sha256)
+        finally:
+            approvals.close()
+        assert request is not None and request.content == changed
+        assert request.summary["name"] and "age" in request.summary["features"]
 
 
 def _centralised_auc(model: object, federation: Federation, plan: str, sites: list[str]) -> float:
