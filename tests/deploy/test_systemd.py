@@ -85,3 +85,25 @@ def test_exec_start_is_a_command_line_fedgate_accepts(path: Path) -> None:
     importlib.import_module(module_name).add_arguments(sub.add_parser(command))
     args = parser.parse_args(argv[1:])  # exits (SystemExit) on an unknown option
     assert args.config == Path(f"/etc/fedgate/{command}.yaml")
+
+
+def test_sysusers_creates_the_units_user_and_group(tmp_path: Path) -> None:
+    """systemd-sysusers, given deploy/systemd/fedgate.sysusers.conf, makes the User=/Group= of
+    every unit (into a copy of /etc, through --root)."""
+    sysusers = require_executable("systemd-sysusers")
+    (tmp_path / "etc").mkdir()
+    for name in ("passwd", "group"):
+        (tmp_path / "etc" / name).write_text(Path(f"/etc/{name}").read_text())
+    done = subprocess.run(
+        [sysusers, f"--root={tmp_path}", str(DEPLOY / "systemd" / "fedgate.sysusers.conf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    users = {line.split(":")[0]: line.split(":") for line in (tmp_path / "etc/passwd").open()}
+    groups = {line.split(":")[0] for line in (tmp_path / "etc/group").open()}
+    for unit in UNITS:
+        service = read_unit(unit)["Service"]
+        assert service["User"] in users and service["Group"] in groups
+    assert users["fedgate"][6].strip() == "/usr/sbin/nologin"
