@@ -6,11 +6,13 @@ Only the Python standard library (it runs on the Debian base image, without fedg
 - ``dist/`` as static files; unknown paths answer ``index.html`` (OHIF's client-side routes,
   e.g. ``/viewer?StudyInstanceUIDs=...``);
 - ``app-config.js`` with the default data source's ``qidoRoot``/``wadoRoot``/``wadoUriRoot``
-  pointed at the same-origin path ``/dicom-web`` and ``staticWado: false`` (DESIGN.md, reference
+  pointed at the same-origin path ``/dicomweb`` and ``staticWado: false`` (DESIGN.md, reference
   figures: what OHIF 3.13 needs to run offline against a DICOMweb server);
-- ``/dicom-web/...`` proxied (GET only: the viewer reads) to ``--upstream`` (the gateway's
-  ``/dicomweb``), with the token of ``--token-file`` (a credential with the ``viewer`` role,
-  docs/roles.md) added server-side, so the browser never holds it. Whoever reaches this server
+- ``/dicomweb/...`` proxied (GET only: the viewer reads) to ``--upstream`` (the gateway's
+  ``/dicomweb``, the same path, with the browser's Host passed on, so that the BulkDataURIs the
+  gateway writes into metadata are same-origin too), with the token of ``--token-file`` (a
+  credential with the ``viewer`` role, docs/roles.md) added server-side, so the browser never
+  holds it. Whoever reaches this server
   reads what the viewer role reads: publish it on loopback or behind the hospital's SSO proxy.
 """
 
@@ -24,8 +26,8 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-PREFIX = "/dicom-web"
-_PASSED_REQUEST_HEADERS = ("accept", "range")
+PREFIX = "/dicomweb"
+_PASSED_REQUEST_HEADERS = ("accept", "range", "host")
 _PASSED_RESPONSE_HEADERS = ("content-type", "content-range", "cache-control")
 
 

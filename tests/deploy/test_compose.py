@@ -161,6 +161,9 @@ def test_the_gateways_accept_their_settings_and_reach_the_other_services(
     site = _gateway_settings("gateway", rendered, folder, container_environment, tmp_path)
     assert site.auth.enabled  # else the gateway would listen on loopback only
     assert site.listen.host == "0.0.0.0"
+    # The inference service fetches the series from the gateway at its own URL.
+    assert site.listen.public_url
+    assert _service_address(site.listen.public_url, rendered) == ("gateway", site.listen.port)
     assert site.queue.url and site.index.url
     host, port = _service_address(site.queue.url.replace("postgresql", "http", 1), rendered)
     assert (host, port) == ("postgres", 5432)
