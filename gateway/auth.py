@@ -127,6 +127,9 @@ class TrustedHub(BaseModel):
     public_key_file: Path | None = None
     #: This site's name as the hub calls it (``sites[].name`` at the hub): the ``aud`` required.
     audience: Annotated[str, Field(min_length=1, max_length=200)]
+    #: Run the federated analyses this hub sends and signs without asking this site's admin
+    #: (docs/analysis.md). Off: each analysis waits for ``fedgate analysis approve``.
+    auto_approve_analyses: bool = False
     _key: PublicKey | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")

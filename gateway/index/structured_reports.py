@@ -7,6 +7,8 @@ report, a key object selection) is indexed as a series only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import structlog
 from pydicom.dataset import Dataset
 
@@ -21,7 +23,12 @@ from gateway.index.records import (
 )
 from gateway.index.units import canonical
 from sr_writer import CodedConcept, Findings, NotMeasurementReportError, read_findings
-from sr_writer.clinical import NumericValue, is_clinical_report, read_clinical_values
+from sr_writer.clinical import (
+    ClinicalValue,
+    NumericValue,
+    is_clinical_report,
+    read_clinical_values,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +129,17 @@ def clinical_report_record(
     except ValueError as error:
         log.warning("index.clinical_report_unreadable", reason=str(error))
         return None
+    return ReportRecord(
+        report_key=keys.report(str(dataset.SOPInstanceUID)),
+        study_key=study.study_key,
+        patient_key=study.patient_key,
+        findings=[clinical_finding_record(values)],
+    )
+
+
+def clinical_finding_record(values: Sequence[ClinicalValue]) -> FindingRecord:
+    """Clinical values as the index's one finding row without a finding type: numbers as
+    measurements (canonical UCUM units), categories as qualitative values."""
     measurements = []
     qualitative = []
     for value in values:
@@ -133,17 +151,11 @@ def clinical_report_record(
             qualitative.append(
                 (concept, code_key(value.value.scheme_designator, value.value.value))
             )
-    finding = FindingRecord(
+    return FindingRecord(
         finding_type=None,
         finding_site=None,
         qualitative=tuple(qualitative),
         measurements=tuple(measurements),
         algorithm_name=None,
         algorithm_version=None,
-    )
-    return ReportRecord(
-        report_key=keys.report(str(dataset.SOPInstanceUID)),
-        study_key=study.study_key,
-        patient_key=study.patient_key,
-        findings=[finding],
     )
