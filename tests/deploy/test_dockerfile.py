@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import tomllib
 
 import pytest
 
@@ -87,3 +88,16 @@ def test_the_python_images_carry_the_bundled_models_built_at_build_time() -> Non
     assert any("fedgate models build --out /opt/fedgate/models" in run for run in build.all("RUN"))
     inference = stages(DOCKERFILE)["inference"]
     assert inference.env["FEDGATE_INFERENCE_MODELS_DIR"] == "/opt/fedgate/models"
+
+
+def test_the_build_stage_copies_every_package_the_wheel_holds() -> None:
+    """A package added to pyproject.toml but not copied would be missing from the images."""
+    config = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())
+    roots = {
+        pattern.rstrip("*")
+        for pattern in config["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+    copied = {
+        copy.split()[0].rstrip("/") for copy in stages(DOCKERFILE)["python-build"].all("COPY")
+    }
+    assert roots <= copied, f"not copied into the image: {sorted(roots - copied)}"
