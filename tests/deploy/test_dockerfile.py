@@ -40,8 +40,10 @@ def test_final_images_run_as_a_user_other_than_root(target: str) -> None:
             break
         stage = found[stage.parent]
     assert users, f"{target} runs as root: no USER"
-    user = users[-1].split(":")[0]
-    assert user not in ("root", "0"), f"{target} runs as {user}"
+    # Numeric uid:gid, so that Kubernetes' runAsNonRoot can tell it is not root.
+    user, _, group = users[-1].partition(":")
+    assert user.isdigit() and group.isdigit(), f"{target}: USER {users[-1]}"
+    assert int(user) != 0, f"{target} runs as root"
 
 
 @pytest.mark.parametrize("target", FINAL_TARGETS)

@@ -88,6 +88,7 @@ def test_every_workload_is_probed_limited_and_unprivileged(overlay: list[dict[st
     for each in workloads:
         pod = each["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] > 0  # the image's numeric USER
         for container in pod["containers"]:
             where = f"{each['metadata']['name']}/{container['name']}"
             assert container["securityContext"]["readOnlyRootFilesystem"] is True, where
