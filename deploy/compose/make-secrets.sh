@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Writes the compose stack's secrets into deploy/compose/secrets/ (git-ignored, mode 0600):
-# random tokens and passwords, the gateways' credential lists (tokens stored as SHA-256 only,
+# Writes the compose stack's secrets into deploy/compose/secrets/ (git-ignored, mode 0700):
+# random tokens and passwords, the gateways' credential lists (with the token the gateway hands
+# the inference service to read the series and store its results: pipeline.callback_token) (tokens stored as SHA-256 only,
 # gateway/auth.py), the hub's Ed25519 signing key (PKCS#8 PEM, as `fedgate hub keygen` writes
 # it) and the hub's YAML with the sites' tokens. Prints the tokens a person needs, once.
 # Refuses to overwrite existing secrets (the sites trust the hub's key; Orthanc holds its token):
@@ -27,6 +28,7 @@ orthanc_password=$(token)
 admin_token=$(token)
 forwarder_token=$(token)
 viewer_token=$(token)
+callback_token=$(token)
 hub_site_a_token=$(token)
 hub_site_b_token=$(token)
 site_b_admin_token=$(token)
@@ -42,7 +44,8 @@ FEDGATE_FORWARDER_TOKEN=$forwarder_token
 ENV
 
 cat >"$out/gateway.env" <<ENV
-FEDGATE_AUTH__CLIENTS=[$(client admin '["admin"]' "$admin_token"), $(client orthanc '["forwarder"]' "$forwarder_token"), $(client ohif '["viewer"]' "$viewer_token"), $(client fedgate-hub '["hub", "query"]' "$hub_site_a_token")]
+FEDGATE_AUTH__CLIENTS=[$(client admin '["admin"]' "$admin_token"), $(client orthanc '["forwarder"]' "$forwarder_token"), $(client ohif '["viewer"]' "$viewer_token"), $(client inference-service '["admin"]' "$callback_token"), $(client fedgate-hub '["hub", "query"]' "$hub_site_a_token")]
+FEDGATE_PIPELINE__CALLBACK_TOKEN=$callback_token
 FEDGATE_PACS__AUTH__PASSWORD=$orthanc_password
 FEDGATE_QUEUE__URL=$database
 FEDGATE_INDEX__URL=$database
@@ -68,6 +71,14 @@ sites:
   - {name: site-a, url: "http://gateway:8080/federated/v1", token: "$hub_site_a_token"}
   - {name: site-b, url: "http://site-b:8080/federated/v1", token: "$hub_site_b_token"}
 YAML
+
+# Compose (without swarm) bind-mounts a file secret with its owner and mode on this host, and
+# the services read theirs as their own non-root users: the files compose.yaml names under
+# `secrets:` are readable by all, inside a folder only its owner may enter (0700). The env
+# files are read by compose itself and stay 0600.
+chmod 0700 "$out"
+chmod 0644 "$out/postgres-password" "$out/viewer-token" "$out/hub.yaml" \
+  "$out/hub-signing-key.pem" "$out/hub-signing-key.pub"
 
 cat <<TEXT
 make-secrets.sh: wrote $out

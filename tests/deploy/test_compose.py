@@ -92,6 +92,21 @@ def test_every_service_has_a_read_only_root_and_no_inline_secret(
     assert not re.search(r"token_sha256|Bearer [A-Za-z0-9]", source)
 
 
+def test_secret_files_are_readable_by_the_services_users_and_hidden_by_their_folder(
+    deploy_with_secrets: Path, rendered: dict[str, Any]
+) -> None:
+    """Compose mounts a file secret as it is on the host (no uid/mode without swarm) and the
+    services run as non-root users: each must be able to read it; nobody else may reach the
+    folder."""
+    folder = deploy_with_secrets / "compose" / "secrets"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    for name, secret in rendered["secrets"].items():
+        mode = Path(secret["file"]).stat().st_mode
+        assert mode & 0o004, f"secret {name}: {oct(mode & 0o777)}, unreadable in the container"
+    for env_file in folder.glob("*.env"):
+        assert env_file.stat().st_mode & 0o077 == 0, env_file.name
+
+
 def _mounts(service: dict[str, Any], folder: Path, secrets: dict[str, Any]) -> dict[str, Path]:
     """Container path -> host file, for the service's bind mounts and secrets."""
     mounts: dict[str, Path] = {}
@@ -203,6 +218,10 @@ def test_the_tokens_people_and_services_hold_open_what_their_role_needs(
             role for client in clients if client.token_sha256 == digest for role in client.roles
         }
 
+    # The inference service reads the series and stores its results with the callback token,
+    # which the gateway requires to be an admin credential (gateway/pipeline/settings.py).
+    assert site.pipeline.callback_token is not None
+    assert roles_of(site.pipeline.callback_token.get_secret_value(), site.auth.clients) == {"admin"}
     orthanc_env = read_env_file(folder / "secrets" / "orthanc.env")
     assert roles_of(orthanc_env["FEDGATE_FORWARDER_TOKEN"], site.auth.clients) == {"forwarder"}
     viewer_token = (folder / "secrets" / "viewer-token").read_text()

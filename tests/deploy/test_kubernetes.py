@@ -4,6 +4,7 @@ API schemas (kubernetes-validate, offline), and holds settings the services acce
 from __future__ import annotations
 
 import base64
+import hashlib
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,12 @@ def test_the_services_accept_their_settings_and_reach_each_other(
     container_environment.set(variables)
     site = load_gateway_settings(config)
     assert site.auth.enabled and site.listen.host == "0.0.0.0"
+    # The inference service's token for reading series and storing results: an admin client.
+    assert site.pipeline.callback_token is not None
+    callback = hashlib.sha256(site.pipeline.callback_token.get_secret_value().encode()).hexdigest()
+    assert [client.roles for client in site.auth.clients if client.token_sha256 == callback] == [
+        ["admin"]
+    ]
     assert site.queue.url and site.index.url
     assert _service_port(overlay, site.queue.url.replace("postgresql", "http", 1)) == (
         "postgres",
