@@ -43,13 +43,15 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def studies(count: int, slices: int, size: int) -> list[tuple[str, str, bytes]]:
+def studies(
+    count: int, slices: int, size: int, first_seed: int = 5000
+) -> list[tuple[str, str, bytes]]:
     """(study UID, series UID, STOW body) of each phantom study, generated up front."""
     bodies = []
     for index in range(count):
         phantom = generate_phantom(
             PhantomSpec(
-                seed=5000 + index,
+                seed=first_seed + index,
                 rows=size,
                 columns=size,
                 slices=slices,
@@ -77,11 +79,12 @@ def studies(count: int, slices: int, size: int) -> list[tuple[str, str, bytes]]:
     return bodies
 
 
-def send(gateway: GatewayProcess, bodies: list[tuple[str, str, bytes]]) -> None:
+def send(dicomweb_url: str, bodies: list[tuple[str, str, bytes]]) -> None:
+    """STOW-RS each study's body to ``dicomweb_url`` (a gateway's, or a PACS's)."""
     started = time.perf_counter()
     for _, _, body in bodies:
         response = httpx.post(
-            gateway.dicomweb_url + "/studies",
+            dicomweb_url + "/studies",
             content=body,
             timeout=300,
             headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'},
@@ -162,14 +165,14 @@ def main() -> None:
             },
         ).start()
         try:
-            send(plain, bodies)
+            send(plain.dicomweb_url, bodies)
             direct_seconds = asyncio.run(
                 drive_directly(
                     inference.url, plain, [(study, series) for study, series, _ in bodies]
                 )
             )
             direct_rate = len(bodies) / direct_seconds * 60
-            send(gateway, bodies)
+            send(gateway.dicomweb_url, bodies)
             jobs = wait_for_jobs(gateway, len(bodies), timeout=3600)
         finally:
             gateway.stop()

@@ -15,9 +15,12 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help). Keep sorted by name.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "analysis": ("fedgate.commands.analysis", "federated analyses: submit, approve, follow, pause"),
     "audit": ("fedgate.commands.audit", "show the federated audit log"),
+    "backup": ("fedgate.commands.backup", "back up data_dir (and PostgreSQL) into one archive"),
     "convert": ("fedgate.commands.convert", "convert clinical tables and ECG recordings to DICOM"),
     "demo": ("fedgate.commands.demo", "run the whole pipeline on synthetic studies (no PACS)"),
+    "doctor": ("fedgate.commands.doctor", "check a deployment: PACS, tokens, models, disk, clock"),
     "findings": ("fedgate.commands.findings", "print the findings of TID 1500 SR files as JSON"),
     "gateway": ("fedgate.commands.gateway", "serve the gateway (DICOMweb, jobs, federated API)"),
     "hub": ("fedgate.commands.hub", "ask many sites' federated APIs at once (a federation hub)"),
@@ -26,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "learn": ("fedgate.commands.learn", "federated learning on Flower: plans, sites, runs"),
     "models": ("fedgate.commands.models", "build the bundled models into a model repository"),
     "phantom": ("fedgate.commands.phantom", "write synthetic chest CT phantom studies"),
+    "restore": ("fedgate.commands.restore", "restore a backup made by fedgate backup"),
     "store": ("fedgate.commands.store", "check the embedded store against its catalog, repair"),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -19,21 +20,33 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, Router
 
 from dashboard import dashboard_routes
 from gateway.allow import http_exception_handler
+from gateway.analysis.api import analysis_routes
+from gateway.analysis.runner import AnalysisRunner
+from gateway.analysis.store import AnalysisStore
+from gateway.approvals import Approvals
 from gateway.auth import Authenticator
 from gateway.cors import cors
 from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
-from gateway.dicomweb.routes import embedded_routes, results_routes, upstream_routes
+from gateway.dicomweb.routes import (
+    embedded_routes,
+    read_routes,
+    research_results_routes,
+    results_routes,
+    upstream_routes,
+)
 from gateway.dicomweb.sources import SourceChooser
+from gateway.dicomweb.stores import WithStore
 from gateway.federated.api import federated_routes
 from gateway.forwarder import Forwarder
 from gateway.index import FindingsIndex
 from gateway.intake.dimse import DimseIntake
 from gateway.intake.poller import PacsPoller
 from gateway.jobs_api import job_routes
+from gateway.metrics import DATA_DIR_FREE_BYTES, DATA_DIR_USED_BYTES, STORE_BYTES
 from gateway.middleware import AuthMiddleware, RequestContextMiddleware, compression
 from gateway.pacs import PacsClient
 from gateway.pipeline.retention import Retention
@@ -83,7 +96,19 @@ def own_url(settings: GatewaySettings) -> str:
         host = "127.0.0.1"
     elif host == "::":
         host = "[::1]"
-    return f"http://{host}:{settings.listen.port}"
+    return f"{scheme(settings)}://{host}:{settings.listen.port}"
+
+
+def scheme(settings: GatewaySettings) -> str:
+    """``https`` when the gateway serves TLS itself (``listen.tls``), else ``http``."""
+    return "https" if settings.listen.tls else "http"
+
+
+def _client_certificates(settings: GatewaySettings) -> str:
+    tls = settings.listen.tls
+    if tls is None or tls.client_ca is None:
+        return "not asked"
+    return "required" if tls.require_client_certificate else "optional"
 
 
 def _url_host(host: str) -> str:
@@ -94,21 +119,55 @@ def gateway_id(settings: GatewaySettings) -> str:
     return settings.pipeline.gateway_id or f"{socket.gethostname()}:{settings.data_dir.resolve()}"
 
 
+#: The store's size is a table scan: measured at most this often, however often it is scraped.
+STORE_SIZE_MAX_AGE_SECONDS = 60.0
+
+
+def measure_disk(store: EmbeddedStore) -> None:
+    """Have ``/metrics`` report data_dir's filesystem and the store's size when scraped."""
+    root = store.layout.root
+    measured: list[float] = []  # [when, bytes], once measured
+
+    def free() -> float:
+        return float(shutil.disk_usage(root).free)
+
+    def used() -> float:
+        return float(shutil.disk_usage(root).used)
+
+    def store_bytes() -> float:
+        now = time.monotonic()
+        if not measured or now - measured[0] > STORE_SIZE_MAX_AGE_SECONDS:
+            try:
+                measured[:] = [now, float(store.catalog.stored_bytes())]
+            except Exception:  # a closed or busy catalog: the scrape still answers
+                return float("nan")
+        return measured[1]
+
+    DATA_DIR_FREE_BYTES.set_function(free)
+    DATA_DIR_USED_BYTES.set_function(used)
+    STORE_BYTES.set_function(store_bytes)
+
+
 def create_app(settings: GatewaySettings) -> Starlette:
     """Build the gateway for ``settings``; parts open and close with the app's lifespan."""
-    store = EmbeddedStore(
-        settings.data_dir / "store",
-        IngestPolicy(
-            duplicates=settings.ingest.duplicates,
-            patient_mismatch=settings.ingest.patient_mismatch,
-            sop_classes=frozenset(settings.ingest.sop_classes),
-            forward_to_pacs=settings.ingest.forward_to_pacs and settings.pacs.url is not None,
-        ),
+    policy = IngestPolicy(
+        duplicates=settings.ingest.duplicates,
+        patient_mismatch=settings.ingest.patient_mismatch,
+        sop_classes=frozenset(settings.ingest.sop_classes),
+        forward_to_pacs=settings.ingest.forward_to_pacs and settings.pacs.url is not None,
     )
+    store = EmbeddedStore(settings.data_dir / "store", policy)
+    # Results of models the site has not validated (federated analyses, issue 17): apart from
+    # the clinical store, never forwarded to the PACS, read by admins only.
+    research_store = EmbeddedStore(
+        settings.data_dir / "research", dataclasses.replace(policy, forward_to_pacs=False)
+    )
+    measure_disk(store)
     pacs = PacsClient(settings.pacs) if settings.pacs.url else None
     dicomweb = upstream_routes() if pacs else embedded_routes()
     database = Database.open(settings.queue, settings.data_dir)
     queue = JobQueue(database)
+    analyses = AnalysisStore(database)
     ledger = StabilityLedger(database)
     this_gateway = gateway_id(settings)
     root = own_url(settings)
@@ -122,6 +181,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
     # poller, /results), once per committed batch.
     index = FindingsIndex.open(settings.index, settings.data_dir)
     store.subscribe(lambda stored: index.observe_instances([s.dataset for s in stored]))
+    # Research results are counted by the aggregates too.
+    research_store.subscribe(lambda stored: index.observe_instances([s.dataset for s in stored]))
     authenticator = Authenticator(settings.auth)
 
     @contextlib.asynccontextmanager
@@ -129,7 +190,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
         if settings.routing:
             # Before anything starts: with the strict setting a bad rule stops the start here.
             await check_served_models(
-                settings.routing, strict=settings.pipeline.require_served_models
+                settings.routing,
+                strict=settings.pipeline.require_served_models,
+                tls=settings.pipeline.inference_tls,
             )
         tasks: list[asyncio.Task[None]] = []
         dimse = DimseIntake(store, settings.dimse) if settings.dimse.enabled else None
@@ -150,8 +213,27 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 callback_auth={"type": "bearer", "token": token.get_secret_value()}
                 if token
                 else None,
+                research_destination_url=root + "/research-results",
             )
             tasks.append(asyncio.create_task(worker.run(), name="worker"))
+        research = settings.pipeline.research
+        research_inference_url = research.inference_url or next(
+            (rule.inference_url for rule in settings.routing), None
+        )
+        if worker is not None and research_inference_url is not None:
+            runner = AnalysisRunner(
+                analyses,
+                queue,
+                index,
+                store,
+                pacs,
+                research,
+                research_inference_url,
+                settings.data_dir / "analyses",
+                source_url=root + "/dicomweb",
+                on_enqueued=worker.notify,
+            )
+            tasks.append(asyncio.create_task(runner.run(), name="analysis-runner"))
         scheduler = StabilityScheduler(
             store,
             ledger,
@@ -177,13 +259,14 @@ def create_app(settings: GatewaySettings) -> Starlette:
             tasks.append(asyncio.create_task(retention.run(), name="retention"))
         log.info(
             "gateway.started",
-            listening_on=f"http://{_url_host(settings.listen.host)}:{settings.listen.port}",
+            listening_on=f"{scheme(settings)}://{_url_host(settings.listen.host)}:{settings.listen.port}",
             dicomweb=root + "/dicomweb",
             data_dir=str(settings.data_dir),
             pacs=settings.pacs.url or "embedded store",
             queue="postgresql" if settings.queue.url else "sqlite",
             rules=[rule.name for rule in settings.routing],
             auth="bearer tokens" if settings.auth.enabled else "off (loopback only)",
+            client_certificates=_client_certificates(settings),
         )
         try:
             yield
@@ -200,6 +283,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             database.close()
             index.close()
             store.close()
+            research_store.close()
 
     app = Starlette(
         routes=[
@@ -208,9 +292,24 @@ def create_app(settings: GatewaySettings) -> Starlette:
             Route("/metrics", metrics),
             Mount("/dicomweb", routes=dicomweb),
             Mount("/results", routes=results_routes()),
+            Mount(
+                "/research-results",
+                app=WithStore(Router(research_results_routes()), research_store),
+            ),
+            Mount("/research/dicomweb", app=WithStore(Router(read_routes()), research_store)),
             *job_routes(),
             Mount(
-                "/federated/v1", routes=federated_routes(index, settings.federated, authenticator)
+                "/federated/v1",
+                routes=[
+                    *federated_routes(index, settings.federated, authenticator),
+                    *analysis_routes(
+                        analyses,
+                        Approvals(index.database),
+                        authenticator,
+                        settings.auth.hubs,
+                        settings.data_dir,
+                    ),
+                ],
             ),
             *dashboard_routes(
                 "site",
@@ -237,5 +336,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
     app.state.pacs = pacs
     app.state.sources = SourceChooser(store, pacs) if pacs else None
     app.state.queue = queue
+    app.state.analyses = analyses
+    app.state.research_store = research_store
     app.state.ledger = ledger
     return app

@@ -36,3 +36,16 @@ JOB_RUN_SECONDS = Histogram(
     ["model"],
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
+# Disk: the filesystem that holds data_dir (store, queue, index) and what the store takes of it.
+# Measured when Prometheus scrapes (Gauge.set_function, wired in gateway.app), so the numbers
+# are never older than the scrape. ``free`` is what an unprivileged process may still write
+# (statvfs f_bavail), ``used`` what is written; free / (free + used) is the share ``df`` shows.
+DATA_DIR_FREE_BYTES = Gauge(
+    "fedgate_data_dir_free_bytes", "Bytes still available on the filesystem of data_dir"
+)
+DATA_DIR_USED_BYTES = Gauge(
+    "fedgate_data_dir_used_bytes", "Bytes used on the filesystem of data_dir (by anything)"
+)
+STORE_BYTES = Gauge(
+    "fedgate_store_bytes", "Bytes of the instances held in the embedded store (its catalog)"
+)

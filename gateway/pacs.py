@@ -29,6 +29,7 @@ import structlog
 
 from gateway.metrics import UPSTREAM_ERRORS
 from gateway.settings import BasicAuth, BearerAuth, PacsSettings
+from tlsconfig import client_context
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +90,8 @@ class PacsClient:
             ),
             transport=transport,
             follow_redirects=False,
+            # pacs.tls: the CA that signs the PACS's certificate, our client certificate.
+            verify=client_context(settings.tls),
         )
 
     async def aclose(self) -> None:

@@ -22,6 +22,7 @@ from gateway.index.settings import IndexSettings
 from gateway.intake.settings import DimseSettings, PollSettings
 from gateway.pipeline.settings import PipelineSettings, RoutingRule
 from gateway.queue.settings import QueueSettings
+from tlsconfig import ClientTls, ServerTls
 
 
 class _Strict(BaseModel):
@@ -34,6 +35,9 @@ class ListenSettings(_Strict):
     #: The root URL clients reach the gateway at, when behind a reverse proxy
     #: (e.g. https://fedgate.hospital.example); used in RetrieveURL and BulkDataURI.
     public_url: str | None = None
+    #: HTTPS: ``{certificate, key, client_ca, require_client_certificate}`` (docs/tls.md).
+    #: None: plain HTTP (behind a reverse proxy that terminates TLS, or on loopback).
+    tls: ServerTls | None = None
 
 
 class HttpSettings(_Strict):
@@ -91,6 +95,9 @@ class PacsSettings(_Strict):
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
+    #: Towards an https:// PACS: ``{ca, certificate, key}``: the CA that signs the PACS's
+    #: certificate (default: the public ones) and a client certificate if it asks for one.
+    tls: ClientTls | None = None
     #: Poll the PACS for new studies (for archives that cannot forward).
     poll: PollSettings = Field(default_factory=PollSettings)
 

@@ -52,6 +52,8 @@ from gateway.federated.errors import MAX_BODY_BYTES, error_response, validation_
 from gateway.federated.matching import FilterError
 from gateway.federated.query_params import parse_count_query
 from gateway.hub_assertion import PrivateKey, load_private_key, sign_assertion
+from hub.learning.settings import LearningSettings
+from tlsconfig import ClientTls, ServerTls, client_context
 
 log = structlog.get_logger(__name__)
 
@@ -68,12 +70,18 @@ class SiteSettings(BaseModel):
     url: Annotated[str, Field(pattern=r"^https?://")]
     token: SecretStr | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    #: Towards an https:// site: ``{ca, certificate, key}``: the CA that signs the site's
+    #: certificate (default: the public ones) and the hub's client certificate for sites that
+    #: require one (their ``listen.tls.client_ca``).
+    tls: ClientTls | None = None
 
 
 class HubListen(BaseModel):
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8090
+    #: HTTPS: ``{certificate, key, client_ca, require_client_certificate}`` (docs/tls.md).
+    tls: ServerTls | None = None
 
 
 class HubSettings(BaseModel):
@@ -93,6 +101,8 @@ class HubSettings(BaseModel):
     #: The hub's own append-only audit log (JSON lines): every question it relayed, the
     #: client, each site's status and the combined answer as released. None: no log.
     audit_log: Path | None = None
+    #: Federated learning: the hub's Flower SuperLink (``fedgate learn run``, docs/learning.md).
+    learning: LearningSettings = Field(default_factory=LearningSettings)
 
     @classmethod
     def load(cls, path: Path) -> HubSettings:
@@ -275,9 +285,25 @@ class Hub:
     def __init__(self, settings: HubSettings, client: httpx.AsyncClient | None = None):
         self.settings = settings
         self.signing_key = settings.signing_key()
-        self.client = client or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=max(100, 2 * len(settings.sites))),
-        )
+        self._given_client = client
+        # One connection pool per distinct sites[].tls: a site's CA and the hub's certificate
+        # for it are properties of the connection, not of a request.
+        self._clients: dict[ClientTls | None, httpx.AsyncClient] = {}
+        if client is None:
+            for site in settings.sites:
+                if site.tls not in self._clients:
+                    self._clients[site.tls] = httpx.AsyncClient(
+                        limits=httpx.Limits(max_connections=max(100, 2 * len(settings.sites))),
+                        verify=client_context(site.tls),
+                    )
+
+    def client_for(self, site: SiteSettings) -> httpx.AsyncClient:
+        """The HTTP client that talks to ``site`` (with its ``tls`` settings)."""
+        return self._given_client or self._clients[site.tls]
+
+    async def aclose(self) -> None:
+        for client in [*self._clients.values(), *filter(None, [self._given_client])]:
+            await client.aclose()
 
     def headers(self, site: SiteSettings, principal: Principal) -> dict[str, str]:
         """The hub's own credential for ``site`` and its assertion of who is asking."""
@@ -316,7 +342,7 @@ class Hub:
         started = time.monotonic()
         result: dict[str, Any] = {"name": site.name}
         try:
-            response = await asyncio.wait_for(send(self.client, site, timeout), timeout)
+            response = await asyncio.wait_for(send(self.client_for(site), site, timeout), timeout)
         except (TimeoutError, httpx.TimeoutException):
             result.update(status="timeout", error=f"no answer within {timeout:g} s")
         except httpx.HTTPError as error:
@@ -339,7 +365,7 @@ def _interpret(response: httpx.Response) -> dict[str, Any]:
         body = response.json()
     except ValueError:
         body = None
-    if response.status_code == 200 and isinstance(body, dict):
+    if response.is_success and isinstance(body, dict):
         status: SiteStatus = "suppressed" if body.get("suppressed") else "ok"
         return {"status": status, "answer": body}
     reason = body.get("error") if isinstance(body, dict) else response.text[:200]
@@ -526,4 +552,4 @@ def hub_app(settings: HubSettings) -> Starlette:
 @contextlib.asynccontextmanager
 async def _closing(hub: Hub) -> AsyncIterator[None]:
     yield
-    await hub.client.aclose()
+    await hub.aclose()

@@ -198,6 +198,7 @@ class Analyzer:
                 request.series_instance_uid,
                 client.timeout_seconds,
                 client.accept_any_transfer_syntax,
+                client.tls,
             )
         with timings.stage("decode"):
             mismatched = [
@@ -246,7 +247,11 @@ class Analyzer:
                 # does not send them back to the gateway (deploy/orthanc's Lua script).
                 result.StationName = RESULTS_STATION_NAME
             dicomweb.store_instances(
-                request.destination, request.study_instance_uid, to_store, client.timeout_seconds
+                request.destination,
+                request.study_instance_uid,
+                to_store,
+                client.timeout_seconds,
+                client.tls,
             )
         timings["total"] = time.perf_counter() - started
         log.info(

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from inference_service import oip
+from inference_service import oip, repository_api
 from inference_service.analyses import AnalysisRequest, Analyzer
 from inference_service.errors import (
     BadRequestError,
@@ -194,6 +194,7 @@ def create_app(settings: InferenceSettings, repository: ModelRepository) -> Star
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *oip.routes,
+            *repository_api.routes,
         ],
         exception_handlers={HTTPException: http_error},
         middleware=[Middleware(RequestContextMiddleware)],

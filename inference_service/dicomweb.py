@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import requests
 from dicomweb_client.api import DICOMwebClient
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydicom.dataset import Dataset
 
 from inference_service.errors import InferenceServiceError, PermanentError, TransientError
+from tlsconfig import ClientTls
 
 T = TypeVar("T")
 
@@ -55,8 +56,15 @@ class Endpoint(_Strict):
     auth: Auth | None = None
 
 
-def make_client(endpoint: Endpoint, timeout_seconds: float) -> DICOMwebClient:
-    session = requests.Session()
+def make_client(
+    endpoint: Endpoint, timeout_seconds: float, tls: ClientTls | None = None
+) -> DICOMwebClient:
+    """A client of ``endpoint``; ``tls`` (``dicomweb.tls``) for an https:// one: the CA to
+    verify it by and the client certificate to present."""
+    session = _Session() if tls is not None else requests.Session()
+    if tls is not None:
+        session.verify = tls.requests_verify
+        session.cert = tls.client_certificate
     headers: dict[str, str] = {}
     if isinstance(endpoint.auth, BasicAuth):
         session.auth = (endpoint.auth.username, endpoint.auth.password.get_secret_value())
@@ -74,6 +82,21 @@ def make_client(endpoint: Endpoint, timeout_seconds: float) -> DICOMwebClient:
     return client
 
 
+class _Session(requests.Session):
+    """A session whose ``verify`` (``dicomweb.tls.ca``) is not overridden by the environment.
+
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` win over a session's ``verify``
+    (psf/requests#3829; Debian images often set them): the configured CA would be silently
+    replaced by the public bundle, and the gateway's certificate refused.
+    """
+
+    def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = super().merge_environment_settings(*args, **kwargs)
+        if self.verify is not True:
+            settings["verify"] = self.verify
+        return settings
+
+
 def _classified(role: str, url: str, call: Callable[[], T]) -> T:
     """Run ``call``, turning requests' errors into permanent/transient service errors."""
     try:
@@ -87,6 +110,12 @@ def _classified(role: str, url: str, call: Callable[[], T]) -> T:
         raise PermanentError(
             f"{role} {url} refused the request ({status})", status_code=502
         ) from None
+    except requests.exceptions.SSLError as error:
+        # A certificate the CA did not sign, or one we were asked for and lack: said as such,
+        # since "unreachable" would send an operator looking at the network.
+        raise TransientError(
+            f"{role} {url}: TLS handshake failed ({_reason(error)})", status_code=502
+        ) from None
     except requests.exceptions.Timeout:
         raise TransientError(f"{role} {url} timed out", status_code=504) from None
     except requests.exceptions.RequestException as error:
@@ -95,11 +124,23 @@ def _classified(role: str, url: str, call: Callable[[], T]) -> T:
         ) from None
 
 
+def _reason(error: Exception) -> str:
+    """The innermost cause's words (requests wraps urllib3's, which wraps ssl's)."""
+    while error.__context__ is not None and error.__context__ is not error:
+        error = error.__context__  # type: ignore[assignment]
+    return str(error)[:200]
+
+
 def fetch_series(
-    endpoint: Endpoint, study_uid: str, series_uid: str, timeout_seconds: float, any_syntax: bool
+    endpoint: Endpoint,
+    study_uid: str,
+    series_uid: str,
+    timeout_seconds: float,
+    any_syntax: bool,
+    tls: ClientTls | None = None,
 ) -> list[Dataset]:
     """All instances of the series (WADO-RS Retrieve Series), as stored when ``any_syntax``."""
-    client = make_client(endpoint, timeout_seconds)
+    client = make_client(endpoint, timeout_seconds, tls)
     media_types = ANY_TRANSFER_SYNTAX if any_syntax else None
     with _closing(client):
         return _classified(
@@ -110,10 +151,14 @@ def fetch_series(
 
 
 def store_instances(
-    endpoint: Endpoint, study_uid: str, datasets: Sequence[Dataset], timeout_seconds: float
+    endpoint: Endpoint,
+    study_uid: str,
+    datasets: Sequence[Dataset],
+    timeout_seconds: float,
+    tls: ClientTls | None = None,
 ) -> None:
     """STOW-RS ``datasets`` and check that the destination stored every one of them."""
-    client = make_client(endpoint, timeout_seconds)
+    client = make_client(endpoint, timeout_seconds, tls)
     for ds in datasets:
         # Without a preamble dicomweb-client writes no "DICM" prefix, which some archives store
         # verbatim and then cannot serve (see DESIGN.md, interop traps).

@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tlsconfig import ClientTls
+
 UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
 MANIFEST_NAME = "model.yaml"
 MODEL_FILE_NAME = "model.onnx"
@@ -188,6 +190,8 @@ class OipBackend(_Strict):
     timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
     #: Send tensors with the binary tensor data extension (Triton, KServe) instead of JSON lists.
     binary_data: bool = True
+    #: Towards an https:// server: ``{ca, certificate, key}`` (docs/tls.md).
+    tls: ClientTls | None = None
 
 
 BackendSpec = Annotated[OnnxRuntimeBackend | OipBackend, Field(discriminator="type")]

@@ -10,6 +10,9 @@ and left out.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +21,9 @@ import structlog
 from inference_service.backends import ModelBackend
 from inference_service.backends.local import LocalBackend
 from inference_service.backends.remote import RemoteBackend
-from inference_service.errors import InferenceServiceError, UnknownModelError
+from inference_service.errors import BadRequestError, InferenceServiceError, UnknownModelError
 from inference_service.manifest import (
+    MANIFEST_NAME,
     MODEL_FILE_NAME,
     ManifestError,
     ModelManifest,
@@ -128,3 +132,67 @@ class ModelRepository:
             return self.models[name]
         except KeyError:
             raise UnknownModelError(name) from None
+
+
+class InstallRefused(InferenceServiceError):
+    """A model cannot be installed under this name (taken by other content): 409."""
+
+    status_code = 409
+
+
+#: The files of an installable model, as in every folder of the repository.
+INSTALL_FILES = (MANIFEST_NAME, MODEL_FILE_NAME)
+
+
+def install_model(
+    repository: ModelRepository, name: str, files: dict[str, bytes], settings: InferenceSettings
+) -> bool:
+    """Install ``files`` (model.yaml, model.onnx) as model ``name``; True when installed now,
+    False when exactly these files are installed under that name already (a retry).
+
+    An installed model is never overwritten: other content under a taken name is refused
+    (:class:`InstallRefused`). The model is checked as at start (manifest, graph, tensor
+    names) in a hidden folder of the repository, then renamed into place, so a half-written
+    model is never served, not even after a crash.
+    """
+    root = settings.models_dir
+    target = root / name
+    if name in repository.models or target.exists():
+        if all(
+            (target / file).is_file() and (target / file).read_bytes() == content
+            for file, content in files.items()
+        ):
+            return False
+        raise InstallRefused(
+            f"model {name!r} is installed already with other content; an installed model is "
+            "never overwritten: install this one under another name"
+        )
+    # A hidden folder of the repository (skipped when loading) on the same file system, holding
+    # the model in a folder of its name: the manifest must name its folder.
+    incoming = Path(tempfile.mkdtemp(prefix=f".incoming-{name}-", dir=root))
+    try:
+        staged = incoming / name
+        staged.mkdir()
+        for file, content in files.items():
+            with open(staged / file, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+        try:
+            model = load_model(staged, settings)
+        except ManifestError as error:
+            raise BadRequestError(f"not an installable model: {error}") from None
+        try:
+            # rename(2) fails on an existing folder: two installs racing cannot both win.
+            os.rename(staged, target)
+        except OSError:
+            raise InstallRefused(f"model {name!r} was installed meanwhile") from None
+        # A new mapping, not an insertion: requests iterating the old one are undisturbed.
+        repository.models = {
+            **repository.models,
+            name: Model(model.manifest, model.backend, target),
+        }
+        log.info("model_installed", model=name, version=model.manifest.version)
+        return True
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)

@@ -14,6 +14,8 @@ concurrency:
 onnxruntime:
   providers: [TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]
   intra_op_threads: 0           # 0: onnxruntime's default (one per core)
+admin_token_sha256: null        # sha256 of the token that may install models over HTTP
+                                # (PUT /v2/repository/models/{name}); null: installing is off
 models:                         # per-model overrides of the manifest
   nodule-detector: {backend: {type: oip, url: "http://triton:8000"}}
 ```
@@ -29,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from inference_service.manifest import BackendSpec, describe_validation_error
+from tlsconfig import ClientTls, ServerTls
 
 
 class _Strict(BaseModel):
@@ -38,6 +41,8 @@ class _Strict(BaseModel):
 class ListenSettings(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8081
+    #: HTTPS: ``{certificate, key, client_ca, require_client_certificate}`` (docs/tls.md).
+    tls: ServerTls | None = None
 
 
 class ConcurrencySettings(_Strict):
@@ -70,6 +75,9 @@ class DicomwebClientSettings(_Strict):
     #: Ask the source for instances as stored (``transfer-syntax=*``) and decode here,
     #: instead of making the archive transcode.
     accept_any_transfer_syntax: bool = True
+    #: Towards an https:// gateway (fetching the series, storing the results): ``{ca,
+    #: certificate, key}``, the CA that signs its certificate and a client certificate.
+    tls: ClientTls | None = None
 
 
 class ModelOverride(_Strict):
@@ -99,6 +107,9 @@ class InferenceSettings(BaseSettings):
     dicomweb: DicomwebClientSettings = Field(default_factory=DicomwebClientSettings)
     models: dict[str, ModelOverride] = Field(default_factory=dict)
     log: LogSettings = Field(default_factory=LogSettings)
+    #: SHA-256 (hex) of the token that may install models (``PUT /v2/repository/models/{name}``,
+    #: used by a gateway running a federated analysis); None: installing is off (403).
+    admin_token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential
   orthanc orthanc-dicomweb dcmtk dicom3tools
   postgresql chromium nodejs npm
+  prometheus  # promtool: tests/operations check deploy/prometheus (alert rules, config)
   # tests/deploy: `docker-compose config` on deploy/compose (Compose v1; the docker CLI's compose
   # plugin is used instead where installed), systemd-analyze on deploy/systemd, openssl for the
   # hub key that deploy/compose/make-secrets.sh writes.

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from fedgate.phantom import Phantom, PhantomSpec, generate_phantom
-from tests.support.inference import bundled_models
+from tests.support.inference import InferenceProcess, bundled_models, installing_inference
 from tests.support.orthanc import OrthancServer
+from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +43,27 @@ def small_phantom() -> Phantom:
             lesion_diameters_mm=(),
         )
     )
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server (Debian package), one per test module."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def installing_inference_service(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> Iterator[InferenceProcess]:
+    """An inference service that installs models for the holder of ``INSTALL_TOKEN``
+    (tests/support/inference.py), serving a copy of the bundled models."""
+    process = installing_inference(tmp_path_factory.mktemp("installing-inference"), models_dir)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -49,5 +49,6 @@ def run(args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=10,
+        **(settings.listen.tls.uvicorn_options() if settings.listen.tls else {}),
     )
     return 0

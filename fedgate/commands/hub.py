@@ -103,5 +103,11 @@ def run(args: argparse.Namespace) -> int:
     elif not settings.auth.enabled:
         log.warning("hub.auth_off", reason="no auth configured: listening on loopback only")
     log.info("hub.start", host=host, port=settings.listen.port, sites=len(settings.sites))
-    uvicorn.run(hub_app(settings), host=host, port=settings.listen.port, log_level="warning")
+    uvicorn.run(
+        hub_app(settings),
+        host=host,
+        port=settings.listen.port,
+        log_level="warning",
+        **(settings.listen.tls.uvicorn_options() if settings.listen.tls else {}),
+    )
     return 0

@@ -48,5 +48,6 @@ def run(args: argparse.Namespace) -> int:
         port=settings.listen.port,
         log_level=settings.log.level,
         access_log=False,
+        **(settings.listen.tls.uvicorn_options() if settings.listen.tls else {}),
     )
     return 0

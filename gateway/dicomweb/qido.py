@@ -20,6 +20,7 @@ from gateway.dicomweb.errors import DicomWebError, warning_header
 from gateway.dicomweb.json_model import element, json_response, person_name
 from gateway.dicomweb.metadata import header_to_json
 from gateway.dicomweb.negotiation import require_json
+from gateway.dicomweb.stores import store_of
 from gateway.dicomweb.urls import dicomweb_root
 from gateway.numbers import non_negative_integer
 from gateway.store import EmbeddedStore
@@ -222,7 +223,7 @@ def _representative_header(
 
 
 async def search_level(request: Request, level: QueryLevel) -> Response:
-    store: EmbeddedStore = request.app.state.store
+    store = store_of(request)
     require_json(request)
     query, include, warnings = parse_query(request, level)
     base = dicomweb_root(request)

@@ -29,6 +29,7 @@ from starlette.responses import Response
 
 from gateway.dicomweb.errors import DicomWebError
 from gateway.dicomweb.negotiation import asked, media_ranges
+from gateway.dicomweb.stores import store_of
 from gateway.dicomweb.wado import held_records
 from gateway.store import EmbeddedStore, InstanceRecord
 
@@ -141,7 +142,7 @@ async def retrieve_thumbnail(request: Request) -> Response:
     rendering = rendering_of(request, thumbnail=True)
     frame = _frame_number(request)
     records = held_records(request)
-    store: EmbeddedStore = request.app.state.store
+    store = store_of(request)
     record = await anyio.to_thread.run_sync(_representative, store, records)
     return await _rendered_response(request, record, frame, rendering)
 
@@ -187,7 +188,7 @@ def _representative(store: EmbeddedStore, records: list[InstanceRecord]) -> Inst
 async def _rendered_response(
     request: Request, record: InstanceRecord, frame: int, rendering: Rendering
 ) -> Response:
-    store: EmbeddedStore = request.app.state.store
+    store = store_of(request)
     body = await anyio.to_thread.run_sync(render, store, record, frame, rendering)
     return Response(body, media_type=rendering.media_type)
 

@@ -6,6 +6,8 @@ a read that names one study is answered by the one source ``gateway/dicomweb/sou
 chooses for that study, the same at every level; searches across studies by the PACS.
 
 ``/results`` takes the analysis results (STOW-RS only): stored, and forwarded to the PACS.
+``/research-results`` takes an unvalidated model's results into the research store (never
+forwarded), which admins read at ``/research/dicomweb`` (:mod:`gateway.dicomweb.stores`).
 """
 
 from __future__ import annotations
@@ -74,6 +76,22 @@ def results_routes() -> list[BaseRoute]:
     return [
         Route("/studies", stow.store_results, methods=["POST"]),
         Route(_STUDY, stow.store_results, methods=["POST"]),
+    ]
+
+
+def research_results_routes() -> list[BaseRoute]:
+    return [
+        Route("/studies", stow.store_research_results, methods=["POST"]),
+        Route(_STUDY, stow.store_research_results, methods=["POST"]),
+    ]
+
+
+def read_routes() -> list[BaseRoute]:
+    """QIDO-RS and WADO-RS of an embedded store, without STOW-RS (the research store's)."""
+    return [
+        route
+        for route in embedded_routes()
+        if isinstance(route, Route) and "POST" not in (route.methods or ())
     ]
 
 

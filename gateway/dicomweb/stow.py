@@ -26,10 +26,10 @@ from starlette.responses import Response
 from gateway.dicomweb.errors import DicomWebError
 from gateway.dicomweb.json_model import stow_response
 from gateway.dicomweb.multipart import MediaType, MultipartError
+from gateway.dicomweb.stores import store_of
 from gateway.dicomweb.urls import dicomweb_root
 from gateway.intake.stream import RequestTooLarge, ingest_multipart
 from gateway.metrics import STORED_BYTES, STORED_INSTANCES, STOW_FAILURES
-from gateway.store import EmbeddedStore
 from gateway.store.ingest import IngestOutcome
 from gateway.store.uids import is_valid_uid
 
@@ -74,6 +74,13 @@ async def store_results(request: Request) -> Response:
     return await _store(request, forward_to_pacs=has_pacs)
 
 
+async def store_research_results(request: Request) -> Response:
+    """STOW-RS of research results (an unvalidated model's SR, SEG, issue 17): kept in the
+    research store that this route's mount serves, learnt by the findings index, and never
+    forwarded to the PACS: the radiologists' worklists never see them."""
+    return await _store(request, forward_to_pacs=False)
+
+
 async def _declare_stable(
     request: Request, outcomes: list[IngestOutcome], declared_by: str
 ) -> None:
@@ -97,7 +104,7 @@ async def _declare_stable(
 
 
 async def _store(request: Request, forward_to_pacs: bool | None) -> Response:
-    store: EmbeddedStore = request.app.state.store
+    store = store_of(request)
     settings = request.app.state.settings.ingest
     study_uid = request.path_params.get("study")
     if study_uid is not None and not is_valid_uid(study_uid):

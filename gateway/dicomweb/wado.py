@@ -25,6 +25,7 @@ from gateway.dicomweb.errors import DicomWebError
 from gateway.dicomweb.json_model import element
 from gateway.dicomweb.metadata import header_to_json
 from gateway.dicomweb.negotiation import BulkChoice, choose_bulk, require_json
+from gateway.dicomweb.stores import store_of
 from gateway.dicomweb.urls import dicomweb_root
 from gateway.store import EmbeddedStore, InstanceRecord
 from gateway.store.part10 import DEFER_SIZE
@@ -36,7 +37,7 @@ _CHUNK = 1024 * 1024
 
 
 def held_records(request: Request) -> list[InstanceRecord]:
-    store: EmbeddedStore = request.app.state.store
+    store = store_of(request)
     uids = [request.path_params.get(name) for name in ("study", "series", "instance")]
     for name, uid in zip(("study", "series", "instance"), uids, strict=True):
         if uid is not None and not is_valid_uid(uid):
@@ -81,7 +82,7 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
 async def retrieve_instances(request: Request) -> Response:
     """Study, series or instance as ``multipart/related; type="application/dicom"``; one
     instance also as a single ``application/dicom`` part when that is what is accepted."""
-    store: EmbeddedStore = request.app.state.store
+    store = store_of(request)
     one_instance = "instance" in request.path_params
     choice = choose_bulk(request, "application/dicom", single_part_allowed=one_instance)
     records = held_records(request)
@@ -109,7 +110,7 @@ async def retrieve_instances(request: Request) -> Response:
 
 async def retrieve_metadata(request: Request) -> Response:
     """Instance headers as a DICOM JSON array, bulk data by BulkDataURI."""
-    store: EmbeddedStore = request.app.state.store
+    store = store_of(request)
     require_json(request)
     records = held_records(request)
     base = dicomweb_root(request)
@@ -180,7 +181,7 @@ def _encapsulated(transfer_syntax_uid: str) -> bool | None:
 async def retrieve_frames(request: Request) -> Response:
     """Frames of one instance, ``multipart/related; type="application/octet-stream"``; one
     frame also as a single ``application/octet-stream`` part when that is what is accepted."""
-    store: EmbeddedStore = request.app.state.store
+    store = store_of(request)
     try:
         numbers = [int(n) for n in request.path_params["frames"].split(",")]
     except ValueError:
@@ -255,7 +256,7 @@ def _frame_reader(path: Path, compressed: bool, numbers: list[int]) -> list[byte
 
 async def retrieve_bulk_data(request: Request) -> Response:
     """One bulk data element's value (the first with that tag, top level first)."""
-    store: EmbeddedStore = request.app.state.store
+    store = store_of(request)
     choice = choose_bulk(request, "application/octet-stream", single_part_allowed=True)
     record = held_records(request)[0]
     tag_text = request.path_params["tag"]

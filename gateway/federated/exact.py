@@ -12,7 +12,7 @@ into ``(other)``, whose size is its distinct patients, never the sum of its valu
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from gateway.federated.query import values_sql
 from gateway.federated.sorted_sets import distinct_per_group
 from gateway.federated.tables import (
     cell_entry,
+    cohort_membership,
     dimensions_of,
     fixed_values,
     grid,
@@ -45,10 +46,17 @@ def exact_count(membership: Membership, k: int) -> dict[str, Any]:
 
 
 def exact_table(
-    index: FindingsIndex, request: AggregateRequest, membership: Membership, k: int
+    index: FindingsIndex,
+    request: AggregateRequest,
+    membership: Membership | Callable[[], Membership],
+    k: int,
 ) -> dict[str, Any]:
+    """The table's cells and total. ``membership``: the cohort's, or the query that gives it,
+    run only when the fact rows do not (:func:`~gateway.federated.tables.cohort_membership`)."""
     dimensions = dimensions_of(request)
     facts = table_facts(index, request)
+    if not isinstance(membership, Membership):
+        membership = cohort_membership(request, facts, membership)
     fixed = [fixed_values(d) for d in dimensions]
     merged = [
         set() if axis_fixed is not None else _rare_values(facts, axis, k)

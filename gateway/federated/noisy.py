@@ -35,10 +35,11 @@ from gateway.federated.facts import Facts, cell_codes
 from gateway.federated.membership import Membership
 from gateway.federated.privacy import NoiseMechanism, Sensitivity
 from gateway.federated.settings import DifferentialPrivacySettings
-from gateway.federated.sorted_sets import runs
+from gateway.federated.sorted_sets import distinct_triples, runs
 from gateway.federated.tables import (
     STUDY_PROPERTIES,
     cell_entry,
+    cohort_membership,
     dimension_name,
     dimensions_of,
     first_per_group,
@@ -110,7 +111,8 @@ class NoisyAnswers:
         epsilon: float,
     ) -> dict[str, Any]:
         """A noisy table; ``membership`` is asked for only when the table's total needs a
-        count of its own (a table that holds each patient once sums its cells instead)."""
+        count of its own (a table that holds each patient once sums its cells instead) and
+        the fact rows do not give it (:func:`~gateway.federated.tables.cohort_membership`)."""
         dimensions = dimensions_of(request)
         facts = table_facts(self.index, request)
         fixed = [fixed_values(d, VOCABULARY) for d in dimensions]
@@ -131,7 +133,8 @@ class NoisyAnswers:
         # any other spends a quarter of the epsilon on a count of its own.
         cell_epsilon = epsilon if one_cell and not open_table else epsilon * 0.75
         if not (one_cell and not open_table):
-            answer["total"] = self.count(request, membership(), epsilon - cell_epsilon)
+            cohort = cohort_membership(request, facts, membership)
+            answer["total"] = self.count(request, cohort, epsilon - cell_epsilon)
         if open_table:
             keyed = {json.dumps(list(key), default=str): n for key, n in counts.items()}
             released, threshold, half_width = self.noise.release_open(
@@ -191,9 +194,9 @@ class NoisyAnswers:
             sensitivity = Sensitivity(1, 1.0, 1.0)
         else:
             # Distinct (unit, cell) rows, a patient's first `bound` of them.
-            pairs = np.unique(np.stack([patients, units, cell_of_row], axis=1), axis=0)
-            keep = first_per_group(pairs[:, 0], np.arange(len(pairs)), self.bound)
-            kept_cells = pairs[keep, 2]
+            pair_patients, _, pair_cells = distinct_triples(patients, units, cell_of_row)
+            keep = first_per_group(pair_patients, np.arange(len(pair_patients)), self.bound)
+            kept_cells = pair_cells[keep]
             per_cell = 1.0 if request.level == "patients" else bound
             sensitivity = Sensitivity(self.bound, per_cell, bound)
         values, starts, ends = runs(np.sort(kept_cells))

@@ -266,20 +266,21 @@ class FederatedService:
                 f"{self.settings.exact.period_days:g}-day period"
             )
         spec = request.aggregate
-        membership = self._membership(request)
         answer: dict[str, Any] = {
             "level": request.level,
             "kind": spec.kind,
             "min_cell_size": self.k,
         }
         if isinstance(spec, CountSpec):
-            answer.update(exact_count(membership, self.k))
+            answer.update(exact_count(self._membership(request), self.k))
         elif isinstance(spec, HistogramSpec | CrossTabSpec):
-            answer.update(exact_table(self.index, request, membership, self.k))
+            answer.update(
+                exact_table(self.index, request, lambda: self._membership(request), self.k)
+            )
         elif isinstance(spec, VocabularySpec):
             answer.update(exact_vocabulary(vocabulary_facts(self.index, request.cohort), self.k))
         else:
-            answer.update(exact_summary(self.index, request, membership, self.k))
+            answer.update(exact_summary(self.index, request, self._membership(request), self.k))
         answer["privacy"] = {"mode": "exact"}
         self.ledger.charge(asker.person, 0.0, 0.0, EXACT_KEY_PREFIX + self._question_key(request))
         return answer

@@ -7,7 +7,7 @@ contribution and adds noise. The dimensions, the fact rows and the labels are sh
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,8 @@ from gateway.federated.cohort import (
 )
 from gateway.federated.disclosure import OTHER, CellKey
 from gateway.federated.facts import Facts
-from gateway.federated.query import OUTSIDE, facts_sql
+from gateway.federated.membership import Membership
+from gateway.federated.query import OUTSIDE, facts_cover_cohort, facts_sql
 from gateway.index import FindingsIndex
 
 #: The cell of values outside a binned dimension's range (or missing), as answers name it.
@@ -65,6 +66,17 @@ def table_facts(index: FindingsIndex, request: AggregateRequest) -> Facts:
     sql = facts_sql(request.cohort, request.level, dimensions)
     rows = index.database.query(sql.text, sql.params)
     return Facts.from_rows(rows, len(dimensions), request.level)
+
+
+def cohort_membership(
+    request: AggregateRequest, facts: Facts, query: Callable[[], Membership]
+) -> Membership:
+    """The request's cohort membership: from its fact rows when they hold every unit of the
+    cohort (:func:`~gateway.federated.query.facts_cover_cohort`), else from ``query`` (the
+    cohort's own membership query, a second pass over the index)."""
+    if facts_cover_cohort(request.cohort, request.level, dimensions_of(request)):
+        return Membership.from_columns(request.level, facts.units, facts.patients)
+    return query()
 
 
 def grid(axes_values: Sequence[Sequence[Hashable]]) -> list[CellKey]:

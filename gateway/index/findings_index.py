@@ -18,7 +18,7 @@ from gateway.index.attributes import MissingIdentity, series_record, study_recor
 from gateway.index.database import Cursor, Database
 from gateway.index.keys import Pseudonymizer, load_or_create_salt
 from gateway.index.records import ReportRecord, SeriesRecord, StudyRecord
-from gateway.index.schema import migrate
+from gateway.index.schema import migrate, refresh_study_measurements
 from gateway.index.settings import IndexSettings
 from gateway.index.structured_reports import is_structured_report, report_record
 
@@ -171,6 +171,8 @@ class FindingsIndex:
                 self._update_modalities(cursor, sorted({row[1] for row in series_rows}))
             for report in report_list:
                 self._replace_report(cursor, report)
+            if report_list:
+                refresh_study_measurements(cursor, sorted({r.study_key for r in report_list}))
 
     @staticmethod
     def _update_modalities(cursor: Cursor, study_keys: list[int]) -> None:

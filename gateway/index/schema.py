@@ -11,12 +11,21 @@ cohorts can filter on date ranges; no aggregate ever returns it, only its year.
 
 from __future__ import annotations
 
-from gateway.index.database import Database
+from collections.abc import Sequence
+
+from gateway.index.database import Cursor, Database
 from gateway.index.presence import ABSENT_ROWS_SQL
 from gateway.migrations import Migration, SchemaError
 from gateway.migrations import migrate as run_migrations
 
-__all__ = ["LATEST_VERSION", "MIGRATIONS", "SchemaError", "migrate"]
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "STUDY_MEASUREMENTS_SELECT",
+    "SchemaError",
+    "migrate",
+    "refresh_study_measurements",
+]
 
 _TYPES = {
     "sqlite": {"{SERIAL}": "INTEGER PRIMARY KEY AUTOINCREMENT", "{BLOB}": "BLOB", "{REAL}": "REAL"},
@@ -26,6 +35,16 @@ _TYPES = {
         "{REAL}": "DOUBLE PRECISION",
     },
 }
+
+#: The rows of ``study_measurements`` from ``measurements`` (add a WHERE on ``study_key``
+#: before the GROUP BY's text to refresh some studies only: :data:`STUDY_MEASUREMENTS_GROUP`).
+STUDY_MEASUREMENTS_COLUMNS = (
+    "study_key, concept, unit, finding_type, presence, MIN(value), MAX(value)"
+)
+STUDY_MEASUREMENTS_GROUP = "GROUP BY study_key, concept, unit, finding_type, presence"
+STUDY_MEASUREMENTS_SELECT = (
+    f"SELECT {STUDY_MEASUREMENTS_COLUMNS} FROM measurements {STUDY_MEASUREMENTS_GROUP}"
+)
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -162,6 +181,25 @@ MIGRATIONS: dict[int, list[str]] = {
         "DROP TABLE query_history",
         "DELETE FROM answer_cache",
     ],
+    5: [
+        # Per study, per measured (concept, unit, finding type, presence): the smallest and
+        # largest value (issue 19). "A nodule of 8 mm or more in this study" is then one probe
+        # of a few rows per study instead of the study's every measurement; the probe per
+        # candidate study is what a cohort's count costs. Refreshed with a report's findings
+        # (FindingsIndex.write).
+        """CREATE TABLE study_measurements (
+            study_key BIGINT NOT NULL,
+            concept TEXT NOT NULL,
+            unit TEXT NOT NULL,
+            finding_type TEXT,
+            presence TEXT NOT NULL,
+            low {REAL} NOT NULL,
+            high {REAL} NOT NULL
+        )""",
+        "CREATE INDEX study_measurements_study ON study_measurements "
+        "(study_key, concept, unit, finding_type, presence, high, low)",
+        f"INSERT INTO study_measurements {STUDY_MEASUREMENTS_SELECT}",
+    ],
 }
 
 LATEST_VERSION = max(MIGRATIONS)
@@ -191,3 +229,17 @@ def migrate(database: Database) -> int:
         exclusive=database.exclusive("fedgate-index-migrate"),
         upgrade_hint="upgrade fedgate or rebuild with 'fedgate index sync'",
     )
+
+
+def refresh_study_measurements(cursor: Cursor, study_keys: Sequence[int]) -> None:
+    """Recompute the ``study_measurements`` rows of these studies from their measurements
+    (after their reports' findings were replaced), in chunks of 500 keys."""
+    for start in range(0, len(study_keys), 500):
+        chunk = list(study_keys[start : start + 500])
+        marks = ", ".join("?" for _ in chunk)
+        cursor.execute(f"DELETE FROM study_measurements WHERE study_key IN ({marks})", chunk)
+        cursor.execute(
+            f"INSERT INTO study_measurements SELECT {STUDY_MEASUREMENTS_COLUMNS} "
+            f"FROM measurements WHERE study_key IN ({marks}) {STUDY_MEASUREMENTS_GROUP}",
+            chunk,
+        )

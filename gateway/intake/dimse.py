@@ -6,11 +6,18 @@ syntaxes, so that an instance the gateway does not take gets a proper C-STORE st
 (0x0122 SOP Class Not Supported) instead of a bare refusal of the presentation context. Each
 C-STORE is answered only after the instance is durable and catalogued: a success status is
 an acknowledgment (DESIGN.md, principle 1).
+
+With ``dimse.tls`` the SCP speaks DICOM over TLS, the TLS Secure Transport Connection Profile
+of PS3.15 B.1 (TLS 1.2 or later, as BCP 195 and PS3.15 B.9 ask): the TLS handshake comes
+before the A-ASSOCIATE-RQ, so a sender without TLS, or without a certificate that
+``dimse.tls.client_ca`` signed, is dropped before it can associate (the SCU sees the
+association refused) and the log says why.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import threading
 from typing import Any
 
@@ -58,10 +65,13 @@ class DimseIntake:
                 "listening on 127.0.0.1 only",
             )
             host = "127.0.0.1"
+        tls = self.settings.tls
         self._server = ae.start_server(
             (host, self.settings.port),
             block=False,
+            ssl_context=None if tls is None else tls.context(_HandshakeInAssociation),
             evt_handlers=[
+                *([(evt.EVT_CONN_OPEN, _tls_handshake)] if tls is not None else []),
                 (evt.EVT_REQUESTED, self._check_caller_host),
                 (evt.EVT_C_STORE, self._handle_store),
             ],
@@ -75,6 +85,9 @@ class DimseIntake:
                 f"{c.ae_title}@{c.host}" if c.host else c.ae_title for c in callers
             ]
             or "any, from this machine only",
+            tls="off"
+            if tls is None
+            else f"on, client certificates {_client_certificates(tls.verify_mode)}",
         )
 
     def _check_caller_host(self, event: Any) -> None:
@@ -153,6 +166,48 @@ class DimseIntake:
         if outcome.warning is WarningReason.ELEMENTS_DISCARDED:
             return 0xB006
         return SUCCESS
+
+
+#: How long a sender may take over its TLS handshake.
+_HANDSHAKE_SECONDS = 30.0
+
+
+class _HandshakeInAssociation(ssl.SSLContext):
+    """Defers the TLS handshake from accept() to the association's own thread.
+
+    pynetdicom wraps each accepted socket in its single accept loop, with the handshake done
+    there: one client that connects and sends nothing would stall every other sender. With
+    the handshake deferred, :func:`_tls_handshake` does it on the association's thread, and a
+    failed handshake ends that connection only.
+    """
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        kwargs["do_handshake_on_connect"] = False
+        return super().wrap_socket(sock, *args, **kwargs)
+
+
+def _tls_handshake(event: Any) -> None:
+    """The TLS handshake of a new connection (on its own thread); a failure is logged with
+    its reason (no TLS, no certificate, one our CA did not sign) and the connection closed
+    before any DICOM is read from it."""
+    association_socket = event.assoc.dul.socket
+    connection: ssl.SSLSocket = association_socket.socket
+    previous = connection.gettimeout()
+    try:
+        connection.settimeout(_HANDSHAKE_SECONDS)
+        connection.do_handshake()
+        connection.settimeout(previous)
+    except (OSError, ValueError) as error:
+        log.warning(
+            "dimse.tls_refused",
+            peer=event.address[0] if event.address else None,
+            reason=str(getattr(error, "reason", None) or error)[:200],
+        )
+        association_socket.close()
+
+
+def _client_certificates(mode: ssl.VerifyMode) -> str:
+    return {ssl.CERT_REQUIRED: "required", ssl.CERT_OPTIONAL: "optional"}.get(mode, "not asked")
 
 
 def _same_address(address: str, hosts: set[str | None]) -> bool:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tlsconfig import ServerTls
+
 AeTitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[ -~]*[!-~][ -~]*$")]
 
 
@@ -53,6 +55,11 @@ class DimseSettings(BaseModel):
         ]
 
     max_associations: Annotated[int, Field(ge=1)] = 10
+    #: DICOM TLS (PS3.15 B.1, the TLS Secure Transport Connection Profile): ``{certificate,
+    #: key, client_ca, require_client_certificate}``. None: plain TCP. With it every
+    #: association is TLS; a sender without TLS, or whose certificate ``client_ca`` did not
+    #: sign, never gets to associate.
+    tls: ServerTls | None = None
 
 
 class PollSettings(BaseModel):

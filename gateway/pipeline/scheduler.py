@@ -67,7 +67,7 @@ class StabilityScheduler:
             )
             created, reasons = 0, []
             for series_uid in sorted(series_uids):
-                facts = self._facts(study_uid, series_uid)
+                facts = stored_series_facts(self.store, series_uid)
                 if facts is None:
                     reasons.append(f"series {series_uid}: no longer in the store")
                     continue
@@ -108,17 +108,20 @@ class StabilityScheduler:
             self.on_enqueued()
         return created_total
 
-    def _facts(self, study_uid: str, series_uid: str) -> SeriesFacts | None:
-        rows = self.store.catalog.query(
-            "SELECT path, (SELECT count(*) FROM instances c WHERE c.series_instance_uid = ?) "
-            "AS n FROM instances WHERE series_instance_uid = ? "
-            "ORDER BY instance_number, sop_instance_uid LIMIT 1",
-            [series_uid, series_uid],
-        )
-        if not rows:
-            return None
-        try:
-            header = pydicom.dcmread(self.store.path_of(rows[0]["path"]), stop_before_pixels=True)
-        except (OSError, pydicom.errors.InvalidDicomError):
-            return None
-        return SeriesFacts(series_uid, header, int(rows[0]["n"]))
+
+def stored_series_facts(store: EmbeddedStore, series_uid: str) -> SeriesFacts | None:
+    """What routing knows of a series in the embedded store (its first instance's header and
+    its size); None when the series is not there (or its file cannot be read)."""
+    rows = store.catalog.query(
+        "SELECT path, (SELECT count(*) FROM instances c WHERE c.series_instance_uid = ?) "
+        "AS n FROM instances WHERE series_instance_uid = ? "
+        "ORDER BY instance_number, sop_instance_uid LIMIT 1",
+        [series_uid, series_uid],
+    )
+    if not rows:
+        return None
+    try:
+        header = pydicom.dcmread(store.path_of(rows[0]["path"]), stop_before_pixels=True)
+    except (OSError, pydicom.errors.InvalidDicomError):
+        return None
+    return SeriesFacts(series_uid, header, int(rows[0]["n"]))

@@ -14,6 +14,7 @@ import httpx
 import structlog
 
 from gateway.pipeline.settings import RoutingRule
+from tlsconfig import ClientTls, client_context
 
 log = structlog.get_logger(__name__)
 
@@ -23,7 +24,10 @@ class ModelsNotServed(Exception):
 
 
 async def check_served_models(
-    rules: list[RoutingRule], strict: bool, timeout_seconds: float = 5.0
+    rules: list[RoutingRule],
+    strict: bool,
+    timeout_seconds: float = 5.0,
+    tls: ClientTls | None = None,
 ) -> list[str]:
     """Warn about (or, ``strict``, refuse) rules naming models not served; returns the
     problems found, one sentence each."""
@@ -31,7 +35,7 @@ async def check_served_models(
     by_service: dict[str, list[RoutingRule]] = {}
     for rule in rules:
         by_service.setdefault(rule.inference_url, []).append(rule)
-    async with httpx.AsyncClient(timeout=timeout_seconds) as client:
+    async with httpx.AsyncClient(timeout=timeout_seconds, verify=client_context(tls)) as client:
         for url, service_rules in by_service.items():
             served = await _served(client, url)
             if served is None:
@@ -56,11 +60,17 @@ async def check_served_models(
     return problems
 
 
+async def served_models(client: httpx.AsyncClient, url: str) -> set[str]:
+    """The names of the models the inference service at ``url`` serves (``GET /v1/models``);
+    raises httpx.HTTPError, or ValueError/KeyError/TypeError for an answer of another shape."""
+    response = await client.get(f"{url}/v1/models")
+    response.raise_for_status()
+    return {str(model["name"]) for model in response.json()["models"]}
+
+
 async def _served(client: httpx.AsyncClient, url: str) -> set[str] | None:
     try:
-        response = await client.get(f"{url}/v1/models")
-        response.raise_for_status()
-        return {str(model["name"]) for model in response.json()["models"]}
+        return await served_models(client, url)
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
         log.warning(
             "pipeline.models_unchecked",

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydicom.datadict import tag_for_keyword
 
+from tlsconfig import ClientTls
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -76,6 +78,27 @@ class RoutingRule(_Strict):
         return url.rstrip("/")
 
 
+class ResearchSettings(_Strict):
+    """The research lane: federated analyses' backfills (issue 17), behind clinical work."""
+
+    #: Research jobs running at once, all replicas together: the backfill's throttle.
+    max_running: Annotated[int, Field(ge=1)] = 1
+    #: The inference service that installs and runs analyses' models (default: the first
+    #: routing rule's).
+    inference_url: str | None = None
+    #: The token that may install models there (its ``admin_token_sha256``).
+    install_token: SecretStr | None = None
+    #: How often the analysis runner looks for approved, paused and finished analyses.
+    poll_seconds: Annotated[float, Field(gt=0)] = 2.0
+
+    @field_validator("inference_url")
+    @classmethod
+    def _http(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("inference_url must be an http:// or https:// URL")
+        return url.rstrip("/") if url else url
+
+
 class PipelineSettings(_Strict):
     #: A study is stable (complete) when no instance arrived for this long.
     stable_after_seconds: Annotated[float, Field(gt=0)] = 30.0
@@ -97,3 +120,7 @@ class PipelineSettings(_Strict):
     #: At start, each routing rule's models are looked up at its inference service: a model
     #: not served is a warning naming it, or (true) a refusal to start.
     require_served_models: bool = False
+    #: Towards https:// inference services (``routing[].inference_url``): ``{ca, certificate,
+    #: key}``, the CA that signs their certificates and the gateway's client certificate.
+    inference_tls: ClientTls | None = None
+    research: ResearchSettings = Field(default_factory=ResearchSettings)

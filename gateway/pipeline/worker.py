@@ -21,6 +21,7 @@ import structlog
 from gateway.metrics import JOB_RUN_SECONDS, JOB_WAIT_SECONDS, QUEUE_DEPTH
 from gateway.pipeline.settings import PipelineSettings
 from gateway.queue import Job, JobQueue
+from tlsconfig import client_context
 
 log = structlog.get_logger(__name__)
 
@@ -36,11 +37,15 @@ class JobWorker:
         destination_url: str,
         callback_auth: dict[str, str] | None,
         transport: httpx.AsyncBaseTransport | None = None,
+        research_destination_url: str | None = None,
     ):
         self.queue = queue
         self.settings = settings
         self.worker_id = worker_id
         self.destination_url = destination_url
+        #: Where the results of an unvalidated model's research jobs go (the research store,
+        #: never forwarded to the PACS); None: the clinical destination.
+        self.research_destination_url = research_destination_url
         self.callback_auth = callback_auth
         self._transport = transport
         self._running: set[asyncio.Task[None]] = set()
@@ -55,7 +60,11 @@ class JobWorker:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         timeout = httpx.Timeout(self.settings.analysis_timeout_seconds, connect=10.0)
-        async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as http:
+        # pipeline.inference_tls: towards https:// inference services.
+        verify = client_context(self.settings.inference_tls)
+        async with httpx.AsyncClient(
+            timeout=timeout, transport=self._transport, verify=verify
+        ) as http:
             last_depth = 0.0
             while True:
                 try:
@@ -86,6 +95,7 @@ class JobWorker:
             free,
             self.settings.concurrency,
             self.settings.default_concurrency,
+            self.settings.research.max_running,
         )
         for job in jobs:
             task = asyncio.create_task(self._run(http, job), name=f"job-{job.id}")
@@ -125,7 +135,10 @@ class JobWorker:
 
     def _request(self, job: Job) -> dict[str, Any]:
         source: dict[str, Any] = {"url": job.source_url}
-        destination: dict[str, Any] = {"url": self.destination_url}
+        destination_url = self.destination_url
+        if job.results_to_research and self.research_destination_url:
+            destination_url = self.research_destination_url
+        destination: dict[str, Any] = {"url": destination_url}
         if self.callback_auth:
             source["auth"] = destination["auth"] = self.callback_auth
         return {

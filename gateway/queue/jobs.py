@@ -42,8 +42,20 @@ _COLUMNS = (
     "id, study_instance_uid, series_instance_uid, model, rule, inference_url, source_url, "
     "state, attempts, max_attempts, rerun_requested, lease_owner, lease_expires_at, "
     "next_attempt_at, created_at, enqueued_at, started_at, finished_at, last_error, "
-    "error_kind, sr_sop_instance_uid, seg_sop_instance_uid, findings_count, result"
+    "error_kind, sr_sop_instance_uid, seg_sop_instance_uid, findings_count, result, lane, "
+    "analysis_id"
 )
+
+#: Studies from the PACS: always claimed before any research job.
+CLINICAL = "clinical"
+#: A federated analysis's backfill: throttled, and paused or cancelled with its analysis.
+RESEARCH = "research"
+LANES = (CLINICAL, RESEARCH)
+
+#: The key of the lock that makes claiming one replica at a time on PostgreSQL, so that the
+#: research throttle and the per-model limits hold across replicas (two replicas counting at
+#: once would each see a free slot).
+_CLAIM_LOCK_KEY = 727101
 
 
 @dataclass
@@ -72,7 +84,12 @@ class Job:
     seg_sop_instance_uid: str | None
     findings_count: int | None
     result: dict[str, Any] | None
+    lane: str
+    analysis_id: str | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: Set when claimed: a research job of an analysis whose model the site has not validated,
+    #: whose results go to the research store instead of the clinical destination.
+    results_to_research: bool = False
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Job:
@@ -106,6 +123,8 @@ class Job:
             "seg_sop_instance_uid": self.seg_sop_instance_uid,
             "findings_count": self.findings_count,
             "timings": (self.result or {}).get("timings"),
+            "lane": self.lane,
+            "analysis_id": self.analysis_id,
         }
         if detail:
             shown["findings"] = (self.result or {}).get("findings", [])
@@ -138,9 +157,21 @@ class JobQueue:
         rule: str,
         inference_url: str,
         source_url: str,
+        *,
+        lane: str = CLINICAL,
+        analysis_id: str | None = None,
     ) -> tuple[Job, str]:
         """Ask for (study, series, model) to be analysed. Returns the job and what happened:
-        ``created``, ``already pending``, ``rerun after the running attempt`` or ``requeued``."""
+        ``created``, ``already pending``, ``rerun after the running attempt`` or ``requeued``.
+
+        A research job (``lane="research"``, with its ``analysis_id``) is created once and
+        never requeued: selecting an analysis's series again (a restarted gateway, a site back
+        from an outage) leaves the series already run as they are (``already selected``).
+        """
+        if lane not in LANES:
+            raise ValueError(f"lane must be one of {LANES}, not {lane!r}")
+        if (lane == RESEARCH) != (analysis_id is not None):
+            raise ValueError("a research job needs its analysis_id, a clinical job has none")
         now = time.time()
         with self._transaction() as cursor:
             # Insert-or-nothing first: two replicas enqueueing at once cannot both create it.
@@ -148,7 +179,8 @@ class JobQueue:
                 self._q(
                     "INSERT INTO jobs (study_instance_uid, series_instance_uid, model, rule, "
                     "inference_url, source_url, state, max_attempts, next_attempt_at, "
-                    "created_at, enqueued_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                    "created_at, enqueued_at, lane, analysis_id) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT (study_instance_uid, series_instance_uid, model) DO NOTHING "
                     f"RETURNING {_COLUMNS}"
                 ),
@@ -164,6 +196,8 @@ class JobQueue:
                     now,
                     now,
                     now,
+                    lane,
+                    analysis_id,
                 ),
             )
             created = cursor.fetchone()
@@ -177,6 +211,8 @@ class JobQueue:
                 (study_instance_uid, series_instance_uid, model),
             )
             job = Job.from_row(cursor.fetchone())
+            if lane == RESEARCH:
+                return job, "already selected"
             if job.state is JobState.PENDING:
                 return job, "already pending"
             if job.state is JobState.RUNNING:
@@ -199,29 +235,50 @@ class JobQueue:
     # -- workers -------------------------------------------------------------------------
 
     def claim(
-        self, worker: str, limit: int, concurrency: dict[str, int], default: int
+        self,
+        worker: str,
+        limit: int,
+        concurrency: dict[str, int],
+        default: int,
+        research_max_running: int = 1,
     ) -> list[Job]:
         """Lease up to ``limit`` due jobs, honouring each model's concurrency limit.
 
         Due: pending and past ``next_attempt_at``, or running with an expired lease (its
         worker died). Taking over an expired lease counts as a new attempt.
+
+        Lanes: every due clinical job is taken before any research job, so a backfill never
+        delays a study from the PACS. At most ``research_max_running`` research jobs run at
+        once, all replicas together, and none of an analysis that is not ``running`` (paused,
+        cancelled).
         """
         now = time.time()
         lease_until = now + self.settings.lease_seconds
         with self._transaction() as cursor:
+            if self.dialect.name == "postgresql":
+                # Released at commit: replicas count running jobs one after the other.
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK_KEY,))
             cursor.execute(
                 self._q(
-                    "SELECT model, count(*) FROM jobs WHERE state = 'running' "
-                    "AND lease_expires_at >= ? GROUP BY model"
+                    "SELECT model, lane, count(*) FROM jobs WHERE state = 'running' "
+                    "AND lease_expires_at >= ? GROUP BY model, lane"
                 ),
                 (now,),
             )
-            running = {model: count for model, count in cursor.fetchall()}
+            running: dict[str, int] = {}
+            research_running = 0
+            for model, lane, count in cursor.fetchall():
+                running[model] = running.get(model, 0) + int(count)
+                if lane == RESEARCH:
+                    research_running += int(count)
             cursor.execute(
                 self._q(
                     f"SELECT {_COLUMNS} FROM jobs "
-                    "WHERE (state = 'pending' AND next_attempt_at <= ?) "
-                    "OR (state = 'running' AND lease_expires_at < ?) ORDER BY next_attempt_at, id"
+                    "WHERE ((state = 'pending' AND next_attempt_at <= ?) "
+                    "OR (state = 'running' AND lease_expires_at < ?)) "
+                    "AND (lane = 'clinical' OR analysis_id IN "
+                    "(SELECT analysis_id FROM analyses WHERE state = 'running')) "
+                    "ORDER BY CASE WHEN lane = 'clinical' THEN 0 ELSE 1 END, next_attempt_at, id"
                     " LIMIT ?" + self.dialect.claim_suffix
                 ),
                 (now, now, limit * 4),
@@ -233,7 +290,10 @@ class JobQueue:
                     break
                 if running.get(job.model, 0) >= concurrency.get(job.model, default):
                     continue
+                if job.lane == RESEARCH and research_running >= research_max_running:
+                    continue
                 running[job.model] = running.get(job.model, 0) + 1
+                research_running += job.lane == RESEARCH
                 if job.state is JobState.RUNNING:  # taken over from a dead worker
                     cursor.execute(
                         self._q(
@@ -260,6 +320,8 @@ class JobQueue:
                     (worker, lease_until, now, job.id),
                 )
                 leased = Job.from_row(cursor.fetchone())
+                if leased.lane == RESEARCH:
+                    leased.results_to_research = not self._validated(cursor, leased.analysis_id)
                 cursor.execute(
                     self._q(
                         # Numbered over the job's whole life: a re-run continues the count.
@@ -373,6 +435,20 @@ class JobQueue:
                 self._q("DELETE FROM job_attempts WHERE job_id = ? AND finished_at IS NULL"),
                 (job_id,),
             )
+
+    def _validated(self, cursor: Any, analysis_id: str | None) -> bool:
+        """Whether the analysis's results may go to the clinical destination: it was sent as
+        validated, or the site has since marked its installed model validated."""
+        cursor.execute(
+            self._q(
+                "SELECT a.validated, coalesce(v.validated, 0) FROM analyses a "
+                "LEFT JOIN validated_models v ON v.model_name = a.installed_model "
+                "WHERE a.analysis_id = ?"
+            ),
+            (analysis_id,),
+        )
+        row = cursor.fetchone()
+        return row is not None and bool(row[0] or row[1])
 
     def _owned(self, cursor: Any, job_id: int, worker: str) -> Job | None:
         cursor.execute(

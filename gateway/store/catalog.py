@@ -240,6 +240,11 @@ class Catalog:
         )
         return {state: count for state, count in rows}
 
+    def stored_bytes(self) -> int:
+        """The bytes of every catalogued instance file (their sizes summed: one table scan)."""
+        row = self.reader().execute("SELECT coalesce(sum(size), 0) FROM instances").fetchone()
+        return int(row[0])
+
     def counts(self) -> dict[str, int]:
         connection = self.reader()
         return {

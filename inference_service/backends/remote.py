@@ -22,6 +22,7 @@ import numpy as np
 from inference_service.errors import BadRequestError, PermanentError, TransientError
 from inference_service.manifest import OipBackend as OipBackendSpec
 from inference_service.tensors import HEADER_LENGTH, TensorSpec, decode_tensor, encode_tensors
+from tlsconfig import client_context
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -42,7 +43,10 @@ class RemoteBackend:
         self.base_url = spec.url.rstrip("/")
         self.remote_name = spec.model_name or model_name
         self.binary_data = spec.binary_data
-        self.client = httpx.Client(timeout=httpx.Timeout(spec.timeout_seconds, connect=5.0))
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(spec.timeout_seconds, connect=5.0),
+            verify=client_context(spec.tls),
+        )
         self._lock = threading.Lock()
         self._inputs: tuple[TensorSpec, ...] | None = None
         self._outputs: tuple[TensorSpec, ...] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -51,12 +52,19 @@ def site_patients(prefix: str, women: int, men: int, nodules: int) -> list[Synth
 
 @contextmanager
 def hub_process(
-    workdir: Path, sites: list[dict[str, Any]], port: int | None = None, **extra: Any
+    workdir: Path,
+    sites: list[dict[str, Any]],
+    port: int | None = None,
+    tls: dict[str, Any] | None = None,
+    verify: ssl.SSLContext | None = None,
+    **extra: Any,
 ) -> Iterator[str]:
-    """``fedgate hub`` over ``sites``, on ``port`` (default: a free one); ``extra`` settings."""
+    """``fedgate hub`` over ``sites``, on ``port`` (default: a free one); ``extra`` settings.
+    With ``tls`` (``listen.tls``) it serves HTTPS, checked with ``verify``."""
     port = port or free_port()
+    scheme = "https" if tls else "http"
     config = {
-        "listen": {"host": "127.0.0.1", "port": port},
+        "listen": {"host": "127.0.0.1", "port": port, **({"tls": tls} if tls else {})},
         "sites": sites,
         "auth": {
             "clients": [{"name": "analyst", "token_sha256": sha256(HUB_TOKEN), "roles": ["query"]}]
@@ -75,8 +83,13 @@ def hub_process(
         start_new_session=True,
     )
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=30, process=process)
-        yield f"http://127.0.0.1:{port}/federated/v1"
+        wait_for_http(
+            f"{scheme}://127.0.0.1:{port}/healthz",
+            timeout=30,
+            process=process,
+            verify=verify or True,
+        )
+        yield f"{scheme}://127.0.0.1:{port}/federated/v1"
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:

@@ -7,7 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.federated.membership import Membership
-from gateway.federated.sorted_sets import distinct_pairs, distinct_per_group, unique_sorted
+from gateway.federated.sorted_sets import (
+    distinct_pairs,
+    distinct_per_group,
+    distinct_triples,
+    unique_sorted,
+)
 
 int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 pairs = st.lists(st.tuples(st.integers(min_value=0, max_value=5), int64), max_size=60)
@@ -41,3 +46,11 @@ def test_membership_from_rows_with_repeats(rows: list[tuple[int, int]]) -> None:
     assert membership.units.tolist() == sorted({u for u, _ in rows})
     assert membership.unit_patients.tolist() == [u % 9 for u in membership.units.tolist()]
     assert Membership.from_pairs("patients", rows).unit_count == len({p for _, p in rows})
+
+
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=4), int64, st.integers(-3, 3))))
+def test_distinct_triples_are_np_unique_of_rows(rows: list[tuple[int, int, int]]) -> None:
+    array = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    found = distinct_triples(array[:, 0], array[:, 1], array[:, 2])
+    expected = np.unique(array, axis=0) if len(rows) else array
+    assert np.stack(found, axis=1).reshape(-1, 3).tolist() == expected.tolist()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,7 +8,9 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 
 from fedgate.phantom import Phantom, PhantomSpec, generate_phantom
+from gateway.queue import QueueSettings
 from tests.support.gateway import GatewayProcess
+from tests.support.postgres import PostgresServer
 
 # Small limits so the size checks can be exercised with small payloads.
 MAX_INSTANCE_BYTES = 256 * 1024
@@ -35,6 +38,23 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 @pytest.fixture
 def client(gateway: GatewayProcess) -> DICOMwebClient:
     return DICOMwebClient(gateway.dicomweb_url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> QueueSettings:
+    """Queue settings on SQLite, then on a fresh database of the real PostgreSQL server."""
+    url = None
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        import psycopg
+
+        name = f"q{time.monotonic_ns()}"
+        with psycopg.connect(server.url, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        url = server.url.rsplit("/", 1)[0] + "/" + name
+    return QueueSettings(
+        url=url, lease_seconds=30, max_attempts=3, backoff_seconds=0.01, backoff_max_seconds=0.05
+    )
 
 
 def phantom(seed: int, slices: int = 4, **overrides: object) -> Phantom:

@@ -71,8 +71,8 @@ def test_databases_of_the_previous_runners_upgrade_keeping_their_rows(tmp_path: 
     assert count(old / "queue.sqlite", "jobs") == before["queue"]
     assert count(old / SQLITE_FILE_NAME, "studies") == before["index"]
     assert count(old / "catalog.sqlite", "instances") == before["catalog"]
-    assert versions(old / "queue.sqlite", "queue") == [1]
-    assert versions(old / SQLITE_FILE_NAME, "index") == [1, 2, 3, 4]  # 3, 4 applied now
+    assert versions(old / "queue.sqlite", "queue") == [1, 2]  # 2 (analyses) applied now
+    assert versions(old / SQLITE_FILE_NAME, "index") == [1, 2, 3, 4, 5]  # 3-5 applied now
     assert versions(old / "catalog.sqlite", "catalog") == [1, 2]  # 2 applied now
 
     # The upgraded databases have exactly the tables and columns of new ones.
@@ -107,6 +107,14 @@ def test_queue_and_index_share_one_postgresql_database(tmp_path: Path) -> None:
             rows = connection.execute(
                 "SELECT component, version FROM fedgate_schema ORDER BY component, version"
             ).fetchall()
-        assert rows == [("index", 1), ("index", 2), ("index", 3), ("index", 4), ("queue", 1)]
+        assert rows == [
+            ("index", 1),
+            ("index", 2),
+            ("index", 3),
+            ("index", 4),
+            ("index", 5),
+            ("queue", 1),
+            ("queue", 2),
+        ]
     finally:
         server.stop()

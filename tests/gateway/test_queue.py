@@ -4,38 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.queue import Database, JobQueue, JobState, QueueSettings, StabilityLedger
-from tests.support.postgres import PostgresServer
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> QueueSettings:
-    url = None
-    if request.param == "postgresql":
-        server: PostgresServer = request.getfixturevalue("postgres")
-        import psycopg
-
-        name = f"q{time.monotonic_ns()}"
-        with psycopg.connect(server.url, autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
-        url = server.url.rsplit("/", 1)[0] + "/" + name
-    return QueueSettings(
-        url=url, lease_seconds=30, max_attempts=3, backoff_seconds=0.01, backoff_max_seconds=0.05
-    )
 
 
 def open_queue(settings: QueueSettings, tmp_path: Path) -> JobQueue:

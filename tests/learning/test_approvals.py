@@ -7,7 +7,6 @@ default, and the approvals of two "replicas" sharing one real PostgreSQL.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,15 +114,6 @@ def test_approve_with_a_broken_configuration_names_it(tmp_path: Path) -> None:
     result = run_fedgate("learn", "approve", "--config", str(config), "0" * 64)
     assert result.returncode == 2
     assert "listen.port" in result.stderr
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_replicas_on_one_postgresql_share_decisions(

@@ -3,8 +3,7 @@ Orthanc as the hospital's PACS, PostgreSQL for the shared queue."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,16 @@ import pytest
 from fedgate.phantom import Phantom, PhantomSpec, generate_phantom
 from tests.support.gateway import GatewayProcess
 from tests.support.inference import InferenceProcess
+from tests.support.waiting import wait_until
+
+__all__ = [
+    "chest_phantom",
+    "chest_rule",
+    "finished_jobs",
+    "jobs",
+    "pipeline_settings",
+    "wait_until",
+]
 
 
 @pytest.fixture(scope="module")
@@ -72,17 +81,6 @@ def chest_phantom(seed: int, lesions: tuple[float, ...] = (20.0,), **spec: Any) 
         **spec,
     }
     return generate_phantom(PhantomSpec(seed=seed, **values))
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.3) -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail saying ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def jobs(gateway: GatewayProcess, **params: str) -> list[dict[str, Any]]:

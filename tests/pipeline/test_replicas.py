@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,15 +22,6 @@ from tests.support.inference import InferenceProcess
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.orthanc
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_two_replicas_share_one_queue_and_run_each_study_once(

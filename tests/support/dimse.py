@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.requirements import require_executable
@@ -15,13 +16,15 @@ def storescu(
     host: str = "127.0.0.1",
     called_ae_title: str = "FEDGATE",
     debug: bool = False,
+    options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Send ``paths`` in one association; ``debug`` (``-d``) prints each response's status
-    and Error Comment."""
+    and Error Comment; ``options``: more of storescu's, e.g. its TLS ones (:func:`tls_options`)."""
     return subprocess.run(
         [
             require_executable("storescu"),
             *(["-d"] if debug else []),
+            *options,
             "-aet",
             calling_ae_title,
             "-aec",
@@ -34,3 +37,10 @@ def storescu(
         text=True,
         timeout=120,
     )
+
+
+def tls_options(ca: Path, certificate: Path | None = None, key: Path | None = None) -> list[str]:
+    """storescu's DICOM TLS options (DCMTK built with OpenSSL): ``+tls KEY CERT`` to present a
+    client certificate, else ``+tla`` (TLS without one); ``+cf CA`` to verify the SCP by."""
+    own = ["+tls", str(key), str(certificate)] if certificate and key else ["+tla"]
+    return [*own, "+cf", str(ca)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -17,20 +18,29 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class GatewayProcess:
-    """Writes ``settings`` (merged over listen/data_dir) to YAML and runs the gateway on it."""
+    """Writes ``settings`` (merged over listen/data_dir) to YAML and runs the gateway on it.
+
+    With ``listen.tls`` in ``settings`` the gateway serves HTTPS: ``verify`` is then the
+    client's SSL context (tests/support/tls.py) the start-up check connects with."""
 
     def __init__(
-        self, workdir: Path, settings: dict[str, Any] | None = None, host: str = "127.0.0.1"
+        self,
+        workdir: Path,
+        settings: dict[str, Any] | None = None,
+        host: str = "127.0.0.1",
+        verify: ssl.SSLContext | None = None,
     ):
         self.workdir = workdir
         self.settings = dict(settings or {})
         self.host = host
+        self.verify = verify
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.settings.get("listen", {}).get("tls") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def dicomweb_url(self) -> str:
@@ -63,7 +73,12 @@ class GatewayProcess:
             env=env,
         )
         try:
-            wait_for_http(f"{self.url}/healthz", timeout=timeout, process=self.process)
+            wait_for_http(
+                f"{self.url}/healthz",
+                timeout=timeout,
+                process=self.process,
+                verify=self.verify or True,
+            )
         except Exception as error:
             self.stop()
             raise RuntimeError(f"gateway did not start ({error}); log:\n{self.log()}") from None

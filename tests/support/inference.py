@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -30,20 +33,29 @@ def bundled_models(directory: Path) -> Path:
 
 
 class InferenceProcess:
-    """Writes ``settings`` (merged over listen/models_dir) to YAML and serves ``models_dir``."""
+    """Writes ``settings`` (merged over listen/models_dir) to YAML and serves ``models_dir``.
+
+    With ``listen.tls`` in ``settings`` the service serves HTTPS: ``verify`` is then the
+    client's SSL context (tests/support/tls.py) the start-up check connects with."""
 
     def __init__(
-        self, workdir: Path, models_dir: Path, settings: dict[str, Any] | None = None
+        self,
+        workdir: Path,
+        models_dir: Path,
+        settings: dict[str, Any] | None = None,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         self.workdir = workdir
         self.models_dir = models_dir
         self.settings = dict(settings or {})
+        self.verify = verify
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.settings.get("listen", {}).get("tls") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -68,7 +80,7 @@ class InferenceProcess:
         settings = {
             "log": {"level": "info", "json": True},
             **self.settings,
-            "listen": {"host": "127.0.0.1", "port": self.port},
+            "listen": {**self.settings.get("listen", {}), "host": "127.0.0.1", "port": self.port},
         }
         config_path = self.workdir / "inference.yaml"
         config_path.write_text(yaml.safe_dump(settings))
@@ -79,7 +91,12 @@ class InferenceProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         self.process = spawn(self.command(config_path), self.log_path, cwd=REPO_ROOT, env=env)
         try:
-            wait_for_http(f"{self.url}/v2/health/live", timeout=timeout, process=self.process)
+            wait_for_http(
+                f"{self.url}/v2/health/live",
+                timeout=timeout,
+                process=self.process,
+                verify=self.verify or True,
+            )
         except Exception as error:
             self.stop()
             raise RuntimeError(
@@ -96,3 +113,19 @@ class InferenceProcess:
     def stop(self) -> None:
         terminate(self.process)
         self.process = None
+
+
+#: The admin token of :func:`installing_inference` services in the tests.
+INSTALL_TOKEN = "test-install-token"
+
+
+def installing_inference(
+    workdir: Path, models_dir: Path, token: str = INSTALL_TOKEN
+) -> InferenceProcess:
+    """An inference service (not started) that lets the holder of ``token`` install models,
+    serving a copy of ``models_dir``: what it installs stays out of the shared repository."""
+    repository = workdir / "models"
+    shutil.copytree(models_dir, repository)
+    return InferenceProcess(
+        workdir, repository, {"admin_token_sha256": hashlib.sha256(token.encode()).hexdigest()}
+    )

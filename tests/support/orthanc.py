@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -27,21 +28,26 @@ class OrthancServer:
         overrides: dict[str, Any] | None = None,
         forward_to: str | None = None,
         forward_token: str | None = None,
+        verify: ssl.SSLContext | None = None,
     ):
         """``forward_to``: a gateway's DICOMweb root that deploy/orthanc's Lua script
-        forwards every stable study to, as a hospital's Orthanc would."""
+        forwards every stable study to, as a hospital's Orthanc would. With ``SslEnabled``
+        in ``overrides`` Orthanc serves HTTPS: ``verify`` is then the client's SSL context
+        (tests/support/tls.py) the start-up check connects with."""
         self.workdir = workdir
         self.aet = aet
         self.overrides = overrides or {}
         self.forward_to = forward_to
         self.forward_token = forward_token
+        self.verify = verify
         self.http_port = 0
         self.dicom_port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.overrides.get("SslEnabled") else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def dicomweb_url(self) -> str:
@@ -104,7 +110,13 @@ class OrthancServer:
         )
         try:
             # 401 counts as up: with authentication enabled Orthanc answers, but not to us.
-            wait_for_http(f"{self.url}/system", timeout=30, process=self.process, ready=(401,))
+            wait_for_http(
+                f"{self.url}/system",
+                timeout=30,
+                process=self.process,
+                ready=(401,),
+                verify=self.verify or True,
+            )
         except Exception:
             self.stop()
             raise RuntimeError(f"Orthanc did not start; see {self.workdir}/orthanc.log") from None

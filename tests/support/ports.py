@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 
 import httpx
@@ -30,16 +31,21 @@ def non_loopback_address() -> str:
 
 
 def wait_for_http(
-    url: str, timeout: float = 30.0, process: object | None = None, ready: tuple[int, ...] = ()
+    url: str,
+    timeout: float = 30.0,
+    process: object | None = None,
+    ready: tuple[int, ...] = (),
+    verify: ssl.SSLContext | bool = True,
 ) -> None:
-    """Poll ``url`` until it answers 2xx (or a status in ``ready``), or raise."""
+    """Poll ``url`` until it answers 2xx (or a status in ``ready``), or raise; ``verify``:
+    httpx's, for an https:// server (tests/support/tls.py makes the context)."""
     deadline = time.monotonic() + timeout
     last_error = "no attempt"
     while time.monotonic() < deadline:
         if process is not None and getattr(process, "poll")() is not None:  # noqa: B009
             raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
         try:
-            response = httpx.get(url, timeout=2.0)
+            response = httpx.get(url, timeout=2.0, verify=verify)
             if response.is_success or response.status_code in ready:
                 return
             last_error = f"HTTP {response.status_code}"

@@ -41,6 +41,8 @@ CHECKS = [
 # type, and its generated bodies are opaque bytes anyway (a schema of format binary): sent as
 # they are, they exercise the intake's refusals (no boundary, no parts, not DICOM).
 schemathesis.serializer.alias("multipart/related", "application/octet-stream")
+# Likewise a model to install (an uncompressed tar): random bytes exercise its refusals.
+schemathesis.serializer.alias("application/x-tar", "application/octet-stream")
 
 #: Random examples per operation and generation mode, after the coverage cases: a few, since
 #: the coverage cases already reach every parameter's edges and the suite must stay quick.
