@@ -29,6 +29,7 @@ admin_token=$(token)
 forwarder_token=$(token)
 viewer_token=$(token)
 callback_token=$(token)
+metrics_token=$(token)
 hub_site_a_token=$(token)
 hub_site_b_token=$(token)
 site_b_admin_token=$(token)
@@ -36,6 +37,7 @@ analyst_token=$(token)
 
 printf %s "$postgres_password" >"$out/postgres-password"
 printf %s "$viewer_token" >"$out/viewer-token"
+printf %s "$metrics_token" >"$out/metrics-token"
 database="postgresql://fedgate:${postgres_password}@postgres:5432/fedgate"
 
 cat >"$out/orthanc.env" <<ENV
@@ -44,7 +46,7 @@ FEDGATE_FORWARDER_TOKEN=$forwarder_token
 ENV
 
 cat >"$out/gateway.env" <<ENV
-FEDGATE_AUTH__CLIENTS=[$(client admin '["admin"]' "$admin_token"), $(client orthanc '["forwarder"]' "$forwarder_token"), $(client ohif '["viewer"]' "$viewer_token"), $(client inference-service '["admin"]' "$callback_token"), $(client fedgate-hub '["hub", "query"]' "$hub_site_a_token")]
+FEDGATE_AUTH__CLIENTS=[$(client admin '["admin"]' "$admin_token"), $(client orthanc '["forwarder"]' "$forwarder_token"), $(client ohif '["viewer"]' "$viewer_token"), $(client inference-service '["admin"]' "$callback_token"), $(client prometheus '["metrics"]' "$metrics_token"), $(client fedgate-hub '["hub", "query"]' "$hub_site_a_token")]
 FEDGATE_PIPELINE__CALLBACK_TOKEN=$callback_token
 FEDGATE_PACS__AUTH__PASSWORD=$orthanc_password
 FEDGATE_QUEUE__URL=$database
@@ -77,7 +79,7 @@ YAML
 # `secrets:` are readable by all, inside a folder only its owner may enter (0700). The env
 # files are read by compose itself and stay 0600.
 chmod 0700 "$out"
-chmod 0644 "$out/postgres-password" "$out/viewer-token" "$out/hub.yaml" \
+chmod 0644 "$out/postgres-password" "$out/viewer-token" "$out/metrics-token" "$out/hub.yaml" \
   "$out/hub-signing-key.pem" "$out/hub-signing-key.pub"
 
 cat <<TEXT

@@ -24,9 +24,9 @@ from tests.deploy.conftest import (
     read_env_file,
     relocate,
 )
-from tests.support.requirements import missing
+from tests.support.requirements import missing, require_executable
 
-SITE_SERVICES = {"postgres", "orthanc", "gateway", "inference", "ohif"}
+SITE_SERVICES = {"postgres", "orthanc", "gateway", "inference", "ohif", "prometheus"}
 FEDERATION_SERVICES = {"site-b", "hub"}
 
 
@@ -222,6 +222,8 @@ def test_the_tokens_people_and_services_hold_open_what_their_role_needs(
     # which the gateway requires to be an admin credential (gateway/pipeline/settings.py).
     assert site.pipeline.callback_token is not None
     assert roles_of(site.pipeline.callback_token.get_secret_value(), site.auth.clients) == {"admin"}
+    metrics_token = (folder / "secrets" / "metrics-token").read_text()
+    assert roles_of(metrics_token, site.auth.clients) == {"metrics"}
     orthanc_env = read_env_file(folder / "secrets" / "orthanc.env")
     assert roles_of(orthanc_env["FEDGATE_FORWARDER_TOKEN"], site.auth.clients) == {"forwarder"}
     viewer_token = (folder / "secrets" / "viewer-token").read_text()
@@ -251,3 +253,28 @@ def test_the_tokens_people_and_services_hold_open_what_their_role_needs(
             "query",
         }
         assert [trusted.audience for trusted in by_name[service].auth.hubs] == [remote.name]
+
+
+def test_prometheus_config_and_alert_rules_pass_promtool(
+    deploy_with_secrets: Path, rendered: dict[str, Any], tmp_path: Path
+) -> None:
+    """Prometheus's config as the container sees it (its mounts), checked by promtool, and its
+    scrape targets are the compose services on the ports they listen on."""
+    promtool = require_executable("promtool")
+    service = rendered["services"]["prometheus"]
+    mounts = _mounts(service, deploy_with_secrets / "compose", rendered["secrets"])
+    config = tmp_path / "prometheus.yml"
+    config.write_text(relocate(mounts["/etc/prometheus/prometheus.yml"].read_text(), mounts))
+    (tmp_path / "alerts.yaml").write_text(mounts["/etc/prometheus/alerts.yaml"].read_text())
+    done = subprocess.run(
+        [promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 rules found" in done.stdout or "rules found" in done.stdout
+    targets = {
+        target
+        for job in yaml.safe_load(config.read_text())["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    assert targets == {"gateway:8080", "inference:8081"}

@@ -14,7 +14,7 @@ from tests.deploy.conftest import DOCKERFILE, REPOSITORY
 from tests.deploy.dockerfile import global_args, stages
 
 #: The images people run, and what each must declare.
-FINAL_TARGETS = ("gateway", "inference", "hub", "orthanc", "postgres", "ohif")
+FINAL_TARGETS = ("gateway", "inference", "hub", "orthanc", "postgres", "ohif", "prometheus")
 
 
 def test_every_stage_starts_from_the_debian_base_or_an_earlier_stage() -> None:
