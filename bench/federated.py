@@ -1,4 +1,4 @@
-"""Federated query benchmark (issue 6): single-site latency over a large index, and a hub.
+"""Federated query benchmark (issue 6): single-site latency over a large index.
 
 1. An index of ``--studies`` studies (default 100,000, about 0.6 patients per study) and
    ``--findings`` findings (default 1,000,000, each with a diameter), generated straight into a
@@ -10,9 +10,7 @@
    cost of the control. The cost of the differential-privacy path (OpenDP's noise) and of the
    budget ledger (check and charge, over a ledger of ``--ledger`` earlier answers) are timed
    on their own too.
-2. A hub over ``--sites`` simulated sites (in-process ASGI apps, random delays 5-200 ms): the
-   hub's latency over the slowest site's delay (target: under 50 ms), and with one hung site,
-   the hub's latency over that site's timeout.
+2. The hub: over a hundred real sites, in :mod:`bench.hub` (it was here over simulated ones).
 
 Run: ``python -m bench.federated`` (``--studies 20000 --findings 200000`` for a quick run).
 """
@@ -20,10 +18,8 @@ Run: ``python -m bench.federated`` (``--studies 20000 --findings 200000`` for a 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
-import random
 import sys
 import tempfile
 import time
@@ -31,12 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from gateway.federated.cohort import AggregateRequest
 from gateway.federated.privacy import NoiseMechanism, PrivacyLedger, Sensitivity
@@ -45,7 +36,6 @@ from gateway.federated.service import Asker, FederatedService
 from gateway.federated.settings import DifferentialPrivacySettings, FederatedSettings
 from gateway.index import FindingsIndex, IndexSettings
 from gateway.index.schema import STUDY_MEASUREMENTS_SELECT
-from hub.app import Hub, HubSettings, SiteSettings
 
 NODULE, MASS, CYST = "SCT:27925004", "SCT:4147007", "SCT:441457006"
 DIAMETER = "SCT:81827009"
@@ -353,73 +343,6 @@ def privacy_costs(index: FindingsIndex, args: argparse.Namespace) -> list[str]:
     ]
 
 
-def _sites_app(delays: dict[str, float], hung: set[str]) -> Starlette:
-    async def count(request: Request) -> Response:
-        site = request.path_params["site"]
-        if site in hung:
-            await asyncio.sleep(3600)
-        await asyncio.sleep(delays[site])
-        return JSONResponse(
-            {"level": "patients", "kind": "count", "min_cell_size": 10, "count": 42}
-        )
-
-    return Starlette(routes=[Route("/{site}/federated/v1/count", count)])
-
-
-async def _hub_latency(
-    sites: int, hung: set[str], repeats: int, timeout: float, rng: random.Random
-) -> tuple[list[float], list[float]]:
-    overheads, latencies = [], []
-    names = [f"site-{n:03d}" for n in range(sites)]
-    settings = HubSettings(
-        sites=[SiteSettings(name=n, url=f"http://sites/{n}/federated/v1") for n in names],
-        timeout_seconds=timeout,
-    )
-
-    async def send(client: httpx.AsyncClient, site: SiteSettings, timeout: float) -> httpx.Response:
-        return await client.get(f"{site.url}/count", params={"PatientSex": "F"}, timeout=timeout)
-
-    for _ in range(repeats):
-        delays = {n: rng.uniform(0.005, 0.2) for n in names}
-        transport = httpx.ASGITransport(app=_sites_app(delays, hung))
-        async with httpx.AsyncClient(transport=transport) as client:
-            hub = Hub(settings, client)
-            started = time.perf_counter()
-            answer = await hub.ask(send, "count", "patients")
-            elapsed = time.perf_counter() - started
-        slowest = max(d for n, d in delays.items() if n not in hung)
-        expected = max(slowest, timeout if hung else 0.0)
-        assert answer["count"] == 42 * (sites - len(hung)), answer
-        latencies.append(elapsed * 1000)
-        overheads.append((elapsed - expected) * 1000)
-    return latencies, overheads
-
-
-def hub(args: argparse.Namespace) -> list[str]:
-    rng = random.Random(6)
-    lines = [
-        "",
-        f"Hub over {args.sites} simulated sites (in-process ASGI apps, delays 5-200 ms, "
-        f"{args.hub_repeats} rounds):",
-        "",
-        "| case | hub p50 ms | hub p95 ms | p50 over the slowest site (or the timeout) ms |",
-        "|---|---|---|---|",
-    ]
-    latencies, overheads = asyncio.run(_hub_latency(args.sites, set(), args.hub_repeats, 2.0, rng))
-    lines.append(
-        f"| all sites answer | {_p(latencies, 50):.0f} | {_p(latencies, 95):.0f} | "
-        f"{_p(overheads, 50):.0f} |"
-    )
-    latencies, overheads = asyncio.run(
-        _hub_latency(args.sites, {"site-007"}, args.hub_repeats, 0.5, rng)
-    )
-    lines.append(
-        f"| one site hung (its timeout: 500 ms) | {_p(latencies, 50):.0f} | "
-        f"{_p(latencies, 95):.0f} | {_p(overheads, 50):.0f} |"
-    )
-    return lines
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Federated query benchmark (issue 6)")
     parser.add_argument("--studies", type=int, default=100_000)
@@ -428,8 +351,6 @@ def main() -> None:
         "--ledger", type=int, default=10_000, help="earlier answers in the budget ledger"
     )
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--sites", type=int, default=100)
-    parser.add_argument("--hub-repeats", type=int, default=10)
     parser.add_argument(
         "--index-url",
         help="a PostgreSQL database, empty or holding this benchmark's index (default: SQLite)",
@@ -439,9 +360,10 @@ def main() -> None:
         help="a folder kept between runs (e.g. /work/cache/index-1m): the index is generated "
         "there once and reused by later runs of the same sizes (default: a temporary folder)",
     )
-    parser.add_argument("--no-hub", action="store_true", help="only the single-site part")
+    # The hub is measured by bench.hub now; the flag stays for the commands in the docs.
+    parser.add_argument("--no-hub", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print("\n".join(single_site(args) + ([] if args.no_hub else hub(args))))
+    print("\n".join(single_site(args)))
 
 
 if __name__ == "__main__":

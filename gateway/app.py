@@ -28,6 +28,7 @@ from gateway.analysis.api import analysis_routes
 from gateway.analysis.runner import AnalysisRunner
 from gateway.analysis.store import AnalysisStore
 from gateway.approvals import Approvals
+from gateway.approvals_api import approval_routes
 from gateway.auth import Authenticator
 from gateway.cors import cors
 from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
@@ -184,6 +185,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
     # Research results are counted by the aggregates too.
     research_store.subscribe(lambda stored: index.observe_instances([s.dataset for s in stored]))
     authenticator = Authenticator(settings.auth)
+    # The site admin's decisions (training plans, analyses), in the index's database.
+    approvals = Approvals(index.database)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -232,6 +235,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 settings.data_dir / "analyses",
                 source_url=root + "/dicomweb",
                 on_enqueued=worker.notify,
+                inference_tls=settings.pipeline.inference_tls,
             )
             tasks.append(asyncio.create_task(runner.run(), name="analysis-runner"))
         scheduler = StabilityScheduler(
@@ -298,13 +302,14 @@ def create_app(settings: GatewaySettings) -> Starlette:
             ),
             Mount("/research/dicomweb", app=WithStore(Router(read_routes()), research_store)),
             *job_routes(),
+            *approval_routes(analyses, approvals),
             Mount(
                 "/federated/v1",
                 routes=[
                     *federated_routes(index, settings.federated, authenticator),
                     *analysis_routes(
                         analyses,
-                        Approvals(index.database),
+                        approvals,
                         authenticator,
                         settings.auth.hubs,
                         settings.data_dir,

@@ -34,6 +34,7 @@ from gateway.intake.settings import is_loopback
 from gateway.pacs import _auth_headers, _basic_auth
 from gateway.pipeline.served_models import served_models
 from gateway.settings import ConfigError, GatewaySettings, load_settings
+from tlsconfig import ClientTls, client_context
 
 Status = Literal["ok", "warning", "problem"]
 
@@ -109,6 +110,7 @@ def check_pacs(settings: GatewaySettings) -> Generator[Finding, None, PacsClock 
         headers={**_auth_headers(settings.pacs), "Accept": "application/dicom+json"},
         timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=settings.pacs.connect_timeout_seconds),
         follow_redirects=False,
+        verify=client_context(settings.pacs.tls),  # as the gateway itself reaches it
     )
     with client:
         try:
@@ -158,7 +160,7 @@ def _transport_problem(url: str, error: httpx.TransportError) -> Finding:
             "pacs",
             "problem",
             f"TLS with {url} failed ({tls}): its certificate is not trusted here (a private "
-            "CA or self-signed: add the CA to the system's trust store), names another host, "
+            "CA or self-signed: set pacs.tls.ca to that CA, docs/tls.md), names another host, "
             "or the port does not speak TLS",
         )
     if isinstance(error, httpx.ReadError | httpx.RemoteProtocolError) and url.startswith("http://"):
@@ -377,7 +379,7 @@ def check_inference(settings: GatewaySettings) -> Iterator[Finding]:
     by_service: dict[str, list[str]] = {}
     for rule in settings.routing:
         by_service.setdefault(rule.inference_url, []).append(rule.name)
-    answers = asyncio.run(_ask_services(list(by_service)))
+    answers = asyncio.run(_ask_services(list(by_service), settings.pipeline.inference_tls))
     for url, rule_names in by_service.items():
         served = answers[url]
         named = ", ".join(rule_names)
@@ -408,9 +410,9 @@ def check_inference(settings: GatewaySettings) -> Iterator[Finding]:
             yield Finding("inference", "ok", f"{url} serves every model rules {named} name")
 
 
-async def _ask_services(urls: list[str]) -> dict[str, set[str] | Exception]:
+async def _ask_services(urls: list[str], tls: ClientTls | None) -> dict[str, set[str] | Exception]:
     answers: dict[str, set[str] | Exception] = {}
-    async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS) as client:
+    async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, verify=client_context(tls)) as client:
         for url in urls:
             try:
                 answers[url] = await served_models(client, url)

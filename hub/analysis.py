@@ -15,11 +15,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import httpx
-
 from gateway.analysis.bundle import ModelBundle, pack_analysis, sign_analysis
 from gateway.auth import Principal
-from hub.app import Hub, SiteSettings
+from hub.app import Hub, Question, Reply, SiteSettings, json_body
 
 __all__ = ["analysis_results", "analysis_status", "submit_analysis"]
 
@@ -40,34 +38,22 @@ async def submit_analysis(
     key = hub.signing_key
     analysis_id = analysis_id or uuid.uuid4().hex
 
-    async def send(client: httpx.AsyncClient, site: SiteSettings, timeout: float) -> httpx.Response:
+    def question(site: SiteSettings) -> Question:
         signature = sign_analysis(
             key, hub.settings.name, site.name, analysis_id, bundle.sha256, cohort
         )
         body = pack_analysis(
             {"analysis_id": analysis_id, "cohort": cohort, "signature": signature}, bundle
         )
-        return await client.post(
-            f"{site.url.rstrip('/')}/analyses",
-            content=body,
-            headers={**hub.headers(site, sender), "Content-Type": TAR_MEDIA_TYPE},
-            timeout=timeout,
-        )
+        return Question("POST", "/analyses", sender, body=body, content_type=TAR_MEDIA_TYPE)
 
-    return analysis_id, await hub.ask_each(send)
+    return analysis_id, await hub.ask_each(question)
 
 
 async def analysis_status(hub: Hub, analysis_id: str, asker: Principal) -> list[dict[str, Any]]:
     """Every site's state and counts of the analysis (``answer``), or why it cannot say."""
 
-    async def send(client: httpx.AsyncClient, site: SiteSettings, timeout: float) -> httpx.Response:
-        return await client.get(
-            f"{site.url.rstrip('/')}/analyses/{analysis_id}",
-            headers=hub.headers(site, asker),
-            timeout=timeout,
-        )
-
-    return await hub.ask_each(send)
+    return await hub.ask_each(Question("GET", f"/analyses/{analysis_id}", asker))
 
 
 #: What the status shows of the model's results, per site and combined: (title, aggregate,
@@ -97,28 +83,22 @@ async def analysis_results(
     results = []
     for title, aggregate, of_the_model in RESULT_QUESTIONS:
 
-        async def send(
-            client: httpx.AsyncClient,
+        def question(
             site: SiteSettings,
-            timeout: float,
             aggregate: dict[str, Any] = aggregate,
             of_the_model: bool = of_the_model,
-        ) -> httpx.Response:
+        ) -> Question | Reply:
             known = per_site.get(site.name)
             if known is None:
                 # Not installed there (yet): no question is sent, none is charged.
-                return httpx.Response(409, json={"error": "the model is not installed here yet"})
+                return Reply(409, json_body({"error": "the model is not installed here yet"}))
             cohort = dict(known["cohort"])
             if of_the_model:
                 findings = list(cohort.get("findings", ()))
                 cohort["findings"] = [*findings, {"algorithm": known["algorithm"]}]
-            return await client.post(
-                f"{site.url.rstrip('/')}/aggregate",
-                json={"cohort": cohort, "level": "patients", "aggregate": aggregate},
-                headers=hub.headers(site, asker),
-                timeout=timeout,
-            )
+            body = {"cohort": cohort, "level": "patients", "aggregate": aggregate}
+            return Question("POST", "/aggregate", asker, body=json_body(body))
 
-        answer = await hub.ask(send, aggregate["kind"], "patients")
+        answer = await hub.ask(question, aggregate["kind"], "patients")
         results.append({"title": title, **answer})
     return results

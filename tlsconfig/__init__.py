@@ -125,6 +125,11 @@ class ClientTls(_Strict):
         return True if self.ca is None else str(self.ca)
 
 
+def uvicorn_options(tls: ServerTls | None) -> dict[str, Any]:
+    """uvicorn's keyword arguments for ``listen.tls``: HTTPS with it, none (plain HTTP) without."""
+    return {} if tls is None else tls.uvicorn_options()
+
+
 def client_context(tls: ClientTls | None) -> ssl.SSLContext | bool:
     """httpx's ``verify=`` for ``tls``: its context, or True (httpx's defaults) when unset."""
     return True if tls is None else tls.context()

@@ -1,8 +1,10 @@
-// The jobs page (admin role): jobs by state, queue depth, a job's reason and attempts, retry
-// and delete. Study and series UIDs are never shown: a job is named by its id and model, and
-// UID-shaped text in error messages is masked.
+// The jobs page (admin role): the approvals waiting for this site's admin (approvals.js), jobs
+// by state, queue depth, a job's reason and attempts, retry and delete. Study and series UIDs
+// are never shown: a job is named by its id and model, and UID-shaped text in error messages is
+// masked.
 
 import { clearToken, dashboardConfig, jobsApi, onUnauthorized } from "./api.js";
+import { clearApprovals, setUpApprovals, showApprovals } from "./approvals.js";
 import { element } from "./filters.js";
 import { showLogin as showLoginForm, signIn } from "./login.js";
 
@@ -31,6 +33,7 @@ function say(text) {
  * allowed to see it. */
 function showLogin(reason) {
   for (const id of ["depth", "jobs"]) $(id).replaceChildren();
+  clearApprovals();
   $("queue-depth").textContent = "";
   $("detail").replaceChildren(element("p", { className: "note", text: "Choose a job above." }));
   showLoginForm(reason);
@@ -162,7 +165,7 @@ async function detail(id) {
 }
 
 async function refresh() {
-  await Promise.all([depth(), list()]);
+  await Promise.all([showApprovals(), depth(), list()]);
   if (shownJob === null) return;
   try {
     await detail(shownJob); // its state may have moved on (a retried job running, succeeded)
@@ -192,6 +195,7 @@ async function start() {
   const config = await dashboardConfig();
   root = config.jobs || "/jobs";
   onUnauthorized((reason) => showLogin(`Not signed in: ${reason}`));
+  setUpApprovals(say, refresh);
   $("refresh").onclick = () => refresh().catch((error) => say(error.message));
   $("state").onchange = () => list().catch((error) => say(error.message));
   authNeeded = config.auth;

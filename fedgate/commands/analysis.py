@@ -129,7 +129,9 @@ def _submit(args: argparse.Namespace) -> int:
     if isinstance(hub, int):
         return hub
     try:
-        analysis_id, sites = asyncio.run(submit_analysis(hub, bundle, cohort, _asker(args)))
+        analysis_id, sites = asyncio.run(
+            hub.closing(submit_analysis(hub, bundle, cohort, _asker(args)))
+        )
     except ValueError as error:
         return _fail("submit", str(error))
     print(analysis_id)
@@ -163,7 +165,7 @@ def _status(args: argparse.Namespace) -> int:
         statuses = await analysis_status(hub, args.analysis_id, asker)
         return statuses, await analysis_results(hub, statuses, asker)
 
-    statuses, results = asyncio.run(both())
+    statuses, results = asyncio.run(hub.closing(both()))
     if args.json:
         print(json.dumps({"sites": statuses, "results": results}, indent=2))
     else:

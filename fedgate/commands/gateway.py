@@ -13,6 +13,7 @@ from gateway.app import create_app
 from gateway.intake.settings import is_loopback
 from gateway.logs import configure_logging
 from gateway.settings import ConfigError, load_settings
+from tlsconfig import uvicorn_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=10,
-        **(settings.listen.tls.uvicorn_options() if settings.listen.tls else {}),
+        **uvicorn_options(settings.listen.tls),
     )
     return 0

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from gateway.hub_assertion import write_key_pair
 from gateway.settings import describe_validation_error
 from hub.app import HubSettings, hub_app
+from tlsconfig import uvicorn_options
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +109,6 @@ def run(args: argparse.Namespace) -> int:
         host=host,
         port=settings.listen.port,
         log_level="warning",
-        **(settings.listen.tls.uvicorn_options() if settings.listen.tls else {}),
+        **uvicorn_options(settings.listen.tls),
     )
     return 0

@@ -18,6 +18,7 @@ from inference_service.app import configure_logging, create_app
 from inference_service.backends.local import ProviderUnavailableError
 from inference_service.repository import ModelRepository, RepositoryError
 from inference_service.settings import ConfigError, load_settings
+from tlsconfig import uvicorn_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
         port=settings.listen.port,
         log_level=settings.log.level,
         access_log=False,
-        **(settings.listen.tls.uvicorn_options() if settings.listen.tls else {}),
+        **uvicorn_options(settings.listen.tls),
     )
     return 0

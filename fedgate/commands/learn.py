@@ -25,12 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.approvals import Approvals, DecisionName, SubjectError
+from gateway.approvals import PLAN_KIND, Approvals, DecisionName, SubjectError
 from gateway.learning.plan import PlanError, load_plan
 from gateway.settings import ConfigError, load_settings
-
-#: What a site decides on for federated learning (gateway.approvals).
-PLAN_KIND = "training-plan"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -44,20 +44,18 @@ from gateway.pipeline.routing import NON_IMAGE_MODALITIES, SeriesFacts, route_se
 from gateway.pipeline.scheduler import stored_series_facts
 from gateway.pipeline.settings import ResearchSettings, RoutingRule
 from gateway.queue import JobQueue
-from gateway.queue.jobs import RESEARCH
 from gateway.store import EmbeddedStore
+from tlsconfig import ClientTls, client_context
 
 log = structlog.get_logger(__name__)
 
 __all__ = ["AnalysisRunner", "model_rule"]
 
-#: QIDO-RS page size when listing the PACS's studies.
+#: QIDO-RS page size when listing the PACS's series.
 _PAGE = 500
-#: Series searches in flight at once: a PACS answers each in some milliseconds, mostly waiting
-#: (Orthanc 1.10: about 25 ms each, one after the other, for 1,000 studies here).
-_PARALLEL_SEARCHES = 8
 _STUDY_UID, _SERIES_UID = "0020000D", "0020000E"
 _MODALITY, _BODY_PART, _SERIES_SIZE = "00080060", "00180015", "00201209"
+_SERIES_FIELDS = (_STUDY_UID, _MODALITY, _BODY_PART, _SERIES_SIZE)
 
 
 def model_rule(analysis: Analysis, bundle: ModelBundle, inference_url: str) -> RoutingRule:
@@ -92,6 +90,7 @@ class AnalysisRunner:
         source_url: str,
         on_enqueued: Callable[[], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        inference_tls: ClientTls | None = None,
     ):
         self.analyses = analyses
         self.queue = queue
@@ -104,12 +103,17 @@ class AnalysisRunner:
         self.source_url = source_url
         self.on_enqueued = on_enqueued
         self._transport = transport
+        self.inference_tls = inference_tls
         #: Analyses whose series this process has selected already.
         self._selected: set[str] = set()
 
     async def run(self) -> None:
         timeout = httpx.Timeout(300.0, connect=10.0)  # a large model takes a while to send
-        async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as http:
+        async with httpx.AsyncClient(
+            timeout=timeout,
+            transport=self._transport,
+            verify=client_context(self.inference_tls),  # pipeline.inference_tls
+        ) as http:
             while True:
                 try:
                     await self.run_once(http)
@@ -198,58 +202,42 @@ class AnalysisRunner:
                 yield study_uid, facts
 
     async def _pacs_series(self, wanted: set[int]) -> Any:
-        """The PACS's series of the wanted studies, by QIDO-RS (studies page by page, then
-        each wanted study's series with modality, body part and size)."""
+        """The PACS's series of the wanted studies, by QIDO-RS: every series of the PACS, page
+        by page, with its study, modality, body part and size, kept when its study is wanted.
+
+        One pass over the PACS's series, not a search per study: Orthanc 1.10 answered each
+        study's series search in about 25 ms here (1,000 studies: 25 s), a page of 500 series
+        in a fraction of that."""
         assert self.pacs is not None
-        limiter = asyncio.Semaphore(_PARALLEL_SEARCHES)
         offset = 0
         while True:
             page = await self.pacs.search(
-                "studies",
-                [("limit", str(_PAGE)), ("offset", str(offset)), ("includefield", _STUDY_UID)],
+                "series",
+                [
+                    ("limit", str(_PAGE)),
+                    ("offset", str(offset)),
+                    *[("includefield", tag) for tag in _SERIES_FIELDS],
+                ],
             )
-            study_uids = [
-                uid
-                for uid in (_first(study, _STUDY_UID) for study in page)
-                if uid and self.index.keys.study(uid) in wanted
-            ]
-            searches = (self._study_series(limiter, uid) for uid in study_uids)
-            for study_uid, series_list in await asyncio.gather(*searches):
-                for series in series_list:
-                    facts = _qido_series_facts(series)
-                    if facts is not None:
-                        yield study_uid, facts
+            for series in page:
+                study_uid = _first(series, _STUDY_UID)
+                if not study_uid or self.index.keys.study(study_uid) not in wanted:
+                    continue
+                facts = _qido_series_facts(series)
+                if facts is not None:
+                    yield study_uid, facts
             if len(page) < _PAGE:
                 return
             offset += len(page)
 
-    async def _study_series(
-        self, limiter: asyncio.Semaphore, study_uid: str
-    ) -> tuple[str, list[dict[str, Any]]]:
-        """A study's series with modality, body part and size (QIDO-RS), a few at a time."""
-        assert self.pacs is not None
-        async with limiter:
-            found = await self.pacs.search(
-                f"studies/{study_uid}/series",
-                [("includefield", tag) for tag in (_MODALITY, _BODY_PART, _SERIES_SIZE)],
-            )
-        return study_uid, found
-
     def _enqueue(self, analysis: Analysis, series: list[tuple[str, str, str, str]]) -> int:
-        created = 0
-        for study_uid, series_uid, model, rule in series:
-            _, what = self.queue.enqueue(
-                study_uid,
-                series_uid,
-                model,
-                rule,
-                self.inference_url,
-                self.source_url,
-                lane=RESEARCH,
-                analysis_id=analysis.analysis_id,
-            )
-            created += what == "created"
-        return created
+        return self.queue.enqueue_research(
+            analysis.analysis_id,
+            [
+                (study_uid, series_uid, model, rule, self.inference_url, self.source_url)
+                for study_uid, series_uid, model, rule in series
+            ],
+        )
 
 
 def _first(attributes: dict[str, Any], tag: str) -> str | None:

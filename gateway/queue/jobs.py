@@ -46,6 +46,15 @@ _COLUMNS = (
     "analysis_id"
 )
 
+#: A new job, or nothing when (study, series, model) has one: two replicas enqueueing at once
+#: cannot both create it.
+_INSERT = (
+    "INSERT INTO jobs (study_instance_uid, series_instance_uid, model, rule, inference_url, "
+    "source_url, state, max_attempts, next_attempt_at, created_at, enqueued_at, lane, "
+    "analysis_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (study_instance_uid, series_instance_uid, model) DO NOTHING"
+)
+
 #: Studies from the PACS: always claimed before any research job.
 CLINICAL = "clinical"
 #: A federated analysis's backfill: throttled, and paused or cancelled with its analysis.
@@ -176,14 +185,7 @@ class JobQueue:
         with self._transaction() as cursor:
             # Insert-or-nothing first: two replicas enqueueing at once cannot both create it.
             cursor.execute(
-                self._q(
-                    "INSERT INTO jobs (study_instance_uid, series_instance_uid, model, rule, "
-                    "inference_url, source_url, state, max_attempts, next_attempt_at, "
-                    "created_at, enqueued_at, lane, analysis_id) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (study_instance_uid, series_instance_uid, model) DO NOTHING "
-                    f"RETURNING {_COLUMNS}"
-                ),
+                self._q(f"{_INSERT} RETURNING {_COLUMNS}"),
                 (
                     study_instance_uid,
                     series_instance_uid,
@@ -231,6 +233,37 @@ class JobQueue:
                 (JobState.PENDING.value, now, now, inference_url, source_url, rule, job.id),
             )
             return Job.from_row(cursor.fetchone()), "requeued"
+
+    def enqueue_research(
+        self, analysis_id: str, jobs: Sequence[tuple[str, str, str, str, str, str]]
+    ) -> int:
+        """Research jobs of an analysis, (study, series, model, rule, inference_url,
+        source_url) each, in one transaction; returns how many are new. As with
+        :meth:`enqueue`, a job already there (selected before a restart) is left as it is."""
+        now = time.time()
+        created = 0
+        with self._transaction() as cursor:
+            for study_uid, series_uid, model, rule, inference_url, source_url in jobs:
+                cursor.execute(
+                    self._q(_INSERT),
+                    (
+                        study_uid,
+                        series_uid,
+                        model,
+                        rule,
+                        inference_url,
+                        source_url,
+                        JobState.PENDING.value,
+                        self.settings.max_attempts,
+                        now,
+                        now,
+                        now,
+                        RESEARCH,
+                        analysis_id,
+                    ),
+                )
+                created += max(cursor.rowcount, 0)
+        return created
 
     # -- workers -------------------------------------------------------------------------
 

@@ -68,7 +68,7 @@ def test_clinical_work_first_then_pause_resume_cancel(
     backfill = [abdomen_phantom(seed=17_000 + n) for n in range(BACKFILL_STUDIES)]
     store_studies(site.dicomweb_url, backfill)
     analysis = SiteAnalysis(
-        site, models_dir, cohort={"attributes": {"BodyPartExamined": "ABDOMEN"}}
+        site, models_dir / BUNDLE_MODEL, cohort={"attributes": {"BodyPartExamined": "ABDOMEN"}}
     )
     analysis.approve()
     selected = analysis.wait_selected(BACKFILL_STUDIES)

@@ -162,6 +162,10 @@ def test_research_jobs_are_never_redone(settings: QueueSettings, tmp_path: Path)
     again, what = research(queue, "a" * 32, "1.2.3.1")
     assert (again.id, again.state, what) == (job.id, JobState.SUCCEEDED, "already selected")
     assert queue.claim("w1", 1, {}, 10) == []
+    # Selecting in bulk (the runner's way) makes only the series not selected before.
+    rows = [("1.2.3", f"1.2.3.{n}", "nd-abababababab", "r", "http://i", "http://g") for n in (1, 2)]
+    assert queue.enqueue_research("a" * 32, rows) == 1
+    assert queue.get(job.id).state is JobState.SUCCEEDED  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="needs its analysis_id"):
         queue.enqueue("1", "2", "m", "r", "http://i", "http://g", lane="research")
 

@@ -36,7 +36,9 @@ PATH_VALUES = {
     "frame": "1",
     "tag": "7FE00010",
     "job_id": "1",
+    "analysis_id": "0" * 32,
     "path": "studies",
+    "sha256": "0" * 64,
 }
 
 
@@ -151,7 +153,7 @@ def test_every_route_with_every_role(with_every_role: GatewayProcess, tmp_path: 
                 got = "allowed" if status not in (401, 403) else str(status)
                 if got != expected or status >= 500:
                     wrong.append(f"{method} {path} as {caller}: {status}, expected {expected}")
-    assert wrong == []
+    assert wrong == [], "\n".join(wrong)
 
 
 def test_a_refusal_names_the_role_needed(with_every_role: GatewayProcess) -> None:

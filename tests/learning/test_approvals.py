@@ -134,3 +134,53 @@ def test_replicas_on_one_postgresql_share_decisions(
     finally:
         one.close()
         two.close()
+
+
+def _asking_sites(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> tuple[IndexSettings, Path, Path]:
+    """Two replicas' views of one site: on SQLite one data directory, on PostgreSQL one server."""
+    if request.param == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        return IndexSettings(url=postgres.url), tmp_path / "one", tmp_path / "two"
+    return IndexSettings(), tmp_path / "site", tmp_path / "site"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def asking_site(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Approvals, Approvals]:
+    settings, one_dir, two_dir = _asking_sites(request, tmp_path)
+    one, two = Approvals.open(settings, one_dir), Approvals.open(settings, two_dir)
+    request.addfinalizer(one.close)
+    request.addfinalizer(two.close)
+    return one, two
+
+
+def test_a_plan_asked_for_is_kept_with_its_text_and_refreshed_when_asked_again(
+    asking_site: tuple[Approvals, Approvals],
+) -> None:
+    one, two = asking_site
+    sha = hashlib.sha256(PLAN.encode()).hexdigest()
+    summary = {"name": "nodule-outcome", "features": ["age", "male", "nodule_diameter"]}
+    assert one.requests("training-plan") == []
+    first = one.ask("training-plan", sha, content=PLAN, summary=summary, by="run 17")
+    assert (first.times_asked, first.asked_by, first.content) == (1, "run 17", PLAN)
+    assert first.first_asked_at == first.last_asked_at
+    # Another replica (or a later run) asks again: one request, refreshed; nothing decided.
+    again = two.ask("training-plan", sha, content=PLAN, summary=summary, by="run 18")
+    assert (again.times_asked, again.asked_by) == (2, "run 18")
+    assert again.first_asked_at == first.first_asked_at
+    assert again.last_asked_at >= first.last_asked_at
+    (listed,) = one.requests("training-plan")
+    assert listed == again and listed.summary == summary
+    assert one.requests("analysis-bundle") == []
+    assert one.current("training-plan", sha) is None, "asking decides nothing"
+
+    # The admin reads exactly what is approved: a text that is not the plan's is refused.
+    other = PLAN.replace("nodule-outcome", "other")
+    with pytest.raises(SubjectError, match="does not have the sha256"):
+        one.ask("training-plan", sha, content=other, summary=summary, by="run 19")
+    with pytest.raises(SubjectError, match="is not a sha256"):
+        one.ask("training-plan", "plan", content=PLAN, summary=summary, by="run 19")
+    with pytest.raises(SubjectError, match="names who asks"):
+        one.ask("training-plan", sha, content=PLAN, summary=summary, by=" ")
+    assert one.request("training-plan", sha) == again

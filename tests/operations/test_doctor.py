@@ -240,6 +240,7 @@ class SelfSignedPacs(SkewedPacs):
         super().start_serving()
         assert self._server is not None
         certificate, key = _self_signed(self.workdir)
+        self.certificate = certificate
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(certificate, key)
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
@@ -283,6 +284,12 @@ def test_a_pacs_certificate_not_trusted_here(deployment: dict[str, Any]) -> None
         plain = _doctor(
             deployment, "plain", _settings(deployment, pacs={"url": url.replace("https", "http")})
         )
+        # With its CA in pacs.tls.ca (here the certificate itself), as the gateway would use it.
+        trusted = _doctor(
+            deployment,
+            "trusted",
+            _settings(deployment, pacs={"url": url, "tls": {"ca": str(pacs.certificate)}}),
+        )
     finally:
         pacs.stop()
     assert result.returncode == 1
@@ -291,3 +298,4 @@ def test_a_pacs_certificate_not_trusted_here(deployment: dict[str, Any]) -> None
     assert "certificate" in line and "trust" in line
     assert plain.returncode == 1
     assert "Try https://" in _line(plain.stdout, "problem", "pacs")
+    assert "answers QIDO-RS" in _line(trusted.stdout, "ok", "pacs")
