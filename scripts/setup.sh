@@ -10,7 +10,14 @@ APT_PACKAGES=(
   orthanc orthanc-dicomweb dcmtk dicom3tools
   postgresql chromium nodejs npm
   prometheus  # promtool: tests/operations check deploy/prometheus (alert rules, config)
+  # tests/deploy: `docker-compose config` on deploy/compose (Compose v1; the docker CLI's compose
+  # plugin is used instead where installed), systemd-analyze on deploy/systemd, openssl for the
+  # hub key that deploy/compose/make-secrets.sh writes.
+  docker-compose systemd openssl
 )
+# tests/deploy: `kubectl kustomize` renders deploy/kubernetes; Debian 12's kubectl (1.20, package
+# kubernetes-client) renders it as a current one does. Only when no kubectl is installed.
+command -v kubectl >/dev/null || APT_PACKAGES+=(kubernetes-client)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

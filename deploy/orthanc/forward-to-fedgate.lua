@@ -44,8 +44,11 @@ function OnStableStudy(studyId, tags, metadata)
     Synchronous = true,
     HttpHeaders = { ['Fedgate-Study-Stable'] = 'Orthanc StableStudy' },
   })
+  -- Orthanc's Lua RestApiPost does not raise when the call fails (a 401 or 5xx of the gateway,
+  -- a refused connection): it logs the error and returns nil. Either way nothing is recorded
+  -- as forwarded, so the series goes again when the study changes.
   local ok, answer = pcall(RestApiPost, '/dicom-web/servers/fedgate/stow', body)
-  if not ok then
+  if not ok or answer == nil then
     PrintRecursive('fedgate: forwarding study ' .. studyId .. ' failed; it will be retried '
       .. 'when the study changes, or send it again from the Orthanc UI')
     return
