@@ -248,3 +248,42 @@ def test_an_analysis_the_trusted_hub_did_not_sign_is_refused(federation: dict[st
     )
     nobody = {**headers, "Authorization": "Bearer not-a-token"}
     assert httpx.get(f"{south.url}/federated/v1/analyses", headers=nobody).status_code == 401
+
+
+def test_a_site_down_is_reported_the_others_finish_and_it_catches_up_on_return(
+    federation: dict[str, Any],
+) -> None:
+    """At the hub: a site that is down is named in the status while the others complete; once
+    back, it runs what its admin approved meanwhile. (That a site stopped mid-analysis resumes
+    without analysing a finished series again is tests/analysis/test_site.py's.)"""
+    north = federation["sites"]["north"]
+    config = str(north.workdir / "gateway.yaml")
+    result = run_fedgate(
+        "analysis", "submit", "--hub-config", str(federation["hub"]),
+        "--model", str(_bundle_with_version(federation, "1.0.3")),
+        "--cohort", str(federation["cohort"]),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    analysis_id = result.stdout.strip()
+    north.kill()
+    # The admin's approval is recorded while the gateway is down (the command needs only the
+    # site's databases).
+    assert run_fedgate("analysis", "approve", "--config", config, analysis_id).returncode == 0
+
+    status = wait_until(
+        lambda: (s := _status(federation, analysis_id)) and _states(s)["south"] == "done" and s,
+        240,
+        "south to finish while north is down",
+    )
+    (down,) = [site for site in status["sites"] if site["name"] == "north"]
+    assert down["status"] == "error" and down["error"]
+
+    north.start()
+    status = wait_until(
+        lambda: (s := _status(federation, analysis_id)) and _states(s)["north"] == "done" and s,
+        240,
+        "north to catch up",
+    )
+    (back,) = [site for site in status["sites"] if site["name"] == "north"]
+    progress = back["answer"]["progress"]
+    assert progress["done"] == progress["selected"] == sum(SITES["north"])
