@@ -14,6 +14,13 @@ APT_PACKAGES=(
   # plugin is used instead where installed), systemd-analyze on deploy/systemd, openssl for the
   # hub key that deploy/compose/make-secrets.sh writes.
   docker-compose systemd openssl
+  # tests/deploy/test_containers.py builds the images and starts the compose site: rootful
+  # podman with runc (crun 1.8 refuses a hybrid cgroup hierarchy) and CNI networking, whose
+  # dnsname plugin lets the services find each other by name; podman-compose reads
+  # deploy/compose; mmdebstrap writes the base image from Debian packages; iptables for CNI's
+  # port mappings. The settings podman needs here: scripts/setup.d/50-containers.sh.
+  podman runc containernetworking-plugins golang-github-containernetworking-plugin-dnsname
+  podman-compose mmdebstrap iptables
 )
 # tests/deploy: `kubectl kustomize` renders deploy/kubernetes; Debian 12's kubectl (1.20, package
 # kubernetes-client) renders it as a current one does. Only when no kubectl is installed.
