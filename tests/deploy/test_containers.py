@@ -4,11 +4,12 @@ no registry), deploy/compose/compose.yaml started by podman-compose with the sec
 make-secrets.sh, and checked as a PACS administrator would: a CT sent to Orthanc's DICOM port
 comes back analysed (the gateway's job succeeded, the SR and SEG are in Orthanc), OHIF's server
 lists the study with the viewer token while the gateway refuses the same request without one,
-Prometheus scrapes both services, and every container runs as a non-root user on a read-only
-root file system. Containers, networks and volumes are removed afterwards, also on failure.
+Prometheus scrapes both services, the federation example's hub asks both sites, and every
+container runs as a non-root user on a read-only root file system. Containers, networks and
+volumes are removed afterwards, also on failure.
 
-Cold (no build cache) this takes about 20 minutes on two shared cores, warm (every layer
-cached) a few; docs/deploy.md has the figures. Under CI=true a missing or broken container
+Cold (no build cache) this takes about 10 minutes on two shared cores, warm (every layer
+cached) under 3; docs/deploy.md has the figures. Under CI=true a missing or broken container
 engine fails the test; elsewhere it skips with the reason.
 """
 
@@ -30,7 +31,7 @@ import pytest
 
 from fedgate.phantom import Phantom
 from tests.deploy.conftest import DEPLOY, DOCKERFILE, REPOSITORY
-from tests.deploy.test_compose import SITE_SERVICES
+from tests.deploy.test_compose import FEDERATION_SERVICES, SITE_SERVICES
 from tests.pipeline.conftest import chest_phantom
 from tests.support.ports import free_port
 from tests.support.requirements import missing, require_executable
@@ -42,9 +43,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 BASE_IMAGE = "localhost/fedgate-base:bookworm"
 #: The tag the test builds and starts (compose.yaml's FEDGATE_TAG): not a release's 0.1.0.
 TAG = "test"
-#: gateway first: inference shares all its Python layers (one dependency stage), then the
-#: Debian package stages.
-SITE_TARGETS = ("gateway", "inference", "postgres", "orthanc", "prometheus", "ohif")
+#: gateway first: inference and hub share all its Python layers (one dependency stage), then
+#: the Debian package stages. site-b runs the gateway's image.
+TARGETS = ("gateway", "inference", "hub", "postgres", "orthanc", "prometheus", "ohif")
+#: The single site and the federation example (its hub and a second site).
+SERVICES = SITE_SERVICES | FEDERATION_SERVICES
 #: Debian's bundle, which holds a TLS-inspecting proxy's CA where a site adds one: handed to
 #: pip and npm as a build secret (docs/deploy.md), never kept in an image.
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -91,7 +94,7 @@ def build_images(engine: str, log: Path) -> dict[str, float]:
     options = ["--format", "docker", "--network", "host", "-f", str(DOCKERFILE)]
     if CA_BUNDLE.is_file():
         options += ["--secret", f"id=ca-bundle,src={CA_BUNDLE}"]
-    for target in SITE_TARGETS:
+    for target in TARGETS:
         seconds[target] = run(
             [engine, "build", *options, "--target", target, "-t", image(target), str(REPOSITORY)],
             log,
@@ -110,6 +113,7 @@ class Stack:
     project: str
     ports: dict[str, int]
     admin_token: str
+    analyst_token: str
     orthanc_login: tuple[str, str]
     viewer_token: str
     log: Path
@@ -192,10 +196,10 @@ class Stack:
                 subprocess.run([self.engine, *remove, *left], capture_output=True, timeout=300)
 
 
-def compose_folder(copy: Path, project: str, ports: dict[str, int]) -> tuple[str, str]:
+def compose_folder(copy: Path, project: str, ports: dict[str, int]) -> dict[str, str]:
     """deploy/ copied with fresh secrets from make-secrets.sh and an .env naming this run's
-    project, tag and host ports; the admin token make-secrets.sh prints, as an administrator
-    reads it."""
+    project, tag and host ports; the gateway's admin token and the hub's analyst token that
+    make-secrets.sh prints (as an administrator reads them) and Orthanc's password."""
     require_executable("openssl")
     shutil.copytree(DEPLOY, copy, ignore=shutil.ignore_patterns("secrets"))
     made = subprocess.run(
@@ -203,7 +207,8 @@ def compose_folder(copy: Path, project: str, ports: dict[str, int]) -> tuple[str
     )
     assert made.returncode == 0, made.stderr
     admin = re.search(r"gateway admin token \S+:\s+(\S+)", made.stdout)
-    assert admin, made.stdout
+    analyst = re.search(r"hub analyst token \S+:\s+(\S+)", made.stdout)
+    assert admin and analyst, made.stdout
     variables = {
         "COMPOSE_PROJECT_NAME": project,
         "FEDGATE_TAG": TAG,
@@ -212,6 +217,7 @@ def compose_folder(copy: Path, project: str, ports: dict[str, int]) -> tuple[str
         "FEDGATE_ORTHANC_PORT": ports["orthanc"],
         "FEDGATE_OHIF_PORT": ports["ohif"],
         "FEDGATE_PROMETHEUS_PORT": ports["prometheus"],
+        "FEDGATE_HUB_PORT": ports["hub"],
     }
     (copy / "compose" / ".env").write_text(
         "".join(f"{name}={value}\n" for name, value in variables.items())
@@ -219,7 +225,7 @@ def compose_folder(copy: Path, project: str, ports: dict[str, int]) -> tuple[str
     orthanc_env = (copy / "compose" / "secrets" / "orthanc.env").read_text()
     password = re.search(r"^ORTHANC_FEDGATE_PASSWORD=(\S+)$", orthanc_env, re.MULTILINE)
     assert password
-    return admin.group(1), password.group(1)
+    return {"admin": admin[1], "analyst": analyst[1], "orthanc": password[1]}
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +235,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("containers")
     log = work / "build-and-start.log"
     project = f"fedgate-test-{os.getpid()}"
-    ports = {name: free_port() for name in ("gateway", "dicom", "orthanc", "ohif", "prometheus")}
-    admin_token, orthanc_password = compose_folder(work / "deploy", project, ports)
+    ports = {
+        name: free_port() for name in ("gateway", "dicom", "orthanc", "ohif", "prometheus", "hub")
+    }
+    tokens = compose_folder(work / "deploy", project, ports)
     folder = work / "deploy" / "compose"
     running = Stack(
         engine,
@@ -238,8 +246,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         folder,
         project,
         ports,
-        admin_token,
-        ("fedgate", orthanc_password),
+        tokens["admin"],
+        tokens["analyst"],
+        ("fedgate", tokens["orthanc"]),
         (folder / "secrets" / "viewer-token").read_text(),
         log,
     )
@@ -248,11 +257,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running.seconds["build"] = time.monotonic() - started
     try:
         up = time.monotonic()
-        # The single site's services only: podman-compose 1.0.3 ignores `profiles` (it would
-        # start the federation too) and depends_on's conditions (restart: unless-stopped
-        # restarts a gateway that started before PostgreSQL was ready).
+        # The services named: podman-compose 1.0.3 ignores `profiles` (docker compose needs
+        # --profile federation for site-b and the hub) and depends_on's conditions (restart:
+        # unless-stopped restarts a gateway that started before PostgreSQL was ready).
         run(
-            [*running.compose_command, "up", "-d", "--no-build", *sorted(SITE_SERVICES)],
+            [*running.compose_command, "up", "-d", "--no-build", *sorted(SERVICES)],
             log,
             600,
             cwd=folder,
@@ -278,6 +287,7 @@ def _ready(stack: Stack) -> bool:
         and _answers(stack.url("orthanc") + "/system", auth=stack.orthanc_login)
         and _answers(stack.url("ohif") + "/")
         and _answers(stack.url("prometheus") + "/-/ready")
+        and _answers(stack.url("hub") + "/healthz")
     )
 
 
@@ -373,9 +383,25 @@ def test_prometheus_scrapes_the_gateway_and_the_inference_service(stack: Stack) 
     assert health == {"fedgate-gateway": "up", "fedgate-inference": "up"}
 
 
+def test_the_hub_asks_both_sites_for_the_analysts_budget(stack: Stack) -> None:
+    """The federation example: the hub reaches both gateways by their compose names with its
+    tokens, and each accepts the person the hub's signed assertion names (the hub's key from
+    make-secrets.sh, trusted by both as the hub-public-key secret)."""
+    answer = httpx.get(
+        stack.url("hub") + "/federated/v1/budget",
+        headers={"Authorization": f"Bearer {stack.analyst_token}"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    budget = answer.json()
+    statuses = {site["name"]: site["status"] for site in budget["sites"]}
+    assert statuses == {"site-a": "ok", "site-b": "ok"}, budget
+    assert budget["person"] == "analyst" and budget["complete"] is True
+
+
 def test_every_container_runs_as_a_non_root_user_on_a_read_only_root(stack: Stack) -> None:
     containers = stack.containers()
-    assert set(containers) == SITE_SERVICES
+    assert set(containers) == SERVICES
     for service, name in containers.items():
         inspected = json.loads(
             subprocess.run(
