@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the gateway image and starts it as a deployment would: non-root, read-only root file
 # system, /tmp on tmpfs, data on a volume; passes when /healthz and /readyz answer, the image's
-# HEALTHCHECK command succeeds and the volume holds the gateway's data. Not part of the test
-# suite: the build takes about 7 minutes here (2 shared cores; see docs/deploy.md).
+# HEALTHCHECK command succeeds and the volume holds the gateway's data. By hand, for one image;
+# the test suite's tests/deploy/test_containers.py builds and starts the whole compose site.
 #
 #   deploy/container/smoke-test.sh [--engine podman|docker] [--port 18080]
 #

@@ -146,6 +146,19 @@ class Stack:
             found[service] = container["Names"][0]
         return found
 
+    def restarts(self) -> dict[str, int]:
+        """How often each container was restarted (restart: unless-stopped), for the record."""
+        counts = {}
+        for service, name in self.containers().items():
+            inspected = subprocess.run(
+                [self.engine, "inspect", "--format", "{{.RestartCount}}", name],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            counts[service] = int(inspected.stdout.strip() or 0)
+        return counts
+
     def logs(self) -> str:
         """Every container's state and last log lines: what a failure message shows."""
         parts = []
@@ -270,8 +283,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         running.seconds["start"] = time.monotonic() - up
         yield running
     finally:
+        try:
+            restarts: dict[str, int] | str = running.restarts()
+        except (subprocess.SubprocessError, ValueError, KeyError) as error:
+            restarts = repr(error)  # the teardown below must run whatever this says
         running.down()
-        print(f"\ncontainers: seconds per step {running.seconds}; log {log}")
+        print(f"\ncontainers: seconds per step {running.seconds}, restarts {restarts}; log {log}")
 
 
 def _answers(url: str, **options: Any) -> bool:
