@@ -174,6 +174,26 @@ def test_pause_resume_and_cancel(settings: QueueSettings, tmp_path: Path) -> Non
     assert (progress.selected, progress.queued, progress.done, progress.failed) == (2, 0, 1, 1)
 
 
+def test_a_cancelled_analysis_drops_the_job_whose_worker_died(
+    settings: QueueSettings, tmp_path: Path
+) -> None:
+    store, queue = open_both(settings.model_copy(update={"lease_seconds": 0.2}), tmp_path)
+    store.receive(analysis())
+    store.set_state("a" * 32, "running", by="admin")
+    for n in range(2):
+        research(queue, "a" * 32, f"1.2.3.{n}")
+    (lost,) = queue.claim("w1", 1, {}, 10)  # its worker dies: no heartbeat, no result
+    store.set_state("a" * 32, "cancelled", by="admin")
+    assert store.drop_lost_jobs() == 0  # the lease still holds: the worker may yet answer
+    time.sleep(0.3)
+    assert queue.claim("w2", 4, {}, 10, research_max_running=4) == []  # nobody takes it over
+    assert store.progress("a" * 32).running == 1
+    assert store.drop_lost_jobs() == 1
+    progress = store.progress("a" * 32)
+    assert (progress.selected, progress.running) == (0, 0)
+    assert queue.get(lost.id) is None
+
+
 def test_research_jobs_are_never_redone(settings: QueueSettings, tmp_path: Path) -> None:
     """Selecting an analysis's series again (a restart) leaves finished series as they are."""
     store, queue = open_both(settings, tmp_path)
