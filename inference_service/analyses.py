@@ -260,6 +260,7 @@ class Analyzer:
         log.info(
             "analysis_done",
             model=model.name,
+            priority=request.priority,
             findings=len(findings.findings),
             sr=uids.sr_sop_instance_uid,
             seconds=round(timings["total"], 3),

@@ -20,6 +20,7 @@ research model's run at the lower priority, install research models on a service
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import threading
 from collections.abc import Callable
@@ -61,12 +62,14 @@ class ResearchThreads:
     async def run(self, function: Callable[..., T], *args: object) -> T:
         """Run ``function(*args)`` in a research thread and wait for it.
 
-        Shielded like ``anyio.to_thread.run_sync``: a caller that goes away does not stop the
-        thread, so whatever slot the caller holds stays held until the work has ended.
+        Like ``anyio.to_thread.run_sync``: the work sees the caller's context variables (the
+        request id on its log lines), and it is shielded: a caller that goes away does not stop
+        the thread, so whatever slot the caller holds stays held until the work has ended.
         """
         loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
         with anyio.CancelScope(shield=True):
-            result = await loop.run_in_executor(self._pool, function, *args)
+            result = await loop.run_in_executor(self._pool, context.run, function, *args)
         return result
 
     def close(self) -> None:
