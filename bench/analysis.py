@@ -1,6 +1,7 @@
 """A federated analysis's backfill of studies held by Orthanc, and clinical work beside it.
 
     .venv/bin/python -m bench.analysis [--studies 1000] [--clinical 5] [--slices 8] [--size 32]
+        [--research-service]
 
 Starts Orthanc (the PACS), ``fedgate inference`` (bundled models, model installation on) and a
 gateway in front of Orthanc whose clinical rule routes chest CTs to ``nodule-detector``, with
@@ -18,6 +19,10 @@ studies in Orthanc, has the gateway's index learn them (``fedgate index sync``),
    resumed. The pairs are measured under the same load, so a machine whose load drifts (other
    work on it) shows in both figures of a pair rather than in their ratio;
 4. waits for the backfill to end.
+
+With ``--research-service`` the analysis's model is installed on and run by a second
+inference service started under ``nice -n 19`` (``pipeline.research.inference_url``), as
+docs/analysis.md advises where cores are few.
 
 Reported: the gateway's own time per study (selection: cohort, QIDO-RS, routing and enqueueing,
 per study; and per job, dispatch and result handling: the attempt's duration minus the
