@@ -23,12 +23,26 @@ With ``--crawl`` the gateway's peak RSS (VmHWM) is read after a QIDO-RS crawl of
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import io
+import shutil
 import sqlite3
+import statistics
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+import pydicom
+from pydicom.dataset import Dataset
+
+from fedgate.phantom import PhantomSpec, generate_phantom
 from gateway.store.catalog import Catalog
+from tests.support.gateway import GatewayProcess
+from tests.support.orthanc import OrthancServer
 
 #: Bump when the generated rows change: the cache folder is named by it.
 GENERATOR_VERSION = 1
@@ -79,8 +93,6 @@ def _mix(number: int) -> int:
 
 
 def study_date(number: int) -> str:
-    import datetime as dt
-
     return dt.date.fromordinal(FIRST_DAY + _mix(number) % DAYS).strftime("%Y%m%d")
 
 
@@ -222,22 +234,441 @@ def cached_catalog(cache: Path, studies: int) -> Path:
     return folder / "data"
 
 
-def _counts(path: Path) -> Iterator[tuple[str, int]]:
+def _counts(path: Path) -> dict[str, int]:
     connection = sqlite3.connect(path)
     try:
-        for table in ("studies", "series", "instances"):
-            yield table, connection.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0]
+        return {
+            table: connection.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0] or 0
+            for table in ("studies", "series", "instances")
+        }
     finally:
         connection.close()
+
+
+# -- instances sent for real ----------------------------------------------------------------
+
+
+def _templates(size: int) -> list[Dataset]:
+    """Eight CT slices of ``size`` x ``size`` (the phantom's), as datasets to re-label."""
+    return [pydicom.dcmread(io.BytesIO(data)) for data in _small_instances(size)]
+
+
+def _small_instances(size: int) -> list[bytes]:
+    phantom = generate_phantom(
+        PhantomSpec(
+            seed=98,
+            rows=size,
+            columns=size,
+            slices=8,
+            pixel_spacing_mm=0.7,
+            slice_thickness_mm=1.0,
+            lesion_diameters_mm=(10.0,),
+        )
+    )
+    result = []
+    for dataset in phantom.instances():
+        buffer = io.BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        result.append(buffer.getvalue())
+    return result
+
+
+def relabelled(
+    templates: list[Dataset],
+    study: str,
+    series: str,
+    count: int,
+    attributes: dict[str, str] | None = None,
+    first: int = 1,
+) -> Iterator[bytes]:
+    """``count`` Part 10 instances of one series, the templates' pixels with new UIDs."""
+    for number in range(first, first + count):
+        dataset = templates[number % len(templates)]
+        sop = f"{series}.{1000 + number}"
+        dataset.StudyInstanceUID = study
+        dataset.SeriesInstanceUID = series
+        dataset.SOPInstanceUID = sop
+        dataset.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.UID(sop)
+        dataset.InstanceNumber = number
+        dataset.ImagePositionPatient = [0, 0, float(number)]
+        for keyword, value in (attributes or {}).items():
+            setattr(dataset, keyword, value)
+        buffer = io.BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        yield buffer.getvalue()
+
+
+#: The study read by WADO-RS metadata: one CT series of 500 instances, sent for real.
+READ_STUDY = f"{UID_ROOT}.2.1"
+READ_SERIES = f"{READ_STUDY}.1"
+READ_SERIES_SIZE = 500
+
+
+def send(url: str, parts: Iterator[bytes], per_request: int = 250) -> int:
+    """STOW-RS ``parts`` in requests of ``per_request``; the instances stored."""
+    from bench.ingest import body, stow
+
+    stored = 0
+    batch: list[bytes] = []
+    for part in parts:
+        batch.append(part)
+        if len(batch) == per_request:
+            stow(url + "/studies", body(batch))
+            stored += len(batch)
+            batch = []
+    if batch:
+        stow(url + "/studies", body(batch))
+        stored += len(batch)
+    return stored
+
+
+def ensure_read_study(client: httpx.Client, dicomweb: str, templates: list[Dataset]) -> None:
+    """The 500-instance series, sent once (a rerun finds it)."""
+    found = client.get(
+        f"{dicomweb}/studies/{READ_STUDY}/series",
+        headers={"Accept": "application/dicom+json"},
+    )
+    if found.status_code == 200 and found.content and found.json():
+        counts = [item.get("00201209", {}).get("Value", [0])[0] for item in found.json()]
+        if counts == [READ_SERIES_SIZE]:
+            return
+    attributes = {"PatientID": "P-READ", "StudyDate": "20240601", "Modality": "CT"}
+    send(dicomweb, relabelled(templates, READ_STUDY, READ_SERIES, READ_SERIES_SIZE, attributes))
+
+
+# -- timing -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    """One question asked ``repeats`` times (varying its key where it has one)."""
+
+    name: str
+    milliseconds: list[float] = field(default_factory=list)
+    results: list[int] = field(default_factory=list)
+
+    def p(self, quantile: float) -> float:
+        ordered = sorted(self.milliseconds)
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
+
+
+def questions(studies: int, repeats: int) -> list[tuple[str, list[str]]]:
+    """(name, paths) of the timed questions over the generated studies; one path a repeat."""
+    numbers = [(_mix(index + 101) % studies) for index in range(repeats)]
+    weeks = [
+        dt.date.fromordinal(FIRST_DAY + (_mix(index + 7) % (DAYS - 7))) for index in range(repeats)
+    ]
+    limit = "limit=101&offset=0"
+    return [
+        (
+            "study search by PatientID",
+            [f"/studies?PatientID={patient_id(n, studies)}&{limit}" for n in numbers],
+        ),
+        (
+            "study search by date range (a week)",
+            [
+                f"/studies?StudyDate={w:%Y%m%d}-{w + dt.timedelta(days=6):%Y%m%d}&{limit}"
+                for w in weeks
+            ],
+        ),
+        ("study search by modality (MR)", [f"/studies?ModalitiesInStudy=MR&{limit}"] * repeats),
+        (
+            "study search by modality (US) and date range (a week)",
+            [
+                f"/studies?ModalitiesInStudy=US&StudyDate={w:%Y%m%d}-"
+                f"{w + dt.timedelta(days=6):%Y%m%d}&{limit}"
+                for w in weeks
+            ],
+        ),
+        ("series search within a study", [f"/studies/{study_uid(n)}/series" for n in numbers]),
+        (
+            "instance search within a study",
+            [f"/studies/{study_uid(n)}/instances" for n in numbers],
+        ),
+        (
+            f"instance search within the {READ_SERIES_SIZE}-instance study",
+            [f"/studies/{READ_STUDY}/instances"] * repeats,
+        ),
+        (
+            f"WADO-RS metadata of the {READ_SERIES_SIZE}-instance series",
+            [f"/studies/{READ_STUDY}/series/{READ_SERIES}/metadata"] * repeats,
+        ),
+    ]
+
+
+def ask(client: httpx.Client, dicomweb: str, paths: list[str], name: str) -> Timing:
+    timing = Timing(name)
+    client.get(dicomweb + paths[0], headers={"Accept": "application/dicom+json"})  # warm
+    for path in paths:
+        started = time.perf_counter()
+        response = client.get(dicomweb + path, headers={"Accept": "application/dicom+json"})
+        elapsed = time.perf_counter() - started
+        if response.status_code not in (200, 204):
+            raise RuntimeError(f"{path}: {response.status_code} {response.text[:300]}")
+        timing.milliseconds.append(elapsed * 1000)
+        timing.results.append(len(response.json()) if response.content else 0)
+    return timing
+
+
+def time_questions(dicomweb: str, studies: int, repeats: int) -> list[Timing]:
+    with httpx.Client(timeout=600) as client:
+        return [ask(client, dicomweb, paths, name) for name, paths in questions(studies, repeats)]
+
+
+def stow_rounds(
+    big: str, empty: str, rounds: int, templates: list[Dataset]
+) -> tuple[list[float], list[float]]:
+    """STOW-RS of 200 new instances into the big store and into an empty one (the same
+    server's software on a fresh data folder, started once and warmed up like the big one),
+    alternating; seconds per request each. The empty store holds at most the earlier rounds'
+    few hundred instances."""
+    from bench.ingest import body, settle, stow
+
+    into_big: list[float] = []
+    into_empty: list[float] = []
+    warm = body(list(relabelled(templates, f"{UID_ROOT}.3.9", f"{UID_ROOT}.3.9.1", 4)))
+    for url in (big, empty):
+        stow(url + "/studies", warm)
+    for round_index in range(rounds):
+        payloads = [
+            body(
+                list(
+                    relabelled(
+                        templates,
+                        f"{UID_ROOT}.3.{round_index + 1}{which}",
+                        f"{UID_ROOT}.3.{round_index + 1}{which}.1",
+                        200,
+                        {"PatientID": f"P-STOW-{round_index}{which}"},
+                    )
+                )
+            )
+            for which in (1, 2)
+        ]
+        settle()
+        into_empty.append(stow(empty + "/studies", payloads[0]))
+        settle()
+        into_big.append(stow(big + "/studies", payloads[1]))
+        print(
+            f"  STOW round {round_index + 1}: big {into_big[-1]:.3f} s, "
+            f"empty {into_empty[-1]:.3f} s",
+            flush=True,
+        )
+    return into_big, into_empty
+
+
+def stowed_studies(rounds: int) -> list[str]:
+    """The studies :func:`stow_rounds` added to the big store (removed after the run)."""
+    return [f"{UID_ROOT}.3.9"] + [f"{UID_ROOT}.3.{r + 1}2" for r in range(rounds)]
+
+
+def crawl(
+    client: httpx.Client, dicomweb: str, page: int, studies: int, pages: int | None = None
+) -> tuple[int, float, float]:
+    """Every study by QIDO-RS pages of ``page`` (limit/offset); with ``pages``, the first
+    ``pages`` pages only. Returns the studies seen, the seconds, and the milliseconds of the
+    store's last page (OFFSET near ``studies``: SQLite steps over every study before it)."""
+    seen = 0
+    started = time.perf_counter()
+    while pages is None or seen < pages * page:
+        got = _page(client, dicomweb, page, seen)
+        seen += got
+        if got < page:
+            break
+        if seen % (page * 50) == 0:
+            print(f"\r  crawled {seen:,} studies", end="", flush=True)
+    seconds = time.perf_counter() - started
+    deepest = time.perf_counter()
+    if _page(client, dicomweb, page, max(0, studies - page)) == 0:
+        raise RuntimeError("the last page of the crawl is empty")
+    return seen, seconds, (time.perf_counter() - deepest) * 1000
+
+
+def _page(client: httpx.Client, dicomweb: str, page: int, offset: int) -> int:
+    response = client.get(
+        f"{dicomweb}/studies",
+        params={"limit": page, "offset": offset},
+        headers={"Accept": "application/dicom+json"},
+    )
+    response.raise_for_status()
+    return len(response.json()) if response.content else 0
+
+
+def vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# -- the peer -----------------------------------------------------------------------------------
+
+
+def orthanc_cache(cache: Path, instances: int) -> Path:
+    return cache / f"orthanc-scale-v{GENERATOR_VERSION}-{instances}"
+
+
+def fill_orthanc(url: str, instances: int, templates: list[Dataset]) -> None:
+    """Orthanc gets ``instances // 10`` of the generated studies, sent for real (64x64 pixels:
+    its index's cost does not depend on the pixels)."""
+    studies = instances // 10
+    started = time.perf_counter()
+
+    def parts() -> Iterator[bytes]:
+        study_values, series_values, instance_values = study_rows(0, studies, studies, 0.0)
+        study_by_uid = {row[0]: row for row in study_values}
+        sizes = Counter(row[1] for row in instance_values)
+        for series, study, modality, number, *_ in series_values:
+            row = study_by_uid[study]
+            yield from relabelled(
+                templates,
+                str(study),
+                str(series),
+                sizes[series],
+                {
+                    "PatientID": str(row[1]),
+                    "PatientName": str(row[2]),
+                    "PatientSex": str(row[4]),
+                    "StudyDate": str(row[5]),
+                    "AccessionNumber": str(row[7]),
+                    "Modality": str(modality),
+                    "SeriesNumber": str(number),
+                },
+            )
+
+    sent = send(url, parts(), per_request=500)
+    print(f"  Orthanc: {sent:,} instances in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def _table(title: str, timings: list[Timing]) -> str:
+    lines = [f"| {title} | p50 ms | p95 ms | results |", "|---|---|---|---|"]
+    for timing in timings:
+        lines.append(
+            f"| {timing.name} | {timing.p(0.5):.1f} | {timing.p(0.95):.1f} "
+            f"| {statistics.median(timing.results):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def _remove_studies(data: Path, studies: list[str]) -> None:
+    """Take the benchmark's STOW-RS studies out of the cached store again (gateway stopped)."""
+    catalog = Catalog.open(data / "store" / "catalog.sqlite")
+    try:
+        with catalog.transaction() as writer:
+            for study in studies:
+                writer.delete_study(study)
+    finally:
+        catalog.close()
+    for study in studies:
+        shutil.rmtree(data / "store" / "instances" / study, ignore_errors=True)
+
+
+def run_gateway(args: argparse.Namespace, work: Path, templates: list[Dataset]) -> None:
+    data = cached_catalog(args.cache, args.studies)
+    counts = _counts(data / "store" / "catalog.sqlite")
+    print(f"catalog: {counts['studies']:,} studies, {counts['instances']:,} instances")
+    started = time.perf_counter()
+    gateway = GatewayProcess(work / "gateway", settings={"data_dir": str(data)}).start(timeout=1800)
+    print(f"gateway started in {time.perf_counter() - started:.1f} s", flush=True)
+    try:
+        assert gateway.process is not None
+        with httpx.Client(timeout=600) as client:
+            ensure_read_study(client, gateway.dicomweb_url, templates)
+        timings = time_questions(gateway.dicomweb_url, args.studies, args.repeats)
+        print()
+        print(_table(f"gateway, {counts['instances']:,} instances", timings))
+        print(f"gateway RSS peak (VmHWM) so far: {vm_hwm_mb(gateway.process.pid):.0f} MB")
+        if args.stow_rounds:
+            empty = GatewayProcess(work / "empty").start()
+            try:
+                big, small = stow_rounds(
+                    gateway.dicomweb_url, empty.dicomweb_url, args.stow_rounds, templates
+                )
+            finally:
+                empty.stop()
+            ratio = statistics.median(small) / statistics.median(big)
+            print(
+                f"\nSTOW-RS of 200 instances (105 MB), median of {args.stow_rounds}: "
+                f"into the big store {200 / statistics.median(big):.0f} instances/s, into an "
+                f"empty one {200 / statistics.median(small):.0f} instances/s: "
+                f"big / empty rate {ratio:.2f} (target >= 0.90)"
+            )
+        if args.crawl:
+            before = vm_hwm_mb(gateway.process.pid)
+            with httpx.Client(timeout=600) as client:
+                seen, seconds, last_ms = crawl(
+                    client, gateway.dicomweb_url, args.page, counts["studies"], args.crawl_pages
+                )
+            print(
+                f"\nQIDO-RS crawl: {seen:,} studies in pages of {args.page} in {seconds:.0f} s "
+                f"(the last page, offset {counts['studies'] - args.page:,}: {last_ms:.0f} ms); "
+                f"gateway VmHWM {before:.0f} MB before, {vm_hwm_mb(gateway.process.pid):.0f} MB "
+                f"after (target < 250 MB)"
+            )
+    finally:
+        gateway.stop()
+        if args.stow_rounds:
+            _remove_studies(data, stowed_studies(args.stow_rounds))
+
+
+def run_orthanc(args: argparse.Namespace, work: Path, templates: list[Dataset]) -> None:
+    folder = orthanc_cache(args.cache, args.orthanc_instances)
+    ready = folder / "filled"
+    orthanc = OrthancServer(folder).start()
+    try:
+        if not ready.exists():
+            print(f"filling Orthanc with {args.orthanc_instances:,} instances ...", flush=True)
+            fill_orthanc(orthanc.dicomweb_url, args.orthanc_instances, _templates(64))
+            ready.write_text("done\n")
+        with httpx.Client(timeout=600) as client:
+            ensure_read_study(client, orthanc.dicomweb_url, templates)
+        timings = time_questions(orthanc.dicomweb_url, args.orthanc_instances // 10, args.repeats)
+        print()
+        print(_table(f"Orthanc 1.10 (SQLite index), {args.orthanc_instances:,} instances", timings))
+        if args.stow_rounds:
+            empty_orthanc = OrthancServer(work / "orthanc-empty").start()
+            try:
+                big, small = stow_rounds(
+                    orthanc.dicomweb_url, empty_orthanc.dicomweb_url, args.stow_rounds, templates
+                )
+            finally:
+                empty_orthanc.stop()
+            print(
+                f"\nOrthanc STOW-RS of 200 instances: into {args.orthanc_instances:,} "
+                f"{200 / statistics.median(big):.0f} instances/s, into an empty one "
+                f"{200 / statistics.median(small):.0f} instances/s: big / empty rate "
+                f"{statistics.median(small) / statistics.median(big):.2f}"
+            )
+            for study in stowed_studies(args.stow_rounds):
+                found = httpx.post(f"{orthanc.url}/tools/lookup", content=study, timeout=30)
+                for item in found.json():
+                    httpx.delete(f"{orthanc.url}/studies/{item['ID']}", timeout=60)
+    finally:
+        orthanc.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=1_000_000)
     parser.add_argument("--cache", type=Path, default=Path("/work/cache"))
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--stow-rounds", type=int, default=3)
+    parser.add_argument("--orthanc-instances", type=int, default=50_000, help="0: no peer")
+    parser.add_argument("--crawl", action="store_true")
+    parser.add_argument("--page", type=int, default=1000)
+    parser.add_argument("--crawl-pages", type=int, help="crawl only the first pages (and the last)")
+    parser.add_argument("--generate-only", action="store_true")
     args = parser.parse_args()
-    data = cached_catalog(args.cache, args.studies)
-    print(dict(_counts(data / "store" / "catalog.sqlite")))
+    if args.generate_only:
+        data = cached_catalog(args.cache, args.studies)
+        print(_counts(data / "store" / "catalog.sqlite"))
+        return
+    print(f"load average at the start: {Path('/proc/loadavg').read_text().strip()}")
+    templates = _templates(512)
+    with tempfile.TemporaryDirectory(prefix="fedgate-bench-scale-") as work:
+        run_gateway(args, Path(work), templates)
+        if args.orthanc_instances:
+            run_orthanc(args, Path(work), templates)
+    print(f"\nload average at the end: {Path('/proc/loadavg').read_text().strip()}")
 
 
 if __name__ == "__main__":
