@@ -217,3 +217,38 @@ def test_transcoding_requests_are_406(gateway: GatewayProcess, phantoms: list[Ph
         headers={"Accept": "application/zip"},
     )
     assert wrong_type.status_code == 406
+
+
+def test_series_metadata_is_kept_until_the_series_changes(gateway: GatewayProcess) -> None:
+    """Issue 19: a series' metadata is built from its files once and kept. Kept bytes carry
+    the root of whoever asks (RetrieveURL, BulkDataURI), and a new instance of the series is
+    in the next answer."""
+    study = phantom(seed=210, slices=4)
+    datasets = list(study.instances())
+    client = DICOMwebClient(gateway.dicomweb_url)
+    client.store_instances(datasets[:3])
+    truth = study.truth
+    url = (
+        f"{gateway.dicomweb_url}/studies/{truth.study_instance_uid}/series/"
+        f"{truth.series_instance_uid}/metadata"
+    )
+    first = httpx.get(url).json()
+    assert len(first) == 3 and first[0]["00100020"]["Value"] == [truth.patient_id]
+
+    # Served from what was kept: the files are no longer read (one is gone, yet its header,
+    # PatientID included, is still answered), and the root is the asker's.
+    gone = sorted((gateway.data_dir / "store" / "instances" / truth.study_instance_uid).rglob("*"))
+    next(path for path in gone if path.is_file()).unlink()
+    proxied = httpx.get(url, headers={"Host": "pacs.example.org:8443"}).json()
+    assert [item["00100020"] for item in proxied] == [item["00100020"] for item in first]
+    bulk = proxied[0]["7FE00010"]["BulkDataURI"]
+    assert bulk.startswith("http://pacs.example.org:8443/dicomweb/studies/")
+    assert bulk == first[0]["7FE00010"]["BulkDataURI"].replace(
+        gateway.url, "http://pacs.example.org:8443"
+    )
+
+    client.store_instances(datasets[3:])
+    after = httpx.get(url).json()
+    assert {item["00080018"]["Value"][0] for item in after} == {
+        str(dataset.SOPInstanceUID) for dataset in datasets
+    }
