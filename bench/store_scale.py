@@ -71,14 +71,6 @@ FIRST_DAY = 735599  # 2015-01-01 as a proleptic Gregorian ordinal
 DAYS = 3653  # to 2024-12-31
 #: Rows per transaction while generating.
 BATCH_STUDIES = 20_000
-#: The indexes of the catalog's schema, dropped while generating and built at the end.
-SECONDARY_INDEXES = (
-    "series_by_study",
-    "instances_by_series",
-    "instances_by_study",
-    "studies_by_patient",
-    "studies_by_date",
-)
 
 
 def study_uid(number: int) -> str:
@@ -172,8 +164,7 @@ def generate_catalog(path: Path, studies: int, progress: bool = True) -> None:
         connection.execute("PRAGMA synchronous=OFF")
         connection.execute("PRAGMA cache_size=-262144")  # 256 MiB
         connection.execute(f"PRAGMA temp_store_directory='{path.parent}'")
-        for index in SECONDARY_INDEXES:
-            connection.execute(f"DROP INDEX IF EXISTS {index}")
+        indexes = _drop_indexes(connection)
         now = time.time()
         started = time.perf_counter()
         for first in range(0, studies, BATCH_STUDIES):
@@ -201,22 +192,22 @@ def generate_catalog(path: Path, studies: int, progress: bool = True) -> None:
                 )
         if progress:
             print("\n  building the indexes ...", flush=True)
-        _rebuild_indexes(connection)
+        for statement in indexes:
+            connection.execute(statement)
         connection.execute("ANALYZE")
     finally:
         connection.close()
 
 
-def _rebuild_indexes(connection: sqlite3.Connection) -> None:
-    """Create every index of the schema that generation dropped, as its migrations wrote it."""
-    from gateway.store.catalog import MIGRATIONS
-
-    for migration in MIGRATIONS:
-        for statement in migration.statements:
-            if statement.startswith("CREATE INDEX") and any(
-                f" {index} " in statement for index in SECONDARY_INDEXES
-            ):
-                connection.execute(statement)
+def _drop_indexes(connection: sqlite3.Connection) -> list[str]:
+    """Drop the schema's secondary indexes (built once at the end, far faster than kept up to
+    date row by row); their SQL, to build them again."""
+    indexes = connection.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    ).fetchall()
+    for name, _ in indexes:
+        connection.execute(f"DROP INDEX {name}")
+    return [sql for _, sql in indexes]
 
 
 def cached_catalog(cache: Path, studies: int) -> Path:
@@ -298,10 +289,10 @@ def relabelled(
         yield buffer.getvalue()
 
 
-#: The study read by WADO-RS metadata: one CT series of 500 instances, sent for real.
+#: The study read by WADO-RS metadata: one CT series (``--read-series`` instances, 500 by
+#: default), sent for real.
 READ_STUDY = f"{UID_ROOT}.2.1"
 READ_SERIES = f"{READ_STUDY}.1"
-READ_SERIES_SIZE = 500
 
 
 def send(url: str, parts: Iterator[bytes], per_request: int = 250) -> int:
@@ -322,18 +313,20 @@ def send(url: str, parts: Iterator[bytes], per_request: int = 250) -> int:
     return stored
 
 
-def ensure_read_study(client: httpx.Client, dicomweb: str, templates: list[Dataset]) -> None:
-    """The 500-instance series, sent once (a rerun finds it)."""
+def ensure_read_study(
+    client: httpx.Client, dicomweb: str, templates: list[Dataset], size: int
+) -> None:
+    """The series read by WADO-RS metadata (``size`` instances), sent once (a rerun finds it)."""
     found = client.get(
         f"{dicomweb}/studies/{READ_STUDY}/series",
         headers={"Accept": "application/dicom+json"},
     )
     if found.status_code == 200 and found.content and found.json():
         counts = [item.get("00201209", {}).get("Value", [0])[0] for item in found.json()]
-        if counts == [READ_SERIES_SIZE]:
+        if counts == [size]:
             return
     attributes = {"PatientID": "P-READ", "StudyDate": "20240601", "Modality": "CT"}
-    send(dicomweb, relabelled(templates, READ_STUDY, READ_SERIES, READ_SERIES_SIZE, attributes))
+    send(dicomweb, relabelled(templates, READ_STUDY, READ_SERIES, size, attributes))
 
 
 # -- timing -----------------------------------------------------------------------------------
@@ -352,7 +345,7 @@ class Timing:
         return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
 
 
-def questions(studies: int, repeats: int) -> list[tuple[str, list[str]]]:
+def questions(studies: int, repeats: int, read_size: int) -> list[tuple[str, list[str]]]:
     """(name, paths) of the timed questions over the generated studies; one path a repeat."""
     numbers = [(_mix(index + 101) % studies) for index in range(repeats)]
     weeks = [
@@ -386,11 +379,11 @@ def questions(studies: int, repeats: int) -> list[tuple[str, list[str]]]:
             [f"/studies/{study_uid(n)}/instances" for n in numbers],
         ),
         (
-            f"instance search within the {READ_SERIES_SIZE}-instance study",
+            f"instance search within the {read_size}-instance study",
             [f"/studies/{READ_STUDY}/instances"] * repeats,
         ),
         (
-            f"WADO-RS metadata of the {READ_SERIES_SIZE}-instance series",
+            f"WADO-RS metadata of the {read_size}-instance series",
             [f"/studies/{READ_STUDY}/series/{READ_SERIES}/metadata"] * repeats,
         ),
     ]
@@ -410,15 +403,18 @@ def ask(client: httpx.Client, dicomweb: str, paths: list[str], name: str) -> Tim
     return timing
 
 
-def time_questions(dicomweb: str, studies: int, repeats: int) -> list[Timing]:
+def time_questions(dicomweb: str, studies: int, repeats: int, read_size: int) -> list[Timing]:
     with httpx.Client(timeout=600) as client:
-        return [ask(client, dicomweb, paths, name) for name, paths in questions(studies, repeats)]
+        return [
+            ask(client, dicomweb, paths, name)
+            for name, paths in questions(studies, repeats, read_size)
+        ]
 
 
 def stow_rounds(
-    big: str, empty: str, rounds: int, templates: list[Dataset]
+    big: str, empty: str, rounds: int, templates: list[Dataset], count: int
 ) -> tuple[list[float], list[float]]:
-    """STOW-RS of 200 new instances into the big store and into an empty one (the same
+    """STOW-RS of ``count`` new instances into the big store and into an empty one (the same
     server's software on a fresh data folder, started once and warmed up like the big one),
     alternating; seconds per request each. The empty store holds at most the earlier rounds'
     few hundred instances."""
@@ -437,7 +433,7 @@ def stow_rounds(
                         templates,
                         f"{UID_ROOT}.3.{round_index + 1}{which}",
                         f"{UID_ROOT}.3.{round_index + 1}{which}.1",
-                        200,
+                        count,
                         {"PatientID": f"P-STOW-{round_index}{which}"},
                     )
                 )
@@ -572,8 +568,8 @@ def run_gateway(args: argparse.Namespace, work: Path, templates: list[Dataset]) 
     try:
         assert gateway.process is not None
         with httpx.Client(timeout=600) as client:
-            ensure_read_study(client, gateway.dicomweb_url, templates)
-        timings = time_questions(gateway.dicomweb_url, args.studies, args.repeats)
+            ensure_read_study(client, gateway.dicomweb_url, templates, args.read_series)
+        timings = time_questions(gateway.dicomweb_url, args.studies, args.repeats, args.read_series)
         print()
         print(_table(f"gateway, {counts['instances']:,} instances", timings))
         print(f"gateway RSS peak (VmHWM) so far: {vm_hwm_mb(gateway.process.pid):.0f} MB")
@@ -581,15 +577,20 @@ def run_gateway(args: argparse.Namespace, work: Path, templates: list[Dataset]) 
             empty = GatewayProcess(work / "empty").start()
             try:
                 big, small = stow_rounds(
-                    gateway.dicomweb_url, empty.dicomweb_url, args.stow_rounds, templates
+                    gateway.dicomweb_url,
+                    empty.dicomweb_url,
+                    args.stow_rounds,
+                    templates,
+                    args.stow_instances,
                 )
             finally:
                 empty.stop()
             ratio = statistics.median(small) / statistics.median(big)
+            n = args.stow_instances
             print(
-                f"\nSTOW-RS of 200 instances (105 MB), median of {args.stow_rounds}: "
-                f"into the big store {200 / statistics.median(big):.0f} instances/s, into an "
-                f"empty one {200 / statistics.median(small):.0f} instances/s: "
+                f"\nSTOW-RS of {n} instances, median of {args.stow_rounds}: "
+                f"into the big store {n / statistics.median(big):.0f} instances/s, into an "
+                f"empty one {n / statistics.median(small):.0f} instances/s: "
                 f"big / empty rate {ratio:.2f} (target >= 0.90)"
             )
         if args.crawl:
@@ -620,22 +621,29 @@ def run_orthanc(args: argparse.Namespace, work: Path, templates: list[Dataset]) 
             fill_orthanc(orthanc.dicomweb_url, args.orthanc_instances, _templates(64))
             ready.write_text("done\n")
         with httpx.Client(timeout=600) as client:
-            ensure_read_study(client, orthanc.dicomweb_url, templates)
-        timings = time_questions(orthanc.dicomweb_url, args.orthanc_instances // 10, args.repeats)
+            ensure_read_study(client, orthanc.dicomweb_url, templates, args.read_series)
+        timings = time_questions(
+            orthanc.dicomweb_url, args.orthanc_instances // 10, args.repeats, args.read_series
+        )
         print()
         print(_table(f"Orthanc 1.10 (SQLite index), {args.orthanc_instances:,} instances", timings))
         if args.stow_rounds:
             empty_orthanc = OrthancServer(work / "orthanc-empty").start()
             try:
                 big, small = stow_rounds(
-                    orthanc.dicomweb_url, empty_orthanc.dicomweb_url, args.stow_rounds, templates
+                    orthanc.dicomweb_url,
+                    empty_orthanc.dicomweb_url,
+                    args.stow_rounds,
+                    templates,
+                    args.stow_instances,
                 )
             finally:
                 empty_orthanc.stop()
+            n = args.stow_instances
             print(
-                f"\nOrthanc STOW-RS of 200 instances: into {args.orthanc_instances:,} "
-                f"{200 / statistics.median(big):.0f} instances/s, into an empty one "
-                f"{200 / statistics.median(small):.0f} instances/s: big / empty rate "
+                f"\nOrthanc STOW-RS of {n} instances: into {args.orthanc_instances:,} "
+                f"{n / statistics.median(big):.0f} instances/s, into an empty one "
+                f"{n / statistics.median(small):.0f} instances/s: big / empty rate "
                 f"{statistics.median(small) / statistics.median(big):.2f}"
             )
             for study in stowed_studies(args.stow_rounds):
@@ -657,6 +665,8 @@ def main() -> None:
     parser.add_argument("--page", type=int, default=1000)
     parser.add_argument("--crawl-pages", type=int, help="crawl only the first pages (and the last)")
     parser.add_argument("--generate-only", action="store_true")
+    parser.add_argument("--read-series", type=int, default=500, help="instances of the read series")
+    parser.add_argument("--stow-instances", type=int, default=200)
     args = parser.parse_args()
     if args.generate_only:
         data = cached_catalog(args.cache, args.studies)

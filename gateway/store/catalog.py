@@ -97,6 +97,19 @@ MIGRATIONS = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "studies in QIDO-RS order",
+        # QIDO-RS answers studies in (date, time, UID) order, a page at a time: with the date
+        # alone indexed, every page sorted all the studies (1.7 s a page at 1,000,000 studies),
+        # and a date range sorted its matches before the LIMIT. The new index gives the order;
+        # it starts with the date, so it serves date matching as the old one did.
+        (
+            "DROP INDEX IF EXISTS studies_by_date",
+            "CREATE INDEX IF NOT EXISTS studies_in_order "
+            "ON studies (study_date, study_time, study_instance_uid)",
+        ),
+    ),
 )
 
 
