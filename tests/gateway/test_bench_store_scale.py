@@ -96,7 +96,7 @@ def test_the_benchmark_times_every_question_on_both_servers(tmp_path: Path) -> N
     assert "generating 200 studies" in first
     for server in ("gateway, 2,", "Orthanc 1.10 (SQLite index), 100 instances"):
         table = first[first.index(f"| {server}") :]
-        row = re.compile(r"^\| ([^|]+) \| [0-9.]+ \| [0-9.]+ \| (\d+) \|$", re.M)
+        row = re.compile(r"^\| ([^|]+) \| [0-9.]+ \| [0-9.]+ \| (\d+) \| [0-9.]+ \|$", re.M)
         results = {name: int(count) for name, count in row.findall(table)[:8]}
         assert results["WADO-RS metadata of the 12-instance series"] == 12, table
         assert results["instance search within the 12-instance study"] == 12
