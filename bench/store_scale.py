@@ -540,6 +540,54 @@ def fill_orthanc(url: str, instances: int, templates: list[Dataset]) -> None:
     print(f"  Orthanc: {sent:,} instances in {time.perf_counter() - started:.0f} s", flush=True)
 
 
+def catalog_commits(
+    big: Path, empty: Path, rounds: int, count: int, templates: list[Dataset]
+) -> tuple[list[float], list[float]]:
+    """The catalog's share of a STOW-RS, alone: one transaction of ``count`` instances' rows
+    (what a request's commit groups write, fsync included) into the big catalog and into an
+    empty one, alternating; milliseconds each. The rows are deleted again afterwards."""
+    from gateway.store.catalog import InstanceRecord
+
+    catalogs = {"big": Catalog.open(big), "empty": Catalog.open(empty)}
+    times: dict[str, list[float]] = {"big": [], "empty": []}
+    studies: list[str] = []
+    try:
+        for round_index in range(rounds):
+            for name, catalog in catalogs.items():
+                study = f"{UID_ROOT}.4.{round_index + 1}{1 if name == 'big' else 2}"
+                series = f"{study}.1"
+                studies.append(study)
+                header = templates[0].copy()
+                header.StudyInstanceUID, header.SeriesInstanceUID = study, series
+                rows = [
+                    (
+                        header,
+                        InstanceRecord(
+                            study_instance_uid=study,
+                            series_instance_uid=series,
+                            sop_instance_uid=f"{series}.{1000 + number}",
+                            sop_class_uid=CT_IMAGE_STORAGE,
+                            transfer_syntax_uid=EXPLICIT_VR_LITTLE_ENDIAN,
+                            path=f"instances/{study}/{series}/{series}.{1000 + number}.dcm",
+                            size=525_000,
+                            instance_number=number,
+                        ),
+                    )
+                    for number in range(1, count + 1)
+                ]
+                started = time.perf_counter()
+                with catalog.transaction() as writer:
+                    writer.add_instances(rows)
+                times[name].append((time.perf_counter() - started) * 1000)
+    finally:
+        for catalog in catalogs.values():
+            with catalog.transaction() as writer:
+                for study in studies:
+                    writer.delete_study(study)
+            catalog.close()
+    return times["big"], times["empty"]
+
+
 def _table(title: str, timings: list[Timing]) -> str:
     lines = [f"| {title} | p50 ms | p95 ms | results | first ms |", "|---|---|---|---|---|"]
     for timing in timings:
@@ -567,6 +615,21 @@ def run_gateway(args: argparse.Namespace, work: Path, templates: list[Dataset]) 
     data = cached_catalog(args.cache, args.studies)
     counts = _counts(data / "store" / "catalog.sqlite")
     print(f"catalog: {counts['studies']:,} studies, {counts['instances']:,} instances")
+    if args.commit_rounds:
+        big, small = catalog_commits(
+            data / "store" / "catalog.sqlite",
+            work / "empty-catalog" / "catalog.sqlite",
+            args.commit_rounds,
+            args.stow_instances,
+            templates,
+        )
+        print(
+            f"catalog commit of {args.stow_instances} instances' rows, median of "
+            f"{args.commit_rounds}: big {statistics.median(big):.1f} ms, empty "
+            f"{statistics.median(small):.1f} ms (each: big {', '.join(f'{t:.0f}' for t in big)};"
+            f" empty {', '.join(f'{t:.0f}' for t in small)})",
+            flush=True,
+        )
     started = time.perf_counter()
     gateway = GatewayProcess(work / "gateway", settings={"data_dir": str(data)}).start(timeout=1800)
     print(f"gateway started in {time.perf_counter() - started:.1f} s", flush=True)
@@ -672,6 +735,9 @@ def main() -> None:
     parser.add_argument("--generate-only", action="store_true")
     parser.add_argument("--read-series", type=int, default=500, help="instances of the read series")
     parser.add_argument("--stow-instances", type=int, default=200)
+    parser.add_argument(
+        "--commit-rounds", type=int, default=10, help="the catalog's commits alone (0: none)"
+    )
     args = parser.parse_args()
     if args.generate_only:
         data = cached_catalog(args.cache, args.studies)
