@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
 import socket
@@ -42,6 +43,7 @@ from gateway.dicomweb.routes import (
 )
 from gateway.dicomweb.sources import SourceChooser
 from gateway.dicomweb.stores import WithStore
+from gateway.dicomweb.wado import keep_series_metadata
 from gateway.federated.api import federated_routes
 from gateway.forwarder import Forwarder
 from gateway.index import FindingsIndex
@@ -251,6 +253,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
             this_gateway,
             source_url=root + "/dicomweb",
             on_enqueued=worker.notify if worker is not None else None,
+            # Serving from the embedded store: a stable series' metadata is prepared for the
+            # viewer that opens it (a second of header reading at 500 instances, docs/dicomweb.md).
+            on_stable=functools.partial(keep_series_metadata, store) if pacs is None else None,
         )
         tasks.append(asyncio.create_task(scheduler.run(), name="scheduler"))
         if pacs is not None and settings.pacs.poll.enabled:

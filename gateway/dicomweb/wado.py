@@ -152,6 +152,17 @@ async def retrieve_metadata(request: Request) -> Response:
     return StreamingResponse(body(), media_type="application/dicom+json")
 
 
+def keep_series_metadata(store: EmbeddedStore, study_uid: str, series_uids: list[str]) -> None:
+    """Build and keep the series' metadata ahead of any request (the series became stable), so
+    that a viewer's first request reads one row instead of every file."""
+    for series_uid in series_uids:
+        stamps = store.catalog.series_updated_at(study_uid, series_uid)  # before the records
+        records = store.catalog.instances(study_uid, series_uid)
+        if records and series_uid in stamps:
+            for _ in _series_metadata(store, records, stamps[series_uid]):
+                pass
+
+
 def _by_series(records: list[InstanceRecord]) -> Iterator[list[InstanceRecord]]:
     """The records (in series order, as the catalog gives them) grouped by series."""
     group: list[InstanceRecord] = []

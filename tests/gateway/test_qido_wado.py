@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
@@ -252,3 +257,33 @@ def test_series_metadata_is_kept_until_the_series_changes(gateway: GatewayProces
     assert {item["00080018"]["Value"][0] for item in after} == {
         str(dataset.SOPInstanceUID) for dataset in datasets
     }
+
+
+def test_a_stable_series_metadata_is_prepared_before_any_request(tmp_path: Path) -> None:
+    """Issue 19: when a series becomes stable, the gateway builds its metadata ahead of the
+    viewer, so the first request reads what was kept, not the files (one is removed here, and
+    its header is still answered whole)."""
+    gateway = GatewayProcess(tmp_path / "gw", {"pipeline": {"stable_after_seconds": 1}}).start()
+    try:
+        study = phantom(seed=211, slices=3)
+        DICOMwebClient(gateway.dicomweb_url).store_instances(list(study.instances()))
+        truth = study.truth
+        catalog = gateway.data_dir / "store" / "catalog.sqlite"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.closing(sqlite3.connect(catalog)) as connection:
+                kept = connection.execute("SELECT count(*) FROM series_metadata").fetchone()[0]
+            if kept:
+                break
+            time.sleep(0.2)
+        assert "pipeline.study_stable" in gateway.log()
+        folder = gateway.data_dir / "store" / "instances" / truth.study_instance_uid
+        next(path for path in sorted(folder.rglob("*.dcm"))).unlink()
+        metadata = httpx.get(
+            f"{gateway.dicomweb_url}/studies/{truth.study_instance_uid}/series/"
+            f"{truth.series_instance_uid}/metadata"
+        ).json()
+        assert len(metadata) == 3
+        assert all(item["00100020"]["Value"] == [truth.patient_id] for item in metadata)
+    finally:
+        gateway.stop()
