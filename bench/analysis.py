@@ -43,7 +43,12 @@ from bench.pipeline import STAGES, percentile, send, studies
 from gateway.analysis.records import Progress
 from tests.support.analysis import SiteAnalysis
 from tests.support.gateway import GatewayProcess
-from tests.support.inference import REPO_ROOT, bundled_models, installing_inference
+from tests.support.inference import (
+    REPO_ROOT,
+    InferenceProcess,
+    bundled_models,
+    installing_inference,
+)
 from tests.support.orthanc import OrthancServer
 from tests.support.waiting import wait_until
 
@@ -69,6 +74,11 @@ def _finished(gateway: GatewayProcess, study_uid: str) -> dict[str, Any] | None:
     return jobs[0] if jobs and jobs[0]["state"] in ("succeeded", "failed", "dead") else None
 
 
+def _median_stages(stages: list[dict[str, float]]) -> dict[str, float]:
+    names = sorted({name for stage in stages for name in stage})
+    return {name: statistics.median(stage.get(name, 0.0) for stage in stages) for name in names}
+
+
 def _running_or_over(analysis: SiteAnalysis) -> Progress | None:
     """The analysis's progress once a research job runs or none is left to run."""
     progress = analysis.progress()
@@ -76,7 +86,9 @@ def _running_or_over(analysis: SiteAnalysis) -> Progress | None:
 
 
 def clinical_latencies(
-    gateway: GatewayProcess, bodies: list[tuple[str, str, bytes]]
+    gateway: GatewayProcess,
+    bodies: list[tuple[str, str, bytes]],
+    stages: list[dict[str, float]] | None = None,
 ) -> list[float]:
     """Each study sent after the previous one's result: stable -> SR stored, in seconds."""
     latencies = []
@@ -91,13 +103,32 @@ def clinical_latencies(
         if job["state"] != "succeeded":
             raise RuntimeError(f"clinical job failed: {job}")
         latencies.append(job["finished_at"] - job["created_at"])
+        if stages is not None:
+            stages.append({**job["timings"], "wait": job["started_at"] - job["created_at"]})
     return latencies
 
 
+class NicedInference(InferenceProcess):
+    """An inference service started under ``nice -n 19``: research work's own service."""
+
+    def command(self, config_path: Path) -> list[str]:
+        return ["nice", "-n", "19", *super().command(config_path)]
+
+
 def run(
-    count: int, clinical: int, slices: int, size: int, work: Path, quiet: bool = False
+    count: int,
+    clinical: int,
+    slices: int,
+    size: int,
+    work: Path,
+    quiet: bool = False,
+    research_service: bool = False,
 ) -> dict[str, Any]:
-    """Run the benchmark in ``work``; returns its measures (see the module)."""
+    """Run the benchmark in ``work``; returns its measures (see the module).
+
+    ``research_service``: research analyses go to a second inference service of their own,
+    started under ``nice -n 19`` (``pipeline.research.inference_url``).
+    """
     backfill = studies(count, slices, size, first_seed=70_000)
     idle_bodies = studies(clinical, slices, size, first_seed=80_000)
     busy_bodies = studies(clinical, slices, size, first_seed=90_000)
@@ -105,6 +136,11 @@ def run(
     warm_up = studies(1, slices, size, first_seed=79_000)
     models = bundled_models(work / "models")
     inference = installing_inference(work / "inference", models, INSTALL_TOKEN).start()
+    research_inference = inference
+    if research_service:
+        shared = installing_inference(work / "research", models, INSTALL_TOKEN)
+        research_inference = NicedInference(shared.workdir, shared.models_dir, shared.settings)
+        research_inference.start()
     orthanc = OrthancServer(work / "orthanc").start()
     gateway = GatewayProcess(
         work / "gateway",
@@ -113,7 +149,11 @@ def run(
             "pipeline": {
                 "stable_after_seconds": 1,
                 "workers": 2,
-                "research": {"install_token": INSTALL_TOKEN, "poll_seconds": 0.5},
+                "research": {
+                    "install_token": INSTALL_TOKEN,
+                    "poll_seconds": 0.5,
+                    "inference_url": research_inference.url,
+                },
             },
             "routing": [
                 {
@@ -149,16 +189,18 @@ def run(
         selection_seconds = time.time() - approved
         busy: list[float] = []
         paused: list[float] = []
+        busy_stages: list[dict[str, float]] = []
+        paused_stages: list[dict[str, float]] = []
         for busy_body, paused_body in zip(busy_bodies, paused_bodies, strict=True):
             progress = wait_until(
                 functools.partial(_running_or_over, analysis), 120, "a research job", step=0.05
             )
             if not progress.running:
                 raise RuntimeError("the backfill ended before the measurements: more --studies")
-            busy += clinical_latencies(gateway, [busy_body])
+            busy += clinical_latencies(gateway, [busy_body], busy_stages)
             analysis.set_state("paused")
             wait_until(lambda: not analysis.progress().running, 120, "the research job to end")
-            paused += clinical_latencies(gateway, [paused_body])
+            paused += clinical_latencies(gateway, [paused_body], paused_stages)
             analysis.set_state("running")
         during = analysis.progress()
         resumed_at = time.time()
@@ -177,6 +219,8 @@ def run(
         gateway.stop()
         orthanc.stop()
         inference.stop()
+        if research_inference is not inference:
+            research_inference.stop()
     succeeded = [j for j in research if j["state"] == "succeeded"]
     own = [
         (j["finished_at"] - j["started_at"]) - sum(j["timings"].get(stage, 0.0) for stage in STAGES)
@@ -206,6 +250,10 @@ def run(
             b / p for b, p in zip(busy, paused, strict=True)
         ),
         "research_queued_when_clinical_done": during.queued,
+        # Where a clinical job's time goes, median per stage (the inference service's stages,
+        # and "wait": from the job's creation to its claim), during the backfill and paused.
+        "clinical_stages_during_s": _median_stages(busy_stages),
+        "clinical_stages_paused_s": _median_stages(paused_stages),
     }
 
 
@@ -215,9 +263,21 @@ def main() -> None:
     parser.add_argument("--clinical", type=int, default=5)
     parser.add_argument("--slices", type=int, default=8)
     parser.add_argument("--size", type=int, default=32)
+    parser.add_argument(
+        "--research-service",
+        action="store_true",
+        help="research analyses on a second inference service under nice -n 19",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fedgate-bench-analysis-") as work:
-        result = run(args.studies, args.clinical, args.slices, args.size, Path(work))
+        result = run(
+            args.studies,
+            args.clinical,
+            args.slices,
+            args.size,
+            Path(work),
+            research_service=args.research_service,
+        )
     own_per_study = result["selection_ms_per_study"] + result["own_ms_median"]
     ratio = result["clinical_during_median_s"] / result["clinical_idle_median_s"]
     print(
@@ -254,6 +314,9 @@ def main() -> None:
     )
     print(f"idle before: {[round(s, 2) for s in result['clinical_idle_s']]}")
     print(f"paused: {[round(s, 2) for s in result['clinical_paused_s']]}")
+    for phase in ("during", "paused"):
+        stages = result[f"clinical_stages_{phase}_s"]
+        print(f"clinical stages {phase}: " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
     print(f"during: {[round(s, 2) for s in result['clinical_during_s']]}")
 
 
