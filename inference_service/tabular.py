@@ -106,6 +106,8 @@ def study_inputs(
     studies = [_read_study(client, uid, url) for uid in _patient_studies(client, study_uid, url)]
     analysed = next(s for s in studies if s.uid == study_uid)
     unit = [analysed.facts] if spec.unit == "study" else [s.facts for s in studies]
+    # Stable sort: within one date, the reports keep their content order (oldest first), so the
+    # latest value wins as at the site, where the index's row order is arrival order.
     clinical = [
         Dated(study.facts.date, row)
         for study in sorted(studies, key=lambda s: s.facts.date)
@@ -113,8 +115,6 @@ def study_inputs(
         for row in rows
         if row.finding_type is None
     ]
-    # Stable sort: within one date, the reports keep their content order (oldest first), so the
-    # latest value wins as at the site, where the index's row order is arrival order.
     seen: dict[str, set[str]] = {}
     for study in studies:
         for _, rows in study.reports:
@@ -158,8 +158,10 @@ def _patient_studies(client: DICOMwebClient, study_uid: str, url: str) -> list[s
     for match in matches:
         other = Dataset.from_json(match)
         uid = str(other.get("StudyInstanceUID") or "")
+        # QIDO matches "*" and "?" in a PatientID as wildcards: only the same ID counts.
+        same_patient = str(other.get("PatientID") or "").strip() == patient_id
         same_issuer = str(other.get("IssuerOfPatientID") or "").strip() == issuer
-        if uid and uid not in uids and same_issuer:
+        if uid and uid not in uids and same_patient and same_issuer:
             uids.append(uid)
     if len(uids) > MAX_STUDIES:
         raise PermanentError(
