@@ -32,7 +32,7 @@ from gateway.learning.plan import (
     PresenceFeature,
     TrainingPlan,
 )
-from tabular.extraction import Dated, StudyFacts, clinical_value, feature_value
+from tabular.extraction import Dated, Reporters, StudyFacts, clinical_value, feature_value
 from tabular.records import FindingRecord, MeasurementRecord
 
 __all__ = ["SiteTable", "site_table"]
@@ -174,7 +174,7 @@ def _finding_rows(index: FindingsIndex, plan: TrainingPlan) -> dict[int, list[Fi
     return rows
 
 
-def _reporters(index: FindingsIndex, plan: TrainingPlan) -> Any:
+def _reporters(index: FindingsIndex, plan: TrainingPlan) -> Reporters:
     """Which algorithms report each of the plan's finding types anywhere in the index."""
     types = _finding_types(plan)
     reporting: dict[str, set[str]] = defaultdict(set)
