@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 import structlog
@@ -69,9 +69,6 @@ class AnalysisRequest(BaseModel):
     series_instance_uid: UID
     source: dicomweb.Endpoint
     destination: dicomweb.Endpoint
-    #: ``research``: a federated analysis's backfill, run at a lower CPU priority than
-    #: clinical work (inference_service/priority.py).
-    priority: Literal["clinical", "research"] = "clinical"
 
 
 @dataclass
