@@ -2,9 +2,10 @@
 
 One analysis reads one series from a DICOMweb source, runs one model on it and writes the
 result to a DICOMweb destination: a Comprehensive 3D SR (TID 1500) always, a SEG too when the
-model has a mask output and found something. The SR and SEG UIDs are derived from (study,
-series, algorithm UID, version), so running the same analysis again replaces the result in
-the destination instead of adding a second one.
+model has a mask output and found something. (A tabular model, trained across sites, reads
+the study's reports instead of a series' pixels: :mod:`inference_service.tabular`.) The SR and
+SEG UIDs are derived from (study, series, algorithm UID, version), so running the same analysis
+again replaces the result in the destination instead of adding a second one.
 
 Stages are timed (``fetch``, ``decode``, ``preprocess``, ``model``, ``postprocess``,
 ``sr_seg``, ``store``, ``total``, in seconds) and returned with the findings.
@@ -23,7 +24,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydicom.dataset import Dataset
 
-from inference_service import dicomweb
+from inference_service import dicomweb, tabular
 from inference_service.errors import PermanentError
 from inference_service.manifest import ClassProbabilitiesOutput, MaskOutput, ScalarOutput
 from inference_service.postprocess import (
@@ -77,9 +78,13 @@ class AnalysisOutcome:
     seg_sop_instance_uid: str | None
     timings: dict[str, float]
     lesions: list[dict[str, Any]] = field(default_factory=list)
+    #: A tabular model's input row, by feature (None: missing, then imputed).
+    inputs: dict[str, float | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        inputs = {} if self.inputs is None else {"inputs": self.inputs}
         return {
+            **inputs,
             "model": self.findings.algorithm.name if self.findings.algorithm else None,
             "model_version": self.findings.algorithm.version if self.findings.algorithm else None,
             "findings": [
@@ -187,6 +192,24 @@ class Analyzer:
 
     def run(self, request: AnalysisRequest) -> AnalysisOutcome:
         model = self.repository.get(request.model)
+        if model.manifest.tabular is not None:
+            # The series that triggered the job (e.g. the detector's SR) only says which
+            # study: the model reads all of the study's (and patient's) reports.
+            outcome = tabular.analyse_study(
+                model,
+                self.repository,
+                self.settings,
+                request.study_instance_uid,
+                request.source,
+                request.destination,
+            )
+            return AnalysisOutcome(
+                findings=outcome.findings,
+                sr_sop_instance_uid=outcome.sr_sop_instance_uid,
+                seg_sop_instance_uid=None,
+                timings=outcome.timings,
+                inputs=outcome.inputs,
+            )
         manifest = model.manifest
         timings = Timings()
         client = self.settings.dicomweb

@@ -138,18 +138,22 @@ async def list_models(request: Request) -> Response:
     models: list[dict[str, Any]] = []
     for model in repository.models.values():
         manifest = model.manifest
-        models.append(
-            {
-                "name": manifest.name,
-                "version": manifest.version,
-                "algorithm_uid": manifest.algorithm_uid,
-                "manufacturer": manifest.manufacturer,
-                "description": manifest.description,
-                "modality": manifest.input.modality,
-                "outputs": [{"name": o.name, "kind": o.kind} for o in manifest.outputs],
-                "backend": model.backend.describe(),
-            }
-        )
+        entry: dict[str, Any] = {
+            "name": manifest.name,
+            "version": manifest.version,
+            "algorithm_uid": manifest.algorithm_uid,
+            "manufacturer": manifest.manufacturer,
+            "description": manifest.description,
+            "modality": manifest.input.modality,
+            "outputs": [{"name": o.name, "kind": o.kind} for o in manifest.outputs],
+            "backend": model.backend.describe(),
+        }
+        if manifest.tabular is not None:
+            # It reads a study's reports (SR), not a series' pixels; its input is a feature row.
+            entry["modality"] = "SR"
+            entry["outputs"] = [{"name": manifest.tabular.output, "kind": "tabular"}]
+            entry["features"] = list(manifest.tabular.feature_names)
+        models.append(entry)
     return JSONResponse({"models": models, "skipped": repository.skipped})
 
 

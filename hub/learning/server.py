@@ -68,6 +68,10 @@ class Federation:
         self.sites: dict[int, str] = {}
         self.refused: list[str] = []
         self.absent: dict[str, list[int]] = {}
+        #: Per round, how far the sites' models moved from the round's global model: the mean
+        #: over the answering sites, weighted by their rows, of ||w_site - w_global|| (all
+        #: parameters as one vector). FedProx's proximal term exists to keep it small.
+        self.drift: list[float] = []
 
     def name(self, node_id: int) -> str:
         return self.sites.get(node_id, f"node {node_id}")
@@ -84,9 +88,13 @@ def _quorum_strategy(base: type[S], federation: Federation, min_sites: int) -> t
     round, who answered and who did not; below ``min_sites`` answers the run ends."""
 
     class QuorumStrategy(base):  # type: ignore[valid-type, misc]
+        #: The round's global model, which each site's drift is measured from.
+        global_parameters: list[np.ndarray] = []  # noqa: RUF012  (replaced, never mutated)
+
         def configure_train(
             self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
         ) -> Iterable[Message]:
+            self.global_parameters = arrays.to_numpy_ndarrays()
             # Flower samples the connected nodes: a site that refused the plan (reported once,
             # before round 1) is not asked; one that disconnected is not sampled, and is
             # reported absent in each round it misses.
@@ -107,17 +115,33 @@ def _quorum_strategy(base: type[S], federation: Federation, min_sites: int) -> t
                     f"round {server_round}: {len(answered)} sites answered, the plan needs "
                     f"{min_sites} (absent: {', '.join(absent) or 'none'})"
                 )
+            drift = _drift(self.global_parameters, [r for r in replies if r.has_content()])
             arrays, metrics = super().aggregate_train(server_round, replies)
+            federation.drift.append(drift)
             progress(
                 "round",
                 round=server_round,
                 sites=sorted(federation.name(node_id) for node_id in answered),
                 absent=absent,
                 rows=sum(_rows(reply) for reply in replies if reply.has_content()),
+                drift=round(drift, 6),
             )
             return arrays, metrics
 
     return cast(type[S], QuorumStrategy)
+
+
+def _drift(global_parameters: list[np.ndarray], replies: list[Message]) -> float:
+    """The rows-weighted mean distance of the sites' models from the global one."""
+    anchor = np.concatenate([np.ravel(a) for a in global_parameters])
+    distances, weights = [], []
+    for reply in replies:
+        arrays = reply.content["arrays"]
+        assert isinstance(arrays, ArrayRecord)
+        local = np.concatenate([np.ravel(a) for a in arrays.to_numpy_ndarrays()])
+        distances.append(float(np.linalg.norm(local - anchor)))
+        weights.append(_rows(reply))
+    return float(np.average(distances, weights=weights)) if sum(weights) else 0.0
 
 
 def _rows(reply: Message) -> int:
@@ -199,8 +223,8 @@ def _strategy(loaded: LoadedPlan, federation: Federation) -> Strategy:
         "min_available_nodes": min_sites,
     }
     if plan.strategy.name == "fedprox":
-        if plan.model.family != "logistic_regression":
-            raise RunFailed("fedprox's proximal term is implemented for logistic_regression only")
+        # Flower's FedProx sends proximal_mu ("proximal-mu") in each round's config; the
+        # ClientApp's training adds the term (gateway.learning.models: every family).
         fedprox = _quorum_strategy(FedProx, federation, min_sites)
         strategy: Strategy = fedprox(proximal_mu=plan.strategy.proximal_mu, **common)
     else:
@@ -274,6 +298,7 @@ def run_plan(grid: Grid, loaded: LoadedPlan, out: Path, timeout: float) -> dict[
         "sites": sorted(federation.sites.values()),
         "refused": federation.refused,
         "absent": federation.absent,
+        "drift": federation.drift,
         "training_rows": rows,
         "standardisation": {"mean": mean, "scale": scale},
         "parameters": [array.tolist() for array in parameters],
