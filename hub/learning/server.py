@@ -39,8 +39,10 @@ from flwr.serverapp.strategy import (
 )
 
 from gateway.learning.models import initial_parameters
+from gateway.learning.pace import quicken_object_pulls
 from gateway.learning.plan import LoadedPlan, PlanError, parse_plan
 from hub.learning.export import write_model, write_report
+from hub.learning.grid import PromptGrid
 from hub.learning.pooling import pooled_evaluation
 
 __all__ = ["PROGRESS_PREFIX", "app"]
@@ -145,7 +147,7 @@ def _wait_for_sites(grid: Grid, min_sites: int, timeout: float) -> list[int]:
                 f"{len(node_ids)} SuperNodes connected within {timeout:.0f} s, "
                 f"the plan needs {min_sites}"
             )
-        time.sleep(0.5)
+        time.sleep(0.1)
     return node_ids
 
 
@@ -292,6 +294,7 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Flower's entry point: the plan's text, the output folder and the per-step timeout come
     in the run config that ``fedgate learn run`` submits."""
+    quicken_object_pulls()
     out = Path(str(context.run_config["out"]))
     timeout = float(str(context.run_config.get("timeout", 120.0)))
     try:
@@ -301,7 +304,7 @@ def main(grid: Grid, context: Context) -> None:
                 "secure_aggregation: Flower 1.42's SecAgg+ workflow drives the legacy "
                 "strategies only, not this ServerApp; the plan cannot run here yet"
             )
-        run_plan(grid, loaded, out, timeout)
+        run_plan(PromptGrid(grid), loaded, out, timeout)
     except (RunFailed, PlanError) as error:
         progress("failed", reason=str(error))
         write_report(out, {"status": "failed", "reason": str(error)})
