@@ -13,7 +13,9 @@ studies in Orthanc, has the gateway's index learn them (``fedgate index sync``),
    consortium's bundle); the gateway installs it, selects the cohort from Orthanc by QIDO-RS
    and backfills;
 3. during the backfill: sends ``--clinical`` other chest CTs the same way;
-4. waits for the backfill to end.
+4. waits for the backfill to end;
+5. idle again: ``--clinical`` more chest CTs, so that a machine whose load drifts (other work
+   on it) shows in the two idle figures rather than in the ratio.
 
 Reported: the gateway's own time per study (selection: cohort, QIDO-RS, routing and enqueueing,
 per study; and per job, dispatch and result handling: the attempt's duration minus the
@@ -90,6 +92,7 @@ def run(
     backfill = studies(count, slices, size, first_seed=70_000)
     idle_bodies = studies(clinical, slices, size, first_seed=80_000)
     busy_bodies = studies(clinical, slices, size, first_seed=90_000)
+    after_bodies = studies(clinical, slices, size, first_seed=100_000)
     models = bundled_models(work / "models")
     inference = installing_inference(work / "inference", models, INSTALL_TOKEN).start()
     orthanc = OrthancServer(work / "orthanc").start()
@@ -145,6 +148,7 @@ def run(
         wait_until(backfill_done, 7200, "the backfill to end", step=1.0)
         if not quiet:
             print()
+        after = clinical_latencies(gateway, after_bodies)
         research = [j for j in all_jobs(gateway) if j["analysis_id"] == analysis.analysis_id]
     finally:
         gateway.stop()
@@ -169,7 +173,9 @@ def run(
         "backfill_studies_per_min": len(succeeded) / span * 60,
         "clinical_idle_s": idle,
         "clinical_during_s": busy,
-        "clinical_idle_median_s": statistics.median(idle),
+        "clinical_after_s": after,
+        # Before and after the backfill together: the idle gateway's latency.
+        "clinical_idle_median_s": statistics.median(idle + after),
         "clinical_during_median_s": statistics.median(busy),
         "research_queued_when_clinical_done": during.queued,
     }
@@ -202,7 +208,7 @@ def main() -> None:
     print(f"| **gateway's own time per study** (selection + median job) | {own_per_study:.0f} ms |")
     print(f"| backfill throughput | {result['backfill_studies_per_min']:.1f} studies/min |")
     print(
-        f"| clinical latency idle, median (n={args.clinical}) | "
+        f"| clinical latency idle (before and after), median (n={2 * args.clinical}) | "
         f"{result['clinical_idle_median_s']:.2f} s |"
     )
     print(
@@ -214,7 +220,8 @@ def main() -> None:
         f"| research jobs still queued after the last clinical result | "
         f"{result['research_queued_when_clinical_done']} |"
     )
-    print(f"idle: {[round(s, 2) for s in result['clinical_idle_s']]}")
+    print(f"idle before: {[round(s, 2) for s in result['clinical_idle_s']]}")
+    print(f"idle after: {[round(s, 2) for s in result['clinical_after_s']]}")
     print(f"during: {[round(s, 2) for s in result['clinical_during_s']]}")
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import structlog
@@ -68,6 +68,9 @@ class AnalysisRequest(BaseModel):
     series_instance_uid: UID
     source: dicomweb.Endpoint
     destination: dicomweb.Endpoint
+    #: ``research``: a federated analysis's backfill, run at a lower CPU priority than
+    #: clinical work (inference_service/priority.py).
+    priority: Literal["clinical", "research"] = "clinical"
 
 
 @dataclass
@@ -257,6 +260,7 @@ class Analyzer:
         log.info(
             "analysis_done",
             model=model.name,
+            priority=request.priority,
             findings=len(findings.findings),
             sr=uids.sr_sop_instance_uid,
             seconds=round(timings["total"], 3),

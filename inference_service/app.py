@@ -4,7 +4,9 @@
 once and ``concurrency.max_waiting`` more wait for a slot; past that the request is answered
 at once with 429 and ``Retry-After``, so a caller (the gateway's queue) backs off instead of
 piling up requests that would time out. Each model runs one tensor at a time, so two analyses
-overlap one's fetch/decode/SR with the other's model run.
+overlap one's fetch/decode/SR with the other's model run. Analyses asked with
+``priority: research`` (a federated analysis's backfill) share those slots but run in threads
+at a lower CPU priority (inference_service/priority.py).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from inference_service.errors import (
 from inference_service.manifest import describe_validation_error
 from inference_service.metrics import Metrics
 from inference_service.middleware import RequestContextMiddleware
+from inference_service.priority import RESEARCH, ResearchThreads
 from inference_service.repository import ModelRepository
 from inference_service.settings import InferenceSettings, LogSettings
 
@@ -96,7 +99,14 @@ async def create_analysis(request: Request) -> Response:
         gate.admit()
         metrics.in_flight.inc()
         try:
-            outcome = await anyio.to_thread.run_sync(analyzer.run, analysis, limiter=gate.limiter)
+            if analysis.priority == RESEARCH:
+                research: ResearchThreads = request.app.state.research_threads
+                async with gate.limiter:
+                    outcome = await research.run(analyzer.run, analysis)
+            else:
+                outcome = await anyio.to_thread.run_sync(
+                    analyzer.run, analysis, limiter=gate.limiter
+                )
         finally:
             gate.release()
             metrics.in_flight.dec()
@@ -205,5 +215,8 @@ def create_app(settings: InferenceSettings, repository: ModelRepository) -> Star
     app.state.metrics = Metrics()
     app.state.gate = AnalysisGate(
         concurrency.max_analyses, concurrency.max_waiting, concurrency.retry_after_seconds
+    )
+    app.state.research_threads = ResearchThreads(
+        concurrency.max_analyses, concurrency.research_niceness
     )
     return app

@@ -1,4 +1,6 @@
-"""``fedgate store check [--repair] --config gateway.yaml``: the embedded store against its catalog.
+"""``fedgate store check [--repair] --config gateway.yaml``: the embedded stores vs their catalogs.
+
+Checks ``data_dir/store`` and, where analyses ran, the research store ``data_dir/research``.
 
 Reports what a crash left (files never acknowledged: published without a catalog row, and
 temporary files) and acknowledged instances whose file is missing. ``--repair`` removes the
@@ -34,24 +36,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: The embedded stores under ``data_dir``: the clinical one, and the research store that
+#: holds the results of models the site has not validated (docs/analysis.md).
+STORES = (("store", "the store"), ("research", "the research store"))
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as error:
         print(f"fedgate store: {error}", file=sys.stderr)
         return 2
-    root = settings.data_dir / "store"
-    if not (root / "catalog.sqlite").exists():
-        print(f"fedgate store: no store at {root}", file=sys.stderr)
+    roots = [
+        (settings.data_dir / folder, name)
+        for folder, name in STORES
+        if (settings.data_dir / folder / "catalog.sqlite").exists()
+    ]
+    if not roots:
+        print(f"fedgate store: no store at {settings.data_dir / 'store'}", file=sys.stderr)
         return 2
-    if not args.repair:
-        return _check(root, repair=False)
-    try:
-        with exclusive(root):
-            return _check(root, repair=True)
-    except StoreInUse as error:
-        print(f"fedgate store: {error}; stop it first (it reclaims at start)", file=sys.stderr)
-        return 2
+    status = 0
+    for root, name in roots:
+        print(f"{name} ({root}):")
+        if not args.repair:
+            status = max(status, _check(root, repair=False))
+            continue
+        try:
+            with exclusive(root):
+                status = max(status, _check(root, repair=True))
+        except StoreInUse as error:
+            print(f"fedgate store: {error}; stop it first (it reclaims at start)", file=sys.stderr)
+            return 2
+    return status
 
 
 def _check(root: Path, repair: bool) -> int:

@@ -122,6 +122,9 @@ class AnalysisRunner:
                 await asyncio.sleep(self.settings.poll_seconds)
 
     async def run_once(self, http: httpx.AsyncClient) -> None:
+        lost = await anyio.to_thread.run_sync(self.analyses.drop_lost_jobs)
+        if lost:
+            log.warning("analysis.lost_jobs_dropped", jobs=lost)
         for analysis in await anyio.to_thread.run_sync(self.analyses.list):
             if analysis.state != "running":
                 continue

@@ -194,20 +194,35 @@ class AnalysisStore:
                 (analysis_id, current.state, state, by, now),
             )
             if state == "cancelled":
-                cursor.execute(
-                    self._q(
-                        "DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM jobs "
-                        "WHERE analysis_id = ? AND state = 'pending')"
-                    ),
-                    (analysis_id,),
-                )
-                cursor.execute(
-                    self._q("DELETE FROM jobs WHERE analysis_id = ? AND state = 'pending'"),
-                    (analysis_id,),
-                )
+                self._drop_jobs(cursor, "analysis_id = ? AND state = 'pending'", (analysis_id,))
             changed = self._get(cursor, analysis_id)
         assert changed is not None
         return changed
+
+    def drop_lost_jobs(self) -> int:
+        """Drop the jobs of cancelled analyses whose worker died while running them.
+
+        Nothing takes them over (the queue leases no job of a cancelled analysis), so without
+        this they would count as running for ever; like the jobs a cancel finds not started,
+        they never finished. Returns how many were dropped.
+        """
+        with self.database.transaction() as cursor:
+            return self._drop_jobs(
+                cursor,
+                "state = 'running' AND lease_expires_at < ? AND analysis_id IN "
+                "(SELECT analysis_id FROM analyses WHERE state = 'cancelled')",
+                (time.time(),),
+            )
+
+    def _drop_jobs(self, cursor: Any, where: str, params: tuple[Any, ...]) -> int:
+        cursor.execute(
+            self._q(
+                f"DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM jobs WHERE {where})"
+            ),
+            params,
+        )
+        cursor.execute(self._q(f"DELETE FROM jobs WHERE {where}"), params)
+        return max(cursor.rowcount, 0)
 
     def set_installed_model(self, analysis_id: str, name: str) -> Analysis:
         """Record the name the site's inference service serves the bundle under."""

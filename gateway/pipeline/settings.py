@@ -83,6 +83,10 @@ class ResearchSettings(_Strict):
 
     #: Research jobs running at once, all replicas together: the backfill's throttle.
     max_running: Annotated[int, Field(ge=1)] = 1
+    #: Start no research job while a clinical job runs or waits (its analysis would share
+    #: the inference service's cores with the clinical one). Off: research jobs fill the
+    #: worker slots clinical jobs leave free, for a site whose clinical work never pauses.
+    wait_for_clinical: bool = True
     #: The inference service that installs and runs analyses' models (default: the first
     #: routing rule's).
     inference_url: str | None = None

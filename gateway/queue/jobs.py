@@ -274,6 +274,7 @@ class JobQueue:
         concurrency: dict[str, int],
         default: int,
         research_max_running: int = 1,
+        research_waits_for_clinical: bool = True,
     ) -> list[Job]:
         """Lease up to ``limit`` due jobs, honouring each model's concurrency limit.
 
@@ -281,8 +282,10 @@ class JobQueue:
         worker died). Taking over an expired lease counts as a new attempt.
 
         Lanes: every due clinical job is taken before any research job, so a backfill never
-        delays a study from the PACS. At most ``research_max_running`` research jobs run at
-        once, all replicas together, and none of an analysis that is not ``running`` (paused,
+        delays a study from the PACS. With ``research_waits_for_clinical`` no research job
+        starts while a clinical job runs or is due (it would share the inference service's
+        cores with it). At most ``research_max_running`` research jobs run at once, all
+        replicas together, and none of an analysis that is not ``running`` (paused,
         cancelled).
         """
         now = time.time()
@@ -300,10 +303,13 @@ class JobQueue:
             )
             running: dict[str, int] = {}
             research_running = 0
+            clinical_busy = False
             for model, lane, count in cursor.fetchall():
                 running[model] = running.get(model, 0) + int(count)
                 if lane == RESEARCH:
                     research_running += int(count)
+                else:
+                    clinical_busy = research_waits_for_clinical
             cursor.execute(
                 self._q(
                     f"SELECT {_COLUMNS} FROM jobs "
@@ -321,9 +327,13 @@ class JobQueue:
                 job = Job.from_row(row)
                 if len(claimed) >= limit:
                     break
+                if job.lane == RESEARCH and (
+                    clinical_busy or research_running >= research_max_running
+                ):
+                    # Clinical rows come first: any due one, claimed or not, was seen.
+                    break
+                clinical_busy |= job.lane != RESEARCH and research_waits_for_clinical
                 if running.get(job.model, 0) >= concurrency.get(job.model, default):
-                    continue
-                if job.lane == RESEARCH and research_running >= research_max_running:
                     continue
                 running[job.model] = running.get(job.model, 0) + 1
                 research_running += job.lane == RESEARCH

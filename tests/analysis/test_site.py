@@ -190,6 +190,9 @@ def fedgate(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+STUDIES = 10
+
+
 @pytest.mark.orthanc
 def test_unvalidated_results_stay_out_of_the_pacs_until_the_model_is_validated(
     tmp_path: Path,
@@ -207,18 +210,19 @@ def test_unvalidated_results_stay_out_of_the_pacs_until_the_model_is_validated(
     )
     gateway.start()
     try:
-        phantoms = [abdomen_phantom(seed=17_700 + n) for n in range(4)]
+        # Enough studies that the pause below lands mid-backfill however fast the jobs run.
+        phantoms = [abdomen_phantom(seed=17_700 + n) for n in range(STUDIES)]
         study_uids = [p.truth.study_instance_uid for p in phantoms]
         store_studies(gateway.dicomweb_url, phantoms)  # indexed here, forwarded to Orthanc
         wait_until(
-            lambda: len(DICOMwebClient(orthanc.dicomweb_url).search_for_studies()) == 4,
+            lambda: len(DICOMwebClient(orthanc.dicomweb_url).search_for_studies()) == STUDIES,
             60,
             "the studies in Orthanc",
         )
         analysis = SiteAnalysis(gateway, models_dir / BUNDLE_MODEL, cohort={})
         analysis.approve()
         # Selected from the PACS by QIDO-RS.
-        wait_until(lambda: analysis.progress().done >= 1, 120, "a first research result")
+        wait_until(lambda: analysis.progress().done >= 1, 120, "a first research result", step=0.05)
         analysis.set_state("paused")
         paused = wait_until(
             lambda: (p := analysis.progress()).running == 0 and p, 60, "the running job to end"
@@ -241,13 +245,13 @@ def test_unvalidated_results_stay_out_of_the_pacs_until_the_model_is_validated(
 
         wait_until(lambda: analysis.get().state == "done", 120, "the analysis to be done")
         clinical_results = analysis.progress().done - research_results
-        assert clinical_results == 4 - research_results > 0
+        assert clinical_results == STUDIES - research_results > 0
         wait_until(
             lambda: orthanc_srs(orthanc, study_uids) == clinical_results,
             60,
             "the validated model's results in Orthanc",
         )
-        assert index_reports(gateway) == 4
+        assert index_reports(gateway) == STUDIES
         research = DICOMwebClient(gateway.url + "/research/dicomweb").search_for_instances(
             search_filters={"Modality": "SR"}
         )

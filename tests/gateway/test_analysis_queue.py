@@ -106,11 +106,17 @@ def test_clinical_jobs_go_first_and_research_is_throttled(
         research(queue, "a" * 32, f"1.2.3.{n}")
     for n in range(2):  # ...then two studies arrive from the PACS
         clinical(queue, f"1.2.4.{n}")
-    claimed = queue.claim("w1", 3, {}, 10, research_max_running=1)
-    assert [job.lane for job in claimed] == ["clinical", "clinical", "research"]
+    # No research job starts beside clinical ones (they would share the inference service).
+    first = queue.claim("w1", 3, {}, 10, research_max_running=1)
+    assert [job.lane for job in first] == ["clinical", "clinical"]
+    assert queue.claim("w2", 10, {}, 10, research_max_running=1) == []
+    queue.succeed(first[0].id, "w1", {"findings": []})
+    assert queue.claim("w2", 10, {}, 10, research_max_running=1) == []  # one still runs
+    queue.succeed(first[1].id, "w1", {"findings": []})
+    (research_job,) = queue.claim("w1", 3, {}, 10, research_max_running=1)
+    assert research_job.lane == "research"
     # One research job runs (throttle 1): another replica gets none, however many slots.
     assert queue.claim("w2", 10, {}, 10, research_max_running=1) == []
-    research_job = claimed[2]
     assert research_job.results_to_research  # the model is not validated
     queue.succeed(research_job.id, "w1", {"findings": []})
     (next_job,) = queue.claim("w2", 10, {}, 10, research_max_running=1)
@@ -120,6 +126,24 @@ def test_clinical_jobs_go_first_and_research_is_throttled(
     assert [job.lane for job in queue.claim("w3", 1, {}, 10, research_max_running=2)] == [
         "clinical"
     ]
+
+
+def test_research_may_fill_the_slots_clinical_work_leaves_free(
+    settings: QueueSettings, tmp_path: Path
+) -> None:
+    """``pipeline.research.wait_for_clinical: false``: for a site never without clinical work."""
+    store, queue = open_both(settings, tmp_path)
+    store.receive(analysis())
+    store.set_state("a" * 32, "running", by="admin")
+    for n in range(5):
+        research(queue, "a" * 32, f"1.2.3.{n}")
+    for n in range(2):
+        clinical(queue, f"1.2.4.{n}")
+    claimed = queue.claim(
+        "w1", 3, {}, 10, research_max_running=1, research_waits_for_clinical=False
+    )
+    assert [job.lane for job in claimed] == ["clinical", "clinical", "research"]
+    assert queue.claim("w2", 10, {}, 10, 1, research_waits_for_clinical=False) == []
 
 
 def test_pause_resume_and_cancel(settings: QueueSettings, tmp_path: Path) -> None:
@@ -148,6 +172,26 @@ def test_pause_resume_and_cancel(settings: QueueSettings, tmp_path: Path) -> Non
     queue.fail(resumed.id, "w1", "bad input", True, None)
     progress = store.progress("a" * 32)
     assert (progress.selected, progress.queued, progress.done, progress.failed) == (2, 0, 1, 1)
+
+
+def test_a_cancelled_analysis_drops_the_job_whose_worker_died(
+    settings: QueueSettings, tmp_path: Path
+) -> None:
+    store, queue = open_both(settings.model_copy(update={"lease_seconds": 0.2}), tmp_path)
+    store.receive(analysis())
+    store.set_state("a" * 32, "running", by="admin")
+    for n in range(2):
+        research(queue, "a" * 32, f"1.2.3.{n}")
+    (lost,) = queue.claim("w1", 1, {}, 10)  # its worker dies: no heartbeat, no result
+    store.set_state("a" * 32, "cancelled", by="admin")
+    assert store.drop_lost_jobs() == 0  # the lease still holds: the worker may yet answer
+    time.sleep(0.3)
+    assert queue.claim("w2", 4, {}, 10, research_max_running=4) == []  # nobody takes it over
+    assert store.progress("a" * 32).running == 1
+    assert store.drop_lost_jobs() == 1
+    progress = store.progress("a" * 32)
+    assert (progress.selected, progress.running) == (0, 0)
+    assert queue.get(lost.id) is None
 
 
 def test_research_jobs_are_never_redone(settings: QueueSettings, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from tests.gateway.conftest import phantom
 from tests.support.dicom import multipart_body, part10_bytes, stored_uids
 from tests.support.gateway import GatewayProcess
 from tests.support.process import run_fedgate
+from tests.support.waiting import wait_until
 
 CLIENTS = 4
 KILLS = 6
@@ -89,9 +90,15 @@ def test_kill_9_under_stow_load_then_restart_leaves_no_orphans(tmp_path: Path) -
             )
             for template in templates
         ]
+        before = len(acknowledged)
         for client in clients:
             client.start()
-        time.sleep(rng.uniform(1.0, 2.0))
+        # Killed at a random moment after a first answer of this round, however loaded the
+        # machine: the other clients' requests are then mid-way.
+        wait_until(
+            lambda before=before: len(acknowledged) > before, 120, "a first acknowledged request"
+        )
+        time.sleep(rng.uniform(0.0, 1.0))
         gateway.kill()
         stop.set()
         for client in clients:
@@ -157,3 +164,27 @@ def test_store_check_names_a_lost_file_and_a_leftover(tmp_path: Path) -> None:
     assert repaired.returncode == 1  # the lost file cannot be repaired
     assert not (series / "1.2.3.4.dcm").exists()
     assert (series / f"{first.SOPInstanceUID}.dcm").exists()
+
+
+def test_store_check_covers_the_research_store(tmp_path: Path) -> None:
+    """The research store (an unvalidated model's results) is checked and repaired alike."""
+    gateway = GatewayProcess(tmp_path / "gw").start()
+    gateway.stop()
+    instance = next(iter(phantom(seed=1711, slices=1).instances()))
+    series = (
+        gateway.data_dir
+        / "research"
+        / "instances"
+        / instance.StudyInstanceUID
+        / instance.SeriesInstanceUID
+    )
+    series.mkdir(parents=True)
+    (series / "1.2.3.5.dcm").write_bytes(part10_bytes(instance))  # no catalog row
+    config = str(gateway.workdir / "gateway.yaml")
+
+    listed = run_fedgate("store", "check", "--config", config)
+    assert listed.returncode == 1
+    assert "the research store" in listed.stdout and "1.2.3.5.dcm" in listed.stdout
+    repaired = run_fedgate("store", "check", "--repair", "--config", config)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert not (series / "1.2.3.5.dcm").exists()

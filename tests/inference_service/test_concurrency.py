@@ -83,3 +83,46 @@ def test_saturated_service_answers_429_with_retry_after(
     started = time.monotonic()
     admitted = httpx.post(url, json=body, timeout=30)
     assert admitted.status_code == 502 and time.monotonic() - started >= 2.5
+
+
+def _nice_values(pid: int) -> list[int]:
+    """Each thread's nice value (``/proc/PID/task/TID/stat``, field 19; proc(5))."""
+    values = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        values.append(int(fields[16]))  # fields after "(comm)" start at field 3
+    return values
+
+
+def test_research_analyses_run_at_the_lowest_cpu_priority_in_the_same_slots(
+    one_slot_service: InferenceProcess, slow_source: str
+) -> None:
+    body = {
+        "model": "nodule-presence",
+        "study_instance_uid": "1.2.3",
+        "series_instance_uid": "1.2.3.4",
+        "source": {"url": slow_source},
+        "destination": {"url": slow_source},
+    }
+    url = f"{one_slot_service.url}/v1/analyses"
+    assert one_slot_service.process is not None
+    pid = one_slot_service.process.pid
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        clinical = pool.submit(httpx.post, url, json=body, timeout=30)
+        time.sleep(1.0)
+        assert 19 not in _nice_values(pid)  # a clinical analysis runs at the normal priority
+        # A research analysis waits for the one slot like any other: a third is refused.
+        research = pool.submit(httpx.post, url, json={**body, "priority": "research"}, timeout=30)
+        time.sleep(0.5)
+        assert httpx.post(url, json=body, timeout=30).status_code == 429
+        assert clinical.result().status_code == 502
+        time.sleep(1.0)  # the research analysis now holds the slot, in its own thread
+        assert 19 in _nice_values(pid)
+        assert _nice_values(pid).count(0) >= 1  # the event loop's thread is untouched
+        response = research.result()
+        assert response.status_code == 502 and "answered 503" in response.json()["error"]["message"]
+    bad = httpx.post(url, json={**body, "priority": "urgent"}, timeout=30)
+    assert bad.status_code == 400 and "priority" in bad.json()["error"]["message"]
