@@ -15,7 +15,7 @@ own :func:`flwr.supernode.runtime.run_clientapp.run_clientapp`. A task still get
 its own (Flower's isolation: one message cannot leave state or memory behind for the next), at
 the price of a ``fork`` (milliseconds) instead of a new interpreter.
 
-Poll interval: 50 ms while tasks come (within :data:`BUSY_SECONDS` of the last one), Flower's
+Poll interval: 0.1 s while tasks come (within :data:`BUSY_SECONDS` of the last one), Flower's
 1 s when idle. Run: ``python -m gateway.learning.executor --runtime-api-address HOST:PORT``
 (``fedgate learn site`` starts it beside its SuperNode).
 """
@@ -42,7 +42,7 @@ PRELOADED = (
 
 #: How long after a task the executor keeps polling fast (a run's next round comes sooner).
 BUSY_SECONDS = 30.0
-BUSY_POLL_SECONDS = 0.05
+BUSY_POLL_SECONDS = 0.1
 IDLE_POLL_SECONDS = 1.0
 
 
