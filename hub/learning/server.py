@@ -239,8 +239,8 @@ def _secure_rounds(
     and masks them; the hub learns only the sum of the weighted updates and of the weights, and
     divides: the FedAvg weighted by rows, as without SecAgg+, within the quantisation error
     (docs/learning.md). ``max_weight`` is the largest site's rows, so that no weight exceeds 1.
-    Every willing site must answer each round (the protocol's reconstruction threshold is the
-    plan's ``min_sites``, at least 3)."""
+    At least max(3, ``min_sites``) sites must answer every step of a round (the protocol's
+    reconstruction threshold)."""
     from flwr.common import ndarrays_to_parameters
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.strategy import FedAvg as LegacyFedAvg
