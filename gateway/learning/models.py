@@ -43,8 +43,9 @@ if TYPE_CHECKING:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
-# scikit-learn is imported where a family needs it, not here: Flower starts a ClientApp process
-# per message, and importing scikit-learn costs seconds that logistic regression does not need.
+# scikit-learn is imported where a family needs it, not here: importing it costs seconds that
+# logistic regression does not need (the hub's ServerApp, a site's table tools). The site's
+# ClientApp executor imports it once for all messages (gateway.learning.executor).
 
 __all__ = [
     "Parameters",

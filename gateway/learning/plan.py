@@ -121,8 +121,18 @@ class DifferentialPrivacy(_Model):
 
 
 class Protection(_Model):
+    #: Flower's SecAgg+: each site's update leaves it masked; the hub learns only the sum.
     secure_aggregation: bool = False
     differential_privacy: DifferentialPrivacy | None = None
+
+    @model_validator(mode="after")
+    def _one_protection_of_updates(self) -> Protection:
+        if self.secure_aggregation and self.differential_privacy is not None:
+            # Flower 1.42's SecAgg+ drives its legacy strategies, its DP wrappers the new ones.
+            raise ValueError(
+                "secure_aggregation and differential_privacy cannot be combined (Flower 1.42)"
+            )
+        return self
 
 
 class Evaluation(_Model):
@@ -158,6 +168,14 @@ class TrainingPlan(_Model):
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"feature names repeat: {', '.join(repeated)}")
+        return self
+
+    @model_validator(mode="after")
+    def _secure_aggregation_quorum(self) -> TrainingPlan:
+        if self.protection.secure_aggregation and self.min_sites < 3:
+            # With two sites, each could subtract its own update from the sum and read the
+            # other's: secure aggregation hides a site only among at least two others.
+            raise ValueError("protection.secure_aggregation needs min_sites of at least 3")
         return self
 
     @property
