@@ -79,7 +79,6 @@ def main() -> int:
         try:
             for site in federation.sites:
                 site.approve(plan_text)
-            time.sleep(3)  # the SuperNodes register with the SuperLink (not timed)
             result = federation.run(plan_text)
         finally:
             federation.stop()

@@ -40,9 +40,9 @@ from gateway.index import (
     SeriesRecord,
     StudyRecord,
 )
-from gateway.index.presence import ABSENT
-from gateway.index.structured_reports import clinical_finding_record
 from sr_writer.clinical import ClinicalInformationReport, ClinicalValue, CodedValue, NumericValue
+from tabular.presence import ABSENT
+from tabular.records import clinical_finding_record
 
 __all__ = [
     "CODES",

@@ -2,9 +2,10 @@
 
 One analysis reads one series from a DICOMweb source, runs one model on it and writes the
 result to a DICOMweb destination: a Comprehensive 3D SR (TID 1500) always, a SEG too when the
-model has a mask output and found something. The SR and SEG UIDs are derived from (study,
-series, algorithm UID, version), so running the same analysis again replaces the result in
-the destination instead of adding a second one.
+model has a mask output and found something. (A tabular model, trained across sites, reads
+the study's reports instead of a series' pixels: :mod:`inference_service.tabular`.) The SR and
+SEG UIDs are derived from (study, series, algorithm UID, version), so running the same analysis
+again replaces the result in the destination instead of adding a second one.
 
 Stages are timed (``fetch``, ``decode``, ``preprocess``, ``model``, ``postprocess``,
 ``sr_seg``, ``store``, ``total``, in seconds) and returned with the findings.
@@ -16,14 +17,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydicom.dataset import Dataset
 
-from inference_service import dicomweb
+from inference_service import dicomweb, tabular
 from inference_service.errors import PermanentError
 from inference_service.manifest import ClassProbabilitiesOutput, MaskOutput, ScalarOutput
 from inference_service.postprocess import (
@@ -68,9 +69,6 @@ class AnalysisRequest(BaseModel):
     series_instance_uid: UID
     source: dicomweb.Endpoint
     destination: dicomweb.Endpoint
-    #: ``research``: a federated analysis's backfill, run at a lower CPU priority than
-    #: clinical work (inference_service/priority.py).
-    priority: Literal["clinical", "research"] = "clinical"
 
 
 @dataclass
@@ -80,9 +78,13 @@ class AnalysisOutcome:
     seg_sop_instance_uid: str | None
     timings: dict[str, float]
     lesions: list[dict[str, Any]] = field(default_factory=list)
+    #: A tabular model's input row, by feature (None: missing, then imputed).
+    inputs: dict[str, float | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        inputs = {} if self.inputs is None else {"inputs": self.inputs}
         return {
+            **inputs,
             "model": self.findings.algorithm.name if self.findings.algorithm else None,
             "model_version": self.findings.algorithm.version if self.findings.algorithm else None,
             "findings": [
@@ -190,6 +192,24 @@ class Analyzer:
 
     def run(self, request: AnalysisRequest) -> AnalysisOutcome:
         model = self.repository.get(request.model)
+        if model.manifest.tabular is not None:
+            # The series that triggered the job (e.g. the detector's SR) only says which
+            # study: the model reads all of the study's (and patient's) reports.
+            outcome = tabular.analyse_study(
+                model,
+                self.repository,
+                self.settings,
+                request.study_instance_uid,
+                request.source,
+                request.destination,
+            )
+            return AnalysisOutcome(
+                findings=outcome.findings,
+                sr_sop_instance_uid=outcome.sr_sop_instance_uid,
+                seg_sop_instance_uid=None,
+                timings=outcome.timings,
+                inputs=outcome.inputs,
+            )
         manifest = model.manifest
         timings = Timings()
         client = self.settings.dicomweb
@@ -260,7 +280,6 @@ class Analyzer:
         log.info(
             "analysis_done",
             model=model.name,
-            priority=request.priority,
             findings=len(findings.findings),
             sr=uids.sr_sop_instance_uid,
             seconds=round(timings["total"], 3),

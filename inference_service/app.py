@@ -4,9 +4,7 @@
 once and ``concurrency.max_waiting`` more wait for a slot; past that the request is answered
 at once with 429 and ``Retry-After``, so a caller (the gateway's queue) backs off instead of
 piling up requests that would time out. Each model runs one tensor at a time, so two analyses
-overlap one's fetch/decode/SR with the other's model run. Analyses asked with
-``priority: research`` (a federated analysis's backfill) share those slots but run in threads
-at a lower CPU priority (inference_service/priority.py).
+overlap one's fetch/decode/SR with the other's model run.
 """
 
 from __future__ import annotations
@@ -39,7 +37,6 @@ from inference_service.errors import (
 from inference_service.manifest import describe_validation_error
 from inference_service.metrics import Metrics
 from inference_service.middleware import RequestContextMiddleware
-from inference_service.priority import RESEARCH, ResearchThreads
 from inference_service.repository import ModelRepository
 from inference_service.settings import InferenceSettings, LogSettings
 
@@ -99,14 +96,7 @@ async def create_analysis(request: Request) -> Response:
         gate.admit()
         metrics.in_flight.inc()
         try:
-            if analysis.priority == RESEARCH:
-                research: ResearchThreads = request.app.state.research_threads
-                async with gate.limiter:
-                    outcome = await research.run(analyzer.run, analysis)
-            else:
-                outcome = await anyio.to_thread.run_sync(
-                    analyzer.run, analysis, limiter=gate.limiter
-                )
+            outcome = await anyio.to_thread.run_sync(analyzer.run, analysis, limiter=gate.limiter)
         finally:
             gate.release()
             metrics.in_flight.dec()
@@ -148,18 +138,22 @@ async def list_models(request: Request) -> Response:
     models: list[dict[str, Any]] = []
     for model in repository.models.values():
         manifest = model.manifest
-        models.append(
-            {
-                "name": manifest.name,
-                "version": manifest.version,
-                "algorithm_uid": manifest.algorithm_uid,
-                "manufacturer": manifest.manufacturer,
-                "description": manifest.description,
-                "modality": manifest.input.modality,
-                "outputs": [{"name": o.name, "kind": o.kind} for o in manifest.outputs],
-                "backend": model.backend.describe(),
-            }
-        )
+        entry: dict[str, Any] = {
+            "name": manifest.name,
+            "version": manifest.version,
+            "algorithm_uid": manifest.algorithm_uid,
+            "manufacturer": manifest.manufacturer,
+            "description": manifest.description,
+            "modality": manifest.input.modality,
+            "outputs": [{"name": o.name, "kind": o.kind} for o in manifest.outputs],
+            "backend": model.backend.describe(),
+        }
+        if manifest.tabular is not None:
+            # It reads a study's reports (SR), not a series' pixels; its input is a feature row.
+            entry["modality"] = "SR"
+            entry["outputs"] = [{"name": manifest.tabular.output, "kind": "tabular"}]
+            entry["features"] = list(manifest.tabular.feature_names)
+        models.append(entry)
     return JSONResponse({"models": models, "skipped": repository.skipped})
 
 
@@ -215,8 +209,5 @@ def create_app(settings: InferenceSettings, repository: ModelRepository) -> Star
     app.state.metrics = Metrics()
     app.state.gate = AnalysisGate(
         concurrency.max_analyses, concurrency.max_waiting, concurrency.retry_after_seconds
-    )
-    app.state.research_threads = ResearchThreads(
-        concurrency.max_analyses, concurrency.research_niceness
     )
     return app

@@ -97,14 +97,14 @@ class _Session(requests.Session):
         return settings
 
 
-def _classified(role: str, url: str, call: Callable[[], T]) -> T:
+def classified(role: str, url: str, call: Callable[[], T]) -> T:
     """Run ``call``, turning requests' errors into permanent/transient service errors."""
     try:
         return call()
     except requests.exceptions.HTTPError as error:
         status = error.response.status_code if error.response is not None else 0
         if status == 404 and role == "source":
-            raise PermanentError(f"source {url}: series not found (404)", status_code=404) from None
+            raise PermanentError(f"source {url}: not found (404)", status_code=404) from None
         if status >= 500 or status == 429:
             raise TransientError(f"{role} {url} answered {status}", status_code=502) from None
         raise PermanentError(
@@ -142,8 +142,8 @@ def fetch_series(
     """All instances of the series (WADO-RS Retrieve Series), as stored when ``any_syntax``."""
     client = make_client(endpoint, timeout_seconds, tls)
     media_types = ANY_TRANSFER_SYNTAX if any_syntax else None
-    with _closing(client):
-        return _classified(
+    with closing(client):
+        return classified(
             "source",
             endpoint.url,
             lambda: list(client.retrieve_series(study_uid, series_uid, media_types=media_types)),
@@ -163,8 +163,8 @@ def store_instances(
         # Without a preamble dicomweb-client writes no "DICM" prefix, which some archives store
         # verbatim and then cannot serve (see DESIGN.md, interop traps).
         ds.preamble = b"\x00" * 128
-    with _closing(client):
-        response = _classified(
+    with closing(client):
+        response = classified(
             "destination", endpoint.url, lambda: client.store_instances(datasets, study_uid)
         )
     wanted = {str(ds.SOPInstanceUID) for ds in datasets}
@@ -187,7 +187,7 @@ def store_instances(
 
 
 @contextmanager
-def _closing(client: DICOMwebClient) -> Iterator[None]:
+def closing(client: DICOMwebClient) -> Iterator[None]:
     try:
         yield
     except InferenceServiceError:

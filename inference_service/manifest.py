@@ -11,6 +11,12 @@ normalisation, axis order) and how each output becomes findings:
   as a qualitative finding (present/absent) with its probability as the score;
 - ``scalar``: one number, reported as a measurement with its UCUM unit.
 
+A **tabular** manifest (``tabular:`` instead of ``input``/``outputs``; what ``fedgate learn run``
+exports, :mod:`hub.learning.export`) describes a model that reads no image: its input is one
+row of a training plan's features (:mod:`tabular.features`), which the service computes for
+the study from its reports (:mod:`inference_service.tabular`), and its output the
+probabilities of the plan's label.
+
 Concepts are coded as in DICOM (PS3.3 8.8): code value, coding scheme designator, meaning.
 Errors name the model and the dotted field (``nodule-detector: input.modality: ...``).
 """
@@ -23,6 +29,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tabular.features import Feature, Label
 from tlsconfig import ClientTls
 
 UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
@@ -197,6 +204,42 @@ class OipBackend(_Strict):
 BackendSpec = Annotated[OnnxRuntimeBackend | OipBackend, Field(discriminator="type")]
 
 
+class TabularSpec(_Strict):
+    """A model of a training plan's features (``fedgate learn run``'s ``model.yaml``).
+
+    ``features`` are the plan's own definitions, in the order of the model's input columns;
+    ``missing`` what the plan did with a missing value: ``drop`` (the study is refused with the
+    absent features named) or ``impute_mean`` (the value is replaced by ``means``, the pooled
+    training mean of each feature). The prediction is reported as ``finding`` with the
+    probability of the label (``output``'s second column) and, at ``threshold``, present or
+    absent.
+    """
+
+    input: str = "features"
+    unit: Literal["patient", "study"] = "patient"
+    missing: Literal["drop", "impute_mean"] = "drop"
+    features: tuple[Feature, ...] = Field(min_length=1)
+    label: Label
+    threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    output: str = "probabilities"
+    #: Per feature, in order: the pooled mean of the training rows (imputed missing values).
+    means: tuple[float, ...] | None = None
+    #: What the prediction's SR finding is (by default, what the label's code names).
+    finding: Concept
+
+    @model_validator(mode="after")
+    def _means_for_imputation(self) -> TabularSpec:
+        if self.means is not None and len(self.means) != len(self.features):
+            raise ValueError(f"means: {len(self.means)} values for {len(self.features)} features")
+        if self.missing == "impute_mean" and self.means is None:
+            raise ValueError("missing impute_mean needs the training means (means)")
+        return self
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(feature.name for feature in self.features)
+
+
 class ModelManifest(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     version: Annotated[str, Field(min_length=1, max_length=64)]
@@ -204,11 +247,21 @@ class ModelManifest(_Strict):
     manufacturer: Annotated[str, Field(min_length=1, max_length=64)]
     description: str = ""
     input: InputSpec = Field(default_factory=InputSpec)
-    outputs: tuple[OutputSpec, ...] = Field(min_length=1)
+    outputs: tuple[OutputSpec, ...] = ()
     backend: BackendSpec = Field(default_factory=OnnxRuntimeBackend)
+    #: A model of a training plan's features instead of an image model.
+    tabular: TabularSpec | None = None
+    #: The training plan a federated model was trained by (its sha256), for the record.
+    plan_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
     @model_validator(mode="after")
     def _distinct_outputs(self) -> ModelManifest:
+        if self.tabular is not None:
+            if self.outputs:
+                raise ValueError("outputs: a tabular model has its output in tabular.output")
+            return self
+        if not self.outputs:
+            raise ValueError("outputs: at least one output (or a tabular section)")
         names = [o.name for o in self.outputs]
         if len(set(names)) != len(names):
             raise ValueError(f"outputs: names must be distinct, got {names}")

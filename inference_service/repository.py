@@ -53,12 +53,25 @@ class RepositoryError(Exception):
 def _check_tensor_names(model: Model) -> None:
     manifest = model.manifest
     inputs = [spec.name for spec in model.backend.inputs]
+    outputs = [spec.name for spec in model.backend.outputs]
+    if manifest.tabular is not None:
+        tabular = manifest.tabular
+        if tabular.input not in inputs:
+            raise ManifestError(
+                manifest.name,
+                f"tabular.input: {tabular.input!r} is not an input of the model {inputs}",
+            )
+        if tabular.output not in outputs:
+            raise ManifestError(
+                manifest.name,
+                f"tabular.output: {tabular.output!r} is not an output of the model {outputs}",
+            )
+        return
     if manifest.input.name not in inputs:
         raise ManifestError(
             manifest.name,
             f"input.name: {manifest.input.name!r} is not an input of the model {inputs}",
         )
-    outputs = [spec.name for spec in model.backend.outputs]
     for index, output in enumerate(manifest.outputs):
         if output.name not in outputs:
             raise ManifestError(

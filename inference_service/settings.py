@@ -11,7 +11,6 @@ concurrency:
   max_analyses: 2               # analyses running at once (fetch/preprocess overlaps the model)
   max_waiting: 2                # queued beyond those; past this: 429 with Retry-After
   retry_after_seconds: 5
-  research_niceness: 19         # CPU priority of federated analyses' work (0: as clinical)
 onnxruntime:
   providers: [TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]
   intra_op_threads: 0           # 0: onnxruntime's default (one per core)
@@ -50,9 +49,6 @@ class ConcurrencySettings(_Strict):
     max_analyses: Annotated[int, Field(ge=1)] = 2
     max_waiting: Annotated[int, Field(ge=0)] = 2
     retry_after_seconds: Annotated[int, Field(ge=1)] = 5
-    #: The nice value of research analyses' threads (``priority: research``): 19, the lowest
-    #: priority, lets clinical analyses have the CPU while both run; 0 runs them alike.
-    research_niceness: Annotated[int, Field(ge=0, le=19)] = 19
     #: Largest /v2 infer request body accepted (bytes).
     max_infer_request_bytes: Annotated[int, Field(gt=0)] = 2 * 1024**3
 

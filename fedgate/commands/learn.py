@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +164,9 @@ def _add_site(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _site(args: argparse.Namespace) -> int:
-    """Runs ``flower-supernode`` in the foreground with fedgate's ClientApp; the site's config
-    path reaches the ClientApp through the node config (``gateway-config``)."""
+    """Runs the site's Flower SuperNode in the foreground, with fedgate's ClientApp executor
+    beside it (:mod:`gateway.learning.executor`: ``--isolation process``, the imports done once);
+    the site's config path reaches the ClientApp through the node config (``gateway-config``)."""
     from hub.learning.runner import flower_environment  # Flower's process plumbing only
 
     try:
@@ -173,34 +174,32 @@ def _site(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"fedgate learn site: {error}", file=sys.stderr)
         return 2
-    executable = shutil.which("flower-supernode", path=str(Path(sys.executable).parent))
-    if executable is None:
-        print("fedgate learn site: flower-supernode is not installed (flwr)", file=sys.stderr)
-        return 2
     name = args.name or args.config.stem
     node_config = f'gateway-config="{args.config.resolve()}" site-name="{name}"'
-    command = [
-        executable,
-        "--superlink",
-        args.superlink,
-        "--node-config",
-        node_config,
-        "--port",
-        str(args.runtime_port),
-    ]
+    runtime_api = f"127.0.0.1:{args.runtime_port}"
+    # Flower's SuperNode (gateway.learning.supernode: prompt polling during a run) leaves the
+    # ClientApp tasks to the executor below (--isolation process).
+    supernode = [sys.executable, "-m", "gateway.learning.supernode", "--superlink", args.superlink]
+    supernode += ["--node-config", node_config, "--isolation", "process"]
+    supernode += ["--host", "127.0.0.1", "--port", str(args.runtime_port)]
     if args.root_certificates is None:
-        command.append("--insecure")
+        supernode.append("--insecure")
     else:
-        command += ["--root-certificates", str(args.root_certificates)]
+        supernode += ["--root-certificates", str(args.root_certificates)]
     if args.auth_key is not None:
-        command += ["--auth-supernode-private-key", str(args.auth_key)]
+        supernode += ["--auth-supernode-private-key", str(args.auth_key)]
+    executor = [sys.executable, "-m", "gateway.learning.executor"]
+    executor += ["--runtime-api-address", runtime_api]
     environment = flower_environment(settings.data_dir / "learning")
     print(
         f"fedgate learn site: site {name} joins the SuperLink at {args.superlink}", file=sys.stderr
     )
-    # The SuperNode (and the SuperExec and ClientApp processes it starts) stays in this
-    # process's group: whoever stops this command by its group stops them all, even by SIGKILL.
-    process = subprocess.Popen(command, env=environment)
+    # Both processes (and the ClientApp tasks the executor forks) stay in this process's
+    # group: whoever stops this command by its group stops them all, even by SIGKILL.
+    processes = [
+        subprocess.Popen(supernode, env=environment),
+        subprocess.Popen(executor, env=environment),
+    ]
 
     def stop(signum: int, _frame: Any) -> None:
         # flower-supernode keeps retrying on SIGTERM; the group ends here, this process too.
@@ -208,7 +207,14 @@ def _site(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    return process.wait()
+    # One without the other is no site: when either ends, the other is stopped.
+    while all(process.poll() is None for process in processes):
+        time.sleep(0.5)
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return next((process.returncode for process in processes if process.returncode), 0)
 
 
 def _add_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -108,31 +108,112 @@ async def retrieve_instances(request: Request) -> Response:
     )
 
 
+#: Stands for the DICOMweb root in kept series metadata: the root is the request's (its host,
+#: a proxy's prefix), the kept bytes are every request's.
+_ROOT_MARK = b"urn:fedgate:dicomweb-root"
+
+
 async def retrieve_metadata(request: Request) -> Response:
-    """Instance headers as a DICOM JSON array, bulk data by BulkDataURI."""
+    """Instance headers as a DICOM JSON array, bulk data by BulkDataURI.
+
+    A whole series' metadata is built once from the files and kept in the catalog until the
+    series changes (:meth:`Catalog.series_metadata`); study-level requests use it per series.
+    """
     store = store_of(request)
     require_json(request)
+    whole_series = request.path_params.get("instance") is None
+    # Read before the instances are listed: an instance committed in between then leaves the
+    # kept bytes with an older stamp than the series', rebuilt at the next request; read after,
+    # bytes without it would carry the new stamp and be served until the series next changes.
+    stamps = (
+        store.catalog.series_updated_at(
+            request.path_params["study"], request.path_params.get("series")
+        )
+        if whole_series
+        else {}
+    )
     records = held_records(request)
-    base = dicomweb_root(request)
+    root = dicomweb_root(request).encode()
 
     def body() -> Iterator[bytes]:
         yield b"["
-        for index, record in enumerate(records):
-            instance_url = (
-                f"{base}/studies/{record.study_instance_uid}/series/"
-                f"{record.series_instance_uid}/instances/{record.sop_instance_uid}"
-            )
-            try:
-                attributes = _instance_metadata(store, record, instance_url)
-            except Exception:
-                # The 200 and the first instances are on the wire: a failure here would cut
-                # the array short. One unreadable file gives what the catalog knows of it.
-                log.exception("wado.metadata_unreadable", sop_instance_uid=record.sop_instance_uid)
-                attributes = _catalog_metadata(record, instance_url)
-            yield (b"," if index else b"") + json.dumps(attributes, separators=(",", ":")).encode()
+        first = True
+        for series_records in _by_series(records):
+            stamp = stamps.get(series_records[0].series_instance_uid)
+            for piece in (
+                _series_metadata(store, series_records, stamp)
+                if whole_series
+                else _metadata_items(store, series_records, _ROOT_MARK.decode(), [])
+            ):
+                yield (b"" if first else b",") + piece.replace(_ROOT_MARK, root)
+                first = False
         yield b"]"
 
     return StreamingResponse(body(), media_type="application/dicom+json")
+
+
+def keep_series_metadata(store: EmbeddedStore, study_uid: str, series_uids: list[str]) -> None:
+    """Build and keep the series' metadata ahead of any request (the series became stable), so
+    that a viewer's first request reads one row instead of every file."""
+    for series_uid in series_uids:
+        stamps = store.catalog.series_updated_at(study_uid, series_uid)  # before the records
+        records = store.catalog.instances(study_uid, series_uid)
+        if records and series_uid in stamps:
+            for _ in _series_metadata(store, records, stamps[series_uid]):
+                pass
+
+
+def _by_series(records: list[InstanceRecord]) -> Iterator[list[InstanceRecord]]:
+    """The records (in series order, as the catalog gives them) grouped by series."""
+    group: list[InstanceRecord] = []
+    for record in records:
+        if group and record.series_instance_uid != group[0].series_instance_uid:
+            yield group
+            group = []
+        group.append(record)
+    if group:
+        yield group
+
+
+def _series_metadata(
+    store: EmbeddedStore, records: list[InstanceRecord], updated_at: float | None
+) -> Iterator[bytes]:
+    """The series' items: those kept if the series has not changed since ``updated_at`` (read
+    before ``records`` were), else built from the files and kept."""
+    series = records[0].series_instance_uid
+    if updated_at is not None:
+        kept = store.catalog.series_metadata(series, updated_at)
+        if kept is not None:
+            yield kept
+            return
+    unreadable: list[str] = []
+    items: list[bytes] = []
+    for item in _metadata_items(store, records, _ROOT_MARK.decode(), unreadable):
+        items.append(item)
+        yield item
+    if updated_at is not None and not unreadable:
+        with store.catalog.transaction() as writer:
+            writer.keep_series_metadata(series, updated_at, len(items), b",".join(items))
+
+
+def _metadata_items(
+    store: EmbeddedStore, records: list[InstanceRecord], base: str, unreadable: list[str]
+) -> Iterator[bytes]:
+    """Each record's DICOM JSON; the UIDs of unreadable files are added to ``unreadable``."""
+    for record in records:
+        instance_url = (
+            f"{base}/studies/{record.study_instance_uid}/series/"
+            f"{record.series_instance_uid}/instances/{record.sop_instance_uid}"
+        )
+        try:
+            attributes = _instance_metadata(store, record, instance_url)
+        except Exception:
+            # The 200 and the first instances are on the wire: a failure here would cut
+            # the array short. One unreadable file gives what the catalog knows of it.
+            log.exception("wado.metadata_unreadable", sop_instance_uid=record.sop_instance_uid)
+            unreadable.append(record.sop_instance_uid)
+            attributes = _catalog_metadata(record, instance_url)
+        yield json.dumps(attributes, separators=(",", ":")).encode()
 
 
 def _instance_metadata(

@@ -9,7 +9,7 @@ A cohort is a conjunction of
 - finding filters: a finding in the same study with this type, site, qualitative values and
   numeric measurements in a range (units converted by UCUM where simple), which the report
   says is present (the default), absent, or either (``presence``; see
-  :mod:`gateway.index.presence` for how absence is read);
+  :mod:`tabular.presence` for how absence is read);
 - presence filters across all of a patient's studies (``patient_has``): "has an MR study",
   "has a nodule somewhere", which make multi-modal cohorts.
 
@@ -41,13 +41,12 @@ from gateway.federated.matching import (
     date_matcher,
     text_matcher,
 )
-from gateway.index.units import canonical, canonical_unit
+from tabular.features import CODE_PATTERN, Code
+from tabular.units import canonical, canonical_unit
 
 #: A JSON number: not a string or a boolean that pydantic would read as one (``false`` is not 0).
 Number = Annotated[float, Strict()]
 
-CODE_PATTERN = r"^[A-Za-z0-9_.\-]{1,16}:[^:\s]{1,64}$"
-Code = Annotated[str, Field(pattern=CODE_PATTERN, description="SCHEME:CODE, e.g. SCT:27925004")]
 
 #: Study-level attributes -> column of ``studies``.
 STUDY_ATTRIBUTES = {

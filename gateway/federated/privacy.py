@@ -33,12 +33,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import opendp.prelude as dp
+# Not opendp.prelude: it imports opendp.extras, and with it scikit-learn, scipy, pandas and
+# polars, none of which is used here: about 190 MB of the gateway's memory and 3-4 s of its
+# start (docs/benchmarks.md, issue 19 item 5).
+import opendp.combinators as dpc
+import opendp.measurements as dpm
+from opendp.domains import atom_domain, map_domain, vector_domain
+from opendp.metrics import absolute_distance, l01inf_distance, l1_distance, l2_distance
+from opendp.mod import binary_search, binary_search_param, enable_features
 
 from gateway.federated.settings import DifferentialPrivacySettings
 from gateway.index.database import Database
 
-dp.enable_features("contrib")
+enable_features("contrib")
 
 #: Two-sided coverage of the intervals given with noisy numbers.
 INTERVAL_COVERAGE = 0.95
@@ -92,21 +99,21 @@ class NoiseMechanism:
         data = [float(v) for v in values]
         if self.settings.mechanism == "laplace":
             scale = sensitivity.total / epsilon
-            space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l1_distance(T=float)
-            laplace = space >> dp.m.then_laplace(scale=scale)
+            space = vector_domain(atom_domain(T=float, nan=False)), l1_distance(T=float)
+            laplace = space >> dpm.then_laplace(scale=scale)
             if laplace.map(sensitivity.total) > epsilon * (1 + 1e-9):
                 raise AssertionError("Laplace scale does not give the epsilon charged")
             noisy = [float(v) for v in laplace(data)] if data else []
             return Noisy(noisy, scale * math.log(1 / (1 - INTERVAL_COVERAGE)))
         delta = self.settings.delta
-        space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l2_distance(T=float)
+        space = vector_domain(atom_domain(T=float, nan=False)), l2_distance(T=float)
 
         def gaussian(scale: float) -> Any:
-            return dp.c.make_fix_delta(
-                dp.c.make_zCDP_to_approxDP(space >> dp.m.then_gaussian(scale=scale)), delta
+            return dpc.make_fix_delta(
+                dpc.make_zCDP_to_approxDP(space >> dpm.then_gaussian(scale=scale)), delta
             )
 
-        scale = dp.binary_search_param(gaussian, d_in=sensitivity.l2, d_out=(epsilon, delta))
+        scale = binary_search_param(gaussian, d_in=sensitivity.l2, d_out=(epsilon, delta))
         noisy = [float(v) for v in gaussian(scale)(data)] if data else []
         return Noisy(noisy, 1.959964 * scale)
 
@@ -137,13 +144,13 @@ def _threshold_mechanism(
     """OpenDP's threshold mechanism for a noise scale, with the lowest threshold that keeps
     its delta within ``delta`` for ``d_in``. A binary search of about 13 ms: done once per
     (scale, sensitivity, delta), which a site's settings fix."""
-    domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T=float, nan=False))
-    metric = dp.l01inf_distance(dp.absolute_distance(T=float))
+    domain = map_domain(atom_domain(T=str), atom_domain(T=float, nan=False))
+    metric = l01inf_distance(absolute_distance(T=float))
 
     def threshold_mechanism(threshold: float) -> Any:
-        return dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=threshold)
+        return dpm.make_laplace_threshold(domain, metric, scale=scale, threshold=threshold)
 
-    threshold = dp.binary_search(
+    threshold = binary_search(
         lambda t: threshold_mechanism(t).map(d_in)[1] <= delta,
         bounds=(float(d_in[2]), 1e9),
         T=float,

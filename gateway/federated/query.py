@@ -23,7 +23,7 @@ from gateway.federated.cohort import (
     MeasurementFilter,
 )
 from gateway.federated.matching import Exact, Matcher, Range, Wildcard
-from gateway.index.units import canonical, canonical_unit
+from tabular.units import canonical, canonical_unit
 
 #: The bin of values outside a binned dimension's [start, stop), or missing.
 OUTSIDE = -1

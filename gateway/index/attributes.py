@@ -8,52 +8,16 @@ date are read only to compute keys and the age, and are not stored.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from pydicom.dataset import Dataset
 
 from gateway.index.keys import Pseudonymizer
 from gateway.index.records import SeriesRecord, StudyRecord
-
-_AGE_UNITS_PER_YEAR = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.2425}
+from tabular.demographics import demographics
+from tabular.demographics import text as _text
 
 
 class MissingIdentity(ValueError):
     """An instance without the UIDs the index is keyed by (it cannot be placed in a study)."""
-
-
-def _text(dataset: Dataset, keyword: str) -> str | None:
-    value = dataset.get(keyword)
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def parse_date(value: str | None) -> dt.date | None:
-    """A DICOM DA value (``YYYYMMDD``; the old ``YYYY.MM.DD`` form too), or None if invalid."""
-    if not value:
-        return None
-    digits = value.replace(".", "").strip()
-    try:
-        return dt.datetime.strptime(digits[:8], "%Y%m%d").date()
-    except ValueError:
-        return None
-
-
-def parse_age_string(value: str | None) -> int | None:
-    """Whole years of a DICOM AS value (``065Y``, ``018M``, ``003W``, ``010D``; PS3.5 6.2)."""
-    if not value or len(value) != 4 or not value[:3].isdigit():
-        return None
-    per_year = _AGE_UNITS_PER_YEAR.get(value[3].upper())
-    if per_year is None:
-        return None
-    return int(int(value[:3]) / per_year)
-
-
-def age_at(birth: dt.date, day: dt.date) -> int | None:
-    years = day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
-    return years if years >= 0 else None
 
 
 def study_record(dataset: Dataset, keys: Pseudonymizer) -> StudyRecord:
@@ -62,21 +26,16 @@ def study_record(dataset: Dataset, keys: Pseudonymizer) -> StudyRecord:
         raise MissingIdentity("instance has no StudyInstanceUID")
     patient_id = _text(dataset, "PatientID") or ""
     issuer = _text(dataset, "IssuerOfPatientID") or ""
-    study_date = parse_date(_text(dataset, "StudyDate"))
-    age = parse_age_string(_text(dataset, "PatientAge"))
-    if age is None and study_date is not None:
-        birth = parse_date(_text(dataset, "PatientBirthDate"))
-        age = age_at(birth, study_date) if birth is not None else None
-    sex = (_text(dataset, "PatientSex") or "").upper()
+    facts = demographics(dataset)
     return StudyRecord(
         study_key=keys.study(study_uid),
         # A study without PatientID is its own patient: never merged with strangers.
         patient_key=keys.patient(patient_id, issuer)
         if patient_id
         else keys.key("patient-of-study", study_uid),
-        patient_sex=sex if sex in {"F", "M", "O"} else None,
-        age_years=age,
-        study_date=int(study_date.strftime("%Y%m%d")) if study_date is not None else None,
+        patient_sex=facts.sex,
+        age_years=facts.age_years,
+        study_date=facts.study_date,
     )
 
 

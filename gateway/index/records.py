@@ -1,15 +1,23 @@
-"""What the index keeps of an instance and of a finding: cohort attributes, never identifiers."""
+"""What the index keeps of an instance and of a finding: cohort attributes, never identifiers.
+
+A finding's row (:class:`FindingRecord`, :class:`MeasurementRecord`) is :mod:`tabular.records`'s,
+which the inference service shares.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.index.presence import PRESENT, Presence
+from tabular.records import FindingRecord, MeasurementRecord, code_key
 
-
-def code_key(scheme: str, value: str) -> str:
-    """A coded concept as the index stores it: ``SCHEME:CODE`` (e.g. ``SCT:27925004``)."""
-    return f"{scheme.strip()}:{value.strip()}"
+__all__ = [
+    "FindingRecord",
+    "MeasurementRecord",
+    "ReportRecord",
+    "SeriesRecord",
+    "StudyRecord",
+    "code_key",
+]
 
 
 @dataclass(frozen=True)
@@ -40,28 +48,6 @@ class SeriesRecord:
     body_part: str | None
     manufacturer: str | None
     manufacturer_model: str | None
-
-
-@dataclass(frozen=True)
-class MeasurementRecord:
-    concept: str  # SCHEME:CODE
-    value: float
-    unit: str  # UCUM
-
-
-@dataclass(frozen=True)
-class FindingRecord:
-    """One finding of a TID 1500 SR: its type, site, qualitative values and measurements;
-    or, absent and without a type, a report whose algorithm found nothing."""
-
-    finding_type: str | None  # SCHEME:CODE; None for a group without a Finding item (OHIF)
-    finding_site: str | None = None
-    qualitative: tuple[tuple[str, str], ...] = ()  # (concept, value), both SCHEME:CODE
-    measurements: tuple[MeasurementRecord, ...] = ()
-    algorithm_name: str | None = None
-    algorithm_version: str | None = None
-    #: ``absent``: the group says its finding type is not there (:mod:`gateway.index.presence`).
-    presence: Presence = PRESENT
 
 
 @dataclass

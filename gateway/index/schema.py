@@ -11,12 +11,26 @@ cohorts can filter on date ranges; no aggregate ever returns it, only its year.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from gateway.index.database import Cursor, Database
-from gateway.index.presence import ABSENT_ROWS_SQL
 from gateway.migrations import Migration, SchemaError
 from gateway.migrations import migrate as run_migrations
+from tabular.presence import ABSENCE_VALUES, PRESENCE_CONCEPTS
+
+
+def _sql_list(codes: Iterable[str]) -> str:
+    return ", ".join(f"'{code}'" for code in sorted(codes))
+
+
+#: :func:`tabular.presence.presence_of` in SQL over ``findings`` and ``qualitative``, for the
+#: migration that marks the rows of an index written before presence was recorded.
+ABSENT_ROWS_SQL = (
+    "EXISTS (SELECT 1 FROM qualitative q WHERE q.finding_key = findings.finding_key "
+    f"AND q.value IN ({_sql_list(ABSENCE_VALUES)}) "
+    f"AND (q.concept IN ({_sql_list(PRESENCE_CONCEPTS)}) OR q.concept = findings.finding_type))"
+)
+
 
 __all__ = [
     "LATEST_VERSION",
@@ -156,7 +170,7 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
     ],
     3: [
-        # Whether a finding row says its type is there or is not (gateway.index.presence):
+        # Whether a finding row says its type is there or is not (tabular.presence):
         # "Nodule: Presence = Absent" is no nodule. Denormalised onto measurements like the
         # finding type, so that "a nodule of 8 mm or more" stays one covering-index probe.
         "ALTER TABLE findings ADD COLUMN presence TEXT NOT NULL DEFAULT 'present'",

@@ -16,8 +16,11 @@ and answers one of three messages:
   (:func:`gateway.learning.evaluation.site_evaluation`).
 
 No row, identifier or date is in any reply: parameters, counts and sums over rows only.
-Client-side clipping (Flower's ``fixedclipping_mod``) applies when the approved plan asks for
-differential privacy; the hub's strategy wrapper adds the Gaussian noise.
+Under secure aggregation (the plan's ``protection.secure_aggregation``), a ``train`` round is
+Flower's SecAgg+ protocol (``secaggplus_mod``): the site's parameters leave it only masked, and
+the hub learns only the sum over the sites; a site whose approved plan asks for it refuses to
+send its update otherwise. Client-side clipping (Flower's ``fixedclipping_mod``) applies when
+the approved plan asks for differential privacy; the hub's strategy wrapper adds the noise.
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ import numpy as np
 import structlog
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.error import Error
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.compat.common import recorddict_compat as compat
 
 from gateway.approvals import PLAN_KIND, Approvals
 from gateway.index.findings_index import FindingsIndex
@@ -53,6 +60,11 @@ PLAN_KEY = "plan"
 REFUSED_NOT_APPROVED = 4031
 REFUSED_BAD_PLAN = 4001
 REFUSED_PROTECTION = 4032
+#: The records of a ``train`` message under SecAgg+: Flower's workflow drives the legacy
+#: strategies, whose round comes as a FitIns (its config and parameters) and goes back as a
+#: FitRes, beside the protocol's own ConfigRecord (``secaggplus_configs``).
+SECURE_CONFIG = "fitins.config"
+SECURE_ARRAYS = "fitins.parameters"
 
 
 class PlanRefused(Exception):
@@ -63,8 +75,15 @@ class PlanRefused(Exception):
         self.code = code
 
 
+def _secure(message: Message) -> bool:
+    """Whether ``message`` is a step of Flower's SecAgg+ protocol."""
+    return message.has_content() and RECORD_KEY_CONFIGS in message.content.config_records
+
+
 def _config(message: Message) -> ConfigRecord:
     records = message.content.config_records
+    if SECURE_CONFIG in records:
+        return records[SECURE_CONFIG]
     if len(records) != 1:
         raise PlanRefused(REFUSED_BAD_PLAN, "a message from the hub carries one ConfigRecord")
     return next(iter(records.values()))
@@ -130,8 +149,18 @@ def _standardised(x: np.ndarray, config: ConfigRecord) -> np.ndarray:
 
 
 def _protect(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Flower's client-side fixed clipping on ``train`` messages that carry a clipping norm
-    (the hub's DP wrapper sends one when the plan asks for differential privacy)."""
+    """Flower's SecAgg+ (``secaggplus_mod``) on the steps of that protocol, and Flower's
+    client-side fixed clipping on ``train`` messages that carry a clipping norm (the hub's DP
+    wrapper sends one when the plan asks for differential privacy)."""
+    if message.metadata.message_type == "train" and _secure(message):
+        if SECURE_CONFIG in message.content.config_records:
+            # The step that trains: refuse here, with the reason, before the protocol's
+            # masking (which expects a model in the reply, not a refusal).
+            try:
+                _approved_plan(message, context)
+            except PlanRefused as error:
+                return _refusal(message, error)
+        return secaggplus_mod(message, context, call_next)
     if message.metadata.message_type == "train" and message.has_content():
         config = next(iter(message.content.config_records.values()), None)
         if config is not None and "clipping_norm" in config:
@@ -171,6 +200,13 @@ def train(message: Message, context: Context) -> Message:
         plan = loaded.plan
         dp = plan.protection.differential_privacy
         config = _config(message)
+        secure = _secure(message)
+        if plan.protection.secure_aggregation and not secure:
+            raise PlanRefused(
+                REFUSED_PROTECTION,
+                f"site {site}: plan {loaded.sha256} asks for secure aggregation, the hub "
+                "asked for this site's update in clear",
+            )
         if dp is not None and _number(config, "clipping_norm", -1) != dp.clipping_norm:
             # The site enforces the privacy its admin approved, whatever the hub sends.
             raise PlanRefused(
@@ -182,7 +218,7 @@ def train(message: Message, context: Context) -> Message:
         server_round = int(_number(config, "server-round", 0))
     except PlanRefused as error:
         return _refusal(message, error)
-    arrays = message.content["arrays"]
+    arrays = message.content[SECURE_ARRAYS if secure else "arrays"]
     assert isinstance(arrays, ArrayRecord)
     parameters = train_locally(
         plan.model,
@@ -192,6 +228,10 @@ def train(message: Message, context: Context) -> Message:
         proximal_mu=proximal_mu,
         seed=plan.evaluation.seed + server_round,
     )
+    if secure:
+        # secaggplus_mod masks these parameters, weighted by the rows, before they leave.
+        fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(parameters), table.n_train, {})
+        return Message(compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=message)
     metrics = MetricRecord({"num-examples": table.n_train})
     reply = RecordDict({"arrays": ArrayRecord(parameters, keep_input=True), "metrics": metrics})
     return Message(reply, reply_to=message)

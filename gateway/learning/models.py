@@ -13,6 +13,21 @@ own (standardised) training rows. Nothing here reads site data.
   learning rate) for the plan's local epochs from the global parameters.
 - ``mlp``: ``[W1, ..., Wk, b1, ..., bk]`` of scikit-learn's ``MLPClassifier`` (``coefs_`` then
   ``intercepts_``), trained by Adam for the plan's local epochs from the global parameters.
+
+FedProx (Li et al. 2020, "Federated Optimization in Heterogeneous Networks", MLSys) has each site
+minimise ``F_k(w) + mu/2 ||w - w_global||^2`` instead of its own loss ``F_k(w)``. For logistic
+regression the term's gradient ``mu (w - w_global)`` joins each full-batch step. For ``sgd`` and
+``mlp``, whose steps scikit-learn takes, each local epoch is followed by the proximal step of
+that term (forward-backward splitting: gradient steps on ``F_k``, then the term's proximal
+operator)::
+
+    w <- argmin_v mu/2 ||v - w_global||^2 + 1/(2 tau) ||v - w||^2
+       = (w + tau mu w_global) / (1 + tau mu)
+
+with ``tau`` the epoch's step length: the learning rate times the epoch's updates (one per row
+for ``sgd``, one per batch for ``mlp``). It pulls every parameter toward the round's global
+model by the fraction ``tau mu / (1 + tau mu)``, whatever ``mu`` (no step can overshoot). At
+``mu = 0`` there is no proximal step and training is exactly FedAvg's.
 """
 
 from __future__ import annotations
@@ -28,8 +43,9 @@ if TYPE_CHECKING:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
-# scikit-learn is imported where a family needs it, not here: Flower starts a ClientApp process
-# per message, and importing scikit-learn costs seconds that logistic regression does not need.
+# scikit-learn is imported where a family needs it, not here: importing it costs seconds that
+# logistic regression does not need (the hub's ServerApp, a site's table tools). The site's
+# ClientApp executor imports it once for all messages (gateway.learning.executor).
 
 __all__ = [
     "Parameters",
@@ -76,21 +92,55 @@ def train_locally(
             learning_rate="constant",
             eta0=spec.learning_rate,
             alpha=spec.alpha,
-            max_iter=spec.local_epochs,
+            # Without FedProx, all the local epochs in one fit; with it, one epoch at a time.
+            max_iter=1 if proximal_mu else spec.local_epochs,
             tol=None,
             random_state=seed,
         )
         with warnings.catch_warnings():
             # max_iter is the plan's local epochs, not a convergence criterion.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            linear.fit(x, y, coef_init=parameters[0][None, :], intercept_init=parameters[1].copy())
+            # Copies: scikit-learn trains coef_init in place, and the global model is FedProx's
+            # anchor (and the caller's).
+            linear.fit(
+                x, y, coef_init=parameters[0][None, :].copy(), intercept_init=parameters[1].copy()
+            )
+            if proximal_mu:
+                # One update per row and epoch (scikit-learn's SGD has no mini-batches).
+                tau = spec.learning_rate * len(y)
+                for epoch in range(spec.local_epochs):
+                    if epoch:
+                        linear.partial_fit(x, y)
+                    # In place: partial_fit goes on from these very arrays.
+                    _proximal_step(
+                        [linear.coef_[0], linear.intercept_], parameters, tau * proximal_mu
+                    )
         return [linear.coef_[0].astype(np.float64), linear.intercept_.astype(np.float64)]
     network = _mlp(spec, seed, warm=True)
     _set_mlp(network, parameters, x.shape[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        network.fit(x, y)
+        if not proximal_mu:
+            network.fit(x, y)
+        else:
+            assert isinstance(spec, MLPModel)
+            tau = spec.learning_rate * -(-len(y) // min(spec.batch_size, len(y)))
+            for _ in range(spec.local_epochs):
+                # One epoch; Adam's state carries over from one call to the next.
+                network.partial_fit(x, y)
+                # In place: Adam updates these very arrays in the next epoch.
+                _proximal_step(
+                    [*network.coefs_, *network.intercepts_], parameters, tau * proximal_mu
+                )
     return [*network.coefs_, *network.intercepts_]
+
+
+def _proximal_step(local: Parameters, global_: Parameters, tau_mu: float) -> None:
+    """FedProx's proximal operator (the module's description), applied in place:
+    ``w <- (w + tau mu w_global) / (1 + tau mu)``."""
+    for array, anchor in zip(local, global_, strict=True):
+        array += tau_mu * np.asarray(anchor, dtype=np.float64)
+        array /= 1.0 + tau_mu
 
 
 def predict_proba(spec: ModelSpec, parameters: Parameters, x: np.ndarray) -> np.ndarray:

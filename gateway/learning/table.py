@@ -3,18 +3,10 @@
 Built at the site from its own findings index and never sent anywhere: the ClientApp trains on
 it and returns model parameters and aggregate metrics only.
 
-What each feature is (the plan's ``source``; :mod:`gateway.learning.plan`):
-
-- ``age``, ``sex``: from the unit's study (per patient: the latest study of the cohort).
-- ``measurement``: the values of present findings of the type in the unit's cohort studies,
-  reduced (``max``, ``sum``, ``mean``, ``count``). Where the studies hold no such finding but a
-  report says there is none (an absent row, or an algorithm that reports the type found
-  nothing; the cohort language's ``absent``), ``max``, ``sum`` and ``count`` are 0: "no nodule"
-  is a largest diameter of 0, not an unknown. Where nothing was reported, the value is missing.
-- ``presence``: 1 present, 0 absent (as above), missing when nothing was reported.
-- ``clinical`` (and the label): the patient's latest value by study date, from any of the
-  patient's studies (a clinical-information SR is often a study of its own), so a study-level
-  row takes its patient's clinical values too.
+What each feature is (the plan's ``source``) is :mod:`tabular.extraction`'s definition, which the
+inference service shares: this module reads the rows it needs from the site's findings index
+(the cohort's studies, their findings, the patients' clinical values) and computes every
+feature with it.
 
 Missing values, then, are handled as the plan says: ``drop`` leaves the row out; ``impute_mean``
 puts the site's mean of the training rows (never of the held-out rows) in its place. A row
@@ -26,30 +18,24 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from gateway.federated.cohort import FindingFilter
-from gateway.federated.query import finding_predicate, membership_sql
+from gateway.federated.query import membership_sql
 from gateway.index import FindingsIndex
-from gateway.index.units import canonical
 from gateway.learning.plan import (
-    AgeFeature,
     ClinicalFeature,
-    Feature,
     Label,
     MeasurementFeature,
     PresenceFeature,
-    SexFeature,
     TrainingPlan,
 )
+from tabular.extraction import Dated, Reporters, StudyFacts, clinical_value, feature_value
+from tabular.records import FindingRecord, MeasurementRecord
 
 __all__ = ["SiteTable", "site_table"]
-
-MISSING = float("nan")
 
 
 @dataclass(frozen=True)
@@ -75,24 +61,28 @@ class SiteTable:
         return int(self.x_test.shape[0])
 
 
-@dataclass(frozen=True)
-class _CohortStudy:
-    study_key: int
-    patient_key: int
-    date: int
-    age: int | None
-    sex: str | None
-
-
 def site_table(index: FindingsIndex, plan: TrainingPlan) -> SiteTable:
-    """The plan's table at this site (see the module's description of each feature)."""
-    studies = _cohort_studies(index, plan)
-    units = _units(studies, plan.unit)
+    """The plan's table at this site (see :mod:`tabular.extraction` for each feature)."""
+    units = _units(index, plan)
     unit_keys = sorted(units)
-    columns = [_column(index, feature, units, unit_keys) for feature in plan.features]
-    label = _clinical_values(index, plan.label, [units[k][0].patient_key for k in unit_keys])
-    x = np.column_stack(columns) if unit_keys else np.empty((0, len(columns)))
-    y = np.asarray(label, dtype=np.float64)
+    clinical = _clinical_rows(index, plan)
+    reporters = _reporters(index, plan)
+    x = np.array(
+        [
+            [
+                feature_value(
+                    feature, units[k].studies, clinical.get(units[k].patient_key, []), reporters
+                )
+                for feature in plan.features
+            ]
+            for k in unit_keys
+        ],
+        dtype=np.float64,
+    ).reshape(len(unit_keys), len(plan.features))
+    y = np.array(
+        [clinical_value(plan.label, clinical.get(units[k].patient_key, [])) for k in unit_keys],
+        dtype=np.float64,
+    )
     held_out = np.array([_held_out(key, plan) for key in unit_keys], dtype=bool)
 
     labelled = ~np.isnan(y)
@@ -111,147 +101,140 @@ def site_table(index: FindingsIndex, plan: TrainingPlan) -> SiteTable:
     )
 
 
-def _cohort_studies(index: FindingsIndex, plan: TrainingPlan) -> list[_CohortStudy]:
+@dataclass(frozen=True)
+class _Unit:
+    """A row's unit: its patient and its cohort studies (one for a study-level unit)."""
+
+    patient_key: int
+    studies: list[StudyFacts]
+
+
+def _units(index: FindingsIndex, plan: TrainingPlan) -> dict[int, _Unit]:
+    """unit key -> the unit, each study with the rows of its findings of the plan's types."""
     sql = membership_sql(plan.cohort, "studies", ["s.study_date", "s.age_years", "s.patient_sex"])
-    return [
-        _CohortStudy(int(study), int(patient), int(date or 0), age, sex)
-        for study, patient, date, age, sex in index.database.query(sql.text, sql.params)
+    findings = _finding_rows(index, plan)
+    units: dict[int, _Unit] = {}
+    for study, patient, date, age, sex in index.database.query(sql.text, sql.params):
+        facts = StudyFacts(
+            int(study), int(date or 0), age, sex, tuple(findings.get(int(study), ()))
+        )
+        key = int(patient) if plan.unit == "patient" else int(study)
+        units.setdefault(key, _Unit(int(patient), [])).studies.append(facts)
+    return units
+
+
+def _finding_types(plan: TrainingPlan) -> list[str]:
+    return sorted(
+        {
+            f.finding_type
+            for f in plan.features
+            if isinstance(f, MeasurementFeature | PresenceFeature)
+        }
+    )
+
+
+def _placeholders(values: list[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _finding_rows(index: FindingsIndex, plan: TrainingPlan) -> dict[int, list[FindingRecord]]:
+    """Per study, the finding rows the plan's measurement and presence features read: those of
+    the plan's finding types and the "found nothing" rows, in the index's order."""
+    types = _finding_types(plan)
+    if not types:
+        return {}
+    concepts = sorted(
+        {f.concept for f in plan.features if isinstance(f, MeasurementFeature) and f.concept}
+    )
+    measured: dict[int, list[MeasurementRecord]] = defaultdict(list)
+    if concepts:
+        for finding, concept, value, unit in index.database.query(
+            "SELECT m.finding_key, m.concept, m.value, m.unit FROM measurements m "
+            "JOIN findings f ON f.finding_key = m.finding_key "
+            f"WHERE f.finding_type IN ({_placeholders(types)}) "
+            f"AND m.concept IN ({_placeholders(concepts)}) ORDER BY m.finding_key",
+            [*types, *concepts],
+        ):
+            measured[int(finding)].append(MeasurementRecord(concept, float(value), unit))
+    rows: dict[int, list[FindingRecord]] = defaultdict(list)
+    for finding, study, finding_type, presence, algorithm in index.database.query(
+        "SELECT f.finding_key, f.study_key, f.finding_type, f.presence, f.algorithm_name "
+        f"FROM findings f WHERE f.finding_type IN ({_placeholders(types)}) "
+        "OR (f.finding_type IS NULL AND f.presence = 'absent') ORDER BY f.finding_key",
+        types,
+    ):
+        rows[int(study)].append(
+            FindingRecord(
+                finding_type=finding_type,
+                measurements=tuple(measured.get(int(finding), ())),
+                algorithm_name=algorithm,
+                presence=presence,
+            )
+        )
+    return rows
+
+
+def _reporters(index: FindingsIndex, plan: TrainingPlan) -> Reporters:
+    """Which algorithms report each of the plan's finding types anywhere in the index."""
+    types = _finding_types(plan)
+    reporting: dict[str, set[str]] = defaultdict(set)
+    if types:
+        for finding_type, algorithm in index.database.query(
+            "SELECT DISTINCT finding_type, algorithm_name FROM findings "
+            f"WHERE finding_type IN ({_placeholders(types)}) AND algorithm_name IS NOT NULL",
+            types,
+        ):
+            reporting[finding_type].add(algorithm)
+    return lambda finding_type: reporting.get(finding_type, set())
+
+
+def _clinical_rows(index: FindingsIndex, plan: TrainingPlan) -> dict[int, list[Dated]]:
+    """Per patient, the rows without a finding type (clinical-information reports) holding the
+    plan's clinical variables and label, with their study's date, in the index's order."""
+    variables: list[ClinicalFeature | Label] = [
+        f for f in plan.features if isinstance(f, ClinicalFeature)
     ]
+    variables.append(plan.label)
+    coded = sorted({v.concept for v in variables if v.equals is not None})
+    numeric = sorted({v.concept for v in variables if v.equals is None})
+    found: dict[int, tuple[int, int, list[tuple[str, str]], list[MeasurementRecord]]] = {}
 
+    def row(finding: Any, patient: Any, date: Any) -> tuple[Any, ...]:
+        key = int(finding)
+        if key not in found:
+            found[key] = (int(patient), int(date or 0), [], [])
+        return found[key]
 
-#: unit key -> the unit's cohort studies, latest first.
-Units = dict[int, list[_CohortStudy]]
-
-
-def _units(studies: list[_CohortStudy], unit: str) -> Units:
-    units: Units = defaultdict(list)
-    for study in studies:
-        units[study.patient_key if unit == "patient" else study.study_key].append(study)
-    for members in units.values():
-        members.sort(key=lambda s: (s.date, s.study_key), reverse=True)
-    return dict(units)
-
-
-def _column(index: FindingsIndex, feature: Feature, units: Units, keys: list[int]) -> np.ndarray:
-    if isinstance(feature, AgeFeature):
-        values = [_latest(units[k], lambda s: s.age) for k in keys]
-    elif isinstance(feature, SexFeature):
-        sexes = [_latest(units[k], lambda s: s.sex) for k in keys]
-        values = [{"M": 1.0, "F": 0.0}.get(sex or "", MISSING) for sex in sexes]
-    elif isinstance(feature, MeasurementFeature | PresenceFeature):
-        values = _finding_column(index, feature, units, keys)
-    else:
-        values = _clinical_values(index, feature, [units[k][0].patient_key for k in keys])
-    return np.asarray([MISSING if v is None else float(v) for v in values], dtype=np.float64)
-
-
-def _latest(studies: list[_CohortStudy], attribute: Callable[[_CohortStudy], Any]) -> Any:
-    """The attribute of the latest study that has it."""
-    return next((v for v in map(attribute, studies) if v is not None), None)
-
-
-def _finding_column(
-    index: FindingsIndex,
-    feature: MeasurementFeature | PresenceFeature,
-    units: Units,
-    keys: list[int],
-) -> list[float]:
-    present = FindingFilter(type=feature.finding_type, algorithm=feature.algorithm)
-    absent = FindingFilter(
-        type=feature.finding_type, presence="absent", algorithm=feature.algorithm
+    clinical_join = (
+        "JOIN findings f ON f.finding_key = {alias}.finding_key "
+        "JOIN studies s ON s.study_key = f.study_key WHERE f.finding_type IS NULL "
     )
-    reported_absent = {row[0] for row in _finding_rows(index, absent, "f.study_key")}
-    if isinstance(feature, MeasurementFeature) and feature.reduce != "count":
-        assert feature.concept is not None and feature.unit is not None
-        factor, canonical_unit = canonical(1.0, feature.unit)
-        predicate = finding_predicate(present, "f")
-        rows = index.database.query(
-            "SELECT m.study_key, m.value FROM measurements m "
-            "JOIN findings f ON f.finding_key = m.finding_key "
-            f"WHERE m.concept = ? AND m.unit = ? AND {predicate.text}",
-            [feature.concept, canonical_unit, *predicate.params],
+    if coded:
+        for finding, patient, date, concept, value in index.database.query(
+            "SELECT f.finding_key, f.patient_key, s.study_date, q.concept, q.value "
+            "FROM qualitative q "
+            + clinical_join.format(alias="q")
+            + f"AND q.concept IN ({_placeholders(coded)})",
+            coded,
+        ):
+            row(finding, patient, date)[2].append((concept, value))
+    if numeric:
+        for finding, patient, date, concept, value, unit in index.database.query(
+            "SELECT f.finding_key, f.patient_key, s.study_date, m.concept, m.value, m.unit "
+            "FROM measurements m "
+            + clinical_join.format(alias="m")
+            + f"AND m.concept IN ({_placeholders(numeric)})",
+            numeric,
+        ):
+            row(finding, patient, date)[3].append(MeasurementRecord(concept, float(value), unit))
+    by_patient: dict[int, list[Dated]] = defaultdict(list)
+    for key in sorted(found):
+        patient, date, qualitative, measurements = found[key]
+        record = FindingRecord(
+            finding_type=None, qualitative=tuple(qualitative), measurements=tuple(measurements)
         )
-        values = _by_study((int(study), float(value) / factor) for study, value in rows)
-    else:
-        # One 1.0 per present finding: counted, or (presence) seen at all.
-        rows = _finding_rows(index, present, "f.study_key, f.finding_key")
-        values = _by_study((int(study), 1.0) for study, _ in rows)
-
-    column: list[float] = []
-    for key in keys:
-        found = [v for study in units[key] for v in values.get(study.study_key, ())]
-        said_absent = any(study.study_key in reported_absent for study in units[key])
-        column.append(_reduce(feature, found, said_absent))
-    return column
-
-
-def _reduce(
-    feature: MeasurementFeature | PresenceFeature, found: list[float], absent: bool
-) -> float:
-    if isinstance(feature, PresenceFeature):
-        return 1.0 if found else 0.0 if absent else MISSING
-    if not found:
-        return 0.0 if absent and feature.reduce != "mean" else MISSING
-    if feature.reduce == "count":
-        return float(len(found))
-    if feature.reduce == "sum":
-        return float(sum(found))
-    if feature.reduce == "mean":
-        return float(sum(found) / len(found))
-    return float(max(found))
-
-
-def _finding_rows(index: FindingsIndex, finding: FindingFilter, columns: str) -> list[Any]:
-    predicate = finding_predicate(finding, "f")
-    return index.database.query(
-        f"SELECT {columns} FROM findings f WHERE {predicate.text}", predicate.params
-    )
-
-
-def _by_study(rows: Iterable[tuple[int, float]]) -> dict[int, list[float]]:
-    grouped: dict[int, list[float]] = defaultdict(list)
-    for study, value in rows:
-        grouped[study].append(value)
-    return grouped
-
-
-def _clinical_values(
-    index: FindingsIndex, variable: ClinicalFeature | Label, patients: list[int]
-) -> list[float]:
-    """Per patient (in order), the latest value of a clinical variable, as a number: numeric
-    in the plan's unit, coded as 1 (``equals``) or 0, numeric labels as 1 at or above
-    ``at_least``; missing where the patient has none."""
-    if variable.equals is not None:
-        rows = index.database.query(
-            "SELECT f.patient_key, s.study_date, f.finding_key, q.value FROM qualitative q "
-            "JOIN findings f ON f.finding_key = q.finding_key "
-            "JOIN studies s ON s.study_key = f.study_key "
-            "WHERE f.finding_type IS NULL AND q.concept = ?",
-            [variable.concept],
-        )
-        equals = variable.equals
-        latest = _latest_per_patient(rows, lambda value: 1.0 if value == equals else 0.0)
-    else:
-        assert variable.unit is not None
-        factor, canonical_unit = canonical(1.0, variable.unit)
-        rows = index.database.query(
-            "SELECT f.patient_key, s.study_date, f.finding_key, m.value FROM measurements m "
-            "JOIN findings f ON f.finding_key = m.finding_key "
-            "JOIN studies s ON s.study_key = f.study_key "
-            "WHERE f.finding_type IS NULL AND m.concept = ? AND m.unit = ?",
-            [variable.concept, canonical_unit],
-        )
-        latest = _latest_per_patient(rows, lambda value: float(value) / factor)
-        if isinstance(variable, Label):
-            threshold = variable.at_least
-            latest = {p: 1.0 if v >= (threshold or 0.0) else 0.0 for p, v in latest.items()}
-    return [latest.get(patient, MISSING) for patient in patients]
-
-
-def _latest_per_patient(rows: list[Any], value_of: Callable[[Any], float]) -> dict[int, float]:
-    ordered = sorted(rows, key=lambda row: (int(row[0]), int(row[1] or 0), int(row[2])))
-    # Later rows of a patient overwrite earlier ones: the latest study's value is kept.
-    return {int(patient): value_of(value) for patient, _, _, value in ordered}
+        by_patient[patient].append(Dated(date, record))
+    return by_patient
 
 
 def _held_out(unit_key: int, plan: TrainingPlan) -> bool:

@@ -33,7 +33,11 @@ class StabilityScheduler:
         gateway_id: str,
         source_url: str,
         on_enqueued: Callable[[], None] | None = None,
+        on_stable: Callable[[str, list[str]], None] | None = None,
     ):
+        """``on_stable(study, series)`` is called for each study that became stable, after its
+        routing, in the scheduler's thread (the gateway prepares the series' WADO-RS
+        metadata there: docs/dicomweb.md)."""
         self.store = store
         self.ledger = ledger
         self.queue = queue
@@ -42,6 +46,7 @@ class StabilityScheduler:
         self.gateway_id = gateway_id
         self.source_url = source_url
         self.on_enqueued = on_enqueued
+        self.on_stable = on_stable
 
     async def run(self) -> None:
         interval = min(1.0, self.settings.stable_after_seconds / 4)
@@ -104,6 +109,11 @@ class StabilityScheduler:
                 self.ledger.record_decision(study_uid, created, summary)
                 log.info("pipeline.not_routed", study=study_uid, reason=summary)
             created_total += created
+            if self.on_stable is not None:
+                try:
+                    self.on_stable(study_uid, sorted(series_uids))
+                except Exception:
+                    log.exception("pipeline.on_stable_failed", study=study_uid)
         if created_total and self.on_enqueued is not None:
             self.on_enqueued()
         return created_total

@@ -20,7 +20,7 @@ import structlog
 
 from gateway.metrics import JOB_RUN_SECONDS, JOB_WAIT_SECONDS, QUEUE_DEPTH
 from gateway.pipeline.settings import PipelineSettings
-from gateway.queue import RESEARCH, Job, JobQueue
+from gateway.queue import Job, JobQueue
 from tlsconfig import client_context
 
 log = structlog.get_logger(__name__)
@@ -142,17 +142,13 @@ class JobWorker:
         destination: dict[str, Any] = {"url": destination_url}
         if self.callback_auth:
             source["auth"] = destination["auth"] = self.callback_auth
-        request = {
+        return {
             "model": job.model,
             "study_instance_uid": job.study_instance_uid,
             "series_instance_uid": job.series_instance_uid,
             "source": source,
             "destination": destination,
         }
-        if job.lane == RESEARCH:
-            # Behind clinical analyses for the CPU too, not only in the queue.
-            request["priority"] = "research"
-        return request
 
     async def _analyse(self, http: httpx.AsyncClient, job: Job) -> None:
         url = f"{job.inference_url}/v1/analyses"

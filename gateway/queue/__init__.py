@@ -4,12 +4,11 @@ A lower layer: it never imports the HTTP layer.
 """
 
 from gateway.queue.database import Database
-from gateway.queue.jobs import RESEARCH, TERMINAL, Job, JobQueue, JobState
+from gateway.queue.jobs import TERMINAL, Job, JobQueue, JobState
 from gateway.queue.settings import QueueSettings
 from gateway.queue.stability import StabilityLedger
 
 __all__ = [
-    "RESEARCH",
     "TERMINAL",
     "Database",
     "Job",

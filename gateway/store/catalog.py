@@ -81,6 +81,35 @@ MIGRATIONS = (
         # patient-consistency check of the intake compares both.
         ("ALTER TABLE studies ADD COLUMN issuer_of_patient_id TEXT",),
     ),
+    Migration(
+        3,
+        "series metadata",
+        # WADO-RS metadata of a whole series (what OHIF asks for after its QIDO-RS series
+        # search), kept once built: reading 500 headers takes a second, this row milliseconds.
+        # Valid while the series row's updated_at is the one it was built at (every committed
+        # instance of the series changes it); removed with the series.
+        (
+            """CREATE TABLE IF NOT EXISTS series_metadata (
+            series_instance_uid TEXT PRIMARY KEY REFERENCES series ON DELETE CASCADE,
+            series_updated_at REAL NOT NULL,
+            instances INTEGER NOT NULL,
+            metadata BLOB NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        4,
+        "studies in QIDO-RS order",
+        # QIDO-RS answers studies in (date, time, UID) order, a page at a time: with the date
+        # alone indexed, every page sorted all the studies (1.7 s a page at 1,000,000 studies),
+        # and a date range sorted its matches before the LIMIT. The new index gives the order;
+        # it starts with the date, so it serves date matching as the old one did.
+        (
+            "DROP INDEX IF EXISTS studies_by_date",
+            "CREATE INDEX IF NOT EXISTS studies_in_order "
+            "ON studies (study_date, study_time, study_instance_uid)",
+        ),
+    ),
 )
 
 
@@ -214,6 +243,32 @@ class Catalog:
         """The patient a held study belongs to; None if the study is not held."""
         return _study_patient(self.reader(), study_instance_uid)
 
+    def series_updated_at(
+        self, study_instance_uid: str, series_instance_uid: str | None = None
+    ) -> dict[str, float]:
+        """When each series of the study (or only the one given) last changed: its row's
+        ``updated_at``, which every committed instance of the series moves on."""
+        sql = "SELECT series_instance_uid, updated_at FROM series WHERE study_instance_uid = ?"
+        params: list[str] = [study_instance_uid]
+        if series_instance_uid is not None:
+            sql += " AND series_instance_uid = ?"
+            params.append(series_instance_uid)
+        return {uid: float(updated_at) for uid, updated_at in self.reader().execute(sql, params)}
+
+    def series_metadata(self, series_instance_uid: str, updated_at: float) -> bytes | None:
+        """The series' metadata kept by :meth:`CatalogWriter.keep_series_metadata`, if it was
+        built when the series was as it is (``updated_at``)."""
+        row = (
+            self.reader()
+            .execute(
+                "SELECT metadata FROM series_metadata WHERE series_instance_uid = ? "
+                "AND series_updated_at = ?",
+                (series_instance_uid, updated_at),
+            )
+            .fetchone()
+        )
+        return bytes(row[0]) if row is not None else None
+
     def query(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         return list(self.reader().execute(sql, params))
 
@@ -282,6 +337,21 @@ class CatalogWriter:
                 (study_instance_uid,),
             )
         return True
+
+    def keep_series_metadata(
+        self, series_instance_uid: str, updated_at: float, instances: int, metadata: bytes
+    ) -> None:
+        """Keep a series' WADO-RS metadata, built while the series' ``updated_at`` was that.
+
+        A row built from an older state of the series is never written over a newer one."""
+        self._connection.execute(
+            """INSERT INTO series_metadata VALUES (?, ?, ?, ?)
+            ON CONFLICT (series_instance_uid) DO UPDATE SET
+              series_updated_at = excluded.series_updated_at,
+              instances = excluded.instances, metadata = excluded.metadata
+            WHERE excluded.series_updated_at >= series_metadata.series_updated_at""",
+            (series_instance_uid, updated_at, instances, metadata),
+        )
 
     def forward_succeeded(self, sop_instance_uids: Sequence[str]) -> None:
         self._connection.executemany(

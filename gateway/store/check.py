@@ -82,29 +82,51 @@ def exclusive(root: Path) -> Iterator[None]:
         os.close(descriptor)
 
 
-def check(layout: FileLayout, catalog: Catalog) -> StoreReport:
+def check(layout: FileLayout, catalog: Catalog, whole_studies: bool = True) -> StoreReport:
     """Compare the files with the catalog; changes nothing.
 
-    One read of every catalogued path and one directory walk: about a second per few
-    hundred thousand instances (docs/benchmarks.md).
+    One directory walk; for each study folder found, one indexed read of that study's
+    catalogued paths, so memory holds one study at a time, whatever the store's size. A file
+    of the folder without a row is an orphan, a row of the study without its file is missing.
+    ``whole_studies`` also names the instances of catalogued studies that have no folder at
+    all, which reads every study row (``fedgate store check``); the gateway's start-up leaves
+    that out: at ten million instances it is a scan of the whole catalog, and a crash cannot
+    remove a folder (docs/benchmarks.md).
     """
-    catalogued = {
-        row["path"]: row["sop_instance_uid"]
-        for row in catalog.query("SELECT path, sop_instance_uid FROM instances", [])
-    }
     report = StoreReport()
     if layout.tmp.is_dir():
         report.temporaries = sorted(p for p in layout.tmp.iterdir() if p.is_file())
-    present: set[str] = set()
-    for path in _files_under(layout.instances):
-        relative = layout.relative(path)
-        if relative in catalogued:
-            present.add(relative)
-        else:
-            report.orphans.append(path)
+    walked: set[str] = set()
+    for study, files in _study_folders(layout.instances):
+        catalogued = _catalogued_paths(catalog, study)
+        present: set[str] = set()
+        for path in files:
+            relative = layout.relative(path)
+            if relative in catalogued:
+                present.add(relative)
+            else:
+                report.orphans.append(path)
+        report.missing += [uid for path, uid in catalogued.items() if path not in present]
+        if whole_studies:
+            walked.add(study)
+    if whole_studies:
+        for (study,) in catalog.reader().execute("SELECT study_instance_uid FROM studies"):
+            if study not in walked:
+                report.missing += _catalogued_paths(catalog, study).values()
     report.orphans.sort()
-    report.missing = sorted(uid for path, uid in catalogued.items() if path not in present)
+    report.missing.sort()
     return report
+
+
+def _catalogued_paths(catalog: Catalog, study_instance_uid: str) -> dict[str, str]:
+    """path -> SOP Instance UID of the study's catalogued instances (index instances_by_study)."""
+    return {
+        path: uid
+        for path, uid in catalog.reader().execute(
+            "SELECT path, sop_instance_uid FROM instances WHERE study_instance_uid = ?",
+            (study_instance_uid,),
+        )
+    }
 
 
 def remove_leftovers(layout: FileLayout, report: StoreReport) -> int:
@@ -132,16 +154,19 @@ def remove_leftovers(layout: FileLayout, report: StoreReport) -> int:
     return removed
 
 
-def _files_under(folder: Path) -> Iterator[Path]:
-    """Every file in ``instances/<study>/<series>/``; anything else there is not ours."""
+def _study_folders(folder: Path) -> Iterator[tuple[str, list[Path]]]:
+    """Each folder ``instances/<study>/`` with its files ``<series>/<instance>``; anything else
+    there is not ours."""
     if not folder.is_dir():
         return
     for study in os.scandir(folder):
         if not study.is_dir(follow_symlinks=False):
             continue
+        files: list[Path] = []
         for series in os.scandir(study.path):
             if not series.is_dir(follow_symlinks=False):
                 continue
             for entry in os.scandir(series.path):
                 if entry.is_file(follow_symlinks=False):
-                    yield Path(entry.path)
+                    files.append(Path(entry.path))
+        yield study.name, files

@@ -38,7 +38,7 @@ class EmbeddedStore:
     def reclaim(self) -> StoreReport:
         """Remove what a crash left: files never acknowledged (:mod:`gateway.store.check`)."""
         started = time.perf_counter()
-        report = check(self.layout, self.catalog)
+        report = check(self.layout, self.catalog, whole_studies=False)
         removed = remove_leftovers(self.layout, report)
         if removed:
             log.warning(

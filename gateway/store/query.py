@@ -164,14 +164,30 @@ def build_sql(query: Query) -> tuple[str, list[Any]]:
             params.extend(values)
 
     select, joins, order = _select(level)
+    paged = query.limit is not None or query.offset
+    if paged:
+        limit = clamp_to_database(query.limit) if query.limit is not None else -1
+        params.extend([limit, clamp_to_database(query.offset)])
+    if level is QueryLevel.STUDY and paged:
+        # The page's studies first, by their keys alone, then their attributes and counts:
+        # SQLite would otherwise compute the per-study counts of every study the OFFSET
+        # skips (23 s for the last page of 1,000,000 studies), and the index in this order
+        # (studies_in_order) makes the skipping a walk of the index.
+        page = "SELECT s.study_instance_uid FROM studies s"
+        if where:
+            page += " WHERE " + " AND ".join(where)
+        page += f" ORDER BY {order} LIMIT ? OFFSET ?"
+        sql = (
+            f"SELECT {select} FROM ({page}) page JOIN studies s "
+            f"ON s.study_instance_uid = page.study_instance_uid ORDER BY {order}"
+        )
+        return sql, params
     sql = f"SELECT {select} FROM {joins}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += f" ORDER BY {order}"
-    if query.limit is not None or query.offset:
+    if paged:
         sql += " LIMIT ? OFFSET ?"
-        limit = clamp_to_database(query.limit) if query.limit is not None else -1
-        params.extend([limit, clamp_to_database(query.offset)])
     return sql, params
 
 

@@ -4,9 +4,11 @@
 ``Pipeline`` of ``StandardScaler`` and the fitted estimator, converted by skl2onnx in float64,
 so that it gives scikit-learn's probabilities to 1e-6); its input ``features`` is one row of the
 plan's features in the plan's order, on the scales the plan reads them (years, 0/1, mm, %...);
-its outputs are the label and the probabilities of [0, 1]. ``OUT/<plan name>/model.yaml`` says
-what the model needs at inference time: each feature's source in the study's own reports
-(the plan's feature definitions), the label's concept and the plan's threshold.
+its outputs are the label and the probabilities of [0, 1]. ``OUT/<plan name>/model.yaml`` is the
+inference service's tabular manifest (``inference_service.manifest.TabularSpec``): each
+feature's source in the study's reports (the plan's feature definitions), the pooled training
+mean of each feature (what a missing value is imputed with under ``missing: impute_mean``), the
+label's concept, the finding the prediction is reported as and the plan's threshold.
 
 ``OUT/report.json`` and ``OUT/report.md`` hold the run: sites, rounds, absences, refusals and
 the per-site and pooled evaluation.
@@ -100,12 +102,34 @@ def write_model(
             "label": plan.label.model_dump(mode="json"),
             "threshold": plan.evaluation.threshold,
             "output": "probabilities",
+            "means": [float(value) for value in mean],
+            "finding": _prediction_finding(loaded),
         },
     }
     _write_atomically(
         folder / MANIFEST_NAME, yaml.safe_dump(manifest, sort_keys=False).encode("utf-8")
     )
     return folder
+
+
+def _prediction_finding(loaded: LoadedPlan) -> dict[str, str]:
+    """What the prediction's SR finding is: the label's ``equals`` code (the outcome whose
+    probability is reported), or its concept for a numeric label; its meaning from DICOM's
+    code dictionaries (PS3.16), else named after the plan (an admin may edit it)."""
+    label = loaded.plan.label
+    scheme, value = (label.equals or label.concept).split(":", 1)
+    meaning = _code_meaning(scheme, value) or f"{loaded.plan.name} outcome"
+    return {"value": value, "scheme_designator": scheme, "meaning": meaning[:64]}
+
+
+def _code_meaning(scheme: str, value: str) -> str | None:
+    from pydicom.sr._concepts_dict import concepts
+
+    by_keyword: Any = concepts.get(scheme, {})
+    for codes in by_keyword.values():
+        if value in codes:
+            return str(codes[value][0])
+    return None
 
 
 def write_report(out: Path, report: dict[str, Any]) -> None:

@@ -2,8 +2,9 @@
 
 How Flower 1.42 runs an app whose code is installed: a run is a Flower App Bundle (FAB)
 submitted over the SuperLink's Control API (what ``flwr run`` does); the SuperLink starts the
-FAB's ServerApp (``flwr-serverapp``, ``--isolation subprocess``, the default) and each SuperNode
-starts the ClientApp (``flwr-clientapp``) for the messages it receives. Our FAB
+FAB's ServerApp (``flwr-serverapp``, ``--isolation subprocess``, the default) and each site's
+ClientApp executor (:mod:`gateway.learning.executor`) runs the ClientApp for the messages its
+SuperNode receives. Our FAB
 (``hub/learning/flower_app``) carries no code, only the names of fedgate's installed modules
 (``hub.learning.server:app``, ``gateway.learning.client:app``), and the SuperLink runs with
 ``--disable-runtime-dependency-installation``: nothing is installed or downloaded for a run.
@@ -36,6 +37,7 @@ __all__ = [
     "FLOWER_APP",
     "flower_environment",
     "follow_run",
+    "online_supernodes",
     "start_superlink",
     "submit_run",
     "wait_for_superlink",
@@ -55,6 +57,14 @@ def flower_environment(state_dir: Path) -> dict[str, str]:
         **os.environ,
         "FLWR_HOME": str(state_dir.resolve() / "flwr"),
         "PATH": scripts + os.pathsep + os.environ.get("PATH", ""),
+        # The SuperLink's SuperExec looks for a run to start every second by default: the
+        # ServerApp of a submitted run starts up to 1 s late. A tenth of that costs nothing.
+        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
+        # Nothing leaves a site or the hub but the federation's own messages: no usage events
+        # to Flower's telemetry service (each process would also wait up to 4 s for it at
+        # exit), no update check against PyPI.
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
     }
 
 
@@ -199,6 +209,19 @@ def follow_run(
                 pass
         if on_log is not None:
             on_log(line)
+
+
+def online_supernodes(address: str, root_certificates: Path | None = None) -> int:
+    """How many SuperNodes the SuperLink at ``address`` holds online now (Control API)."""
+    from flwr.proto.control_pb2 import ListNodesRequest
+    from flwr.supercore.constant import NodeStatus
+
+    client = _control_client(address, root_certificates)
+    try:
+        response = client.ListNodes(ListNodesRequest())
+    finally:
+        client.close()
+    return sum(1 for node in response.nodes_info if node.status == NodeStatus.ONLINE)
 
 
 def register_supernode(

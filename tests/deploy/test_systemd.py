@@ -27,12 +27,21 @@ def read_unit(path: Path) -> configparser.RawConfigParser:
     return unit
 
 
-def test_the_three_units_are_there() -> None:
+def test_the_units_are_there() -> None:
     assert [unit.name for unit in UNITS] == [
         "fedgate-gateway.service",
         "fedgate-hub.service",
+        "fedgate-inference-research.service",
         "fedgate-inference.service",
     ]
+
+
+def test_the_research_inference_service_yields_the_cpu_and_keeps_its_models() -> None:
+    """docs/analysis.md: research work on its own service at the lowest CPU priority."""
+    service = read_unit(DEPLOY / "systemd" / "fedgate-inference-research.service")["Service"]
+    assert service["Nice"] == "19" and service["CPUWeight"] == "1"
+    argv = shlex.split(service["ExecStart"])
+    assert argv[argv.index("--models") + 1] == f"/var/lib/{service['StateDirectory']}"
 
 
 def test_systemd_analyze_verify_finds_nothing_to_say(tmp_path: Path) -> None:
@@ -84,7 +93,8 @@ def test_exec_start_is_a_command_line_fedgate_accepts(path: Path) -> None:
     module_name, _ = SUBCOMMANDS[command]
     importlib.import_module(module_name).add_arguments(sub.add_parser(command))
     args = parser.parse_args(argv[1:])  # exits (SystemExit) on an unknown option
-    assert args.config == Path(f"/etc/fedgate/{command}.yaml")
+    # fedgate-inference-research.service reads inference-research.yaml.
+    assert args.config == Path(f"/etc/fedgate/{path.stem.removeprefix('fedgate-')}.yaml")
 
 
 def test_sysusers_creates_the_units_user_and_group(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import httpx
 import pydicom
 from pydicom.uid import generate_uid
 
+from bench.store_scale import generate_catalog, study_uid
 from gateway.store.catalog import Catalog
 from gateway.store.check import StoreReport, check
 from gateway.store.files import FileLayout
@@ -164,6 +165,45 @@ def test_store_check_names_a_lost_file_and_a_leftover(tmp_path: Path) -> None:
     assert repaired.returncode == 1  # the lost file cannot be repaired
     assert not (series / "1.2.3.4.dcm").exists()
     assert (series / f"{first.SOPInstanceUID}.dcm").exists()
+
+
+def test_the_start_up_check_reads_the_studies_it_finds_and_the_full_check_every_study(
+    tmp_path: Path,
+) -> None:
+    """Catalog rows of three studies (bench.store_scale's generator); files for one of them,
+    less one, and a file nobody acknowledged. Both checks find the orphan and the missing file
+    of the study on disk; only the full check (``fedgate store check``) names the studies with
+    no folder at all, whose rows the start-up check never reads (issue 19: a catalog of ten
+    million rows, files only for what is read)."""
+    root = tmp_path / "store"
+    generate_catalog(root / "catalog.sqlite", studies=3, progress=False)
+    layout = FileLayout(root)
+    catalog = Catalog.open(root / "catalog.sqlite")
+    try:
+        rows = catalog.query(
+            "SELECT path, sop_instance_uid, study_instance_uid FROM instances ORDER BY path", []
+        )
+        on_disk = [row for row in rows if row["study_instance_uid"] == study_uid(0)]
+        for row in on_disk[1:]:
+            path = layout.absolute(row["path"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x")
+        orphan = layout.absolute(on_disk[1]["path"]).with_name("1.2.3.dcm")
+        orphan.write_bytes(b"x")
+
+        start_up = check(layout, catalog, whole_studies=False)
+        assert start_up.orphans == [orphan]
+        assert start_up.missing == [on_disk[0]["sop_instance_uid"]]
+
+        full = check(layout, catalog)
+        assert full.orphans == [orphan]
+        others = [row for row in rows if row["study_instance_uid"] != study_uid(0)]
+        assert len(others) == 20
+        assert full.missing == sorted(
+            [on_disk[0]["sop_instance_uid"]] + [row["sop_instance_uid"] for row in others]
+        )
+    finally:
+        catalog.close()
 
 
 def test_store_check_covers_the_research_store(tmp_path: Path) -> None:

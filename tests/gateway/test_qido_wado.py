@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
@@ -217,3 +222,68 @@ def test_transcoding_requests_are_406(gateway: GatewayProcess, phantoms: list[Ph
         headers={"Accept": "application/zip"},
     )
     assert wrong_type.status_code == 406
+
+
+def test_series_metadata_is_kept_until_the_series_changes(gateway: GatewayProcess) -> None:
+    """Issue 19: a series' metadata is built from its files once and kept. Kept bytes carry
+    the root of whoever asks (RetrieveURL, BulkDataURI), and a new instance of the series is
+    in the next answer."""
+    study = phantom(seed=210, slices=4)
+    datasets = list(study.instances())
+    client = DICOMwebClient(gateway.dicomweb_url)
+    client.store_instances(datasets[:3])
+    truth = study.truth
+    url = (
+        f"{gateway.dicomweb_url}/studies/{truth.study_instance_uid}/series/"
+        f"{truth.series_instance_uid}/metadata"
+    )
+    first = httpx.get(url).json()
+    assert len(first) == 3 and first[0]["00100020"]["Value"] == [truth.patient_id]
+
+    # Served from what was kept: the files are no longer read (one is gone, yet its header,
+    # PatientID included, is still answered), and the root is the asker's.
+    gone = sorted((gateway.data_dir / "store" / "instances" / truth.study_instance_uid).rglob("*"))
+    next(path for path in gone if path.is_file()).unlink()
+    proxied = httpx.get(url, headers={"Host": "pacs.example.org:8443"}).json()
+    assert [item["00100020"] for item in proxied] == [item["00100020"] for item in first]
+    bulk = proxied[0]["7FE00010"]["BulkDataURI"]
+    assert bulk.startswith("http://pacs.example.org:8443/dicomweb/studies/")
+    assert bulk == first[0]["7FE00010"]["BulkDataURI"].replace(
+        gateway.url, "http://pacs.example.org:8443"
+    )
+
+    client.store_instances(datasets[3:])
+    after = httpx.get(url).json()
+    assert {item["00080018"]["Value"][0] for item in after} == {
+        str(dataset.SOPInstanceUID) for dataset in datasets
+    }
+
+
+def test_a_stable_series_metadata_is_prepared_before_any_request(tmp_path: Path) -> None:
+    """Issue 19: when a series becomes stable, the gateway builds its metadata ahead of the
+    viewer, so the first request reads what was kept, not the files (one is removed here, and
+    its header is still answered whole)."""
+    gateway = GatewayProcess(tmp_path / "gw", {"pipeline": {"stable_after_seconds": 1}}).start()
+    try:
+        study = phantom(seed=211, slices=3)
+        DICOMwebClient(gateway.dicomweb_url).store_instances(list(study.instances()))
+        truth = study.truth
+        catalog = gateway.data_dir / "store" / "catalog.sqlite"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.closing(sqlite3.connect(catalog)) as connection:
+                kept = connection.execute("SELECT count(*) FROM series_metadata").fetchone()[0]
+            if kept:
+                break
+            time.sleep(0.2)
+        assert "pipeline.study_stable" in gateway.log()
+        folder = gateway.data_dir / "store" / "instances" / truth.study_instance_uid
+        next(path for path in sorted(folder.rglob("*.dcm"))).unlink()
+        metadata = httpx.get(
+            f"{gateway.dicomweb_url}/studies/{truth.study_instance_uid}/series/"
+            f"{truth.series_instance_uid}/metadata"
+        ).json()
+        assert len(metadata) == 3
+        assert all(item["00100020"]["Value"] == [truth.patient_id] for item in metadata)
+    finally:
+        gateway.stop()

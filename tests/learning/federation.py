@@ -24,7 +24,7 @@ from gateway.approvals import Approvals
 from gateway.index import FindingsIndex, IndexSettings
 from gateway.learning.plan import parse_plan
 from gateway.learning.table import SiteTable, site_table
-from hub.learning.runner import start_superlink, wait_for_superlink
+from hub.learning.runner import online_supernodes, start_superlink, wait_for_superlink
 from hub.learning.settings import LearningSettings
 from tests.learning.cohorts import phantom_site
 from tests.support.http_server import LoopbackHTTPServer
@@ -186,6 +186,16 @@ class Federation:
             },
         }
 
+    def wait_for_sites(self, count: int, timeout: float = 120.0) -> None:
+        """Until ``count`` SuperNodes are online at the SuperLink: a run asks the sites that
+        are connected when it starts, and a SuperNode takes seconds to start and register."""
+        deadline = time.monotonic() + timeout
+        address = f"127.0.0.1:{self.superlink_port}"
+        while online_supernodes(address) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {count} SuperNodes online after {timeout:.0f} s")
+            time.sleep(0.2)
+
     def stop(self) -> None:
         for site in self.sites:
             terminate(site.process, timeout=10)
@@ -228,4 +238,6 @@ def start_federation(
         federation.sites.append(site)
         if start_sites:
             federation.start_site(site)
+    if start_sites:
+        federation.wait_for_sites(sites)
     return federation

@@ -38,3 +38,21 @@ def test_site_and_register_site_refuse_bad_files(tmp_path: Path) -> None:
     )
     assert refused.returncode == 2 and str(key) in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_validate_says_which_secure_aggregation_plans_cannot_run(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    cases = {
+        "min_sites: 3\nprotection: {secure_aggregation: true}\n": None,
+        "min_sites: 2\nprotection: {secure_aggregation: true}\n": "min_sites of at least 3",
+        "min_sites: 3\nprotection: {secure_aggregation: true, differential_privacy: "
+        "{clipping_norm: 1.0, noise_multiplier: 0.5}}\n": "cannot be combined",
+    }
+    for extra, problem in cases.items():
+        plan.write_text(PLAN + extra)
+        validated = run_fedgate("learn", "validate", str(plan))
+        if problem is None:
+            assert validated.returncode == 0, validated.stderr
+        else:
+            assert validated.returncode == 2 and problem in validated.stderr
+            assert "Traceback" not in validated.stderr

@@ -84,3 +84,50 @@ def test_exported_onnx_gives_sklearns_probabilities(family: str, tmp_path: Path)
         expected, predict_proba(loaded.plan.model, parameters, (x - mean) / scale), atol=1e-9
     )
     assert (folder / MANIFEST_NAME).read_text().startswith(f"name: {loaded.plan.name}")
+
+
+def _distance(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return float(
+        np.linalg.norm(np.concatenate([np.ravel(x - y) for x, y in zip(a, b, strict=True)]))
+    )
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "{family: sgd, learning_rate: 0.01, local_epochs: 5}",
+        "{family: mlp, hidden_layers: [8], learning_rate: 0.01, local_epochs: 5}",
+    ],
+)
+def test_fedprox_pulls_sgd_and_mlp_toward_the_global_model(model: str) -> None:
+    """The larger mu, the closer a site's model stays to the round's global model."""
+    spec = parse_plan(
+        PLAN.replace("model: {family: logistic_regression}", f"model: {model}").encode()
+    ).plan.model
+    x, y = _sites()[1]
+    rng = np.random.default_rng(1)
+    start = [a + rng.normal(scale=0.1, size=a.shape) for a in initial_parameters(spec, 3)]
+    distances = [
+        _distance(train_locally(spec, start, x, y, proximal_mu=mu, seed=4), start)
+        for mu in (0.0, 1.0, 10.0)
+    ]
+    assert distances == sorted(distances, reverse=True), distances
+    assert distances[-1] < distances[0] / 3, distances
+
+
+def test_fedprox_is_the_proximal_step_after_each_epoch() -> None:
+    """One local epoch of SGD, then w <- (w + tau mu w_global) / (1 + tau mu) with tau the
+    learning rate times the epoch's updates (one per row)."""
+    spec = parse_plan(
+        PLAN.replace(
+            "model: {family: logistic_regression}",
+            "model: {family: sgd, learning_rate: 0.01, local_epochs: 1}",
+        ).encode()
+    ).plan.model
+    x, y = _sites()[0]
+    start = [np.array([0.3, -0.2, 0.1]), np.array([0.05])]
+    plain = train_locally(spec, start, x, y, seed=2)
+    mu, tau = 0.5, 0.01 * len(y)
+    proximal = train_locally(spec, start, x, y, proximal_mu=mu, seed=2)
+    for got, free, anchor in zip(proximal, plain, start, strict=True):
+        np.testing.assert_allclose(got, (free + tau * mu * anchor) / (1 + tau * mu), atol=1e-12)

@@ -51,8 +51,8 @@ def test_coordinates_are_kept_as_dicom_stores_them() -> None:
     assert region.points[0][0] == float(np.float32(10.123456789))
 
 
-def test_probability_is_kept_to_four_decimals() -> None:
-    assert nodule(probability=0.873456).probability == 0.8735
+def test_probability_is_kept_to_six_decimals() -> None:
+    assert nodule(probability=0.87345678).probability == 0.873457
     with pytest.raises(ValidationError, match="probability"):
         nodule(probability=1.2)
 

@@ -18,7 +18,8 @@ A group is **absent** when one of its qualitative evaluations has
 A value such as "Absent" under any other name ("Calcification" = "Absent") describes a
 property of a finding that is there, and leaves it present. A report with no finding group
 at all (or only sr_writer's "No abnormality" group) is an algorithm that found nothing: the
-index records one absent row without a finding type for it (see ``structured_reports``).
+findings index records one absent row without a finding type for it (see
+:func:`tabular.records.finding_records`).
 """
 
 from __future__ import annotations
@@ -47,16 +48,3 @@ def presence_of(finding_type: str | None, qualitative: Iterable[tuple[str, str]]
         if asks and value in ABSENCE_VALUES:
             return ABSENT
     return PRESENT
-
-
-def _sql_list(codes: Iterable[str]) -> str:
-    return ", ".join(f"'{code}'" for code in sorted(codes))
-
-
-#: The same rule in SQL over ``findings`` and ``qualitative``, for the migration that marks
-#: the rows of an index written before presence was recorded.
-ABSENT_ROWS_SQL = (
-    "EXISTS (SELECT 1 FROM qualitative q WHERE q.finding_key = findings.finding_key "
-    f"AND q.value IN ({_sql_list(ABSENCE_VALUES)}) "
-    f"AND (q.concept IN ({_sql_list(PRESENCE_CONCEPTS)}) OR q.concept = findings.finding_type))"
-)
