@@ -12,8 +12,8 @@ pytestmark = pytest.mark.orthanc
 
 
 def test_the_backfill_benchmark_runs_at_smoke_size(tmp_path: Path) -> None:
-    result = run(count=20, clinical=1, slices=8, size=32, work=tmp_path, quiet=True)
-    assert result["selected"] == result["succeeded"] == 20  # every study of Orthanc, once
+    result = run(count=60, clinical=1, slices=8, size=32, work=tmp_path, quiet=True)
+    assert result["selected"] == result["succeeded"] == 60  # every study of Orthanc, once
     assert len(result["clinical_idle_s"]) == len(result["clinical_during_s"]) == 1
     assert len(result["clinical_paused_s"]) == 1
     assert result["clinical_pair_ratio_median"] > 0
