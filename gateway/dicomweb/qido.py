@@ -20,12 +20,12 @@ from starlette.responses import Response
 from gateway.dicomweb import qido_json
 from gateway.dicomweb.errors import DicomWebError, warning_header
 from gateway.dicomweb.json_model import DICOM_JSON, element, person_name
-from gateway.dicomweb.metadata import header_to_json
 from gateway.dicomweb.negotiation import require_json
 from gateway.dicomweb.stores import store_of
 from gateway.dicomweb.urls import dicomweb_root
 from gateway.numbers import non_negative_integer
 from gateway.store import EmbeddedStore
+from gateway.store.instance_json import json_attributes
 from gateway.store.query import (
     ATTRIBUTES,
     MODALITIES_IN_STUDY,
@@ -197,7 +197,7 @@ def result(
         header = _representative_header(store, row, level)
         if header is not None:
             wanted = None if "all" in include else {_tag_hex(k) for k in from_file}
-            for tag, value in header_to_json(header, bulk_data_uri=None).items():
+            for tag, value in json_attributes(header, bulk_data_uri=None).items():
                 if (wanted is None or tag in wanted) and tag not in result:
                     result[tag] = value
     for keyword in from_file:
