@@ -115,9 +115,9 @@ async def retrieve_metadata(request: Request) -> Response:
     """Instance headers as a DICOM JSON array, bulk data by BulkDataURI.
 
     Each instance's metadata is built at ingest and kept (:meth:`Catalog.instance_metadata`);
-    the files are read only for instances without it. A whole series' metadata is kept in one
-    row too once asked for or stable, until the series changes (:meth:`Catalog.series_metadata`);
-    study-level requests use it per series.
+    the files are read only for instances without it. A series with such instances has its
+    whole metadata kept in one row once asked for or stable, until the series changes
+    (:meth:`Catalog.series_metadata`); study-level requests use it per series.
     """
     store = store_of(request)
     require_json(request)
@@ -154,7 +154,9 @@ async def retrieve_metadata(request: Request) -> Response:
 
 def keep_series_metadata(store: EmbeddedStore, study_uid: str, series_uids: list[str]) -> None:
     """Build and keep the series' metadata ahead of any request (the series became stable), so
-    that a viewer's first request reads one row instead of every file."""
+    that a viewer's first request reads one row instead of every file. Only instances stored
+    without their metadata (by a gateway before catalog schema 5) need it: a series whose every
+    instance has its own is a concatenation of them, kept once already."""
     for series_uid in series_uids:
         stamps = store.catalog.series_updated_at(study_uid, series_uid)  # before the records
         records = store.catalog.instances(study_uid, series_uid)
@@ -179,7 +181,8 @@ def _series_metadata(
     store: EmbeddedStore, records: list[InstanceRecord], updated_at: float | None
 ) -> Iterator[bytes]:
     """The series' items: those kept if the series has not changed since ``updated_at`` (read
-    before ``records`` were), else built from the files and kept."""
+    before ``records`` were), else those of its instances, kept for the series when some had
+    to be built from their files (a concatenation of the instances' own is not kept twice)."""
     series = records[0].series_instance_uid
     if updated_at is not None:
         kept = store.catalog.series_metadata(series, updated_at)
@@ -187,20 +190,26 @@ def _series_metadata(
             yield kept
             return
     unreadable: list[str] = []
+    read: list[str] = []
     items: list[bytes] = []
-    for item in _metadata_items(store, records, ROOT_MARK, unreadable):
+    for item in _metadata_items(store, records, ROOT_MARK, unreadable, read):
         items.append(item)
         yield item
-    if updated_at is not None and not unreadable:
+    if updated_at is not None and read and not unreadable:
         with store.catalog.transaction() as writer:
             writer.keep_series_metadata(series, updated_at, len(items), b",".join(items))
 
 
 def _metadata_items(
-    store: EmbeddedStore, records: list[InstanceRecord], base: str, unreadable: list[str]
+    store: EmbeddedStore,
+    records: list[InstanceRecord],
+    base: str,
+    unreadable: list[str],
+    read: list[str] | None = None,
 ) -> Iterator[bytes]:
     """Each record's DICOM JSON (records of one series), as kept at ingest or else built from
-    its file; the UIDs of unreadable files are added to ``unreadable``."""
+    its file; the UIDs of the files read are added to ``read``, of those that could not be
+    read to ``unreadable``."""
     kept = (
         store.catalog.instance_metadata(
             records[0].series_instance_uid,
@@ -216,6 +225,8 @@ def _metadata_items(
         url = instance_url(
             base, record.study_instance_uid, record.series_instance_uid, record.sop_instance_uid
         )
+        if read is not None:
+            read.append(record.sop_instance_uid)
         try:
             metadata = _instance_metadata(store, record, url)
         except Exception:

@@ -252,6 +252,9 @@ def test_first_request_before_stable_reads_no_file(stored: tuple) -> None:  # ty
         f"{images[2].SOPInstanceUID}/metadata"
     ).json()
     assert [item["00080018"] for item in one] == [{"vr": "UI", "Value": [images[2].SOPInstanceUID]}]
+    with contextlib.closing(sqlite3.connect(gateway.data_dir / "store" / "catalog.sqlite")) as db:
+        # The concatenation of the instances' own metadata is not kept a second time.
+        assert db.execute(kept, (series,)).fetchone()[0] == 0
 
 
 def test_instances_stored_without_kept_metadata_are_read_from_their_files(stored: tuple) -> None:  # type: ignore[type-arg]
