@@ -162,7 +162,7 @@ def _value(keyword: str, row: dict[str, Any]) -> dict[str, Any] | None:
     return element(attribute.vr, value)
 
 
-def result(
+def build_result(
     store: EmbeddedStore, row: dict[str, Any], level: QueryLevel, include: list[str], base: str
 ) -> dict[str, Any]:
     """One result as DICOM JSON, the general way: attributes the catalog does not keep are
@@ -247,7 +247,7 @@ async def search_level(request: Request, level: QueryLevel) -> Response:
         )
         if attributes is not None:
             return qido_json.encode(rows, attributes)
-        results = [result(store, dict(row), level, include, base) for row in rows]
+        results = [build_result(store, dict(row), level, include, base) for row in rows]
         return json.dumps(results, separators=(",", ":"))
 
     try:

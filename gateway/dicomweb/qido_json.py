@@ -5,7 +5,7 @@ Building one dict per result and one per attribute, then ``json.dumps`` of the l
 returns are worked out once per request (an *encoding plan*: tag order, where each value comes
 from), and each result is written as text, attribute by attribute, with the JSON encoder's own
 string escaping. The text is exactly what ``json.dumps(results, separators=(",", ":"))`` gives
-for the results of :func:`gateway.dicomweb.qido.result` (``tests/gateway/test_qido_json.py``
+for the results of :func:`gateway.dicomweb.qido.build_result` (``tests/gateway/test_qido_json.py``
 holds it to that): values of a type the fast writers do not know take the general way.
 
 Only results made from the catalog alone are written here; a request whose attributes are read

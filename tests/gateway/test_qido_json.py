@@ -1,6 +1,6 @@
 """QIDO-RS answers written straight from the catalog (gateway/dicomweb/qido_json.py, issue 19)
 are, byte for byte, the DICOM JSON the gateway built before: one dict per result
-(:func:`gateway.dicomweb.qido.result`), ``json.dumps``'d. A real gateway over real files
+(:func:`gateway.dicomweb.qido.build_result`), ``json.dumps``'d. A real gateway over real files
 answers; the old way is computed over the same store and the same parsed request."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _the_old_way(store: EmbeddedStore, url: str, level: QueryLevel, path_params:
     query, include, _ = qido.parse_query(request, level)
     base = url.split("/dicomweb", 1)[0] + "/dicomweb"
     rows = search(store.catalog, query)
-    results = [qido.result(store, row, level, include, base) for row in rows]
+    results = [qido.build_result(store, row, level, include, base) for row in rows]
     return json.dumps(results, separators=(",", ":")).encode()
 
 
