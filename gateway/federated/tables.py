@@ -64,7 +64,7 @@ def table_facts(index: FindingsIndex, request: AggregateRequest) -> Facts:
     """One row per (unit, patient, raw dimension values...) of the request's cohort."""
     dimensions = dimensions_of(request)
     sql = facts_sql(request.cohort, request.level, dimensions)
-    rows = index.database.query(sql.text, sql.params)
+    rows = index.analytic_query(sql.text, sql.params)
     return Facts.from_rows(rows, len(dimensions), request.level)
 
 
