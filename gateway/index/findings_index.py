@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 from pydicom.dataset import Dataset
@@ -113,6 +114,17 @@ class FindingsIndex:
                 self._prune_changes()
                 return rows
         return self.database.query(statement, params)
+
+    def analytic_columns(self, statement: str, params: Sequence[object] = ()) -> list[Any]:
+        """:meth:`analytic_query`'s answer by column: NumPy arrays (masked where NULL) from
+        the copy, or sequences of the index's values; empty when there are no rows."""
+        if self.copy is not None:
+            columns = self.copy.query_columns(statement, params)
+            if columns is not None:
+                self._prune_changes()
+                return columns if len(columns) and len(columns[0]) else []
+        rows = self.database.query(statement, params)
+        return [list(column) for column in zip(*rows, strict=True)]
 
     def _prune_changes(self) -> None:
         """Forget the changes the copy holds, now and then (keeping the last: it tells a

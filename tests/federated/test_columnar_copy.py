@@ -114,8 +114,11 @@ def test_the_copy_gives_the_index_rows_for_every_query(copied: FindingsIndex, nu
     text, params = QUERIES[number]
     rows = copied.database.query(text, params)
     assert _copy_rows(copied, text, params) == Counter(rows)
-    # What the federated API calls gives the same.
+    # What the federated API calls gives the same, by row and by column.
     assert Counter(copied.analytic_query(text, params)) == Counter(rows)
+    columns = copied.analytic_columns(text, params)
+    as_rows = zip(*[column.tolist() for column in columns], strict=True)
+    assert Counter(as_rows) == Counter(rows)
 
 
 def _last_change(folder: Path) -> int:
@@ -222,10 +225,15 @@ def test_a_damaged_copy_is_built_again(site: Path) -> None:
         index.close()
 
 
-def test_no_copy_when_turned_off(tmp_path: Path) -> None:
-    index = FindingsIndex.open(IndexSettings(columnar_copy=False), tmp_path)
+def test_no_copy_when_turned_off(site: Path) -> None:
+    index = FindingsIndex.open(IndexSettings(columnar_copy=False), site)
     try:
         assert index.use_columnar_copy() is None
-        assert not (tmp_path / COPY_FILE_NAME).exists()
+        assert not (site / COPY_FILE_NAME).exists()
+        # The index answers by column too.
+        for text, params in QUERIES[:40]:
+            rows = index.database.query(text, params)
+            columns = index.analytic_columns(text, params)
+            assert Counter(zip(*columns, strict=True)) == Counter(rows)
     finally:
         index.close()
