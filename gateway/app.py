@@ -187,6 +187,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
     # The findings index learns every stored instance, by any intake path (STOW, DIMSE,
     # poller, /results), once per committed batch.
     index = FindingsIndex.open(settings.index, settings.data_dir)
+    # The federated API's cohort queries read a columnar copy of it (built in the background
+    # the first time; until then the index answers).
+    index.use_columnar_copy()
     store.subscribe(lambda stored: index.observe_instances([s.dataset for s in stored]))
     # Research results are counted by the aggregates too.
     research_store.subscribe(lambda stored: index.observe_instances([s.dataset for s in stored]))
