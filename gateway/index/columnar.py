@@ -17,18 +17,23 @@ schema changed) is built again from the index, in a background thread; until it 
 index answers, as it did before the copy existed. So an answer never comes from a copy older
 than the index.
 
-Only for the embedded (SQLite) index: DuckDB's file belongs to one process, and so does the
-SQLite index. The other readers of the index (``fedgate learn site``, the CLI) read SQLite.
+Each gateway process keeps its own copy in its ``data_dir`` (DuckDB's file belongs to one
+process): with SQLite, the one gateway of the site; with PostgreSQL, every replica, each
+catching up from the shared ``index_changes`` (written in commit order: index writes take
+turns on an advisory lock). The other readers of the index (``fedgate learn site``, the CLI)
+read the index itself.
 """
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import structlog
@@ -61,7 +66,116 @@ BUILD_CHUNK_ROWS = 200_000
 #: Study keys per replaced chunk (SQLite's default limit of bound parameters is 32,766).
 STUDY_CHUNK = 500
 
-_DUCKDB_TYPES = {"INTEGER": "BIGINT", "BIGINT": "BIGINT", "TEXT": "VARCHAR", "REAL": "DOUBLE"}
+#: The index's column types (SQLite's declared types, PostgreSQL's data types) in DuckDB.
+_DUCKDB_TYPES = {
+    "INTEGER": "BIGINT",
+    "BIGINT": "BIGINT",
+    "TEXT": "VARCHAR",
+    "REAL": "DOUBLE",
+    "DOUBLE PRECISION": "DOUBLE",
+}
+
+_cursor_names = itertools.count()
+
+
+class Snapshot:
+    """One consistent read of the index: every query inside one read transaction."""
+
+    def __init__(self, connection: Any, dialect: str):
+        self.connection = connection
+        self.dialect = dialect
+
+    def rows(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        """A cursor over the rows of ``statement`` (``?`` placeholders), read as they are
+        fetched: a server-side cursor on PostgreSQL, so ten million rows never sit in memory."""
+        if self.dialect == "sqlite":
+            return self.connection.execute(statement, tuple(params))
+        cursor = self.connection.cursor(name=f"fedgate_copy_{next(_cursor_names)}")
+        cursor.execute(statement.replace("?", "%s"), tuple(params))
+        return cursor
+
+    def columns(self, table: str) -> list[tuple[str, str]]:
+        """(name, DuckDB type) of a table of the index, from the database's own description."""
+        if self.dialect == "sqlite":
+            found = [
+                (row[1], str(row[2]))
+                for row in self.connection.execute(f"PRAGMA table_info({table})").fetchall()
+            ]
+        else:
+            found = self.connection.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = %s AND table_schema = current_schema() "
+                "ORDER BY ordinal_position",
+                (table,),
+            ).fetchall()
+        return [(name, _DUCKDB_TYPES.get(kind.upper(), "VARCHAR")) for name, kind in found]
+
+
+class IndexSource(Protocol):
+    """Where the copy reads the index from."""
+
+    def snapshot(self) -> AbstractContextManager[Snapshot]: ...
+
+    def close(self) -> None: ...
+
+
+class SqliteSource:
+    """The embedded index's file, through a read-only connection of the copy's own: a read
+    transaction is a consistent snapshot under WAL and does not hold up the index's writes.
+    The copy uses it under its lock, one snapshot at a time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        if self._connection is None:
+            self._connection = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False
+            )
+        connection = self._connection
+        connection.execute("BEGIN")
+        try:
+            yield Snapshot(connection, "sqlite")
+        finally:
+            connection.rollback()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class PostgresSource:
+    """A PostgreSQL index, in a repeatable-read, read-only transaction (one snapshot), on a
+    connection of the copy's own (opened again if it fails)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._connection: Any = None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        import psycopg
+
+        if self._connection is None or self._connection.closed:
+            self._connection = psycopg.connect(self.url, connect_timeout=10)
+        connection = self._connection
+        try:
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield Snapshot(connection, "postgresql")
+        except psycopg.OperationalError:
+            connection.close()  # a broken connection: the next snapshot opens another
+            raise
+        finally:
+            if not connection.closed:
+                connection.rollback()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def _all_rows(result: Any) -> list[tuple[Any, ...]]:
@@ -73,12 +187,6 @@ def _all_columns(result: Any) -> list[np.ndarray]:
     return list(result.fetchnumpy().values())
 
 
-def _columns(source: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
-    """(name, DuckDB type) of a table of the index, from SQLite's own description of it."""
-    rows = source.execute(f"PRAGMA table_info({table})").fetchall()
-    return [(row[1], _DUCKDB_TYPES.get(str(row[2]).upper(), "VARCHAR")) for row in rows]
-
-
 def _study_filter(table: str, marks: str) -> str:
     """The rows of ``table`` that belong to the studies bound to ``marks``."""
     if table == "qualitative":
@@ -87,12 +195,12 @@ def _study_filter(table: str, marks: str) -> str:
 
 
 class ColumnarCopy:
-    """The DuckDB copy of one SQLite findings index, and the SQL it answers."""
+    """The DuckDB copy of one findings index, and the SQL it answers."""
 
-    def __init__(self, index_path: Path, copy_path: Path, memory_limit_mb: int = 64):
+    def __init__(self, source: IndexSource, copy_path: Path, memory_limit_mb: int = 64):
         import duckdb  # imported only where the copy is used: the CLI's commands never load it
 
-        self.index_path = index_path
+        self.source = source
         self.copy_path = copy_path
         self._duckdb = duckdb
         self._lock = threading.Lock()
@@ -117,10 +225,10 @@ class ColumnarCopy:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, index_path: Path, memory_limit_mb: int = 64) -> ColumnarCopy:
-        """The copy beside ``index_path``; current at once if it can catch up, else built in a
+    def open(cls, source: IndexSource, copy_path: Path, memory_limit_mb: int = 64) -> ColumnarCopy:
+        """The copy in ``copy_path``; current at once if it can catch up, else built in a
         background thread (:attr:`ready` tells when)."""
-        copy = cls(index_path, index_path.with_name(COPY_FILE_NAME), memory_limit_mb)
+        copy = cls(source, copy_path, memory_limit_mb)
         if copy._catch_up():
             copy._ready = True
         else:
@@ -130,13 +238,6 @@ class ColumnarCopy:
     @property
     def ready(self) -> bool:
         return self._ready
-
-    def _source(self) -> sqlite3.Connection:
-        """A read-only connection of its own: building the copy holds a read transaction of
-        SQLite (a consistent snapshot under WAL) and must not hold up the index's writes."""
-        connection = sqlite3.connect(f"file:{self.index_path}?mode=ro", uri=True, timeout=30)
-        connection.execute("PRAGMA busy_timeout=30000")
-        return connection
 
     def _mark(self) -> int | None:
         """The copy's mark: kept in memory once read (only this object moves it), since a
@@ -162,10 +263,8 @@ class ColumnarCopy:
         mark = self._mark()
         if mark is None:
             return False
-        source = self._source()
-        try:
-            source.execute("BEGIN")
-            first, last = source.execute(
+        with self.source.snapshot() as source:
+            first, last = source.rows(
                 "SELECT MIN(change_id), MAX(change_id) FROM index_changes"
             ).fetchone()
             if last is None:
@@ -180,18 +279,16 @@ class ColumnarCopy:
                 return False
             studies = [
                 int(row[0])
-                for row in source.execute(
+                for row in source.rows(
                     "SELECT DISTINCT study_key FROM index_changes WHERE change_id > ?", (mark,)
-                )
+                ).fetchall()
             ]
             if len(studies) > REBUILD_AFTER_CHANGES:
                 return False
-            self._replace_studies(source, studies, last)
+            self._replace_studies(source, studies, int(last))
             return True
-        finally:
-            source.close()
 
-    def _replace_studies(self, source: sqlite3.Connection, studies: list[int], mark: int) -> None:
+    def _replace_studies(self, source: Snapshot, studies: list[int], mark: int) -> None:
         """Replace the copy's rows of ``studies`` with the index's and move the mark, in one
         DuckDB transaction (``source`` is inside a read transaction)."""
         copy = self._connection
@@ -207,7 +304,7 @@ class ColumnarCopy:
                     if table != "qualitative":
                         copy.execute(f"DELETE FROM {table} WHERE study_key IN ({marks})", chunk)
                 for table in TABLES:
-                    cursor = source.execute(
+                    cursor = source.rows(
                         f"SELECT * FROM {table} WHERE {_study_filter(table, marks)}", chunk
                     )
                     self._append(table, cursor)
@@ -218,7 +315,7 @@ class ColumnarCopy:
             copy.execute("ROLLBACK")
             raise
 
-    def _append(self, table: str, cursor: sqlite3.Cursor) -> int:
+    def _append(self, table: str, cursor: Any) -> int:
         """Insert a SQLite cursor's rows into the copy's ``table``, a chunk at a time, as
         columns (DuckDB reads a dict of NumPy arrays without a row loop in Python)."""
         names = [column[0] for column in cursor.description]
@@ -237,6 +334,7 @@ class ColumnarCopy:
             finally:
                 self._connection.unregister("_index_rows")
             count += len(rows)
+        cursor.close()
         return count
 
     # -- building ------------------------------------------------------------------------------
@@ -245,11 +343,9 @@ class ColumnarCopy:
         """Copy every table of the index, from one snapshot of it, and set the mark to the
         last change that snapshot holds."""
         started = time.perf_counter()
-        source = self._source()
         copy = self._connection
-        try:
-            source.execute("BEGIN")
-            (mark,) = source.execute(
+        with self.source.snapshot() as source:
+            (mark,) = source.rows(
                 "SELECT COALESCE(MAX(change_id), 0) FROM index_changes"
             ).fetchone()
             # The mark goes first and comes back last: a build that stops half-way leaves a
@@ -260,15 +356,13 @@ class ColumnarCopy:
             rows = {}
             for table in TABLES:
                 copy.execute(f"DROP TABLE IF EXISTS {table}")
-                columns = ", ".join(f"{name} {kind}" for name, kind in _columns(source, table))
+                columns = ", ".join(f"{name} {kind}" for name, kind in source.columns(table))
                 copy.execute(f"CREATE TABLE {table} ({columns})")
-                rows[table] = self._append(table, source.execute(f"SELECT * FROM {table}"))
+                rows[table] = self._append(table, source.rows(f"SELECT * FROM {table}"))
             copy.execute("CREATE TABLE copy_state (version INTEGER, mark BIGINT)")
             copy.execute("INSERT INTO copy_state VALUES (?, ?)", (COPY_VERSION, mark))
-            self._known_mark = mark
+            self._known_mark = int(mark)
             copy.execute("CHECKPOINT")
-        finally:
-            source.close()
         log.info(
             "index.copy_built",
             seconds=round(time.perf_counter() - started, 2),
@@ -336,3 +430,4 @@ class ColumnarCopy:
             self._building.join()
         with self._lock:
             self._connection.close()
+            self.source.close()

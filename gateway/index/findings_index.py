@@ -17,7 +17,13 @@ import structlog
 from pydicom.dataset import Dataset
 
 from gateway.index.attributes import MissingIdentity, series_record, study_record
-from gateway.index.columnar import ColumnarCopy
+from gateway.index.columnar import (
+    COPY_FILE_NAME,
+    ColumnarCopy,
+    IndexSource,
+    PostgresSource,
+    SqliteSource,
+)
 from gateway.index.database import Cursor, Database, Row
 from gateway.index.keys import Pseudonymizer, load_or_create_salt
 from gateway.index.records import ReportRecord, SeriesRecord, StudyRecord
@@ -31,6 +37,8 @@ SQLITE_FILE_NAME = "findings-index.sqlite3"
 
 #: How often the changes the columnar copy already holds are deleted from ``index_changes``.
 PRUNE_EVERY_SECONDS = 600.0
+#: Changes kept below the copy's mark when pruning.
+PRUNE_MARGIN = 10_000
 
 _UPSERT_STUDY = """
 INSERT INTO studies (study_key, patient_key, patient_sex, age_years, study_date, study_year,
@@ -86,14 +94,20 @@ class FindingsIndex:
         return cls(database, keys, settings, data_dir)
 
     def use_columnar_copy(self) -> ColumnarCopy | None:
-        """Answer :meth:`analytic_query` from a columnar copy of this index (embedded index
-        only; the process that serves the federated API calls this, once). The copy is
-        opened, caught up or built in the background."""
-        if self.database.dialect != "sqlite" or not self.settings.columnar_copy:
+        """Answer :meth:`analytic_query` from a columnar copy of this index, in ``data_dir``
+        (the process that serves the federated API calls this, once; each replica of a
+        gateway on PostgreSQL keeps its own). The copy is opened, caught up or built in the
+        background."""
+        if not self.settings.columnar_copy:
             return None
         if self.copy is None:
+            source: IndexSource = (
+                PostgresSource(self.settings.url)
+                if self.settings.url
+                else SqliteSource(self.data_dir / SQLITE_FILE_NAME)
+            )
             self.copy = ColumnarCopy.open(
-                self.data_dir / SQLITE_FILE_NAME, self.settings.columnar_memory_mb
+                source, self.data_dir / COPY_FILE_NAME, self.settings.columnar_memory_mb
             )
         return self.copy
 
@@ -134,7 +148,11 @@ class FindingsIndex:
         self._pruned_at = time.monotonic()
         mark = self.copy.mark()
         if mark is not None:
-            self.database.execute("DELETE FROM index_changes WHERE change_id < ?", (mark,))
+            # Other replicas' copies (PostgreSQL) may lag a little behind this one's mark: one
+            # that lags by more than the margin is built again.
+            self.database.execute(
+                "DELETE FROM index_changes WHERE change_id < ?", (mark - PRUNE_MARGIN,)
+            )
 
     # -- intake -------------------------------------------------------------------------------
 
@@ -220,7 +238,10 @@ class FindingsIndex:
             for s in series
         ]
         report_list = list(reports)
-        with self.database.transaction() as cursor:
+        # Writes take turns across replicas (PostgreSQL; one process owns SQLite), so the
+        # change log's ids are in commit order: a copy that has read change N has every
+        # change before it.
+        with self.database.exclusive("fedgate-index-write"), self.database.transaction() as cursor:
             if study_rows:
                 cursor.executemany(_UPSERT_STUDY, study_rows)
             if series_rows:
@@ -230,14 +251,13 @@ class FindingsIndex:
                 self._replace_report(cursor, report)
             if report_list:
                 refresh_study_measurements(cursor, sorted({r.study_key for r in report_list}))
-            if self.database.dialect == "sqlite":
-                # For the columnar copy: the studies whose rows this write changed.
-                touched = {row[0] for row in study_rows} | {row[1] for row in series_rows}
-                touched |= {r.study_key for r in report_list}
-                cursor.executemany(
-                    "INSERT INTO index_changes (study_key) VALUES (?)",
-                    [(key,) for key in sorted(touched)],
-                )
+            # For the columnar copies: the studies whose rows this write changed.
+            touched = {row[0] for row in study_rows} | {row[1] for row in series_rows}
+            touched |= {r.study_key for r in report_list}
+            cursor.executemany(
+                "INSERT INTO index_changes (study_key) VALUES (?)",
+                [(key,) for key in sorted(touched)],
+            )
 
     @staticmethod
     def _update_modalities(cursor: Cursor, study_keys: list[int]) -> None:

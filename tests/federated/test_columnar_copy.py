@@ -1,15 +1,16 @@
 """The columnar copy of the findings index (issue 19): the same rows as the index, always.
 
 Every query the federated API's compiler writes (fact rows, memberships, summaries'
-values, vocabularies) is run on the index (SQLite) and on its DuckDB copy over synthetic
-cohorts; and the copy is held current across writes, replaced reports, restarts, pruned
-change logs, an index restored from an older backup and a damaged copy file.
+values, vocabularies) is run on the index (SQLite, and a real PostgreSQL) and on its DuckDB
+copy over synthetic cohorts; and the copy is held current across writes, replaced reports,
+restarts, pruned change logs, an index restored from an older backup, a damaged copy file,
+and (PostgreSQL) a second replica writing to the shared index.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
-import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from tests.federated.synthetic import (
     write_patients,
 )
 from tests.federated.test_fact_rows import COHORTS, TABLES, mixed_patients
+from tests.support.postgres import PostgresServer
 
 LEVELS = ("patients", "studies", "series")
 
@@ -83,25 +85,58 @@ def _assert_same_everywhere(index: FindingsIndex) -> None:
         assert _copy_rows(index, text, params) == Counter(index.database.query(text, params)), text
 
 
-def _open_with_copy(folder: Path) -> FindingsIndex:
-    index = FindingsIndex.open(IndexSettings(), folder)
-    copy = index.use_columnar_copy()
-    assert copy is not None and copy.wait_until_ready(60)
-    return index
+ENGINES = ("sqlite", "postgresql")
+_databases = itertools.count()
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Path]:
-    index = FindingsIndex.open(IndexSettings(), tmp_path)
+def _fresh_database(server: PostgresServer) -> str:
+    """A new, empty database on the module's PostgreSQL server: its URL."""
+    import psycopg
+
+    name = f"copy_{next(_databases)}"
+    with psycopg.connect(server.url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return server.url.rsplit("/", 1)[0] + "/" + name
+
+
+class Site:
+    """A site's index settings and data folder (the copy lives there, the salt too)."""
+
+    def __init__(self, folder: Path, settings: IndexSettings):
+        self.folder = folder
+        self.settings = settings
+
+    def open(self, copy: bool = True) -> FindingsIndex:
+        index = FindingsIndex.open(self.settings, self.folder)
+        if copy:
+            made = index.use_columnar_copy()
+            assert made is not None and made.wait_until_ready(60)
+        return index
+
+
+def _site(folder: Path, engine: str, request: pytest.FixtureRequest) -> Site:
+    if engine == "sqlite":
+        return Site(folder, IndexSettings())
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return Site(folder, IndexSettings(url=_fresh_database(server)))
+
+
+@pytest.fixture(params=ENGINES)
+def site(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
+    made = _site(tmp_path / "site", request.param, request)
+    made.folder.mkdir()
+    index = made.open(copy=False)
     write_patients(index, mixed_patients(19))
     index.close()
-    yield tmp_path
+    yield made
 
 
-@pytest.fixture(scope="module")
-def copied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FindingsIndex]:
-    folder = Path(tmp_path_factory.mktemp("copied"))
-    index = FindingsIndex.open(IndexSettings(), folder)
+@pytest.fixture(scope="module", params=ENGINES)
+def copied(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[FindingsIndex]:
+    made = _site(Path(tmp_path_factory.mktemp("copied")), request.param, request)
+    index = made.open(copy=False)
     write_patients(index, mixed_patients(19))
     index.use_columnar_copy()
     assert index.copy is not None and index.copy.wait_until_ready(60)
@@ -121,9 +156,8 @@ def test_the_copy_gives_the_index_rows_for_every_query(copied: FindingsIndex, nu
     assert Counter(as_rows) == Counter(rows)
 
 
-def _last_change(folder: Path) -> int:
-    with sqlite3.connect(folder / SQLITE_FILE_NAME) as connection:
-        return int(connection.execute("SELECT MAX(change_id) FROM index_changes").fetchone()[0])
+def _last_change(index: FindingsIndex) -> int:
+    return int(index.database.query("SELECT MAX(change_id) FROM index_changes")[0][0])
 
 
 def _more_patients(prefix: str) -> list[SyntheticPatient]:
@@ -144,8 +178,8 @@ def _more_patients(prefix: str) -> list[SyntheticPatient]:
     ]
 
 
-def test_writes_after_the_copy_are_in_the_next_answer(site: Path) -> None:
-    index = _open_with_copy(site)
+def test_writes_after_the_copy_are_in_the_next_answer(site: Site) -> None:
+    index = site.open()
     try:
         write_patients(index, _more_patients("NEW"))
         # A report sent again with other findings replaces its rows (same patient and study).
@@ -153,18 +187,18 @@ def test_writes_after_the_copy_are_in_the_next_answer(site: Path) -> None:
         replaced[0].studies[0].findings = [SyntheticFinding(NODULE, 25.0)]
         write_patients(index, replaced)
         _assert_same_everywhere(index)
-        assert index.copy is not None and index.copy.mark() == _last_change(site)
+        assert index.copy is not None and index.copy.mark() == _last_change(index)
     finally:
         index.close()
 
 
-def test_a_restarted_gateway_catches_up_without_building_again(site: Path) -> None:
-    _open_with_copy(site).close()
+def test_a_restarted_gateway_catches_up_without_building_again(site: Site) -> None:
+    site.open().close()
     # Written while no copy was open (the CLI's `fedgate index sync`, say).
-    index = FindingsIndex.open(IndexSettings(), site)
+    index = site.open(copy=False)
     write_patients(index, _more_patients("SYNC"))
     index.close()
-    index = FindingsIndex.open(IndexSettings(), site)
+    index = site.open(copy=False)
     try:
         copy = index.use_columnar_copy()
         assert copy is not None and copy.ready, "caught up at once, not built again"
@@ -173,13 +207,13 @@ def test_a_restarted_gateway_catches_up_without_building_again(site: Path) -> No
         index.close()
 
 
-def test_changes_pruned_past_the_mark_build_the_copy_again(site: Path) -> None:
-    index = _open_with_copy(site)
+def test_changes_pruned_past_the_mark_build_the_copy_again(site: Site) -> None:
+    index = site.open()
     try:
         write_patients(index, _more_patients("A"))
         write_patients(index, _more_patients("B"))
         # Another pruner forgot changes the copy had not applied yet.
-        last = _last_change(site)
+        last = _last_change(index)
         index.database.execute("DELETE FROM index_changes WHERE change_id < ?", (last,))
         text, params = QUERIES[0]
         assert index.copy is not None and index.copy.query(text, params) is None
@@ -193,14 +227,40 @@ def test_changes_pruned_past_the_mark_build_the_copy_again(site: Path) -> None:
         index.close()
 
 
-def test_an_index_older_than_its_copy_builds_the_copy_again(site: Path, tmp_path: Path) -> None:
-    backup = tmp_path / "backup"
+def test_a_second_replica_sees_the_first_ones_writes(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """Two gateways on one PostgreSQL index, each with its copy in its own data_dir."""
+    url = _fresh_database(postgres)
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first = Site(first_dir, IndexSettings(url=url)).open()
+    # The replicas share the salt, as a deployment's do (docs/deploy.md).
+    shutil.copy(first_dir / "index-salt", second_dir / "index-salt")
+    second = Site(second_dir, IndexSettings(url=url)).open()
+    try:
+        write_patients(first, mixed_patients(19))
+        write_patients(second, _more_patients("SECOND"))
+        _assert_same_everywhere(first)
+        _assert_same_everywhere(second)
+        write_patients(first, _more_patients("FIRST"))
+        _assert_same_everywhere(second)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_an_index_older_than_its_copy_builds_the_copy_again(tmp_path: Path) -> None:
+    site, backup = tmp_path / "site", tmp_path / "backup"
+    site.mkdir()
     backup.mkdir()
     index = FindingsIndex.open(IndexSettings(), site)
+    write_patients(index, mixed_patients(19))
     index.database.query("PRAGMA wal_checkpoint(TRUNCATE)")
     index.close()
     shutil.copy(site / SQLITE_FILE_NAME, backup / SQLITE_FILE_NAME)
-    index = _open_with_copy(site)
+    index = Site(site, IndexSettings()).open()
     write_patients(index, _more_patients("LOST"))
     _assert_same_everywhere(index)  # the copy now holds them
     index.close()
@@ -208,28 +268,30 @@ def test_an_index_older_than_its_copy_builds_the_copy_again(site: Path, tmp_path
     for suffix in ("-wal", "-shm"):
         (site / (SQLITE_FILE_NAME + suffix)).unlink(missing_ok=True)
     shutil.copy(backup / SQLITE_FILE_NAME, site / SQLITE_FILE_NAME)
-    index = _open_with_copy(site)
+    index = Site(site, IndexSettings()).open()
     try:
         _assert_same_everywhere(index)
     finally:
         index.close()
 
 
-def test_a_damaged_copy_is_built_again(site: Path) -> None:
-    _open_with_copy(site).close()
-    (site / COPY_FILE_NAME).write_bytes(b"not a DuckDB file" * 100)
-    index = _open_with_copy(site)
+def test_a_damaged_copy_is_built_again(site: Site) -> None:
+    site.open().close()
+    (site.folder / COPY_FILE_NAME).write_bytes(b"not a DuckDB file" * 100)
+    index = site.open()
     try:
         _assert_same_everywhere(index)
     finally:
         index.close()
 
 
-def test_no_copy_when_turned_off(site: Path) -> None:
-    index = FindingsIndex.open(IndexSettings(columnar_copy=False), site)
+def test_no_copy_when_turned_off(site: Site) -> None:
+    index = FindingsIndex.open(
+        site.settings.model_copy(update={"columnar_copy": False}), site.folder
+    )
     try:
         assert index.use_columnar_copy() is None
-        assert not (site / COPY_FILE_NAME).exists()
+        assert not (site.folder / COPY_FILE_NAME).exists()
         # The index answers by column too.
         for text, params in QUERIES[:40]:
             rows = index.database.query(text, params)
