@@ -188,6 +188,12 @@ def main() -> int:
         help="the sgd and mlp plans' local epochs (logistic regression: one step per round)",
     )
     parser.add_argument(
+        "--superlink-state",
+        choices=["memory", "file"],
+        default=None,
+        help="where the SuperLink keeps its state (hub.yaml's learning.superlink_state)",
+    )
+    parser.add_argument(
         "--trace",
         type=Path,
         default=None,
@@ -210,7 +216,10 @@ def main() -> int:
             # Inherited by every process of the federation (SuperLink, ServerApp, sites).
             os.environ[TRACE_ENV] = str(args.trace.resolve())
         print(f"{args.sites} sites of {args.patients} patients: filling, starting", file=sys.stderr)
-        federation = start_federation(Path(folder), args.patients, args.sites, record=False)
+        learning = {"superlink_state": args.superlink_state} if args.superlink_state else {}
+        federation = start_federation(
+            Path(folder), args.patients, args.sites, record=False, learning=learning
+        )
         try:
             for family, text in plans.items():
                 for site in federation.sites:
@@ -241,6 +250,7 @@ def main() -> int:
                     "local_training_alone_seconds": round(local, 3),
                     "flower_share": round((result.seconds - local) / result.seconds, 3),
                     "pooled_auc": result.report["evaluation"]["pooled"]["auc"],
+                    "superlink_state": args.superlink_state or "memory",
                     "load_average_1min": round(os.getloadavg()[0], 1),
                 }
                 if args.trace:
