@@ -37,8 +37,8 @@ class LearningSettings(BaseModel):
     #: keys were registered (``flwr supernode register``) may connect.
     supernode_auth: bool = False
     #: Where the SuperLink keeps its state (runs, messages, registered SuperNodes): ``memory``
-    #: (a round takes about a third of the time: Flower's SQLite file is the slowest part of a
-    #: round, docs/benchmarks.md) or ``file`` (``superlink.db`` in ``state_dir``: it survives a
+    #: (a round took half the time: Flower's SQLite file was the slowest part of a round,
+    #: docs/benchmarks.md) or ``file`` (``superlink.db`` in ``state_dir``: it survives a
     #: restart). None: ``file`` with ``supernode_auth`` (the registrations must survive a
     #: restart of the SuperLink), else ``memory``.
     superlink_state: Literal["memory", "file"] | None = None
