@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,11 @@ from starlette.responses import Response, StreamingResponse
 
 from gateway.dicomweb.errors import DicomWebError
 from gateway.dicomweb.json_model import element
-from gateway.dicomweb.metadata import header_to_json
 from gateway.dicomweb.negotiation import BulkChoice, choose_bulk, require_json
 from gateway.dicomweb.stores import store_of
 from gateway.dicomweb.urls import dicomweb_root
 from gateway.store import EmbeddedStore, InstanceRecord
+from gateway.store.instance_json import ROOT_MARK, encapsulated, instance_url, metadata_json
 from gateway.store.part10 import DEFER_SIZE
 from gateway.store.uids import is_valid_uid
 
@@ -108,16 +108,16 @@ async def retrieve_instances(request: Request) -> Response:
     )
 
 
-#: Stands for the DICOMweb root in kept series metadata: the root is the request's (its host,
-#: a proxy's prefix), the kept bytes are every request's.
-_ROOT_MARK = b"urn:fedgate:dicomweb-root"
+_ROOT_MARK = ROOT_MARK.encode()
 
 
 async def retrieve_metadata(request: Request) -> Response:
     """Instance headers as a DICOM JSON array, bulk data by BulkDataURI.
 
-    A whole series' metadata is built once from the files and kept in the catalog until the
-    series changes (:meth:`Catalog.series_metadata`); study-level requests use it per series.
+    Each instance's metadata is built at ingest and kept (:meth:`Catalog.instance_metadata`);
+    the files are read only for instances without it. A series with such instances has its
+    whole metadata kept in one row once asked for or stable, until the series changes
+    (:meth:`Catalog.series_metadata`); study-level requests use it per series.
     """
     store = store_of(request)
     require_json(request)
@@ -143,7 +143,7 @@ async def retrieve_metadata(request: Request) -> Response:
             for piece in (
                 _series_metadata(store, series_records, stamp)
                 if whole_series
-                else _metadata_items(store, series_records, _ROOT_MARK.decode(), [])
+                else _metadata_items(store, series_records, ROOT_MARK, [])
             ):
                 yield (b"" if first else b",") + piece.replace(_ROOT_MARK, root)
                 first = False
@@ -154,7 +154,9 @@ async def retrieve_metadata(request: Request) -> Response:
 
 def keep_series_metadata(store: EmbeddedStore, study_uid: str, series_uids: list[str]) -> None:
     """Build and keep the series' metadata ahead of any request (the series became stable), so
-    that a viewer's first request reads one row instead of every file."""
+    that a viewer's first request reads one row instead of every file. Only instances stored
+    without their metadata (by a gateway before catalog schema 5) need it: a series whose every
+    instance has its own is a concatenation of them, kept once already."""
     for series_uid in series_uids:
         stamps = store.catalog.series_updated_at(study_uid, series_uid)  # before the records
         records = store.catalog.instances(study_uid, series_uid)
@@ -179,7 +181,8 @@ def _series_metadata(
     store: EmbeddedStore, records: list[InstanceRecord], updated_at: float | None
 ) -> Iterator[bytes]:
     """The series' items: those kept if the series has not changed since ``updated_at`` (read
-    before ``records`` were), else built from the files and kept."""
+    before ``records`` were), else those of its instances, kept for the series when some had
+    to be built from their files (a concatenation of the instances' own is not kept twice)."""
     series = records[0].series_instance_uid
     if updated_at is not None:
         kept = store.catalog.series_metadata(series, updated_at)
@@ -187,48 +190,65 @@ def _series_metadata(
             yield kept
             return
     unreadable: list[str] = []
+    read: list[str] = []
     items: list[bytes] = []
-    for item in _metadata_items(store, records, _ROOT_MARK.decode(), unreadable):
+    for item in _metadata_items(store, records, ROOT_MARK, unreadable, read):
         items.append(item)
         yield item
-    if updated_at is not None and not unreadable:
+    if updated_at is not None and read and not unreadable:
         with store.catalog.transaction() as writer:
             writer.keep_series_metadata(series, updated_at, len(items), b",".join(items))
 
 
 def _metadata_items(
-    store: EmbeddedStore, records: list[InstanceRecord], base: str, unreadable: list[str]
+    store: EmbeddedStore,
+    records: list[InstanceRecord],
+    base: str,
+    unreadable: list[str],
+    read: list[str] | None = None,
 ) -> Iterator[bytes]:
-    """Each record's DICOM JSON; the UIDs of unreadable files are added to ``unreadable``."""
-    for record in records:
-        instance_url = (
-            f"{base}/studies/{record.study_instance_uid}/series/"
-            f"{record.series_instance_uid}/instances/{record.sop_instance_uid}"
+    """Each record's DICOM JSON (records of one series), as kept at ingest or else built from
+    its file; the UIDs of the files read are added to ``read``, of those that could not be
+    read to ``unreadable``."""
+    kept = (
+        store.catalog.instance_metadata(
+            records[0].series_instance_uid,
+            records[0].sop_instance_uid if len(records) == 1 else None,
         )
+        if records
+        else {}
+    )
+    for record in records:
+        if base == ROOT_MARK and record.sop_instance_uid in kept:
+            yield kept[record.sop_instance_uid]
+            continue
+        url = instance_url(
+            base, record.study_instance_uid, record.series_instance_uid, record.sop_instance_uid
+        )
+        if read is not None:
+            read.append(record.sop_instance_uid)
         try:
-            attributes = _instance_metadata(store, record, instance_url)
+            metadata = _instance_metadata(store, record, url)
         except Exception:
             # The 200 and the first instances are on the wire: a failure here would cut
             # the array short. One unreadable file gives what the catalog knows of it.
             log.exception("wado.metadata_unreadable", sop_instance_uid=record.sop_instance_uid)
             unreadable.append(record.sop_instance_uid)
-            attributes = _catalog_metadata(record, instance_url)
-        yield json.dumps(attributes, separators=(",", ":")).encode()
+            metadata = json.dumps(_catalog_metadata(record, url), separators=(",", ":")).encode()
+        yield metadata
 
 
-def _instance_metadata(
-    store: EmbeddedStore, record: InstanceRecord, instance_url: str
-) -> dict[str, Any]:
+def _instance_metadata(store: EmbeddedStore, record: InstanceRecord, url: str) -> bytes:
+    """The instance's metadata built from its file (:func:`metadata_json`)."""
     dataset = pydicom.dcmread(store.path_of(record.path), stop_before_pixels=True)
-    attributes = header_to_json(dataset, _bulk_data_uri_maker(instance_url))
-    if record.number_of_frames is not None or "Rows" in dataset:
-        # OB for encapsulated Pixel Data (PS3.5 A.4); for an unknown transfer syntax too: its
-        # bytes are opaque to the gateway, served only whole.
-        attributes["7FE00010"] = {
-            "vr": "OW" if _encapsulated(record.transfer_syntax_uid) is False else "OB",
-            "BulkDataURI": f"{instance_url}/bulkdata/7FE00010",
-        }
-    return attributes
+    built = metadata_json(
+        dataset,
+        record.transfer_syntax_uid,
+        url,
+        lambda: record.number_of_frames is not None or "Rows" in dataset,
+    )
+    assert built is not None  # read whole: nothing deferred
+    return built
 
 
 def _catalog_metadata(record: InstanceRecord, instance_url: str) -> dict[str, Any]:
@@ -240,23 +260,6 @@ def _catalog_metadata(record: InstanceRecord, instance_url: str) -> dict[str, An
         "0020000D": element("UI", record.study_instance_uid),
         "0020000E": element("UI", record.series_instance_uid),
     }
-
-
-def _bulk_data_uri_maker(instance_url: str) -> Callable[[str], str]:
-    def bulk_data_uri(tag: str) -> str:
-        return f"{instance_url}/bulkdata/{tag}"
-
-    return bulk_data_uri
-
-
-def _encapsulated(transfer_syntax_uid: str) -> bool | None:
-    """Whether Pixel Data in this transfer syntax is encapsulated (PS3.5 A.4), or None when
-    pydicom does not know the transfer syntax (a private or newer one): the store keeps such
-    instances as they came, and only what needs to know the encoding must refuse them."""
-    uid = pydicom.uid.UID(transfer_syntax_uid)
-    if not uid.is_transfer_syntax:
-        return None
-    return bool(uid.is_compressed)
 
 
 async def retrieve_frames(request: Request) -> Response:
@@ -274,7 +277,7 @@ async def retrieve_frames(request: Request) -> Response:
     choice = choose_bulk(request, "application/octet-stream", len(numbers) == 1)
     record = held_records(request)[0]
     wanted_syntax = choice.transfer_syntax
-    compressed = _encapsulated(record.transfer_syntax_uid)
+    compressed = encapsulated(record.transfer_syntax_uid)
     if compressed is None:
         raise DicomWebError(
             406,

@@ -110,6 +110,21 @@ MIGRATIONS = (
             "ON studies (study_date, study_time, study_instance_uid)",
         ),
     ),
+    Migration(
+        5,
+        "instance metadata",
+        # Each instance's WADO-RS metadata (DICOM JSON, the DICOMweb root marked), built at
+        # ingest from the header the intake parsed (gateway/store/instance_json.py): a series'
+        # metadata before the series is stable is then a concatenation of these, not a read of
+        # every file. Written in the instance's transaction; an instance stored without it (its
+        # header could not be built in memory) has none, and its file is read when asked.
+        (
+            """CREATE TABLE IF NOT EXISTS instance_metadata (
+            sop_instance_uid TEXT PRIMARY KEY REFERENCES instances ON DELETE CASCADE,
+            metadata BLOB NOT NULL
+            )""",
+        ),
+    ),
 )
 
 
@@ -135,7 +150,8 @@ def _text(dataset: Dataset, keyword: str) -> str | None:
     return str(value)
 
 
-def _integer(dataset: Dataset, keyword: str) -> int | None:
+def integer_or_none(dataset: Dataset, keyword: str) -> int | None:
+    """An integer attribute's value; None if absent, empty or not an integer."""
     value = dataset.get(keyword)
     try:
         return int(value) if value not in (None, "") else None
@@ -269,6 +285,23 @@ class Catalog:
         )
         return bytes(row[0]) if row is not None else None
 
+    def instance_metadata(
+        self, series_instance_uid: str, sop_instance_uid: str | None = None
+    ) -> dict[str, bytes]:
+        """The metadata kept at ingest for the series' instances (or the one given), by SOP
+        Instance UID (:meth:`CatalogWriter.keep_instance_metadata`); instances without any
+        are not in it."""
+        sql = (
+            "SELECT m.sop_instance_uid, m.metadata FROM instances i "
+            "JOIN instance_metadata m ON m.sop_instance_uid = i.sop_instance_uid "
+            "WHERE i.series_instance_uid = ?"
+        )
+        params = [series_instance_uid]
+        if sop_instance_uid is not None:
+            sql += " AND i.sop_instance_uid = ?"
+            params.append(sop_instance_uid)
+        return {uid: bytes(metadata) for uid, metadata in self.reader().execute(sql, params)}
+
     def query(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         return list(self.reader().execute(sql, params))
 
@@ -353,6 +386,18 @@ class CatalogWriter:
             (series_instance_uid, updated_at, instances, metadata),
         )
 
+    def keep_instance_metadata(self, metadata: Sequence[tuple[str, bytes | None]]) -> None:
+        """Keep each (SOP Instance UID, metadata) given, in the transaction that adds the
+        instances; None removes what an earlier copy of the instance left."""
+        self._connection.executemany(
+            "DELETE FROM instance_metadata WHERE sop_instance_uid = ?",
+            [(uid,) for uid, kept in metadata if kept is None],
+        )
+        self._connection.executemany(
+            "INSERT OR REPLACE INTO instance_metadata VALUES (?, ?)",
+            [(uid, kept) for uid, kept in metadata if kept is not None],
+        )
+
     def forward_succeeded(self, sop_instance_uids: Sequence[str]) -> None:
         self._connection.executemany(
             "DELETE FROM forward_outbox WHERE sop_instance_uid = ?",
@@ -432,7 +477,7 @@ class CatalogWriter:
                     series_uid,
                     record.study_instance_uid,
                     _text(dataset, "Modality"),
-                    _integer(dataset, "SeriesNumber"),
+                    integer_or_none(dataset, "SeriesNumber"),
                     _text(dataset, "SeriesDescription"),
                     _text(dataset, "BodyPartExamined"),
                     _text(dataset, "PerformedProcedureStepStartDate"),
@@ -450,7 +495,7 @@ class CatalogWriter:
                     record.series_instance_uid,
                     record.study_instance_uid,
                     record.sop_class_uid,
-                    *(_integer(dataset, keyword) for keyword in _INSTANCE_INTEGERS),
+                    *(integer_or_none(dataset, keyword) for keyword in _INSTANCE_INTEGERS),
                     record.transfer_syntax_uid,
                     record.path,
                     record.size,

@@ -25,8 +25,9 @@ from typing import BinaryIO
 import structlog
 from pydicom.dataset import Dataset
 
-from gateway.store.catalog import Catalog, CatalogWriter, InstanceRecord
+from gateway.store.catalog import Catalog, CatalogWriter, InstanceRecord, integer_or_none
 from gateway.store.files import FileLayout, fsync_directory, publish
+from gateway.store.instance_json import ROOT_MARK, instance_url, metadata_json
 from gateway.store.part10 import (
     IDENTITY_KEYWORDS,
     MEDIA_STORAGE_KEYWORDS,
@@ -124,6 +125,9 @@ class IngestBatch:
     # parts are checked in parallel, and the first part of a new study, not the first
     # checked, gives the study its patient.
     _positions: dict[int, int] = field(default_factory=dict)
+    # Each pending instance's WADO-RS metadata, built from its parsed header (id of its
+    # outcome -> the DICOM JSON; None if it could not be built in memory).
+    _metadata: dict[int, bytes | None] = field(default_factory=dict)
     # add() may run in several threads at once (their fsyncs overlap); commit() may not.
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -227,6 +231,7 @@ class IngestBatch:
             if existing != final:
                 with self._lock:
                     self._replaced_files.append(existing)
+        metadata = _metadata(dataset, parsed.transfer_syntax_uid, outcome)
         source = temporary
         if parsed.needs_part10_rewrite:
             source = temporary.with_suffix(".p10")
@@ -252,6 +257,7 @@ class IngestBatch:
             self._seen[outcome.sop_instance_uid] = final
             self._pending.append((dataset, record, outcome))
             self._positions[id(outcome)] = position
+            self._metadata[id(outcome)] = metadata
         return outcome
 
     def _check(
@@ -367,6 +373,12 @@ class IngestBatch:
             with self.catalog.transaction() as writer:
                 self._recheck_patients(writer)
                 writer.add_instances([(dataset, record) for dataset, record, _ in self._pending])
+                writer.keep_instance_metadata(
+                    [
+                        (record.sop_instance_uid, self._metadata.get(id(outcome)))
+                        for _, record, outcome in self._pending
+                    ]
+                )
                 if self.policy.forward_to_pacs:
                     for _, record, _ in self._pending:
                         writer.enqueue_forward(record)
@@ -379,12 +391,14 @@ class IngestBatch:
                 self.layout.absolute(record.path).unlink(missing_ok=True)
             self._pending.clear()
             self._positions.clear()
+            self._metadata.clear()
             return []
         for stale in self._replaced_files:
             stale.unlink(missing_ok=True)
         stored = [StoredInstance(record, dataset) for dataset, record, _ in self._pending]
         self._pending.clear()
         self._positions.clear()
+        self._metadata.clear()
         self._directories.clear()
         self._replaced_files.clear()
         for observer in self.observers:
@@ -397,6 +411,29 @@ class IngestBatch:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+
+def _metadata(dataset: Dataset, transfer_syntax_uid: str, outcome: IngestOutcome) -> bytes | None:
+    """The instance's WADO-RS metadata from its parsed header (the DICOMweb root marked), or
+    None where the header in memory does not hold it (then its file is read when asked)."""
+    assert outcome.study_instance_uid and outcome.series_instance_uid
+    assert outcome.sop_instance_uid
+    url = instance_url(
+        ROOT_MARK,
+        outcome.study_instance_uid,
+        outcome.series_instance_uid,
+        outcome.sop_instance_uid,
+    )
+    try:
+        return metadata_json(
+            dataset,
+            transfer_syntax_uid,
+            url,
+            lambda: integer_or_none(dataset, "NumberOfFrames") is not None or "Rows" in dataset,
+        )
+    except Exception:  # never fail an intake for what a request can still build from the file
+        log.exception("store.metadata_not_built", sop_instance_uid=outcome.sop_instance_uid)
+        return None
 
 
 def _uid_or_none(dataset: Dataset, keyword: str) -> str | None:

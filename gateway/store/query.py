@@ -15,6 +15,7 @@ relationally: a study matches when any of its series does.
 from __future__ import annotations
 
 import enum
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,8 +120,15 @@ class Query:
 
 def search(catalog: Catalog, query: Query) -> list[dict[str, Any]]:
     """Rows (column name -> value) of the entities at ``query.level`` that match."""
+    return [dict(row) for row in search_rows(catalog, query)]
+
+
+def search_rows(catalog: Catalog, query: Query) -> list[sqlite3.Row]:
+    """:func:`search`'s rows as SQLite gives them (no dict per row: a 500-instance study's
+    answer is built from them in milliseconds). A column name that occurs twice (the levels'
+    tables share their keys) means its last occurrence, as in :func:`search`."""
     sql, params = build_sql(query)
-    return [dict(row) for row in catalog.query(sql, params)]
+    return catalog.query(sql, params)
 
 
 def build_sql(query: Query) -> tuple[str, list[Any]]:

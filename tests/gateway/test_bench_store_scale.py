@@ -108,6 +108,12 @@ def test_the_benchmark_times_every_question_on_both_servers(tmp_path: Path) -> N
     assert crawled and int(crawled.group(1).replace(",", "")) == 203
     assert re.search(r"gateway VmHWM \d+ MB before, \d+ MB after", first)
     assert re.search(r"big / empty rate [0-9.]+", first)
+    # The read series' first metadata request, from what ingest kept and from the files.
+    assert re.search(
+        r"first request .* median of 3: [0-9.]+ ms \(p95 [0-9.]+\) from the instances' "
+        r"metadata kept at ingest; [0-9.]+ ms \(median of 3\) built from the files",
+        first,
+    )
     # The catalog is reused, and the benchmark's STOW-RS studies were taken out again.
     second = bench()
     assert "generating" not in second

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import sqlite3
 
 import httpx
 import pydicom
@@ -165,9 +167,16 @@ def test_an_unreadable_stored_file_gives_what_the_catalog_knows(gateway: Gateway
         if p.read_bytes()[128:132] == b"DICM" and uid in p.read_bytes()
     ]
     path.write_bytes(b"no longer DICOM")
-    metadata = httpx.get(
-        f"{gateway.dicomweb_url}/studies/{damaged.StudyInstanceUID}/metadata"
-    ).json()  # the whole array
+    url = f"{gateway.dicomweb_url}/studies/{damaged.StudyInstanceUID}/metadata"
+    # The header kept at ingest is served whole: the file is not read.
+    kept = {m["00080018"]["Value"][0]: m for m in httpx.get(url).json()}
+    assert kept[damaged.SOPInstanceUID]["00280010"]["Value"] == [damaged.Rows]
+    # Without it (a catalog from before it was kept), the file is read, and fails.
+    with contextlib.closing(sqlite3.connect(gateway.data_dir / "store" / "catalog.sqlite")) as db:
+        db.execute("DELETE FROM instance_metadata WHERE sop_instance_uid = ?", (uid.decode(),))
+        db.execute("DELETE FROM series_metadata")
+        db.commit()
+    metadata = httpx.get(url).json()  # the whole array
     by_uid = {m["00080018"]["Value"][0]: m for m in metadata}
     assert set(by_uid) == {ds.SOPInstanceUID for ds in instances}
     assert by_uid[damaged.SOPInstanceUID]["0020000E"]["Value"] == [damaged.SeriesInstanceUID]
