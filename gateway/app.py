@@ -50,7 +50,12 @@ from gateway.index import FindingsIndex
 from gateway.intake.dimse import DimseIntake
 from gateway.intake.poller import PacsPoller
 from gateway.jobs_api import job_routes
-from gateway.metrics import DATA_DIR_FREE_BYTES, DATA_DIR_USED_BYTES, STORE_BYTES
+from gateway.metrics import (
+    DATA_DIR_FREE_BYTES,
+    DATA_DIR_USED_BYTES,
+    INDEX_COPY_READY,
+    STORE_BYTES,
+)
 from gateway.middleware import AuthMiddleware, RequestContextMiddleware, compression
 from gateway.pacs import PacsClient
 from gateway.pipeline.retention import Retention
@@ -187,6 +192,10 @@ def create_app(settings: GatewaySettings) -> Starlette:
     # The findings index learns every stored instance, by any intake path (STOW, DIMSE,
     # poller, /results), once per committed batch.
     index = FindingsIndex.open(settings.index, settings.data_dir)
+    # The federated API's cohort queries read a columnar copy of it (built in the background
+    # the first time; until then the index answers).
+    copy = index.use_columnar_copy()
+    INDEX_COPY_READY.set_function(lambda: float(copy is not None and copy.ready))
     store.subscribe(lambda stored: index.observe_instances([s.dataset for s in stored]))
     # Research results are counted by the aggregates too.
     research_store.subscribe(lambda stored: index.observe_instances([s.dataset for s in stored]))

@@ -35,6 +35,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
+from gateway.index.columnar import COPY_FILE_NAME
 from gateway.settings import GatewaySettings
 from gateway.store.check import StoreInUse, exclusive
 
@@ -81,6 +82,10 @@ def _skipped(relative: Path) -> bool:
     name = relative.name
     if relative.parts[:2] == ("store", "tmp"):
         return True  # never acknowledged (written to a temporary name, then renamed)
+    if name.startswith(COPY_FILE_NAME):
+        # The findings index's columnar copy (and its WAL): derived from the index, rebuilt
+        # from it after a restore; a file copied while DuckDB writes it would be torn.
+        return True
     return name.endswith(_SQLITE_SIDE_FILES) or name.endswith(".tmp")
 
 

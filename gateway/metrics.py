@@ -49,3 +49,9 @@ DATA_DIR_USED_BYTES = Gauge(
 STORE_BYTES = Gauge(
     "fedgate_store_bytes", "Bytes of the instances held in the embedded store (its catalog)"
 )
+# The findings index's columnar copy (gateway/index/columnar.py): 0 while it is built or cannot
+# catch up, when the federated API's answers come from the index itself (same, slower).
+INDEX_COPY_READY = Gauge(
+    "fedgate_index_copy_ready",
+    "1 when the findings index's columnar copy answers the federated API's queries",
+)

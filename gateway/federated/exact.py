@@ -174,7 +174,7 @@ def summary_values(
         width=spec.upper - spec.lower,
     )
     sql = values_sql(request.cohort, request.level, dimension)
-    rows = index.database.query(sql.text, sql.params)
+    rows = index.analytic_query(sql.text, sql.params)
     patients = np.array([int(r[1]) for r in rows], dtype=np.int64)
     values = np.clip(
         np.array([float(r[2]) for r in rows], dtype=np.float64), spec.lower, spec.upper

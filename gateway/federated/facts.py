@@ -32,6 +32,14 @@ def category(value: Any) -> Hashable:
     return value
 
 
+def _values(column: Any) -> list[Any]:
+    """A column's values as Python objects (None where NULL), as the index's rows give them."""
+    if isinstance(column, np.ndarray):
+        values: list[Any] = column.tolist()  # a masked array's masked values become None
+        return values
+    return list(column)
+
+
 @dataclass(frozen=True)
 class Facts:
     """Fact rows by column: the unit and patient of each row, and its raw dimension values."""
@@ -58,6 +66,18 @@ class Facts:
         return cls(
             units, patients, [list(map(itemgetter(first + n), rows)) for n in range(dimensions)]
         )
+
+    @classmethod
+    def from_columns(cls, columns: Sequence[Any], dimensions: int, level: Level) -> Facts:
+        """From the same rows given by column (:meth:`FindingsIndex.analytic_columns`:
+        NumPy arrays, masked where NULL, or sequences); no columns at all is no rows."""
+        if not len(columns):
+            empty = np.empty(0, dtype=np.int64)
+            return cls(empty, empty, [[] for _ in range(dimensions)])
+        units = np.asarray(columns[0], dtype=np.int64)
+        first = 1 if level == "patients" else 2
+        patients = units if level == "patients" else np.asarray(columns[1], dtype=np.int64)
+        return cls(units, patients, [_values(columns[first + n]) for n in range(dimensions)])
 
     def __len__(self) -> int:
         return len(self.units)

@@ -288,6 +288,6 @@ class FederatedService:
     def _membership(self, request: AggregateRequest) -> Membership:
         """Who is behind the answer: the cohort's (unit, patient) pairs."""
         sql = membership_sql(request.cohort, request.level)
-        rows = self.index.database.query(sql.text, sql.params)
-        facts = Facts.from_rows(rows, 0, request.level)
+        columns = self.index.analytic_columns(sql.text, sql.params)
+        facts = Facts.from_columns(columns, 0, request.level)
         return Membership.from_columns(request.level, facts.units, facts.patients)

@@ -64,8 +64,8 @@ def table_facts(index: FindingsIndex, request: AggregateRequest) -> Facts:
     """One row per (unit, patient, raw dimension values...) of the request's cohort."""
     dimensions = dimensions_of(request)
     sql = facts_sql(request.cohort, request.level, dimensions)
-    rows = index.database.query(sql.text, sql.params)
-    return Facts.from_rows(rows, len(dimensions), request.level)
+    columns = index.analytic_columns(sql.text, sql.params)
+    return Facts.from_columns(columns, len(dimensions), request.level)
 
 
 def cohort_membership(

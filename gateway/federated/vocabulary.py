@@ -77,7 +77,7 @@ def vocabulary_facts(index: FindingsIndex, cohort: Cohort) -> VocabularyFacts:
     keys: list[str] = []
     for position, name in enumerate(VOCABULARY_LISTS):
         sql = vocabulary_sql(cohort, name)
-        for patient, *value in index.database.query(sql.text, sql.params):
+        for patient, *value in index.analytic_query(sql.text, sql.params):
             patients.append(int(patient))
             lists.append(position)
             keys.append(json.dumps([name, *(str(v) for v in value)]))

@@ -214,6 +214,15 @@ MIGRATIONS: dict[int, list[str]] = {
         "(study_key, concept, unit, finding_type, presence, high, low)",
         f"INSERT INTO study_measurements {STUDY_MEASUREMENTS_SELECT}",
     ],
+    6: [
+        # The studies each write touched, in commit order (issue 19): the columnar copy
+        # (gateway.index.columnar) replaces their rows before it answers. Written by the
+        # embedded index only (the copy's only source); pruned up to the copy's mark.
+        """CREATE TABLE index_changes (
+            change_id {SERIAL},
+            study_key BIGINT NOT NULL
+        )""",
+    ],
 }
 
 LATEST_VERSION = max(MIGRATIONS)

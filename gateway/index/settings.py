@@ -21,6 +21,12 @@ class IndexSettings(BaseModel):
     #: How many series keys the intake path remembers, so that the 2nd..Nth instance of a
     #: series costs no database write (STOW hot path).
     seen_series_cache: Annotated[int, Field(ge=0)] = 100_000
+    #: A columnar copy of the index (DuckDB, ``findings-index.duckdb`` beside it) answers the
+    #: federated API's cohort queries, kept current from the index's writes before each
+    #: answer (docs/federated.md). Embedded (SQLite) index only: ignored with ``url``.
+    columnar_copy: bool = True
+    #: The copy's memory at most (DuckDB's buffer pool; the rest stays in its file).
+    columnar_memory_mb: Annotated[int, Field(ge=16)] = 64
 
     @field_validator("url")
     @classmethod

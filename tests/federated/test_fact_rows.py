@@ -104,7 +104,7 @@ TABLES: list[list[dict[str, Any]]] = [
 ]
 
 
-def _patients(seed: int) -> list[SyntheticPatient]:
+def mixed_patients(seed: int) -> list[SyntheticPatient]:
     """Patients with one to three studies of zero to four findings: nodules and masses with
     and without a diameter, findings of two algorithm versions, CT and MR studies."""
     rng = random.Random(seed)
@@ -135,7 +135,7 @@ def _patients(seed: int) -> list[SyntheticPatient]:
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FindingsIndex]:
     index = FindingsIndex.open(IndexSettings(), Path(tmp_path_factory.mktemp("site")))
-    write_patients(index, _patients(19))
+    write_patients(index, mixed_patients(19))
     yield index
     index.close()
 

@@ -22,7 +22,7 @@ from tests.federated.synthetic import (
     SyntheticStudy,
     write_patients,
 )
-from tests.federated.test_fact_rows import _patients
+from tests.federated.test_fact_rows import mixed_patients
 
 
 def _diameter(**bounds: float) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def _by_measurements(
 @pytest.fixture()
 def index(tmp_path: Path) -> FindingsIndex:
     index = FindingsIndex.open(IndexSettings(), tmp_path / "site")
-    write_patients(index, _patients(23))
+    write_patients(index, mixed_patients(23))
     return index
 
 
@@ -100,7 +100,7 @@ def test_an_index_of_version_4_gets_its_ranges_on_upgrade(tmp_path: Path) -> Non
     data_dir = tmp_path / "old"
     data_dir.mkdir()
     old = FindingsIndex.open(IndexSettings(), data_dir)
-    write_patients(old, _patients(29))
+    write_patients(old, mixed_patients(29))
     expected = {n: _studies(old, f) for n, f in enumerate(FINDING_FILTERS)}
     old.close()
     # Back to version 4: no ranges table, as an index written before issue 19 is.

@@ -72,7 +72,7 @@ def test_databases_of_the_previous_runners_upgrade_keeping_their_rows(tmp_path: 
     assert count(old / SQLITE_FILE_NAME, "studies") == before["index"]
     assert count(old / "catalog.sqlite", "instances") == before["catalog"]
     assert versions(old / "queue.sqlite", "queue") == [1, 2]  # 2 (analyses) applied now
-    assert versions(old / SQLITE_FILE_NAME, "index") == [1, 2, 3, 4, 5]  # 3-5 applied now
+    assert versions(old / SQLITE_FILE_NAME, "index") == [1, 2, 3, 4, 5, 6]  # 3-6 applied now
     assert versions(old / "catalog.sqlite", "catalog") == [1, 2, 3, 4, 5]  # 2-5 applied now
 
     # The upgraded databases have exactly the tables and columns of new ones.
@@ -113,6 +113,7 @@ def test_queue_and_index_share_one_postgresql_database(tmp_path: Path) -> None:
             ("index", 3),
             ("index", 4),
             ("index", 5),
+            ("index", 6),
             ("queue", 1),
             ("queue", 2),
         ]

@@ -189,3 +189,8 @@ def test_disk_gauges_report_data_dir_and_the_store(live: dict[str, Any]) -> None
     )
     assert held > 0
     assert _value(text, "fedgate_store_bytes") == held
+
+
+def test_the_index_copy_reports_ready(live: dict[str, Any]) -> None:
+    # The site's findings index is small: its columnar copy is built within the scrape's wait.
+    assert _value(live["gateway_metrics"], "fedgate_index_copy_ready") == 1.0
