@@ -5,8 +5,8 @@ the node config ``gateway-config``). Every message from the hub carries the trai
 text; the ClientApp computes its sha256 and answers only if this site's admin approved exactly
 that plan (``fedgate learn approve``): otherwise it replies with an error whose reason, "site X
 has not approved plan <sha256>", reaches the hub and the run's progress. Then it builds the
-site's training table from its own findings index (:func:`gateway.learning.table.site_table`)
-and answers one of three messages:
+site's training table from its own findings index (:func:`gateway.learning.table.site_table`,
+once per run: :mod:`gateway.learning.table_cache`) and answers one of three messages:
 
 - ``query`` (before round 1): the training rows' count, per-feature sums and sums of squares, from
   which the hub standardises every feature with the pooled mean and standard deviation;
@@ -41,11 +41,12 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 
 from gateway.approvals import PLAN_KIND, Approvals
-from gateway.index.findings_index import FindingsIndex
 from gateway.learning.evaluation import site_evaluation
 from gateway.learning.models import predict_proba, train_locally
 from gateway.learning.plan import LoadedPlan, PlanError, parse_plan
-from gateway.learning.table import SiteTable, site_table
+from gateway.learning.table import SiteTable
+from gateway.learning.table_cache import cached_site_table
+from gateway.learning.trace import mark
 from gateway.settings import load_settings
 
 __all__ = ["GATEWAY_CONFIG_KEY", "PLAN_KEY", "PlanRefused", "app"]
@@ -121,11 +122,10 @@ def _approved_plan(message: Message, context: Context) -> tuple[LoadedPlan, Site
         raise PlanRefused(REFUSED_NOT_APPROVED, f"site {site} has not approved plan {sha256}")
     if loaded is None:
         raise PlanRefused(REFUSED_BAD_PLAN, f"site {site}: plan {sha256}: {problem}")
-    index = FindingsIndex.open(settings.index, settings.data_dir)
-    try:
-        table = site_table(index, loaded.plan)
-    finally:
-        index.close()
+    mark("task.approved", site=site)
+    # Built once per run, plan and state of the index (gateway.learning.table_cache).
+    table = cached_site_table(settings.index, settings.data_dir, loaded, context.run_id)
+    mark("task.table", site=site)
     return loaded, table, site
 
 
@@ -168,7 +168,17 @@ def _protect(message: Message, context: Context, call_next: ClientAppCallable) -
     return call_next(message, context)
 
 
-app = ClientApp(mods=[_protect])
+def _traced(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Marks when the ClientApp's work on ``message`` starts and ends
+    (:mod:`gateway.learning.trace`; nothing unless tracing is on)."""
+    site = str(context.node_config.get("site-name", ""))
+    mark("task.start", site=site, kind=message.metadata.message_type)
+    reply = call_next(message, context)
+    mark("task.end", site=site)
+    return reply
+
+
+app = ClientApp(mods=[_traced, _protect])
 
 
 @app.query()

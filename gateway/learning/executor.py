@@ -13,7 +13,10 @@ fedgate's ClientApp (and scikit-learn, for the ``sgd`` and ``mlp`` families) at 
 Runtime API for ClientApp tasks, and runs each in a child forked from itself, through Flower's
 own :func:`flwr.supernode.runtime.run_clientapp.run_clientapp`. A task still gets a process of
 its own (Flower's isolation: one message cannot leave state or memory behind for the next), at
-the price of a ``fork`` (milliseconds) instead of a new interpreter.
+the price of a ``fork`` (milliseconds) instead of a new interpreter. One thing does pass from a
+task to the next, on purpose and through this executor: the site's training table, built once
+per run, plan and state of the findings index (:mod:`gateway.learning.table_cache`); each child
+writes the table it built to a pipe, and the executor keeps it for the children it forks next.
 
 Poll interval: 0.1 s while tasks come (within :data:`BUSY_SECONDS` of the last one), Flower's
 1 s when idle. Run: ``python -m gateway.learning.executor --runtime-api-address HOST:PORT``
@@ -23,12 +26,16 @@ Poll interval: 0.1 s while tasks come (within :data:`BUSY_SECONDS` of the last o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import select
 import sys
 import time
 
+from gateway.learning import table_cache
 from gateway.learning.pace import quicken_object_pulls
+from gateway.learning.trace import mark
 
 __all__ = ["BUSY_SECONDS", "PRELOADED", "main", "preload"]
 
@@ -53,9 +60,11 @@ def preload() -> None:
     quicken_object_pulls()
 
 
-def _run_task(runtime_api_address: str, token: str) -> None:
-    """In the forked child: Flower's ClientApp process body for one task; never returns."""
+def _run_task(runtime_api_address: str, token: str, pipe: int) -> None:
+    """In the forked child: Flower's ClientApp process body for one task, then the site's table
+    it built (if any) to the executor over ``pipe``; never returns."""
     code = 1
+    mark("task.forked")
     try:
         from flwr.supernode.runtime.run_clientapp import run_clientapp
 
@@ -64,9 +73,36 @@ def _run_task(runtime_api_address: str, token: str) -> None:
     except SystemExit as exit_:  # flwr_exit ends the task by sys.exit
         code = exit_.code if isinstance(exit_.code, int) else 1
     finally:
+        mark("task.exit")  # after Flower pushed the reply to the SuperNode
+        # After the reply: the executor reads it while the next message is on its way. An
+        # executor that is gone (OSError) has no use for it.
+        with contextlib.suppress(OSError):
+            table_cache.publish(pipe)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)  # never back into the parent's loop, nor its atexit handlers
+
+
+class _Tables:
+    """The read ends of the children's pipes, and what each child wrote so far."""
+
+    def __init__(self) -> None:
+        self.reading: dict[int, bytearray] = {}
+
+    def wait(self, seconds: float) -> None:
+        """Up to ``seconds``, reading what children write; a child's whole table (its pipe
+        closed) is kept for the next children (:func:`table_cache.receive`)."""
+        if not self.reading:
+            time.sleep(seconds)
+            return
+        ready, _, _ = select.select(list(self.reading), [], [], seconds)
+        for pipe in ready:
+            chunk = os.read(pipe, 1 << 20)
+            if chunk:
+                self.reading[pipe] += chunk
+                continue
+            os.close(pipe)
+            table_cache.receive(bytes(self.reading.pop(pipe)))
 
 
 def _reap() -> None:
@@ -103,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         retry_invoker=make_simple_http_retry_invoker(),
     )
     last_task = float("-inf")
+    tables = _Tables()
     while True:
         _reap()
         acquired = client.AcquireTask(
@@ -110,11 +147,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         if acquired.HasField("task") and acquired.token:
             last_task = time.monotonic()
+            mark("executor.acquired")
+            pipe_out, pipe_in = os.pipe()
             if os.fork() == 0:
-                _run_task(args.runtime_api_address, acquired.token)
+                os.close(pipe_out)
+                _run_task(args.runtime_api_address, acquired.token, pipe_in)
+            os.close(pipe_in)
+            tables.reading[pipe_out] = bytearray()
             continue  # another task may be waiting already
         busy = time.monotonic() - last_task < BUSY_SECONDS
-        time.sleep(BUSY_POLL_SECONDS if busy else IDLE_POLL_SECONDS)
+        tables.wait(BUSY_POLL_SECONDS if busy else IDLE_POLL_SECONDS)
 
 
 if __name__ == "__main__":

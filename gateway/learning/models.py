@@ -211,6 +211,11 @@ def _mlp(spec: ModelSpec, seed: int, *, warm: bool = False) -> MLPClassifier:
         alpha=spec.alpha,
         batch_size=spec.batch_size,
         max_iter=spec.local_epochs,
+        # Exactly the plan's local epochs (FedAvg's E passes per round): scikit-learn would
+        # stop once the training loss improved by less than tol for n_iter_no_change epochs
+        # (by default 1e-4 and 10), whatever the plan's epochs.
+        tol=0.0,
+        n_iter_no_change=spec.local_epochs,
         # Each round starts from the global network: warm_start keeps the weights we set
         # (a new Adam state each round, as in FedAvg with local optimisers).
         warm_start=warm,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.learning.pace import quicken_object_pulls
+from gateway.learning.trace import mark
 
 __all__ = ["BUSY_POLL_SECONDS", "BUSY_SECONDS", "Pace", "main"]
 
@@ -57,9 +58,21 @@ class Pace:
             run_id = pull(*args, **kwargs)
             if run_id is not None:
                 self.last_message = time.monotonic()
+                mark("node.pulled", run=run_id)
             return run_id
 
         return pull_and_note
+
+
+def _traced_push(push: Callable[..., None]) -> Callable[..., None]:
+    """``push`` (Flower's wait for the ClientApp's reply and its sending to the SuperLink),
+    marking when the reply has been sent (:mod:`gateway.learning.trace`)."""
+
+    def push_and_mark(*args: Any, **kwargs: Any) -> None:
+        push(*args, **kwargs)
+        mark("node.sent")
+
+    return push_and_mark
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
@@ -73,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     quicken_object_pulls()
     pace = Pace()
     supernode_loop._pull_and_store_message = pace.watch(supernode_loop._pull_and_store_message)
+    supernode_loop._push_messages = _traced_push(supernode_loop._push_messages)
     supernode_loop.time = pace  # type: ignore[assignment]
     sys.argv = ["flower-supernode", *(sys.argv[1:] if argv is None else argv)]
     flower_supernode()

@@ -4,8 +4,10 @@ Flower 1.42's ``Grid.send_and_receive`` (``flwr.superlink.grid.http_grid``) push
 then asks the SuperLink for the replies and, while some are missing, sleeps a fixed 3 s before
 asking again. A round that the sites answer within 0.3 s thus lasts 3 s. :class:`PromptGrid`
 is the same Grid with its own ``send_and_receive`` over the Grid's public ``push_messages`` and
-``pull_messages``: it asks every :data:`POLL_SECONDS` (50 ms) at first and backs off to 1 s on a
-round that lasts, so a long round does not load the SuperLink more than it needs to.
+``pull_messages``: it asks every :data:`POLL_SECONDS` (50 ms) for the first
+:data:`PROMPT_SECONDS` of a step (a round of one full-batch step takes about 0.6 s on loopback:
+backing off from the start left the last reply waiting 0.1 s, a sixth of the round) and then
+backs off to 1 s, so a long round does not load the SuperLink more than it needs to.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-__all__ = ["POLL_SECONDS", "PromptGrid"]
+from gateway.learning.trace import mark
+
+__all__ = ["POLL_SECONDS", "PROMPT_SECONDS", "PromptGrid"]
 
 POLL_SECONDS = 0.05
+PROMPT_SECONDS = 2.0
 MAX_POLL_SECONDS = 1.0
 
 
@@ -60,12 +65,19 @@ class PromptGrid(Grid):
     ) -> Iterable[Message]:
         """Push ``messages``, then collect their replies until all came or ``timeout`` (seconds;
         None: wait for all) passed, as Flower's does."""
+        messages = list(messages)
+        kinds = sorted({message.metadata.message_type for message in messages})
+        mark("hub.push", messages=len(messages), kinds=kinds)
         waiting = set(self.push_messages(messages))
-        deadline = None if timeout is None else time.monotonic() + timeout
+        mark("hub.pushed")
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
         replies: list[Message] = []
         pause = POLL_SECONDS
         while waiting:
             pulled = list(self.pull_messages(waiting))
+            for reply in pulled:
+                mark("hub.received", node=reply.metadata.src_node_id)
             replies += pulled
             waiting -= {reply.metadata.reply_to_message_id for reply in pulled}
             if not waiting:
@@ -74,5 +86,6 @@ class PromptGrid(Grid):
             if remaining <= 0:
                 break
             time.sleep(min(pause, remaining))
-            pause = min(pause * 1.25, MAX_POLL_SECONDS)
+            if time.monotonic() - started > PROMPT_SECONDS:
+                pause = min(pause * 1.25, MAX_POLL_SECONDS)
         return replies

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,3 +36,16 @@ class LearningSettings(BaseModel):
     #: SuperNode authentication (``--enable-supernode-auth``): only SuperNodes whose public
     #: keys were registered (``flwr supernode register``) may connect.
     supernode_auth: bool = False
+    #: Where the SuperLink keeps its state (runs, messages, registered SuperNodes): ``memory``
+    #: (a round took half the time: Flower's SQLite file was the slowest part of a round,
+    #: docs/benchmarks.md) or ``file`` (``superlink.db`` in ``state_dir``: it survives a
+    #: restart). None: ``file`` with ``supernode_auth`` (the registrations must survive a
+    #: restart of the SuperLink), else ``memory``.
+    superlink_state: Literal["memory", "file"] | None = None
+
+    @property
+    def superlink_state_in_memory(self) -> bool:
+        """Whether the SuperLink keeps its state in memory (``superlink_state``'s rule)."""
+        if self.superlink_state is None:
+            return not self.supernode_auth
+        return self.superlink_state == "memory"

@@ -27,6 +27,21 @@ model: {family: logistic_regression}
 evaluation: {holdout: 0.25, seed: 7}
 """
 
+#: The model families as the tests and ``bench.learning`` run them (a plan's ``model:``).
+MODELS = {
+    "logistic_regression": "{family: logistic_regression, learning_rate: 0.8}",
+    "sgd": "{family: sgd, learning_rate: 0.01, local_epochs: 5}",
+    "mlp": "{family: mlp, hidden_layers: [8], learning_rate: 0.01, local_epochs: 10}",
+}
+
+
+def plan_text(model: str, rounds: int, min_sites: int, extra: str = "") -> str:
+    """:data:`PLAN` with ``model`` (a plan's ``model:`` mapping), ``rounds`` and ``min_sites``."""
+    return (
+        PLAN.replace("model: {family: logistic_regression}", f"model: {model}")
+        + f"rounds: {rounds}\nmin_sites: {min_sites}\n{extra}"
+    )
+
 
 def plan(text: str = PLAN) -> LoadedPlan:
     return parse_plan(text.encode())

@@ -18,7 +18,7 @@ from fedgate.phantom_cohort import true_probability
 from gateway.approvals import Approvals
 from gateway.index import IndexSettings
 from gateway.learning.evaluation import rank_auc
-from tests.learning.cohorts import PLAN
+from tests.learning.cohorts import MODELS, plan_text
 from tests.learning.federation import Federation, RunResult, start_federation
 from tests.support.process import kill
 
@@ -35,10 +35,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
 
 
 def _plan(model: str, rounds: int, extra: str = "") -> str:
-    return (
-        PLAN.replace("model: {family: logistic_regression}", f"model: {model}")
-        + f"rounds: {rounds}\nmin_sites: 2\n{extra}"
-    )
+    return plan_text(model, rounds, min_sites=2, extra=extra)
 
 
 def _pooled(federation: Federation, plan: str, sites: list[str]) -> tuple[np.ndarray, ...]:
@@ -60,7 +57,7 @@ def _completed(result: RunResult) -> dict:
 def test_fedavg_logistic_regression_equals_centralised_gradient_descent(
     federation: Federation,
 ) -> None:
-    plan = _plan("{family: logistic_regression, learning_rate: 0.8}", rounds=3)
+    plan = _plan(MODELS["logistic_regression"], rounds=3)
     for site in federation.sites:
         site.approve(plan)
     result = federation.run(plan)
@@ -82,6 +79,9 @@ def test_fedavg_logistic_regression_equals_centralised_gradient_descent(
     for server_round in (1, 2, 3):
         assert f"[round] round {server_round}, sites ['site1', 'site2', 'site3']" in result.progress
     assert (result.out / "lung-cancer" / "model.onnx").stat().st_size > 0
+    # Without SuperNode authentication the SuperLink keeps its state in memory: no file.
+    assert (federation.root / "superlink").is_dir()
+    assert not (federation.root / "superlink" / "superlink.db").exists()
     assert "| **pooled** |" in (result.out / "report.md").read_text()
 
 
@@ -98,7 +98,7 @@ def test_no_identifier_date_or_row_crosses_the_wire(federation: Federation) -> N
             assert patient.study_date not in text
             day = f"{patient.study_date[:4]}-{patient.study_date[4:6]}-{patient.study_date[6:]}"
             assert day not in text
-        table = site.table(_plan("{family: logistic_regression, learning_rate: 0.8}", rounds=3))
+        table = site.table(_plan(MODELS["logistic_regression"], rounds=3))
         for row in np.vstack([table.x_train, table.x_test]):
             assert row.astype(np.float64).tobytes() not in wire
             assert row.astype(np.float32).tobytes() not in wire
@@ -106,7 +106,7 @@ def test_no_identifier_date_or_row_crosses_the_wire(federation: Federation) -> N
 
 
 def test_a_changed_plan_is_refused_at_every_site(federation: Federation) -> None:
-    approved = _plan("{family: logistic_regression, learning_rate: 0.8}", rounds=3)
+    approved = _plan(MODELS["logistic_regression"], rounds=3)
     changed = approved.replace("holdout: 0.25", "holdout: 0.5")
     result = federation.run(changed)
     assert result.returncode != 0
@@ -145,7 +145,7 @@ def _generating_auc(federation: Federation, plan: str, sites: list[str]) -> floa
 def test_sgd_at_two_approving_sites_matches_central_training_and_the_truth(
     federation: Federation,
 ) -> None:
-    plan = _plan("{family: sgd, learning_rate: 0.01, local_epochs: 5}", rounds=3)
+    plan = _plan(MODELS["sgd"], rounds=3)
     for site in federation.sites[:2]:
         site.approve(plan)
     result = federation.run(plan)
@@ -163,9 +163,7 @@ def test_sgd_at_two_approving_sites_matches_central_training_and_the_truth(
 
 
 def test_mlp_matches_central_training_and_the_truth(federation: Federation) -> None:
-    plan = _plan(
-        "{family: mlp, hidden_layers: [8], learning_rate: 0.01, local_epochs: 10}", rounds=3
-    )
+    plan = _plan(MODELS["mlp"], rounds=3)
     for site in federation.sites:
         site.approve(plan)
     report = _completed(federation.run(plan))
@@ -186,8 +184,8 @@ def test_mlp_matches_central_training_and_the_truth(federation: Federation) -> N
 @pytest.mark.parametrize(
     ("model", "mu"),
     [
-        ("{family: sgd, learning_rate: 0.01, local_epochs: 5}", 0.5),
-        ("{family: mlp, hidden_layers: [8], learning_rate: 0.01, local_epochs: 10}", 5.0),
+        (MODELS["sgd"], 0.5),
+        (MODELS["mlp"], 5.0),
     ],
     ids=["sgd", "mlp"],
 )

@@ -113,6 +113,9 @@ def test_tls_registered_supernodes_only_and_clipped_updates(tmp_path: Path) -> N
             registered.name,
         )
         assert registration.returncode == 0, registration.stderr
+        # With SuperNode authentication the SuperLink keeps its state (the registrations) in
+        # a file, which survives its restart.
+        assert (federation.root / "superlink" / "superlink.db").stat().st_size > 0
         root = ["--root-certificates", tls["ca_certfile"]]
         federation.start_site(registered, *root, "--auth-key", str(key))
         federation.start_site(unregistered, *root, "--auth-key", str(other_key))

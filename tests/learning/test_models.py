@@ -131,3 +131,23 @@ def test_fedprox_is_the_proximal_step_after_each_epoch() -> None:
     proximal = train_locally(spec, start, x, y, proximal_mu=mu, seed=2)
     for got, free, anchor in zip(proximal, plain, start, strict=True):
         np.testing.assert_allclose(got, (free + tau * mu * anchor) / (1 + tau * mu), atol=1e-12)
+
+
+def test_an_mlp_round_runs_exactly_the_plans_local_epochs() -> None:
+    """FedAvg's E local passes per round, even where scikit-learn would call the training
+    converged (its default stops after 10 epochs without a loss improvement of 1e-4): on
+    labels unrelated to the features, at a tiny learning rate, 40 epochs end elsewhere than 12."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    y = (rng.random(300) < 0.5).astype(np.int8)
+
+    def epochs(count: int) -> list[np.ndarray]:
+        model = f"{{family: mlp, hidden_layers: [4], learning_rate: 1e-6, local_epochs: {count}}}"
+        spec = parse_plan(PLAN.replace("{family: logistic_regression}", model).encode()).plan
+        start = initial_parameters(spec.model, 3, 0)
+        return train_locally(spec.model, start, x, y, seed=1)
+
+    twelve, forty = epochs(12), epochs(40)
+    assert not all(np.array_equal(a, b) for a, b in zip(twelve, forty, strict=True))
+    # ... and 40 epochs are deterministic (the same seed, the same passes).
+    assert all(np.array_equal(a, b) for a, b in zip(forty, epochs(40), strict=True))
