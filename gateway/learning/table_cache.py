@@ -11,8 +11,9 @@ the next children inherit with the fork.
 A table is reused only under the same key: the same run (Flower's run id), the same plan (its
 sha256) and the same findings index, as far as :func:`index_state` can tell: the SQLite file's
 and its write-ahead log's identity, size and modification time, which every committed write
-changes. Any other key builds the table again (and replaces the one kept: one run at a time).
-A PostgreSQL index has no such cheap marker here: its table is built for every message.
+changes; for a PostgreSQL index, the last entry of its change log (``index_changes``, which
+every write of the index adds to). Any other key builds the table again (and replaces the one
+kept: one run at a time).
 
 The table never leaves the site: the pipe joins the executor and its own child, on this machine.
 """
@@ -52,11 +53,15 @@ _built: tuple[TableKey, SiteTable] | None = None
 
 
 def index_state(settings: IndexSettings, data_dir: Path) -> IndexState:
-    """A marker that changes whenever a write is committed to the site's SQLite index: for the
-    database file and its write-ahead log, (name, device, inode, size, mtime in ns). Empty for
-    a PostgreSQL index (never matches: see the module's text)."""
+    """A marker that changes whenever a write is committed to the site's index: for the SQLite
+    file and its write-ahead log, (name, device, inode, size, mtime in ns); for PostgreSQL, its
+    change log's last id (one query, against about 0.3 s for the table at 1,000 patients)."""
     if settings.url:
-        return ()
+        import psycopg
+
+        with psycopg.connect(settings.url, connect_timeout=10) as connection:
+            row = connection.execute("SELECT MAX(change_id) FROM index_changes").fetchone()
+        return (("index_changes", 0, 0, 0, int(row[0] or 0) if row else 0),)
     state = []
     for name in (SQLITE_FILE_NAME, SQLITE_FILE_NAME + "-wal"):
         try:

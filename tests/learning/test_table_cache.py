@@ -16,6 +16,7 @@ from gateway.learning import table_cache
 from gateway.learning.table import SiteTable
 from gateway.learning.table_cache import cached_site_table
 from tests.learning.cohorts import PLAN, phantom_site, plan
+from tests.support.postgres import PostgresServer
 
 SETTINGS = IndexSettings()
 
@@ -63,6 +64,23 @@ def test_a_changed_index_builds_it_again(data_dir: Path) -> None:
         grown = cached_site_table(SETTINGS, data_dir, plan(), run_id=1)
         assert _rows(grown) == _rows(first) + 10
         assert cached_site_table(SETTINGS, data_dir, plan(), run_id=1) is grown
+    finally:
+        gateway.close()
+
+
+def test_a_changed_postgresql_index_builds_it_again(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    settings = IndexSettings(url=postgres.url)
+    gateway = FindingsIndex.open(settings, tmp_path)
+    try:
+        write_cohort_to_index(gateway, generate_cohort(1, 40))
+        first = cached_site_table(settings, tmp_path, plan(), run_id=1)
+        assert cached_site_table(settings, tmp_path, plan(), run_id=1) is first
+        write_cohort_to_index(gateway, generate_cohort(2, 10))
+        grown = cached_site_table(settings, tmp_path, plan(), run_id=1)
+        assert _rows(grown) == _rows(first) + 10
+        assert cached_site_table(settings, tmp_path, plan(), run_id=1) is grown
     finally:
         gateway.close()
 
