@@ -34,6 +34,7 @@ hub_site_a_token=$(token)
 hub_site_b_token=$(token)
 site_b_admin_token=$(token)
 analyst_token=$(token)
+research_install_token=$(token)
 
 printf %s "$postgres_password" >"$out/postgres-password"
 printf %s "$viewer_token" >"$out/viewer-token"
@@ -51,6 +52,12 @@ FEDGATE_PIPELINE__CALLBACK_TOKEN=$callback_token
 FEDGATE_PACS__AUTH__PASSWORD=$orthanc_password
 FEDGATE_QUEUE__URL=$database
 FEDGATE_INDEX__URL=$database
+FEDGATE_PIPELINE__RESEARCH__INSTALL_TOKEN=$research_install_token
+ENV
+
+# The research inference service installs a model for the holder of this token only.
+cat >"$out/inference-research.env" <<ENV
+FEDGATE_INFERENCE_ADMIN_TOKEN_SHA256=$(sha256 "$research_install_token")
 ENV
 
 cat >"$out/site-b.env" <<ENV

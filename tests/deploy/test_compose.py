@@ -26,7 +26,15 @@ from tests.deploy.conftest import (
 )
 from tests.support.requirements import missing, require_executable
 
-SITE_SERVICES = {"postgres", "orthanc", "gateway", "inference", "ohif", "prometheus"}
+SITE_SERVICES = {
+    "postgres",
+    "orthanc",
+    "gateway",
+    "inference",
+    "inference-research",
+    "ohif",
+    "prometheus",
+}
 FEDERATION_SERVICES = {"site-b", "hub"}
 
 
@@ -197,6 +205,36 @@ def test_the_gateways_accept_their_settings_and_reach_the_other_services(
         )
     assert inference.listen.host == "0.0.0.0"
 
+    # Federated analyses' models are installed into, and run on, the research inference
+    # service: the gateway holds the token whose hash that service accepts; the service serves
+    # a repository of its own (a volume) at the lowest CPU weight.
+    research_service = rendered["services"]["inference-research"]
+    assert site.pipeline.research.inference_url is not None
+    assert _service_address(site.pipeline.research.inference_url, rendered) == (
+        "inference-research",
+        inference.listen.port,
+    )
+    container_environment.set({**image_env("inference"), **_environment(research_service, folder)})
+    research = load_inference_settings(
+        _mounts(research_service, folder, rendered["secrets"])[_config_path(research_service)]
+    )
+    assert site.pipeline.research.install_token is not None
+    install_token = site.pipeline.research.install_token.get_secret_value()
+    assert research.admin_token_sha256 == hashlib.sha256(install_token.encode()).hexdigest()
+    assert inference.admin_token_sha256 is None  # the clinical repository is the image's
+    assert str(research.models_dir) == "/var/lib/fedgate"
+    volumes = [
+        v if isinstance(v, dict) else {"source": v.split(":")[0], "target": v.split(":")[1]}
+        for v in research_service["volumes"]
+    ]
+    assert any(
+        v["target"] == "/var/lib/fedgate" and not str(v.get("source", "")).startswith((".", "/"))
+        for v in volumes
+    ), volumes
+    assert int(research_service["cpu_shares"]) < int(
+        rendered["services"]["inference"].get("cpu_shares", 1024)
+    )
+
     site_b = _gateway_settings("site-b", rendered, folder, container_environment, tmp_path)
     assert site_b.auth.enabled and site_b.queue.url is None  # the embedded default
 
@@ -277,4 +315,4 @@ def test_prometheus_config_and_alert_rules_pass_promtool(
         for static in job["static_configs"]
         for target in static["targets"]
     }
-    assert targets == {"gateway:8080", "inference:8081"}
+    assert targets == {"gateway:8080", "inference:8081", "inference-research:8081"}

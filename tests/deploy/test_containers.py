@@ -390,14 +390,15 @@ def test_ohif_lists_the_study_with_the_viewer_token_and_the_gateway_refuses_with
     assert [study["0020000D"]["Value"][0] for study in with_token.json()] == [uid]
 
 
-def test_prometheus_scrapes_the_gateway_and_the_inference_service(stack: Stack) -> None:
+def test_prometheus_scrapes_the_gateway_and_the_inference_services(stack: Stack) -> None:
     def targets() -> dict[str, str] | None:
         answer = httpx.get(stack.url("prometheus") + "/api/v1/targets", timeout=10).json()
-        found = {t["labels"]["job"]: t["health"] for t in answer["data"]["activeTargets"]}
-        return found if "unknown" not in found.values() and len(found) == 2 else None
+        found = {t["labels"]["instance"]: t["health"] for t in answer["data"]["activeTargets"]}
+        return found if "unknown" not in found.values() and len(found) == 3 else None
 
-    health = stack.wait(targets, 120, "Prometheus's first scrape of both services")
-    assert health == {"fedgate-gateway": "up", "fedgate-inference": "up"}
+    # The research inference service up too: reached by its compose name on the site's network.
+    health = stack.wait(targets, 120, "Prometheus's first scrape of the three services")
+    assert health == {"gateway:8080": "up", "inference:8081": "up", "inference-research:8081": "up"}
 
 
 def test_the_hub_asks_both_sites_for_the_analysts_budget(stack: Stack) -> None:
