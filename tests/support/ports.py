@@ -6,13 +6,22 @@ import time
 
 import httpx
 
+# Ports handed out in this process. The OS may offer a port again as soon as the probing
+# socket closes, so two calls before either server binds (an Orthanc's HTTP and DICOM ports)
+# could get the same one; the server then fails with "port already in use".
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    """A loopback TCP port that is free now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback TCP port that is free now (the OS picks it) and that no earlier call in this
+    process returned."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def non_loopback_address() -> str:
