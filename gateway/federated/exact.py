@@ -68,8 +68,8 @@ def exact_table(
         codes = cell_codes(dimensions, facts, merged, fixed)
         valid = codes.valid
         cell_of_row = codes.codes[valid]
-        units, unit_counts = distinct_per_group(cell_of_row, facts.units[valid])
-        _, patient_counts = distinct_per_group(cell_of_row, facts.patients[valid])
+        units, unit_counts = distinct_per_group(cell_of_row, facts.unit_ranks.ranks[valid])
+        _, patient_counts = distinct_per_group(cell_of_row, facts.patient_ranks.ranks[valid])
         for code, unit_count, patient_count in zip(
             units.tolist(), unit_counts.tolist(), patient_counts.tolist(), strict=True
         ):
@@ -114,7 +114,7 @@ def _rare_values(facts: Facts, axis: int, k: int) -> set[Hashable]:
     keyed = [category(v) for v in raw_values]
     position = {key: n for n, key in enumerate(dict.fromkeys(keyed))}
     lookup = np.array([position[key] for key in keyed], dtype=np.int64)
-    found, patients = distinct_per_group(lookup[raw_codes], facts.patients)
+    found, patients = distinct_per_group(lookup[raw_codes], facts.patient_ranks.ranks)
     names = list(position)
     return {
         names[code]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from operator import itemgetter
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 from gateway.federated.cohort import BinnedDimension, Dimension, Level
 from gateway.federated.disclosure import OTHER, CellKey
 from gateway.federated.query import OUTSIDE
+from gateway.federated.sorted_sets import Ranks, dense_ranks
 
 UNKNOWN = "(unknown)"
 
@@ -32,9 +34,12 @@ def category(value: Any) -> Hashable:
     return value
 
 
-def _values(column: Any) -> list[Any]:
-    """A column's values as Python objects (None where NULL), as the index's rows give them."""
+def _column(column: Any) -> np.ndarray | list[Any]:
+    """A column as the cells read it: numbers stay a NumPy array (masked where NULL, as the
+    copy gives them); other values become Python objects (None where NULL)."""
     if isinstance(column, np.ndarray):
+        if column.dtype.kind in "iuf":
+            return column
         values: list[Any] = column.tolist()  # a masked array's masked values become None
         return values
     return list(column)
@@ -46,7 +51,7 @@ class Facts:
 
     units: np.ndarray  # int64
     patients: np.ndarray  # int64
-    columns: list[list[Any]]
+    columns: list[np.ndarray | list[Any]]  # numbers as arrays (masked where NULL), or values
     _encodings: dict[int, tuple[list[Any], np.ndarray]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -77,24 +82,55 @@ class Facts:
         units = np.asarray(columns[0], dtype=np.int64)
         first = 1 if level == "patients" else 2
         patients = units if level == "patients" else np.asarray(columns[1], dtype=np.int64)
-        return cls(units, patients, [_values(columns[first + n]) for n in range(dimensions)])
+        return cls(units, patients, [_column(columns[first + n]) for n in range(dimensions)])
 
     def __len__(self) -> int:
         return len(self.units)
 
+    @cached_property
+    def unit_ranks(self) -> Ranks:
+        """The units' dense ranks, computed once for every count of distinct units."""
+        return self.patient_ranks if self.units is self.patients else dense_ranks(self.units)
+
+    @cached_property
+    def patient_ranks(self) -> Ranks:
+        """The patients' dense ranks, computed once for every count of distinct patients."""
+        return dense_ranks(self.patients)
+
+    def numbers(self, number: int) -> np.ndarray:
+        """Column ``number`` as floats, NaN where NULL."""
+        column = self.columns[number]
+        if isinstance(column, np.ma.MaskedArray):
+            return np.ma.filled(column.astype(float), np.nan)
+        return np.asarray(column, dtype=float)  # None becomes NaN
+
     def encoded(self, number: int) -> tuple[list[Any], np.ndarray]:
-        """Column ``number`` dictionary-encoded: its distinct values (in order of first
-        appearance) and each row's position among them. Computed once per column."""
+        """Column ``number`` dictionary-encoded: its distinct values (None for NULL) and each
+        row's position among them. Computed once per column."""
         if number not in self._encodings:
             column = self.columns[number]
-            positions: dict[Any, int] = dict.fromkeys(column, 0)
-            for position, value in enumerate(positions):
-                positions[value] = position
-            codes = np.fromiter(
-                map(positions.__getitem__, column), dtype=np.int64, count=len(column)
-            )
-            self._encodings[number] = (list(positions), codes)
+            if isinstance(column, np.ndarray):
+                self._encodings[number] = _encoded_numbers(column)
+            else:
+                positions: dict[Any, int] = dict.fromkeys(column, 0)
+                for position, value in enumerate(positions):
+                    positions[value] = position
+                codes = np.fromiter(
+                    map(positions.__getitem__, column), dtype=np.int64, count=len(column)
+                )
+                self._encodings[number] = (list(positions), codes)
         return self._encodings[number]
+
+
+def _encoded_numbers(column: np.ndarray) -> tuple[list[Any], np.ndarray]:
+    """:meth:`Facts.encoded` of a numeric column, by sorting (a dict per row cost 3 ms for
+    60,000 rows): the sorted distinct values, then None if any row is NULL."""
+    data, null = np.ma.getdata(column), np.ma.getmaskarray(column)
+    present = dense_ranks(data[~null])
+    codes = np.full(len(column), len(present.values), dtype=np.int64)
+    codes[~null] = present.ranks
+    values: list[Any] = present.values.tolist()
+    return ([*values, None] if null.any() else values), codes
 
 
 @dataclass(frozen=True)
@@ -129,7 +165,7 @@ def cell_codes(
         column = facts.columns[number]
         labels: list[Hashable]
         if isinstance(dimension, BinnedDimension):
-            values = np.array(column, dtype=float)  # None becomes NaN: the outside bin
+            values = facts.numbers(number)  # NaN (NULL) falls in the outside bin
             inside = (values >= dimension.start) & (values < dimension.stop)
             bins = np.floor(
                 (np.where(inside, values, dimension.start) - dimension.start) / dimension.width

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.federated.sorted_sets import distinct_pairs, runs, unique_sorted
+from gateway.federated.sorted_sets import Ranks, dense_ranks, distinct_pairs, runs, unique_sorted
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,23 @@ class Membership:
         if level == "patients":
             empty = np.empty(0, dtype=np.int64)
             return cls(level, unique_sorted(patients), empty, empty)
-        pair_units, pair_patients = distinct_pairs(units, patients)
+        return cls.from_ranks(level, dense_ranks(units), dense_ranks(patients))
+
+    @classmethod
+    def from_ranks(cls, level: str, units: Ranks, patients: Ranks) -> Membership:
+        """From the dense ranks of (unit, patient) rows (:attr:`Facts.unit_ranks`)."""
+        if level == "patients":
+            empty = np.empty(0, dtype=np.int64)
+            return cls(level, patients.values, empty, empty)
+        pair_units, pair_patients = distinct_pairs(units.ranks, patients.ranks)
         # A unit belongs to one patient; should the index ever say otherwise, the first wins.
         first = runs(pair_units)[1]
-        return cls(level, unique_sorted(patients), pair_units[first], pair_patients[first])
+        return cls(
+            level,
+            patients.values,
+            units.values[pair_units[first]],
+            patients.values[pair_patients[first]],
+        )
 
     @property
     def unit_count(self) -> int:

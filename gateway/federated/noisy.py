@@ -181,8 +181,8 @@ class NoisyAnswers:
         codes = cell_codes(dimensions, facts, merged, fixed)
         valid = np.flatnonzero(codes.valid)
         cell_of_row = codes.codes[valid]
-        patients = facts.patients[valid]
-        units = facts.units[valid]
+        patients = facts.patient_ranks.ranks[valid]  # ranks: the same order and groups
+        units = facts.unit_ranks.ranks[valid]
         if one_cell:
             # The patient's latest study: the largest value of the first dimension that is
             # an age or a year (rows without one last), then by cell.
@@ -211,7 +211,7 @@ class NoisyAnswers:
     def _recency(dimensions: list[Any], facts: Facts, rows: np.ndarray) -> np.ndarray:
         for axis, dimension in enumerate(dimensions):
             if dimension_name(dimension) in {"age", "study_year"}:
-                column = np.array(facts.columns[axis], dtype=float)[rows]
+                column = facts.numbers(axis)[rows]
                 return np.where(np.isnan(column), -np.inf, column)
         return np.zeros(len(rows))
 

@@ -25,6 +25,7 @@ from gateway.federated.disclosure import OTHER, CellKey
 from gateway.federated.facts import Facts
 from gateway.federated.membership import Membership
 from gateway.federated.query import OUTSIDE, facts_cover_cohort, facts_sql
+from gateway.federated.sorted_sets import order_by
 from gateway.index import FindingsIndex
 
 #: The cell of values outside a binned dimension's range (or missing), as answers name it.
@@ -75,7 +76,7 @@ def cohort_membership(
     cohort (:func:`~gateway.federated.query.facts_cover_cohort`), else from ``query`` (the
     cohort's own membership query, a second pass over the index)."""
     if facts_cover_cohort(request.cohort, request.level, dimensions_of(request)):
-        return Membership.from_columns(request.level, facts.units, facts.patients)
+        return Membership.from_ranks(request.level, facts.unit_ranks, facts.patient_ranks)
     return query()
 
 
@@ -110,7 +111,7 @@ def first_per_group(groups: np.ndarray, order: np.ndarray, bound: int) -> np.nda
     (a patient's rows beyond ``bound`` are left out: the sensitivity of a noisy answer)."""
     if not len(groups):
         return np.empty(0, dtype=np.int64)
-    ranked = np.lexsort((order, groups))
+    ranked = order_by(groups, order)
     sorted_groups = groups[ranked]
     starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
     run_start = np.repeat(starts, np.diff(np.r_[starts, len(sorted_groups)]))

@@ -8,14 +8,19 @@ from hypothesis import strategies as st
 
 from gateway.federated.membership import Membership
 from gateway.federated.sorted_sets import (
+    dense_ranks,
     distinct_pairs,
     distinct_per_group,
     distinct_triples,
+    order_by,
     unique_sorted,
 )
 
 int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-pairs = st.lists(st.tuples(st.integers(min_value=0, max_value=5), int64), max_size=60)
+# Keys as the index has them (salted 64-bit hashes: ranked before packing), and small
+# non-negative ones (cell codes, ranks: packed as they are).
+keys = st.one_of(int64, st.integers(min_value=0, max_value=40))
+pairs = st.lists(st.tuples(st.integers(min_value=0, max_value=5), keys), max_size=60)
 
 
 @given(st.lists(int64, max_size=60))
@@ -48,7 +53,31 @@ def test_membership_from_rows_with_repeats(rows: list[tuple[int, int]]) -> None:
     assert Membership.from_pairs("patients", rows).unit_count == len({p for _, p in rows})
 
 
-@given(st.lists(st.tuples(st.integers(min_value=0, max_value=4), int64, st.integers(-3, 3))))
+@given(st.lists(int64, max_size=60))
+def test_dense_ranks_are_np_uniques_inverse(values: list[int]) -> None:
+    array = np.array(values, dtype=np.int64)
+    ranked = dense_ranks(array)
+    distinct, inverse = np.unique(array, return_inverse=True)
+    assert ranked.values.tolist() == distinct.tolist()
+    assert ranked.ranks.tolist() == inverse.reshape(-1).tolist()
+
+
+@given(st.lists(st.tuples(st.integers(0, 6), st.one_of(st.integers(0, 9), int64)), max_size=60))
+def test_order_by_is_lexsort(rows: list[tuple[int, int]]) -> None:
+    primary = np.array([p for p, _ in rows], dtype=np.int64)
+    secondary = np.array([s for _, s in rows], dtype=np.int64)
+    assert order_by(primary, secondary).tolist() == np.lexsort((secondary, primary)).tolist()
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=4),
+            keys,
+            st.one_of(st.integers(-3, 3), st.integers(0, 3)),
+        )
+    )
+)
 def test_distinct_triples_are_np_unique_of_rows(rows: list[tuple[int, int, int]]) -> None:
     array = np.array(rows, dtype=np.int64).reshape(-1, 3)
     found = distinct_triples(array[:, 0], array[:, 1], array[:, 2])
