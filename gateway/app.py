@@ -56,7 +56,7 @@ from gateway.metrics import (
     INDEX_COPY_READY,
     STORE_BYTES,
 )
-from gateway.middleware import AuthMiddleware, RequestContextMiddleware, compression
+from gateway.middleware import AuthMiddleware, compression, request_context
 from gateway.pacs import PacsClient
 from gateway.pipeline.retention import Retention
 from gateway.pipeline.scheduler import StabilityScheduler
@@ -342,7 +342,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             ),
         ],
         middleware=[
-            Middleware(RequestContextMiddleware),
+            request_context(),
             # Before authentication: a browser's preflight carries no credentials.
             *cors(settings.http.cors_origins),
             compression(),

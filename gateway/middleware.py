@@ -6,15 +6,13 @@ untouched: STOW-RS bodies of gigabytes pass here chunk by chunk.
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import dataclass
 
 import structlog
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import (
     CHALLENGE,
@@ -25,8 +23,7 @@ from gateway.auth import (
 )
 from gateway.compression import SelectiveGZip
 from gateway.metrics import REQUEST_LATENCY
-
-log = structlog.get_logger("gateway.http")
+from observability import RequestContextMiddleware
 
 #: Paths anyone may call (liveness and readiness probes).
 PUBLIC_PATHS = ("/healthz", "/readyz", "/ui")
@@ -120,45 +117,14 @@ def _route_label(path: str) -> str:
     return "/".join(parts)[:100]
 
 
-class RequestContextMiddleware:
-    """Bind a request id (``X-Request-ID``, the caller's or a new one) to every log line."""
+def request_context() -> Middleware:
+    """Request ids and access lines (:mod:`observability`), and each request's latency in
+    ``fedgate_http_request_seconds``."""
+    return Middleware(RequestContextMiddleware, quiet_paths=QUIET_PATHS, observe=_observe_latency)
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - started
-            path: str = scope["path"]
-            REQUEST_LATENCY.labels(scope["method"], _route_label(path), str(status)).observe(
-                elapsed
-            )
-            if path not in QUIET_PATHS:
-                log.info(
-                    "http.request",
-                    method=scope["method"],
-                    path=path,
-                    status=status,
-                    seconds=round(elapsed, 4),
-                )
+def _observe_latency(method: str, path: str, status: int, seconds: float) -> None:
+    REQUEST_LATENCY.labels(method, _route_label(path), str(status)).observe(seconds)
 
 
 def _refusal(

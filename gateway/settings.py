@@ -22,6 +22,7 @@ from gateway.index.settings import IndexSettings
 from gateway.intake.settings import DimseSettings, PollSettings
 from gateway.pipeline.settings import PipelineSettings, RoutingRule
 from gateway.queue.settings import QueueSettings
+from observability import LogSettings
 from tlsconfig import ClientTls, ServerTls
 
 
@@ -130,11 +131,6 @@ class IngestSettings(_Strict):
     sop_classes: list[str] = Field(default_factory=list)
     #: Also STOW accepted instances to ``pacs.url`` (modalities send to the gateway first).
     forward_to_pacs: bool = False
-
-
-class LogSettings(_Strict):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    json_output: bool = Field(default=True, alias="json")
 
 
 class GatewaySettings(BaseSettings):

@@ -35,6 +35,7 @@ import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -56,6 +57,7 @@ from gateway.federated.matching import FilterError
 from gateway.federated.query_params import parse_count_query
 from gateway.hub_assertion import PrivateKey, load_private_key, sign_assertion
 from hub.learning.settings import LearningSettings
+from observability import LogSettings, RequestContextMiddleware
 from tlsconfig import ClientTls, ServerTls, client_context
 
 log = structlog.get_logger(__name__)
@@ -112,6 +114,8 @@ class HubSettings(BaseModel):
     audit_log: Path | None = None
     #: Federated learning: the hub's Flower SuperLink (``fedgate learn run``, docs/learning.md).
     learning: LearningSettings = Field(default_factory=LearningSettings)
+    #: ``{level, json}``: the hub's log lines (JSON on stderr by default, as the sites').
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod
     def load(cls, path: Path) -> HubSettings:
@@ -384,8 +388,12 @@ class Hub:
             await self.aclose()
 
     def headers(self, site: SiteSettings, principal: Principal) -> dict[str, str]:
-        """The hub's own credential for ``site`` and its assertion of who is asking."""
+        """The hub's own credential for ``site``, its assertion of who is asking, and the id
+        of the request being relayed (the site logs its answer under the same id)."""
         headers = {}
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        if request_id is not None:
+            headers["X-Request-ID"] = str(request_id)
         if site.token is not None:
             headers["Authorization"] = f"Bearer {site.token.get_secret_value()}"
         if self.signing_key is not None:
@@ -618,6 +626,7 @@ def hub_app(settings: HubSettings) -> Starlette:
                 oidc_login=settings.auth.oidc.dashboard_login() if settings.auth.oidc else None,
             ),
         ],
+        middleware=[Middleware(RequestContextMiddleware, quiet_paths=("/healthz",))],
         lifespan=lambda app: _closing(hub),
     )
 

@@ -10,8 +10,6 @@ overlap one's fetch/decode/SR with the other's model run.
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from typing import Any
 
 import anyio
@@ -36,11 +34,14 @@ from inference_service.errors import (
 )
 from inference_service.manifest import describe_validation_error
 from inference_service.metrics import Metrics
-from inference_service.middleware import RequestContextMiddleware
 from inference_service.repository import ModelRepository
-from inference_service.settings import InferenceSettings, LogSettings
+from inference_service.settings import InferenceSettings
+from observability import RequestContextMiddleware
 
 log = structlog.get_logger(__name__)
+
+#: Scraped and polled paths: not worth an access log line each.
+QUIET_PATHS = ("/metrics", "/v2/health/live", "/v2/health/ready")
 
 
 class AnalysisGate:
@@ -170,26 +171,6 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
-def configure_logging(settings: LogSettings) -> None:
-    level = getattr(logging, settings.level.upper())
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if settings.json_output
-        else structlog.dev.ConsoleRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-    )
-
-
 def create_app(settings: InferenceSettings, repository: ModelRepository) -> Starlette:
     concurrency = settings.concurrency
     app = Starlette(
@@ -201,7 +182,7 @@ def create_app(settings: InferenceSettings, repository: ModelRepository) -> Star
             *repository_api.routes,
         ],
         exception_handlers={HTTPException: http_error},
-        middleware=[Middleware(RequestContextMiddleware)],
+        middleware=[Middleware(RequestContextMiddleware, quiet_paths=QUIET_PATHS)],
     )
     app.state.settings = settings
     app.state.repository = repository

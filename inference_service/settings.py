@@ -24,13 +24,14 @@ models:                         # per-model overrides of the manifest
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from inference_service.manifest import BackendSpec, describe_validation_error
+from observability import LogSettings
 from tlsconfig import ClientTls, ServerTls
 
 
@@ -82,11 +83,6 @@ class DicomwebClientSettings(_Strict):
 
 class ModelOverride(_Strict):
     backend: BackendSpec | None = None
-
-
-class LogSettings(_Strict):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    json_output: bool = Field(default=True, alias="json")
 
 
 class InferenceSettings(BaseSettings):

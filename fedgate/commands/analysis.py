@@ -40,8 +40,8 @@ from gateway.analysis.store import AnalysisStore
 from gateway.approvals import Approvals
 from gateway.auth import Principal, Role
 from gateway.federated.cohort import Cohort
-from gateway.logs import configure_logging
 from gateway.settings import ConfigError, describe_validation_error, load_settings
+from observability import configure_logging
 
 Actions: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 

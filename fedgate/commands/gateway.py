@@ -11,8 +11,8 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.intake.settings import is_loopback
-from gateway.logs import configure_logging
 from gateway.settings import ConfigError, load_settings
+from observability import configure_logging
 from tlsconfig import uvicorn_options
 
 

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from gateway.hub_assertion import write_key_pair
 from gateway.settings import describe_validation_error
 from hub.app import HubSettings, hub_app
+from observability import configure_logging
 from tlsconfig import uvicorn_options
 
 log = structlog.get_logger(__name__)
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as error:
         print(f"fedgate hub: {describe_validation_error(error)}", file=sys.stderr)
         return 2
+    configure_logging(settings.log.level, settings.log.json_output)
     try:
         settings.signing_key()
     except ValueError as error:

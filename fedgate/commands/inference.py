@@ -14,10 +14,11 @@ from pathlib import Path
 
 import uvicorn
 
-from inference_service.app import configure_logging, create_app
+from inference_service.app import create_app
 from inference_service.backends.local import ProviderUnavailableError
 from inference_service.repository import ModelRepository, RepositoryError
 from inference_service.settings import ConfigError, load_settings
+from observability import configure_logging
 from tlsconfig import uvicorn_options
 
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(
             args.config, models_dir=args.models, skip_bad_models=args.skip_bad_models
         )
-        configure_logging(settings.log)
+        configure_logging(settings.log.level, settings.log.json_output)
         repository = ModelRepository.load(settings)
     except (ConfigError, RepositoryError, ProviderUnavailableError) as error:
         print(f"fedgate inference: {error}", file=sys.stderr)

@@ -6,6 +6,7 @@ SRs (issue 5) reach the index through the same intake path.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -24,6 +25,7 @@ from tests.federated.test_hub import HUB_TOKEN, hub_process
 from tests.sr_writer.builders import lesion_findings
 from tests.support.gateway import GatewayProcess
 from tests.support.orthanc import OrthancServer
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.orthanc, pytest.mark.slow]
 
@@ -161,6 +163,44 @@ def test_hub_over_three_site_gateways_equals_the_sites_truth(sites: dict[str, An
                 assert cells[sex]["count"] == exact
             else:
                 assert cells[sex]["lower"] <= exact
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_one_request_id_follows_a_question_from_the_hub_to_every_site(
+    sites: dict[str, Any],
+) -> None:
+    # An operator tracing a question finds it under one id in the hub's log and every site's.
+    port = free_port()
+    with hub_process(sites["root"], _site_configs(sites), port=port) as hub:
+        response = httpx.get(
+            f"{hub}/count",
+            params={"ModalitiesInStudy": "CT"},
+            headers={"Authorization": f"Bearer {HUB_TOKEN}", "X-Request-ID": "question-77"},
+            timeout=60,
+        )
+        assert response.status_code == 200
+        assert response.headers["X-Request-ID"] == "question-77"
+        unnamed = httpx.get(f"{hub}/budget", headers={"Authorization": f"Bearer {HUB_TOKEN}"})
+        assert len(unnamed.headers["X-Request-ID"]) == 32  # one made up for it
+    hub_lines = _json_lines((sites["root"] / f"hub-{port}.log").read_text())
+    assert {
+        (line["path"], line["status"])
+        for line in hub_lines
+        if line.get("event") == "http.request" and line.get("request_id") == "question-77"
+    } == {("/federated/v1/count", 200)}
+    for name in SITES:
+        gateway: GatewayProcess = sites[name]["gateway"]
+        relayed = [
+            line
+            for line in _json_lines(gateway.log())
+            if line.get("event") == "http.request" and line.get("request_id") == "question-77"
+        ]
+        assert [(line["path"], line["status"]) for line in relayed] == [
+            ("/federated/v1/count", 200)
+        ], name
 
 
 def test_statuses_when_a_site_is_stopped_or_hangs(sites: dict[str, Any]) -> None:

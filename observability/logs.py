@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Literal
 
 import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LogSettings(BaseModel):
+    """A service's ``log:`` settings."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    #: JSON lines (for a log collector); false: coloured console lines for a person.
+    json_output: bool = Field(default=True, alias="json")
 
 
 def configure_logging(level: str = "info", json_output: bool = True) -> None:
