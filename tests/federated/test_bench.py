@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.federated.postgres import PostgresCluster
+from tests.support.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 QUERIES = (
@@ -86,7 +86,7 @@ def test_the_benchmark_times_every_query_and_reuses_its_index(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_the_benchmark_on_postgresql(tmp_path: Path) -> None:
-    cluster = PostgresCluster().start()
+    cluster = PostgresServer(database="postgres").start()
     try:
         output = _bench("--index-url", cluster.url, "--index-dir", str(tmp_path / "salt"))
         assert "Index (PostgreSQL)" in output

@@ -20,9 +20,9 @@ from gateway.index.findings_index import SQLITE_FILE_NAME
 from gateway.index.keys import SALT_FILE_NAME
 from gateway.index.schema import LATEST_VERSION, SchemaError
 from sr_writer import build_sr
-from tests.federated.postgres import PostgresCluster
 from tests.federated.synthetic import header_only, small_phantom
 from tests.sr_writer.builders import lesion_findings
+from tests.support.postgres import PostgresServer
 
 DIAMETER = "SCT:81827009"
 NODULE = "SCT:27925004"
@@ -162,7 +162,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_index_on_postgresql(tmp_path: Path) -> None:
-    cluster = PostgresCluster().start()
+    cluster = PostgresServer(database="postgres").start()
     try:
         index = FindingsIndex.open(IndexSettings(url=cluster.url), tmp_path / "data")
         for seed in range(12):
@@ -217,7 +217,7 @@ def test_two_replicas_on_postgresql_share_cache_and_budget(tmp_path: Path) -> No
 
     from gateway.federated.service import Asker, Refused
 
-    cluster = PostgresCluster().start()
+    cluster = PostgresServer(database="postgres").start()
     try:
         settings = FederatedSettings(dp={"epsilon_per_query": 1.0, "epsilon_per_person": 2.0})
         replicas = [

@@ -1,4 +1,11 @@
-"""A real PostgreSQL server (Debian package) in a temporary folder on a free loopback port."""
+"""A real PostgreSQL server (Debian package) in a temporary folder on a loopback port.
+
+PostgreSQL refuses to run as root; as root (CI containers) the server runs as the package's
+``postgres`` user, in a folder of its own outside pytest's private temporary tree. The one
+helper for every PostgreSQL test: a fresh cluster per instance (its isolation), a database of
+the test's choosing, on a free port or a chosen one (a gateway started before its database),
+trusting loopback or asking a password (SCRAM, as a hospital's server does).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from tests.support.ports import free_port
 from tests.support.requirements import missing
+
+#: The superuser initdb creates; the URLs below connect as it.
+USER = "fedgate"
 
 
 def _bindir() -> Path:
@@ -23,19 +34,31 @@ def _bindir() -> Path:
 
 
 class PostgresServer:
-    """``initdb`` + ``postgres`` as the ``postgres`` user when we are root (it refuses root)."""
+    """``initdb`` + ``postgres`` as the ``postgres`` user when we are root (it refuses root).
 
-    def __init__(self, database: str = "fedgate"):
+    ``database``: created at start unless it is ``postgres`` (initdb's own). ``port``: 0 for a
+    free one, or a port chosen beforehand. ``password``: None trusts every loopback connection;
+    a string makes the server ask it (scram-sha-256) of ``fedgate``.
+    """
+
+    def __init__(self, database: str = "fedgate", port: int = 0, password: str | None = None):
         # Its own folder: pytest's temporary folders are private to root, and the server
         # runs as the postgres user.
         self.workdir = Path(tempfile.mkdtemp(prefix="fedgate-postgres-"))
         self.database = database
-        self.port = 0
+        self.port = port
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"postgresql://fedgate@127.0.0.1:{self.port}/{self.database}"
+        return self.url_for(self.database)
+
+    def url_for(self, database: str, password: str | None = None) -> str:
+        """The URL of ``database`` on this server (with ``password``, else the server's)."""
+        secret = password if password is not None else self.password
+        credentials = USER if secret is None else f"{USER}:{quote(secret, safe='')}"
+        return f"postgresql://{credentials}@127.0.0.1:{self.port}/{database}"
 
     def _as_owner(self, command: list[str]) -> list[str]:
         if os.geteuid() != 0:
@@ -48,9 +71,19 @@ class PostgresServer:
         sockets = self.workdir / "sockets"
         sockets.mkdir(exist_ok=True)
         if os.geteuid() == 0:
-            owner = pwd.getpwnam("postgres")
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                missing("running as root and there is no 'postgres' user to run PostgreSQL as")
             for path in (self.workdir, sockets):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
+        authentication = ["--auth=trust"]
+        if self.password is not None:
+            password_file = self.workdir / "password"
+            password_file.write_text(self.password)
+            if os.geteuid() == 0:
+                os.chown(password_file, owner.pw_uid, owner.pw_gid)
+            authentication = ["--auth=scram-sha-256", f"--pwfile={password_file}"]
         subprocess.run(
             self._as_owner(
                 [
@@ -58,8 +91,8 @@ class PostgresServer:
                     "-D",
                     str(data),
                     "-U",
-                    "fedgate",
-                    "--auth=trust",
+                    USER,
+                    *authentication,
                     "--no-sync",
                     "-E",
                     "UTF8",
@@ -67,8 +100,10 @@ class PostgresServer:
             ),
             check=True,
             capture_output=True,
+            timeout=60,
         )
-        self.port = free_port()
+        if not self.port:
+            self.port = free_port()
         log = open(self.workdir / "postgres.log", "ab")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(
             self._as_owner(
@@ -98,11 +133,10 @@ class PostgresServer:
         while True:
             try:
                 with psycopg.connect(
-                    f"postgresql://fedgate@127.0.0.1:{self.port}/postgres",
-                    autocommit=True,
-                    connect_timeout=2,
+                    self.url_for("postgres"), autocommit=True, connect_timeout=2
                 ) as connection:
-                    connection.execute(f'CREATE DATABASE "{self.database}"')
+                    if self.database != "postgres":
+                        connection.execute(f'CREATE DATABASE "{self.database}"')
                 break
             except psycopg.OperationalError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
