@@ -155,6 +155,10 @@ class GatewaySettings(BaseSettings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     routing: list[RoutingRule] = Field(default_factory=list)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    #: At start, how long to keep trying a PostgreSQL ``index.url`` / ``queue.url`` that does
+    #: not answer yet (it may come up after the gateway: a node restart, a failover); 0: one
+    #: try. A wrong password or a missing database fails at once (docs/operations.md).
+    database_wait_seconds: Annotated[float, Field(ge=0)] = 60.0
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

@@ -10,6 +10,7 @@ import structlog
 import uvicorn
 
 from gateway.app import create_app
+from gateway.database_wait import DatabaseUnavailable, connection_failure, wait_for_databases
 from gateway.intake.settings import is_loopback
 from gateway.settings import ConfigError, load_settings
 from observability import configure_logging
@@ -41,7 +42,28 @@ def run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"listen": settings.listen.model_copy(update={"host": host})}
         )
-    app = create_app(settings)
+    databases = {
+        name: url
+        for name, url in (("index.url", settings.index.url), ("queue.url", settings.queue.url))
+        if url is not None
+    }
+    if databases:
+        # Before anything opens them: the database may come up after the gateway.
+        try:
+            wait_for_databases(databases, settings.database_wait_seconds)
+        except DatabaseUnavailable as error:
+            print(f"fedgate gateway: {error}", file=sys.stderr)
+            return error.exit_status
+    try:
+        app = create_app(settings)
+    except Exception as error:
+        # Reached a moment ago, lost while opening (a failover just then): said in words too.
+        failure = connection_failure(error)
+        if failure is None:
+            raise
+        log.error("database.lost", reason=failure.reason, detail=failure.detail)
+        print(f"fedgate gateway: database: {failure.reason}: {failure.detail}", file=sys.stderr)
+        return 2 if failure.permanent else 1
     uvicorn.run(
         app,
         host=host,

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gateway.database_wait import connection_failure, describe
 from gateway.index import FindingsIndex
 from gateway.settings import ConfigError, load_settings
 
@@ -47,7 +48,20 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"fedgate index: {error}", file=sys.stderr)
         return 2
-    index = FindingsIndex.open(settings.index, settings.data_dir)
+    try:
+        index = FindingsIndex.open(settings.index, settings.data_dir)
+    except Exception as error:
+        # A command does not wait for its database (the gateway does, docs/operations.md):
+        # it says why it could not open it, without a traceback.
+        failure = connection_failure(error)
+        if failure is None or settings.index.url is None:
+            raise
+        print(
+            f"fedgate index: index.url ({describe(settings.index.url)}): {failure.reason}: "
+            f"{failure.detail}",
+            file=sys.stderr,
+        )
+        return 2 if failure.permanent else 1
     try:
         if args.action == "show":
             for table, count in index.counts().items():
