@@ -126,13 +126,15 @@ def distinct_triples(
     )
 
 
-def order_by(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
-    """The indices that sort rows by ``primary`` then ``secondary``: ``np.lexsort((secondary,
-    primary))``, by one packed sort where both are small non-negative integers."""
-    positions = np.arange(len(primary))
-    widths = _packable(primary, secondary, positions)
+def order_by(*keys: np.ndarray) -> np.ndarray:
+    """The indices that sort rows by the first key, then the second...: ``np.lexsort`` of the
+    keys in reverse, by one packed sort where all are small non-negative integers."""
+    positions = np.arange(len(keys[0]))
+    widths = _packable(*keys, positions)
     if widths is None:
-        return np.lexsort((secondary, primary))
+        return np.lexsort(keys[::-1])
     # The row's position, packed last, keeps ties in their order (as lexsort does).
-    packed = (primary.astype(np.int64) * widths[1] + secondary) * widths[2] + positions
-    return np.sort(packed) % widths[2]
+    packed = np.zeros(len(positions), dtype=np.int64)
+    for key, width in zip((*keys, positions), widths, strict=True):
+        packed = packed * width + key
+    return np.sort(packed) % widths[-1]

@@ -62,11 +62,16 @@ def test_dense_ranks_are_np_uniques_inverse(values: list[int]) -> None:
     assert ranked.ranks.tolist() == inverse.reshape(-1).tolist()
 
 
-@given(st.lists(st.tuples(st.integers(0, 6), st.one_of(st.integers(0, 9), int64)), max_size=60))
-def test_order_by_is_lexsort(rows: list[tuple[int, int]]) -> None:
-    primary = np.array([p for p, _ in rows], dtype=np.int64)
-    secondary = np.array([s for _, s in rows], dtype=np.int64)
-    assert order_by(primary, secondary).tolist() == np.lexsort((secondary, primary)).tolist()
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 6), st.one_of(st.integers(0, 9), int64), st.integers(0, 3)),
+        max_size=60,
+    )
+)
+def test_order_by_is_lexsort(rows: list[tuple[int, int, int]]) -> None:
+    first, second, third = (np.array([row[n] for row in rows], dtype=np.int64) for n in range(3))
+    assert order_by(first, second).tolist() == np.lexsort((second, first)).tolist()
+    assert order_by(first, third, second).tolist() == np.lexsort((second, third, first)).tolist()
 
 
 @given(
