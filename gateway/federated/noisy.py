@@ -35,7 +35,13 @@ from gateway.federated.facts import Facts, cell_codes
 from gateway.federated.membership import Membership
 from gateway.federated.privacy import NoiseMechanism, Sensitivity
 from gateway.federated.settings import DifferentialPrivacySettings
-from gateway.federated.sorted_sets import dense_ranks, distinct_triples, order_by, runs
+from gateway.federated.sorted_sets import (
+    dense_ranks,
+    distinct_triples,
+    first_of_each_run,
+    order_by,
+    runs,
+)
 from gateway.federated.tables import (
     STUDY_PROPERTIES,
     cell_entry,
@@ -195,7 +201,7 @@ class NoisyAnswers:
         else:
             # Distinct (unit, cell) rows, a patient's first `bound` of them.
             pair_patients, _, pair_cells = distinct_triples(patients, units, cell_of_row)
-            keep = first_per_group(pair_patients, np.arange(len(pair_patients)), self.bound)
+            keep = first_of_each_run(pair_patients, self.bound)  # the pairs come sorted
             kept_cells = pair_cells[keep]
             per_cell = 1.0 if request.level == "patients" else bound
             sensitivity = Sensitivity(self.bound, per_cell, bound)

@@ -34,7 +34,15 @@ class Ranks:
 
 
 def dense_ranks(array: np.ndarray) -> Ranks:
-    """``np.unique(array, return_inverse=True)``, with one argsort and no hash table."""
+    """``np.unique(array, return_inverse=True)``, with one argsort and no hash table; integers
+    of a narrow range (years, ages, codes) by counting, without sorting."""
+    if array.dtype.kind in "iu" and len(array):
+        low, high = int(array.min()), int(array.max())
+        if high - low < 4 * len(array) + 1024:
+            offsets = array - low
+            present = np.bincount(offsets, minlength=high - low + 1) > 0
+            position = np.cumsum(present) - 1
+            return Ranks(np.flatnonzero(present).astype(array.dtype) + low, position[offsets])
     order = np.argsort(array)
     ordered = array[order]
     new = np.r_[True, ordered[1:] != ordered[:-1]] if len(ordered) else np.empty(0, dtype=bool)
@@ -86,6 +94,14 @@ def runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
     ends = np.r_[starts[1:], len(sorted_values)]
     return sorted_values[starts], starts, ends
+
+
+def first_of_each_run(sorted_values: np.ndarray, bound: int) -> np.ndarray:
+    """Positions (ascending) of the first ``bound`` elements of each run of equal values in a
+    sorted array."""
+    _, starts, ends = runs(sorted_values)
+    run_start = np.repeat(starts, ends - starts)
+    return np.flatnonzero(np.arange(len(sorted_values)) - run_start < bound)
 
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:
