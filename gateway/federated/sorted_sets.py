@@ -65,7 +65,8 @@ def _packable(*arrays: np.ndarray) -> list[int] | None:
     """Each array's packing width, or None when they cannot be packed together as they are."""
     widths: list[int] = []
     for array in arrays:
-        width = _packing_width(array) if array.dtype.kind in "iu" else None
+        # Signed integers only: numpy adds int64 and uint64 as floats.
+        width = _packing_width(array) if array.dtype.kind == "i" else None
         if width is None:
             return None
         widths.append(width)
