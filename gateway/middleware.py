@@ -119,7 +119,7 @@ def _route_label(path: str) -> str:
 
 def request_context() -> Middleware:
     """Request ids and access lines (:mod:`observability`), and each request's latency in
-    ``fedgate_http_request_seconds``."""
+    ``fedgate_http_request_duration_seconds``."""
     return Middleware(RequestContextMiddleware, quiet_paths=QUIET_PATHS, observe=_observe_latency)
 
 

@@ -5,20 +5,46 @@
 # gateway/auth.py), the hub's Ed25519 signing key (PKCS#8 PEM, as `fedgate hub keygen` writes
 # it) and the hub's YAML with the sites' tokens. Prints the tokens a person needs, once.
 # Refuses to overwrite existing secrets (the sites trust the hub's key; Orthanc holds its token):
-# remove secrets/ to start again. Needs python3 and openssl.
+# remove secrets/ to start again. Needs python3 and openssl. --rotate-research-token replaces
+# only the research install token (gateway.env, inference-research.env) in existing secrets.
 #
-#   deploy/compose/make-secrets.sh [--out DIR]
+#   deploy/compose/make-secrets.sh [--out DIR] [--rotate-research-token]
 set -euo pipefail
 out="$(cd "$(dirname "$0")" && pwd)/secrets"
-[ "${1:-}" = "--out" ] && out=$2
+rotate=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --out) out=$2; shift 2 ;;
+    --rotate-research-token) rotate=1; shift ;;
+    *) echo "usage: make-secrets.sh [--out DIR] [--rotate-research-token]" >&2; exit 2 ;;
+  esac
+done
+umask 077
+token() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
+sha256() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
+research_install_env() { # token -> inference-research.env
+  # The research inference service installs a model for the holder of this token only.
+  printf 'FEDGATE_INFERENCE_ADMIN_TOKEN_SHA256=%s\n' "$(sha256 "$1")" >"$out/inference-research.env"
+}
+
+if [ -n "$rotate" ]; then
+  if ! grep -q '^FEDGATE_PIPELINE__RESEARCH__INSTALL_TOKEN=' "$out/gateway.env" 2>/dev/null; then
+    echo "make-secrets.sh: no research install token in $out/gateway.env to rotate" >&2
+    exit 1
+  fi
+  research_install_token=$(token)   # URL-safe base64: no character sed would read
+  sed -i "s#^FEDGATE_PIPELINE__RESEARCH__INSTALL_TOKEN=.*#FEDGATE_PIPELINE__RESEARCH__INSTALL_TOKEN=$research_install_token#" \
+    "$out/gateway.env"
+  research_install_env "$research_install_token"
+  echo "make-secrets.sh: new research install token in $out (gateway.env, inference-research.env)"
+  exit 0
+fi
+
 if [ -e "$out/gateway.env" ]; then
   echo "make-secrets.sh: $out already holds secrets; remove it to make new ones" >&2
   exit 1
 fi
-umask 077
 mkdir -p "$out"
-token() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
-sha256() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
 client() { # name roles-json token -> one JSON object of auth.clients
   printf '{"name": "%s", "roles": %s, "token_sha256": "%s"}' "$1" "$2" "$(sha256 "$3")"
 }
@@ -55,10 +81,7 @@ FEDGATE_INDEX__URL=$database
 FEDGATE_PIPELINE__RESEARCH__INSTALL_TOKEN=$research_install_token
 ENV
 
-# The research inference service installs a model for the holder of this token only.
-cat >"$out/inference-research.env" <<ENV
-FEDGATE_INFERENCE_ADMIN_TOKEN_SHA256=$(sha256 "$research_install_token")
-ENV
+research_install_env "$research_install_token"
 
 cat >"$out/site-b.env" <<ENV
 FEDGATE_AUTH__CLIENTS=[$(client admin '["admin"]' "$site_b_admin_token"), $(client fedgate-hub '["hub", "query"]' "$hub_site_b_token")]

@@ -35,7 +35,13 @@ from gateway.federated.facts import Facts, cell_codes
 from gateway.federated.membership import Membership
 from gateway.federated.privacy import NoiseMechanism, Sensitivity
 from gateway.federated.settings import DifferentialPrivacySettings
-from gateway.federated.sorted_sets import distinct_triples, runs
+from gateway.federated.sorted_sets import (
+    dense_ranks,
+    distinct_triples,
+    first_of_each_run,
+    order_by,
+    runs,
+)
 from gateway.federated.tables import (
     STUDY_PROPERTIES,
     cell_entry,
@@ -186,8 +192,8 @@ class NoisyAnswers:
         if one_cell:
             # The patient's latest study: the largest value of the first dimension that is
             # an age or a year (rows without one last), then by cell.
-            order = self._recency(dimensions, facts, valid)
-            ranked = np.lexsort((cell_of_row, order, patients))
+            order = dense_ranks(self._recency(dimensions, facts, valid)).ranks
+            ranked = order_by(patients, order, cell_of_row)
             last = runs(patients[ranked])[2] - 1
             chosen = ranked[last]
             kept_cells = cell_of_row[chosen]
@@ -195,7 +201,7 @@ class NoisyAnswers:
         else:
             # Distinct (unit, cell) rows, a patient's first `bound` of them.
             pair_patients, _, pair_cells = distinct_triples(patients, units, cell_of_row)
-            keep = first_per_group(pair_patients, np.arange(len(pair_patients)), self.bound)
+            keep = first_of_each_run(pair_patients, self.bound)  # the pairs come sorted
             kept_cells = pair_cells[keep]
             per_cell = 1.0 if request.level == "patients" else bound
             sensitivity = Sensitivity(self.bound, per_cell, bound)

@@ -34,7 +34,15 @@ class Ranks:
 
 
 def dense_ranks(array: np.ndarray) -> Ranks:
-    """``np.unique(array, return_inverse=True)``, with one argsort and no hash table."""
+    """``np.unique(array, return_inverse=True)``, with one argsort and no hash table; integers
+    of a narrow range (years, ages, codes) by counting, without sorting."""
+    if array.dtype.kind in "iu" and len(array):
+        low, high = int(array.min()), int(array.max())
+        if high - low < 4 * len(array) + 1024:
+            offsets = array - low
+            present = np.bincount(offsets, minlength=high - low + 1) > 0
+            position = np.cumsum(present) - 1
+            return Ranks(np.flatnonzero(present).astype(array.dtype) + low, position[offsets])
     order = np.argsort(array)
     ordered = array[order]
     new = np.r_[True, ordered[1:] != ordered[:-1]] if len(ordered) else np.empty(0, dtype=bool)
@@ -57,7 +65,8 @@ def _packable(*arrays: np.ndarray) -> list[int] | None:
     """Each array's packing width, or None when they cannot be packed together as they are."""
     widths: list[int] = []
     for array in arrays:
-        width = _packing_width(array) if array.dtype.kind in "iu" else None
+        # Signed integers only: numpy adds int64 and uint64 as floats.
+        width = _packing_width(array) if array.dtype.kind == "i" else None
         if width is None:
             return None
         widths.append(width)
@@ -86,6 +95,14 @@ def runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
     ends = np.r_[starts[1:], len(sorted_values)]
     return sorted_values[starts], starts, ends
+
+
+def first_of_each_run(sorted_values: np.ndarray, bound: int) -> np.ndarray:
+    """Positions (ascending) of the first ``bound`` elements of each run of equal values in a
+    sorted array."""
+    _, starts, ends = runs(sorted_values)
+    run_start = np.repeat(starts, ends - starts)
+    return np.flatnonzero(np.arange(len(sorted_values)) - run_start < bound)
 
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:
@@ -126,13 +143,15 @@ def distinct_triples(
     )
 
 
-def order_by(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
-    """The indices that sort rows by ``primary`` then ``secondary``: ``np.lexsort((secondary,
-    primary))``, by one packed sort where both are small non-negative integers."""
-    positions = np.arange(len(primary))
-    widths = _packable(primary, secondary, positions)
+def order_by(*keys: np.ndarray) -> np.ndarray:
+    """The indices that sort rows by the first key, then the second...: ``np.lexsort`` of the
+    keys in reverse, by one packed sort where all are small non-negative integers."""
+    positions = np.arange(len(keys[0]))
+    widths = _packable(*keys, positions)
     if widths is None:
-        return np.lexsort((secondary, primary))
+        return np.lexsort(keys[::-1])
     # The row's position, packed last, keeps ties in their order (as lexsort does).
-    packed = (primary.astype(np.int64) * widths[1] + secondary) * widths[2] + positions
-    return np.sort(packed) % widths[2]
+    packed = np.zeros(len(positions), dtype=np.int64)
+    for key, width in zip((*keys, positions), widths, strict=True):
+        packed = packed * width + key
+    return np.sort(packed) % widths[-1]

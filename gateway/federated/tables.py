@@ -25,7 +25,7 @@ from gateway.federated.disclosure import OTHER, CellKey
 from gateway.federated.facts import Facts
 from gateway.federated.membership import Membership
 from gateway.federated.query import OUTSIDE, facts_cover_cohort, facts_sql
-from gateway.federated.sorted_sets import order_by
+from gateway.federated.sorted_sets import first_of_each_run, order_by
 from gateway.index import FindingsIndex
 
 #: The cell of values outside a binned dimension's range (or missing), as answers name it.
@@ -112,8 +112,4 @@ def first_per_group(groups: np.ndarray, order: np.ndarray, bound: int) -> np.nda
     if not len(groups):
         return np.empty(0, dtype=np.int64)
     ranked = order_by(groups, order)
-    sorted_groups = groups[ranked]
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-    run_start = np.repeat(starts, np.diff(np.r_[starts, len(sorted_groups)]))
-    rank = np.arange(len(sorted_groups)) - run_start
-    return np.sort(ranked[rank < bound])
+    return np.sort(ranked[first_of_each_run(groups[ranked], bound)])

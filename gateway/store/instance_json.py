@@ -46,9 +46,14 @@ _PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _INLINE_BYTES = (BULK_DATA_THRESHOLD // 4) * 3
 _BINARY_VRS = frozenset(str(vr) for vr in BYTES_VR)
 #: Elements whose conversion depends on their bytes alone, by (tag, VR, value, implicit VR,
-#: little endian, character set): their JSON text. Cleared when it grows past this.
+#: little endian, character set): their JSON text. Most repeat across a series (its study's
+#: and patient's attributes, the scanner's); an instance's own UIDs and positions do not, so
+#: the dictionary is cleared whenever what it holds passes a bound in bytes (the values' and
+#: texts' lengths plus an estimate of a dictionary entry's own cost).
 _KEPT_ELEMENTS: dict[tuple[Any, ...], str | None] = {}
-_KEPT_ELEMENTS_MAX = 100_000
+_KEPT_BYTES_MAX = 8 * 1024 * 1024
+_ENTRY_OVERHEAD_BYTES = 200
+_kept_bytes = 0
 #: Values longer than this are converted each time (a long text: rarely repeated, large key).
 _KEPT_VALUE_MAX = 256
 
@@ -106,9 +111,7 @@ def metadata_json(
             converted = _element_dict(dataset, tag, lambda tag: f"{url}/bulkdata/{tag}")
             text = _dumps(converted) if converted is not None else None
             if key is not None:
-                if len(_KEPT_ELEMENTS) >= _KEPT_ELEMENTS_MAX:
-                    _KEPT_ELEMENTS.clear()
-                _KEPT_ELEMENTS[key] = text
+                _keep(key, text)
         if text is not None:
             parts.append(name + text)
     if has_pixel_data():
@@ -118,6 +121,24 @@ def metadata_json(
         }
         parts.append('"7FE00010":' + _dumps(pixel_data))
     return ("{" + ",".join(parts) + "}").encode()
+
+
+def _keep(key: tuple[Any, ...], text: str | None) -> None:
+    """Keep an element's JSON text for the next instance that holds the same bytes."""
+    global _kept_bytes
+    size = len(key[2]) + len(text or "") + _ENTRY_OVERHEAD_BYTES
+    if _kept_bytes + size > _KEPT_BYTES_MAX:
+        # Intake threads may race here: the count is an estimate, the bound holds within
+        # an entry or two.
+        _KEPT_ELEMENTS.clear()
+        _kept_bytes = 0
+    _KEPT_ELEMENTS[key] = text
+    _kept_bytes += size
+
+
+def kept_elements_bytes() -> int:
+    """What the kept elements hold now, as counted against their bound."""
+    return _kept_bytes
 
 
 def encapsulated(transfer_syntax_uid: str) -> bool | None:

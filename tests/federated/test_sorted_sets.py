@@ -12,6 +12,7 @@ from gateway.federated.sorted_sets import (
     distinct_pairs,
     distinct_per_group,
     distinct_triples,
+    first_of_each_run,
     order_by,
     unique_sorted,
 )
@@ -53,7 +54,7 @@ def test_membership_from_rows_with_repeats(rows: list[tuple[int, int]]) -> None:
     assert Membership.from_pairs("patients", rows).unit_count == len({p for _, p in rows})
 
 
-@given(st.lists(int64, max_size=60))
+@given(st.one_of(st.lists(int64, max_size=60), st.lists(st.integers(-5, 3000), max_size=60)))
 def test_dense_ranks_are_np_uniques_inverse(values: list[int]) -> None:
     array = np.array(values, dtype=np.int64)
     ranked = dense_ranks(array)
@@ -62,11 +63,16 @@ def test_dense_ranks_are_np_uniques_inverse(values: list[int]) -> None:
     assert ranked.ranks.tolist() == inverse.reshape(-1).tolist()
 
 
-@given(st.lists(st.tuples(st.integers(0, 6), st.one_of(st.integers(0, 9), int64)), max_size=60))
-def test_order_by_is_lexsort(rows: list[tuple[int, int]]) -> None:
-    primary = np.array([p for p, _ in rows], dtype=np.int64)
-    secondary = np.array([s for _, s in rows], dtype=np.int64)
-    assert order_by(primary, secondary).tolist() == np.lexsort((secondary, primary)).tolist()
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 6), st.one_of(st.integers(0, 9), int64), st.integers(0, 3)),
+        max_size=60,
+    )
+)
+def test_order_by_is_lexsort(rows: list[tuple[int, int, int]]) -> None:
+    first, second, third = (np.array([row[n] for row in rows], dtype=np.int64) for n in range(3))
+    assert order_by(first, second).tolist() == np.lexsort((second, first)).tolist()
+    assert order_by(first, third, second).tolist() == np.lexsort((second, third, first)).tolist()
 
 
 @given(
@@ -83,3 +89,11 @@ def test_distinct_triples_are_np_unique_of_rows(rows: list[tuple[int, int, int]]
     found = distinct_triples(array[:, 0], array[:, 1], array[:, 2])
     expected = np.unique(array, axis=0) if len(rows) else array
     assert np.stack(found, axis=1).reshape(-1, 3).tolist() == expected.tolist()
+
+
+@given(st.lists(st.integers(0, 5), max_size=60), st.integers(1, 3))
+def test_first_of_each_run_keeps_the_first_of_each_value(values: list[int], bound: int) -> None:
+    ordered = sorted(values)
+    kept = first_of_each_run(np.array(ordered, dtype=np.int64), bound).tolist()
+    expected = [n for n, value in enumerate(ordered) if ordered[:n].count(value) < bound]
+    assert kept == expected

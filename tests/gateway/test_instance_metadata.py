@@ -27,7 +27,8 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
 
 from fedgate.phantom import Phantom
-from gateway.store.instance_json import ROOT_MARK, encapsulated
+from gateway.store import instance_json
+from gateway.store.instance_json import ROOT_MARK, encapsulated, metadata_json
 from sr_writer import SegmentDescription, build_seg, build_sr, codes
 from tests.gateway.conftest import phantom
 from tests.sr_writer.builders import ALGORITHM, lesion_findings
@@ -271,3 +272,29 @@ def test_instances_stored_without_kept_metadata_are_read_from_their_files(stored
     assert from_file.status_code == 200 and kept.status_code == 200
     assert from_file.content == kept.content
     assert from_file.json()[0]["00180081"]["Value"] == [12.5]  # EchoTime, as a viewer reads it
+
+
+def test_kept_elements_stay_within_their_bound_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every instance brings its own UIDs and positions: what is kept for the next ones must
+    # not grow with the number of instances ingested, and the metadata must not change when
+    # the kept elements are dropped.
+    bound = 20_000
+    monkeypatch.setattr(instance_json, "_KEPT_BYTES_MAX", bound)
+    monkeypatch.setattr(instance_json, "_kept_bytes", 0)
+    monkeypatch.setattr(instance_json, "_KEPT_ELEMENTS", {})
+    study = phantom(71, slices=40)
+    url = "urn:fedgate:dicomweb-root/studies/1/series/2/instances/3"
+    highest = 0
+    for image in study.instances():
+        saved = _saved(image)
+        header = pydicom.dcmread(io.BytesIO(saved), stop_before_pixels=True)
+        kept = metadata_json(header, image.file_meta.TransferSyntaxUID, url, lambda: True)
+        assert kept is not None
+        expected = pydicom.dcmread(io.BytesIO(saved), stop_before_pixels=True).to_json_dict(
+            bulk_data_threshold=1024,
+            bulk_data_element_handler=lambda element: f"{url}/bulkdata/{element.tag:08X}",
+        )
+        expected["7FE00010"] = {"vr": "OW", "BulkDataURI": f"{url}/bulkdata/7FE00010"}
+        assert json.loads(kept) == expected
+        highest = max(highest, instance_json.kept_elements_bytes())
+    assert 0 < highest <= bound
