@@ -40,24 +40,10 @@ from tests.federated.synthetic import (
     SyntheticStudy,
     write_patients,
 )
-from tests.federated.test_fact_rows import COHORTS, TABLES, mixed_patients
+from tests.federated.test_fact_rows import COHORTS, TABLES, mixed_patients, table_request
 from tests.support.postgres import PostgresServer
 
 LEVELS = ("patients", "studies", "series")
-
-
-def _table_request(
-    cohort: dict[str, Any], level: str, table: list[dict[str, Any]]
-) -> AggregateRequest:
-    """A histogram (one dimension) or cross-tab (two) of the cohort at ``level``."""
-    aggregate = (
-        {"kind": "histogram", "by": table[0]}
-        if len(table) == 1
-        else {"kind": "crosstab", "rows": table[0], "columns": table[1]}
-    )
-    return AggregateRequest.model_validate(
-        {"cohort": cohort, "level": level, "aggregate": aggregate}
-    )
 
 
 def _queries() -> list[tuple[str, list[Any]]]:
@@ -74,7 +60,7 @@ def _queries() -> list[tuple[str, list[Any]]]:
             sql = values_sql(base.cohort, base.level, dimension)
             queries.append((sql.text, list(sql.params)))
             for table in TABLES:
-                request = _table_request(cohort, level, table)
+                request = table_request(cohort, level, table)
                 sql = facts_sql(request.cohort, request.level, dimensions_of(request))
                 queries.append((sql.text, list(sql.params)))
         for name in VOCABULARY_LISTS:
@@ -364,7 +350,7 @@ def test_every_table_is_the_same_from_the_copy_and_from_the_index(copied: Findin
     noisy.noise = _NoNoise()  # type: ignore[assignment]
     compared = 0
     for cohort, level, table in itertools.product(COHORTS, LEVELS, TABLES):
-        request = _table_request(cohort, level, table)
+        request = table_request(cohort, level, table)
 
         def membership(request: AggregateRequest = request) -> Membership:
             sql = membership_sql(request.cohort, request.level)

@@ -151,7 +151,10 @@ def _full_facts_sql(cohort: Cohort, level: Level, dimensions: list[Dimension]) -
     )
 
 
-def _request(cohort: dict[str, Any], level: str, table: list[dict[str, Any]]) -> AggregateRequest:
+def table_request(
+    cohort: dict[str, Any], level: str, table: list[dict[str, Any]]
+) -> AggregateRequest:
+    """A histogram (one dimension) or cross-tab (two) of the cohort at ``level``."""
     aggregate = (
         {"kind": "histogram", "by": table[0]}
         if len(table) == 1
@@ -176,7 +179,7 @@ def _membership(index: FindingsIndex, request: AggregateRequest) -> Membership:
 def test_fact_rows_and_membership_equal_the_full_queries(
     index: FindingsIndex, cohort: dict[str, Any], level: str, table: list[dict[str, Any]]
 ) -> None:
-    request = _request(cohort, level, table)
+    request = table_request(cohort, level, table)
     dimensions = dimensions_of(request)
     sql = facts_sql(request.cohort, request.level, dimensions)
     rows = index.database.query(sql.text, sql.params)
@@ -203,13 +206,13 @@ def test_the_shorter_paths_are_taken_where_they_apply() -> None:
     membership query; two ranges on one finding, or a second finding filter, do."""
     covered = [(1, 1), (0, 1), (2, 2), (3, 3), (1, 0)]
     for cohort, table in covered:
-        request = _request(COHORTS[cohort], "studies", TABLES[table])
+        request = table_request(COHORTS[cohort], "studies", TABLES[table])
         assert facts_cover_cohort(request.cohort, "studies", dimensions_of(request)), (
             cohort,
             table,
         )
     for cohort in (4, 6, 7):
-        request = _request(COHORTS[cohort], "studies", TABLES[2])
+        request = table_request(COHORTS[cohort], "studies", TABLES[2])
         assert not facts_cover_cohort(request.cohort, "studies", dimensions_of(request)), cohort
-    request = _request(COHORTS[2], "studies", TABLES[4])
+    request = table_request(COHORTS[2], "studies", TABLES[4])
     assert not facts_cover_cohort(request.cohort, "studies", dimensions_of(request))
