@@ -197,3 +197,50 @@ def _wait_for(
                 waited_seconds=round(time.monotonic() - started, 1),
             )
         return
+
+
+# --- After the start: a connection that drops while the gateway runs -------------------------
+
+
+class DatabaseDisconnected(Exception):
+    """The PostgreSQL connection dropped (a restart, a failover, ``pg_terminate_backend``)
+    during a transaction: it was rolled back, nothing of it was written. Transient: the next
+    use opens a new connection, so the caller retries (a job later, a request with 503)."""
+
+
+def connection_lost(connection: Any, error: BaseException) -> bool:
+    """Whether ``error`` means that ``connection`` is gone and a new one is needed.
+
+    psycopg marks a connection ``broken`` when the server went away under it (its socket
+    closed, ``FATAL: terminating connection due to administrator command``) and ``closed``
+    once closed; an error of a query on a live connection (a constraint, a syntax error)
+    leaves it usable, and is not retried. sqlite3 connections have neither: never lost.
+    """
+    if not type(error).__module__.startswith("psycopg"):
+        return False
+    return bool(getattr(connection, "broken", False) or getattr(connection, "closed", False))
+
+
+def probe(url: str, timeout_seconds: int = 2) -> Failure | None:
+    """One ``SELECT 1`` on a new connection to ``url``: None when it answers, else why not
+    (:func:`classify`'s reason). For /readyz and ``fedgate doctor``; never raises."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=timeout_seconds) as connection:
+            connection.execute("SELECT 1").fetchone()
+    except Exception as error:
+        return classify(error)
+    return None
+
+
+def reconnect(connect: Callable[[], Any], setting: str) -> Any:
+    """``connect()``, for a connection that dropped; :class:`DatabaseDisconnected` with the
+    reason in words while the database is still away (the caller's next use tries again)."""
+    try:
+        return connect()
+    except Exception as error:
+        failure = classify(error)
+        raise DatabaseDisconnected(
+            f"{setting}: PostgreSQL does not answer ({failure.reason})"
+        ) from error

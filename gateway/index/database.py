@@ -7,13 +7,16 @@ A lock serialises use of the one connection: the gateway calls the index from wo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol
+
+from gateway.database_wait import DatabaseDisconnected, connection_lost, reconnect
 
 Dialect = Literal["sqlite", "postgresql"]
 Row = tuple[Any, ...]
@@ -29,8 +32,12 @@ class Cursor(Protocol):
 class Database:
     """A connection, its dialect, and a lock."""
 
-    def __init__(self, connection: Any, dialect: Dialect):
+    def __init__(self, connection: Any, dialect: Dialect, connect: Callable[[], Any] | None = None):
         self._connection = connection
+        # PostgreSQL: how to open a new connection once this one dropped (a server restart,
+        # a failover, pg_terminate_backend); the next use after the drop reconnects.
+        self._connect = connect
+        self._lost = False
         self.dialect: Dialect = dialect
         self._lock = threading.RLock()
         self._locker: Any = None  # PostgreSQL connection holding advisory locks
@@ -56,35 +63,71 @@ class Database:
     def postgresql(cls, url: str) -> Database:
         import psycopg  # imported only when configured: SQLite sites never load it
 
-        connection = psycopg.connect(url, autocommit=True)
-        return cls(connection, "postgresql")
+        def connect() -> Any:
+            return psycopg.connect(url, autocommit=True, connect_timeout=10)
+
+        return cls(connect(), "postgresql", connect)
 
     def sql(self, statement: str) -> str:
         if self.dialect == "postgresql":
             return statement.replace("?", "%s")
         return statement
 
+    def _live(self) -> Any:
+        """The connection, a new one if the last use found it dropped (under the lock)."""
+        if self._lost and self._connect is not None:
+            self._connection = reconnect(self._connect, "index.url")
+            self._lost = False
+        return self._connection
+
+    def _dropped(self, error: BaseException) -> bool:
+        """Whether ``error`` lost the connection; if so the next use opens a new one."""
+        if self._connect is not None and connection_lost(self._connection, error):
+            self._lost = True
+            with contextlib.suppress(Exception):
+                self._connection.close()
+        return self._lost
+
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        """A cursor inside one transaction: committed on success, rolled back on error."""
+        """A cursor inside one transaction: committed on success, rolled back on error.
+
+        A connection found dropped at ``BEGIN`` is replaced and the ``BEGIN`` sent again
+        (nothing was done yet); one that drops inside the block lost its transaction on the
+        server's side: :class:`DatabaseDisconnected` is raised, the next use reconnects. The
+        block runs once (a generator context manager yields once); its caller retries it.
+        """
         with self._lock:
-            cursor = self._connection.cursor()
-            cursor.execute("BEGIN")
+            try:
+                cursor = self._live().cursor()
+                cursor.execute("BEGIN")
+            except Exception as error:
+                if not self._dropped(error):
+                    raise
+                cursor = self._live().cursor()
+                cursor.execute("BEGIN")
             try:
                 yield _Translating(cursor, self)
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            else:
                 cursor.execute("COMMIT")
+            except BaseException as error:
+                with contextlib.suppress(Exception):  # the connection itself may be gone
+                    cursor.execute("ROLLBACK")
+                if self._dropped(error):
+                    raise DatabaseDisconnected(
+                        f"index.url: the connection to PostgreSQL dropped ({error}); the "
+                        "transaction was rolled back, the next one reconnects"
+                    ) from error
+                raise
             finally:
-                cursor.close()
+                with contextlib.suppress(Exception):
+                    cursor.close()
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
         """Hold a lock named ``name`` across processes sharing this database.
 
-        PostgreSQL: a session advisory lock, so that replicas of a gateway serialise on it.
+        PostgreSQL: a session advisory lock, so that replicas of a gateway serialise on it,
+        on a connection of its own, opened again when it dropped (its locks went with it).
         SQLite: one process owns the file, whose callers serialise in-process already.
         """
         if self.dialect != "postgresql":
@@ -92,39 +135,65 @@ class Database:
             return
         key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         with self._locker_lock:
-            if self._locker is None:
-                # A connection of its own: the shared one stays free for the work done under
-                # the lock (and a session lock does not exclude its own session).
-                import psycopg
-
-                info = self._connection.info
-                self._locker = psycopg.connect(info.dsn, password=info.password, autocommit=True)
-            self._locker.execute("SELECT pg_advisory_lock(%s)", (key,))
+            for attempt in (1, 2):  # before the block: a dropped connection costs nothing
+                if self._locker is None:
+                    # A connection of its own: the shared one stays free for the work done
+                    # under the lock (and a session lock does not exclude its own session).
+                    assert self._connect is not None
+                    self._locker = reconnect(self._connect, "index.url")
+                try:
+                    self._locker.execute("SELECT pg_advisory_lock(%s)", (key,))
+                    break
+                except Exception as error:
+                    if attempt == 2 or not connection_lost(self._locker, error):
+                        raise
+                    self._drop_locker()
             try:
                 yield
             finally:
-                self._locker.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                try:
+                    self._locker.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                except Exception as error:
+                    # A session lock ends with its session: a dropped one holds nothing.
+                    if not connection_lost(self._locker, error):
+                        raise
+                    self._drop_locker()
+
+    def _drop_locker(self) -> None:
+        with contextlib.suppress(Exception):
+            self._locker.close()
+        self._locker = None
 
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        """The rows of a read; retried once on a new connection if the connection dropped
+        (a read has no effect to repeat)."""
         with self._lock:
-            cursor = self._connection.cursor()
-            try:
-                cursor.execute(self.sql(statement), tuple(params))
-                # Both drivers' rows are tuples already (no row factory is set).
-                rows: list[Row] = cursor.fetchall()
-                return rows
-            finally:
-                cursor.close()
+            for attempt in (1, 2):
+                cursor = self._live().cursor()
+                try:
+                    cursor.execute(self.sql(statement), tuple(params))
+                    # Both drivers' rows are tuples already (no row factory is set).
+                    rows: list[Row] = cursor.fetchall()
+                    return rows
+                except Exception as error:
+                    if attempt == 2 or not self._dropped(error):
+                        raise
+                finally:
+                    with contextlib.suppress(Exception):
+                        cursor.close()
+            raise AssertionError("unreachable")
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
         with self.transaction() as cursor:
             cursor.execute(statement, params)
 
     def close(self) -> None:
+        # A dropped connection is closed already.
         with self._lock:
-            self._connection.close()
+            with contextlib.suppress(Exception):  # a dropped connection is closed already
+                self._connection.close()
             if self._locker is not None:
-                self._locker.close()
+                self._drop_locker()
 
 
 class _Translating:

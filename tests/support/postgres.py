@@ -9,10 +9,12 @@ trusting loopback or asking a password (SCRAM, as a hospital's server does).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -84,24 +86,27 @@ class PostgresServer:
             if os.geteuid() == 0:
                 os.chown(password_file, owner.pw_uid, owner.pw_gid)
             authentication = ["--auth=scram-sha-256", f"--pwfile={password_file}"]
-        subprocess.run(
-            self._as_owner(
-                [
-                    str(bindir / "initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    USER,
-                    *authentication,
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                ]
-            ),
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        # A server stopped by halt() starts again on its cluster (and port): a restart.
+        initialised = (data / "PG_VERSION").exists()
+        if not initialised:
+            subprocess.run(
+                self._as_owner(
+                    [
+                        str(bindir / "initdb"),
+                        "-D",
+                        str(data),
+                        "-U",
+                        USER,
+                        *authentication,
+                        "--no-sync",
+                        "-E",
+                        "UTF8",
+                    ]
+                ),
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
         if not self.port:
             self.port = free_port()
         log = open(self.workdir / "postgres.log", "ab")  # noqa: SIM115 - owned by the process
@@ -135,7 +140,7 @@ class PostgresServer:
                 with psycopg.connect(
                     self.url_for("postgres"), autocommit=True, connect_timeout=2
                 ) as connection:
-                    if self.database != "postgres":
+                    if self.database != "postgres" and not initialised:
                         connection.execute(f'CREATE DATABASE "{self.database}"')
                 break
             except psycopg.OperationalError:
@@ -146,7 +151,18 @@ class PostgresServer:
                 time.sleep(0.2)
         return self
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the server (a fast shutdown: its sessions are ended) and keep its cluster:
+        :meth:`start` brings it back on the same port, as ``pg_ctl restart`` would."""
+        if self.process is not None and self.process.poll() is None:
+            # SIGINT to the postmaster itself is a fast shutdown (sessions are ended, the
+            # cluster is left clean); runuser, our child, would turn a SIGTERM into a smart
+            # one, which waits for every client, then kill it, leaving its lock file behind.
+            pid_file = self.workdir / "pgdata" / "postmaster.pid"
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=20)
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -155,4 +171,46 @@ class PostgresServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def terminate_backends(self) -> int:
+        """``pg_terminate_backend`` of every other session (an administrator's or a
+        failover tool's doing); returns how many were ended."""
+        import psycopg
+
+        with psycopg.connect(self.url_for("postgres"), autocommit=True) as connection:
+            ended = connection.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            ).fetchone()
+        return int(ended[0]) if ended else 0
+
+    def kill_backends(self) -> int:
+        """``kill -9`` of every client session's process: a crashed backend, whose clients
+        see "server closed the connection unexpectedly" (the server restarts its sessions
+        and recovers; this returns once it answers again). Returns how many were killed."""
+        import psycopg
+
+        with psycopg.connect(self.url_for("postgres"), autocommit=True) as connection:
+            pids = [
+                int(row[0])
+                for row in connection.execute(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                )
+            ]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.url_for("postgres"), connect_timeout=2).close()
+                return len(pids)
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.workdir, ignore_errors=True)
