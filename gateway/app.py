@@ -33,7 +33,9 @@ from gateway.approvals import Approvals
 from gateway.approvals_api import approval_routes
 from gateway.auth import Authenticator
 from gateway.cors import cors
-from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler
+from gateway.database_health import DatabaseHealth, configured_databases
+from gateway.database_wait import DatabaseDisconnected
+from gateway.dicomweb.errors import DicomWebError, dicomweb_error_handler, warning_header
 from gateway.dicomweb.routes import (
     embedded_routes,
     read_routes,
@@ -78,9 +80,13 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Readiness: the store can be read and has room."""
+    """Readiness: the store can be read and has room, and the PostgreSQL database(s) of the
+    index and the queue answer (a cached ``SELECT 1``: see :mod:`gateway.database_health`)."""
     store: EmbeddedStore = request.app.state.store
     problems: dict[str, Any] = {}
+    database = await anyio.to_thread.run_sync(request.app.state.database_health.problem)
+    if database is not None:
+        problems["database"] = database
     try:
         await anyio.to_thread.run_sync(store.catalog.counts)
     except Exception as error:  # any failure of the catalog makes us unready
@@ -90,6 +96,18 @@ async def readyz(request: Request) -> Response:
         problems["disk"] = f"only {free} bytes free in the data directory"
     status = 503 if problems else 200
     return JSONResponse({"status": "unready" if problems else "ready", **problems}, status)
+
+
+async def database_disconnected_handler(request: Request, exc: Exception) -> Response:
+    """A request whose index or queue transaction lost its connection (a database restart):
+    rolled back, nothing half-written; 503 with the reason, and the client retries (the next
+    use reconnects), never a 500."""
+    log.warning("database.disconnected", path=request.url.path, reason=str(exc))
+    return JSONResponse(
+        {"status": "unavailable", "database": str(exc)},
+        503,
+        headers={"Retry-After": "5", "Warning": warning_header(str(exc))},
+    )
 
 
 async def metrics(request: Request) -> Response:
@@ -351,11 +369,13 @@ def create_app(settings: GatewaySettings) -> Starlette:
         exception_handlers={
             DicomWebError: dicomweb_error_handler,
             HTTPException: http_exception_handler,
+            DatabaseDisconnected: database_disconnected_handler,
         },
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.database_health = DatabaseHealth(configured_databases(settings))
     app.state.pacs = pacs
     app.state.sources = SourceChooser(store, pacs) if pacs else None
     app.state.queue = queue

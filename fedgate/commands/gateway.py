@@ -10,6 +10,7 @@ import structlog
 import uvicorn
 
 from gateway.app import create_app
+from gateway.database_health import configured_databases
 from gateway.database_wait import DatabaseUnavailable, connection_failure, wait_for_databases
 from gateway.intake.settings import is_loopback
 from gateway.settings import ConfigError, load_settings
@@ -42,11 +43,7 @@ def run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"listen": settings.listen.model_copy(update={"host": host})}
         )
-    databases = {
-        name: url
-        for name, url in (("index.url", settings.index.url), ("queue.url", settings.queue.url))
-        if url is not None
-    }
+    databases = configured_databases(settings)
     if databases:
         # Before anything opens them: the database may come up after the gateway.
         try:

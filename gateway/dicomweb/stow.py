@@ -37,6 +37,8 @@ log = structlog.get_logger(__name__)
 
 #: The request header by which a forwarder says the study is complete (stable) already.
 STUDY_STABLE_HEADER = "Fedgate-Study-Stable"
+#: What a STOW refused while the database is away asks the sender to wait.
+RETRY_AFTER_SECONDS = 5
 
 
 def check_media_type(content_type: str | None) -> str:
@@ -114,6 +116,17 @@ async def _store(request: Request, forward_to_pacs: bool | None) -> Response:
     if declared is not None and declared.isdigit() and int(declared) > settings.max_request_bytes:
         raise DicomWebError(413, f"request larger than {settings.max_request_bytes} bytes")
 
+    # With the index's or the queue's database away (a restart, a failover), what is stored
+    # now would never be indexed nor analysed: refuse it, before reading the body, and let
+    # the sender retry (PS3.18 10.5.3: 503, a Retry-After).
+    database = await run_in_threadpool(request.app.state.database_health.problem)
+    if database is not None:
+        raise DicomWebError(
+            503,
+            f"the gateway's database does not answer: {database}; nothing was stored, "
+            "send again later",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     started = time.perf_counter()
     try:
         result = await ingest_multipart(

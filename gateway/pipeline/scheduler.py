@@ -14,6 +14,7 @@ import anyio.to_thread
 import pydicom
 import structlog
 
+from gateway.database_wait import DatabaseDisconnected
 from gateway.pipeline.routing import SeriesFacts, route_series
 from gateway.pipeline.settings import PipelineSettings, RoutingRule
 from gateway.queue import JobQueue, StabilityLedger
@@ -53,6 +54,8 @@ class StabilityScheduler:
         while True:
             try:
                 await anyio.to_thread.run_sync(self.evaluate_once)
+            except DatabaseDisconnected as error:  # a restart, a failover: the next round
+                log.warning("pipeline.scheduler_database_away", reason=str(error))
             except Exception:
                 log.exception("pipeline.scheduler_error")
             await asyncio.sleep(interval)

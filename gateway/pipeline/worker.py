@@ -18,6 +18,7 @@ import anyio.to_thread
 import httpx
 import structlog
 
+from gateway.database_wait import DatabaseDisconnected
 from gateway.metrics import JOB_RUN_SECONDS, JOB_WAIT_SECONDS, QUEUE_DEPTH
 from gateway.pipeline.settings import PipelineSettings
 from gateway.queue import Job, JobQueue
@@ -72,6 +73,8 @@ class JobWorker:
                     if time.monotonic() - last_depth > 2:
                         await self._update_depth()
                         last_depth = time.monotonic()
+                except DatabaseDisconnected as error:  # the queue's: retried at the next poll
+                    log.warning("pipeline.worker_database_away", reason=str(error))
                 except Exception:
                     log.exception("pipeline.worker_loop_error")
                 # Until a job ends, new jobs are enqueued here, or the poll interval passes

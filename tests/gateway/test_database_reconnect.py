@@ -22,39 +22,30 @@ from gateway.queue.settings import QueueSettings
 from tests.support.postgres import PostgresServer
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    postgres = PostgresServer().start()
-    try:
-        yield postgres
-    finally:
-        postgres.stop()
-
-
 @pytest.fixture()
-def notes(server: PostgresServer) -> Iterator[str]:
+def notes(postgres: PostgresServer) -> Iterator[str]:
     """A table of this test's own, to see what a transaction left written."""
-    with psycopg.connect(server.url, autocommit=True) as connection:
+    with psycopg.connect(postgres.url, autocommit=True) as connection:
         connection.execute("DROP TABLE IF EXISTS notes")
         connection.execute("CREATE TABLE notes (note text)")
     yield "notes"
 
 
-def _written(server: PostgresServer) -> list[str]:
-    with psycopg.connect(server.url) as connection:
+def _written(postgres: PostgresServer) -> list[str]:
+    with psycopg.connect(postgres.url) as connection:
         return [row[0] for row in connection.execute("SELECT note FROM notes ORDER BY note")]
 
 
 @pytest.mark.parametrize("drop", ["terminate_backends", "kill_backends"])
 def test_a_queue_transaction_whose_connection_drops_fails_once_and_cleanly(
-    server: PostgresServer, notes: str, tmp_path: Path, drop: str
+    postgres: PostgresServer, notes: str, tmp_path: Path, drop: str
 ) -> None:
     """``terminate_backends``: FATAL "terminating connection due to administrator command";
     ``kill_backends``: "server closed the connection unexpectedly", on which the old
     transaction() went on to a second yield (RuntimeError "generator didn't stop after
     throw()")."""
-    drop_sessions = getattr(server, drop)
-    database = QueueDatabase.open(QueueSettings(url=server.url), tmp_path)
+    drop_sessions = getattr(postgres, drop)
+    database = QueueDatabase.open(QueueSettings(url=postgres.url), tmp_path)
     try:
         with database.transaction() as cursor:
             cursor.execute("INSERT INTO notes VALUES ('before')")
@@ -71,7 +62,7 @@ def test_a_queue_transaction_whose_connection_drops_fails_once_and_cleanly(
         # The next transaction opens a new connection and writes.
         with database.transaction() as cursor:
             cursor.execute("INSERT INTO notes VALUES ('after')")
-        assert _written(server) == ["after", "before"]
+        assert _written(postgres) == ["after", "before"]
         # A drop between two transactions shows at BEGIN, before the block: the transaction
         # goes on on a new connection.
         drop_sessions()
@@ -83,27 +74,27 @@ def test_a_queue_transaction_whose_connection_drops_fails_once_and_cleanly(
 
 
 def test_a_queue_error_that_is_not_a_disconnect_is_raised_as_it_is(
-    server: PostgresServer, notes: str, tmp_path: Path
+    postgres: PostgresServer, notes: str, tmp_path: Path
 ) -> None:
-    database = QueueDatabase.open(QueueSettings(url=server.url), tmp_path)
+    database = QueueDatabase.open(QueueSettings(url=postgres.url), tmp_path)
     try:
         with pytest.raises(psycopg.errors.UndefinedTable), database.transaction() as cursor:
             cursor.execute("INSERT INTO no_such_table VALUES (1)")
         with database.transaction() as cursor:  # the same connection, still usable
             cursor.execute("INSERT INTO notes VALUES ('fine')")
-        assert _written(server) == ["fine"]
+        assert _written(postgres) == ["fine"]
     finally:
         database.close()
 
 
 def test_the_index_reconnects_its_reads_its_writes_and_its_lock(
-    server: PostgresServer, notes: str
+    postgres: PostgresServer, notes: str
 ) -> None:
-    database = IndexDatabase.postgresql(server.url)
+    database = IndexDatabase.postgresql(postgres.url)
     try:
         with database.exclusive("a-lock"):
             database.execute("INSERT INTO notes VALUES (?)", ["before"])
-        assert server.terminate_backends() == 2  # the index's connection and its lock's
+        assert postgres.terminate_backends() == 2  # the index's connection and its lock's
         # A read is retried on a new connection: the caller sees no error.
         assert database.query("SELECT note FROM notes") == [("before",)]
         # The lock's connection is opened again too.
@@ -115,19 +106,17 @@ def test_the_index_reconnects_its_reads_its_writes_and_its_lock(
             database.transaction() as cursor,
         ):
             cursor.execute("INSERT INTO notes VALUES (?)", ["lost"])
-            server.terminate_backends()
+            postgres.terminate_backends()
             cursor.execute("INSERT INTO notes VALUES (?)", ["lost too"])
-        assert _written(server) == ["after", "before"]
+        assert _written(postgres) == ["after", "before"]
         database.execute("INSERT INTO notes VALUES (?)", ["again"])
-        assert _written(server) == ["after", "again", "before"]
+        assert _written(postgres) == ["after", "again", "before"]
     finally:
         database.close()
 
 
-def test_while_the_server_is_away_the_index_says_so_then_reconnects(
-    server: PostgresServer, notes: str
-) -> None:
-    own = PostgresServer(port=0).start()
+def test_while_the_server_is_away_the_index_says_so_then_reconnects() -> None:
+    own = PostgresServer().start()  # its own: this test stops it
     try:
         database = IndexDatabase.postgresql(own.url)
         own.halt()
