@@ -30,6 +30,8 @@ from typing import Literal
 import httpx
 
 from gateway.app import MIN_FREE_BYTES
+from gateway.database_health import configured_databases
+from gateway.database_wait import classify, describe
 from gateway.intake.settings import is_loopback
 from gateway.pacs import _auth_headers, _basic_auth
 from gateway.pipeline.served_models import served_models
@@ -84,6 +86,10 @@ def diagnose(config: Path, progress: Progress = lambda _: None) -> Iterator[Find
     if settings.routing:
         progress("asking the inference services for their models")
         yield from check_inference(settings)
+    databases = configured_databases(settings)
+    if databases:
+        progress("connecting to PostgreSQL (" + ", ".join(databases) + ")")
+    yield from check_databases(databases)
     yield from check_data_dir(settings.data_dir)
     if settings.dimse.enabled:
         yield check_dimse_port(settings.dimse.host, settings.dimse.port)
@@ -419,6 +425,86 @@ async def _ask_services(urls: list[str], tls: ClientTls | None) -> dict[str, set
             except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
                 answers[url] = error
     return answers
+
+
+def _expected_schemas() -> dict[str, int]:
+    """The schema version this fedgate writes, per component kept in PostgreSQL."""
+    from gateway.index.schema import LATEST_VERSION
+    from gateway.queue.dialect import POSTGRESQL
+    from gateway.queue.migrations import available
+
+    return {"index": LATEST_VERSION, "queue": available(POSTGRESQL)[-1].version}
+
+
+def check_databases(databases: dict[str, str]) -> Iterator[Finding]:
+    """Each PostgreSQL server of ``index.url`` / ``queue.url`` (setting -> URL): it answers,
+    lets the user in, and holds no schema newer than this fedgate's (which it would refuse)."""
+    import psycopg
+
+    from gateway.migrations import VERSION_TABLE
+
+    by_url: dict[str, list[str]] = {}
+    for setting, url in databases.items():
+        by_url.setdefault(url, []).append(setting)
+    expected = _expected_schemas()
+    for url, settings in by_url.items():
+        names = ", ".join(settings)
+        server = describe(url)
+        try:
+            with psycopg.connect(url, connect_timeout=int(TIMEOUT_SECONDS)) as connection:
+                found = connection.execute(
+                    "SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)
+                ).fetchone()
+                versions: dict[str, int] = {}
+                if found and found[0]:
+                    versions = {
+                        str(component): int(version)
+                        for component, version in connection.execute(
+                            f"SELECT component, max(version) FROM {VERSION_TABLE} "
+                            "GROUP BY component"
+                        )
+                    }
+        except Exception as error:
+            failure = classify(error)
+            advice = (
+                f"check {names}: its user, password and database"
+                if failure.permanent
+                else "start the server or check its host, port and firewall; the gateway "
+                "waits for it at start (database_wait_seconds) and reports itself unready "
+                "(/readyz) while it is away"
+            )
+            yield Finding(
+                "postgresql", "problem", f"{names} ({server}): {failure.reason}; {advice}"
+            )
+            continue
+        # index.url keeps the index's schema, queue.url the queue's.
+        components = sorted(setting.split(".")[0] for setting in settings)
+        newer = [
+            f"{component} {versions[component]} (this fedgate: {expected[component]})"
+            for component in components
+            if versions.get(component, 0) > expected[component]
+        ]
+        if newer:
+            yield Finding(
+                "postgresql",
+                "problem",
+                f"{names} ({server}): schema written by a newer fedgate: {', '.join(newer)}; "
+                "the gateway refuses it: upgrade fedgate",
+            )
+            continue
+        schema = ", ".join(
+            f"{component} {versions[component]}"
+            if component in versions
+            else f"no {component} tables yet"
+            for component in components
+        )
+        yield Finding(
+            "postgresql",
+            "ok",
+            f"{names} ({server}) answers; schema: {schema} (this fedgate's: "
+            + ", ".join(f"{component} {expected[component]}" for component in components)
+            + "; older ones are migrated, missing ones created, at the gateway's start)",
+        )
 
 
 def check_data_dir(data_dir: Path) -> Iterator[Finding]:
