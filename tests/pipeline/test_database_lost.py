@@ -96,6 +96,11 @@ def test_the_gateway_rides_out_its_database_going_away(
             assert "Traceback" not in response.text
             studies = httpx.get(gateway.dicomweb_url + "/studies", timeout=10).json()
             assert refused.truth.study_instance_uid not in str(studies)
+            # A request that needs the queue: 503 with the reason, not a 500.
+            listing = httpx.get(gateway.url + "/jobs", timeout=10)
+            assert listing.status_code == 503, listing.text
+            assert "queue.url" in listing.json()["database"]
+            assert listing.headers["Retry-After"].isdigit()
             postgres.start()  # the same cluster, on the same port
         else:
             assert postgres.terminate_backends() >= 2  # the index's and the queue's, at least
