@@ -202,6 +202,13 @@ class PostgresServer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
+        # Until the postmaster has reaped them (a killed backend stays in /proc until then), it
+        # has not begun its restart of every session yet and may still accept a connection
+        # that the restart then ends ("the database system is starting up" just after).
+        while any(Path(f"/proc/{pid}").exists() for pid in pids):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"PostgreSQL did not reap its killed backends {pids}")
+            time.sleep(0.05)
         while True:
             try:
                 psycopg.connect(self.url_for("postgres"), connect_timeout=2).close()
