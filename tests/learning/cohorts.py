@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from fedgate.phantom_cohort import CohortPatient, generate_cohort, write_cohort_to_index
 from gateway.index import FindingsIndex, IndexSettings
+from gateway.index.keys import SALT_FILE_NAME
 from gateway.learning.plan import LoadedPlan, parse_plan
 
 #: A plan over every feature of the phantom cohorts' generating model (fedgate.phantom_cohort).
@@ -60,8 +62,16 @@ def expected_row(patient: CohortPatient) -> list[float]:
 
 
 def phantom_site(data_dir: Path, site: int, patients: int) -> list[CohortPatient]:
-    """A site's findings index in ``data_dir`` holding ``patients`` phantom patients."""
+    """A site's findings index in ``data_dir`` holding ``patients`` phantom patients.
+
+    Its salt is the site's own but fixed, as its patients are: a plan's held-out split is drawn
+    from the salted keys (gateway/learning/table.py), so with a salt drawn per run each run
+    trained and evaluated on other rows, and a figure near its bound passed or failed by chance.
+    """
     cohort = generate_cohort(site, patients)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    salt = hashlib.sha256(f"phantom site {site}".encode()).hexdigest()
+    (data_dir / SALT_FILE_NAME).write_text(salt, encoding="ascii")
     index = FindingsIndex.open(IndexSettings(), data_dir)
     try:
         write_cohort_to_index(index, cohort)

@@ -192,19 +192,21 @@ def test_mlp_matches_central_training_and_the_truth(federation: Federation) -> N
 def test_fedprox_keeps_the_sites_near_the_global_model_and_reaches_the_target(
     federation: Federation, model: str, mu: float
 ) -> None:
-    """The same plan with FedAvg and with FedProx: each round, the sites' models end nearer the
-    global model they started from (the hub's drift: rows-weighted mean of ||w_site -
-    w_global||), and the model still reaches the issue's AUC target."""
-    fedavg = _plan(model, rounds=2)
-    fedprox = _plan(model, rounds=2, extra=f"strategy: {{name: fedprox, proximal_mu: {mu}}}\n")
+    """The same plan with FedAvg and with FedProx: in the first rounds, where the sites pull
+    apart most, their models end nearer the global model they started from (the hub's drift:
+    rows-weighted mean of ||w_site - w_global||), and the model still reaches the issue's AUC
+    target (held back by the proximal term, it takes more rounds than FedAvg to get there: at
+    2 rounds the MLP's AUC was 0.01-0.06 below the generating model's, depending on the split)."""
+    fedavg = _plan(model, rounds=4)
+    fedprox = _plan(model, rounds=4, extra=f"strategy: {{name: fedprox, proximal_mu: {mu}}}\n")
     for site in federation.sites:
         site.approve(fedavg)
         site.approve(fedprox)
     free = _completed(federation.run(fedavg))
     pulled = _completed(federation.run(fedprox))
-    assert len(free["drift"]) == len(pulled["drift"]) == 2
+    assert len(free["drift"]) == len(pulled["drift"]) == 4
     for server_round, (near, far) in enumerate(
-        zip(pulled["drift"], free["drift"], strict=True), start=1
+        zip(pulled["drift"][:2], free["drift"][:2], strict=True), start=1
     ):
         assert near < 0.7 * far, f"round {server_round}: {pulled['drift']} vs {free['drift']}"
     pooled_auc = pulled["evaluation"]["pooled"]["auc"]
