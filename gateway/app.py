@@ -57,6 +57,7 @@ from gateway.metrics import (
     DATA_DIR_USED_BYTES,
     INDEX_COPY_READY,
     STORE_BYTES,
+    STORE_UNOBSERVED,
 )
 from gateway.middleware import AuthMiddleware, compression, request_context
 from gateway.pacs import PacsClient
@@ -67,6 +68,7 @@ from gateway.pipeline.worker import JobWorker
 from gateway.queue import Database, JobQueue, StabilityLedger
 from gateway.settings import GatewaySettings
 from gateway.store import EmbeddedStore, IngestPolicy, StoredInstance
+from gateway.store.redelivery import redeliver_unobserved
 
 log = structlog.get_logger(__name__)
 
@@ -217,6 +219,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
     store.subscribe(lambda stored: index.observe_instances([s.dataset for s in stored]))
     # Research results are counted by the aggregates too.
     research_store.subscribe(lambda stored: index.observe_instances([s.dataset for s in stored]))
+    STORE_UNOBSERVED.set_function(
+        lambda: float(store.catalog.unobserved_count() + research_store.catalog.unobserved_count())
+    )
     authenticator = Authenticator(settings.auth)
     # The site admin's decisions (training plans, analyses), in the index's database.
     approvals = Approvals(index.database)
@@ -230,7 +235,13 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 strict=settings.pipeline.require_served_models,
                 tls=settings.pipeline.inference_tls,
             )
-        tasks: list[asyncio.Task[None]] = []
+        tasks: list[asyncio.Task[None]] = [
+            # What an observer missed (its database away; a crash between a commit and the
+            # observers) is handed over again, the first time at the start.
+            asyncio.create_task(
+                redeliver_unobserved([store, research_store]), name="observer-redelivery"
+            )
+        ]
         dimse = DimseIntake(store, settings.dimse) if settings.dimse.enabled else None
         if dimse is not None:
             await anyio.to_thread.run_sync(dimse.start)

@@ -49,6 +49,13 @@ DATA_DIR_USED_BYTES = Gauge(
 STORE_BYTES = Gauge(
     "fedgate_store_bytes", "Bytes of the instances held in the embedded store (its catalog)"
 )
+# Instances stored and acknowledged that the findings index, the stability ledger or the
+# forwarder has not taken yet (gateway/store/redelivery.py): above 0 for more than seconds
+# when their database is away; they are delivered again once it answers.
+STORE_UNOBSERVED = Gauge(
+    "fedgate_store_unobserved_instances",
+    "Stored instances not yet taken by every observer (index, analysis scheduling, forwarder)",
+)
 # The findings index's columnar copy (gateway/index/columnar.py): 0 while it is built or cannot
 # catch up, when the federated API's answers come from the index itself (same, slower).
 INDEX_COPY_READY = Gauge(

@@ -125,6 +125,23 @@ MIGRATIONS = (
             )""",
         ),
     ),
+    Migration(
+        6,
+        "observer outbox",
+        # Instances committed whose observers (the findings index, the stability ledger's
+        # arrivals, the forwarder) have not all heard of them yet: written in the instance's
+        # transaction, removed once every observer took the group. What stays (an observer
+        # failed: its database away; or the process died between the commit and the
+        # observers) is delivered again by EmbeddedStore.deliver_unobserved, so an
+        # acknowledged instance is never left unindexed or unanalysed.
+        (
+            """CREATE TABLE IF NOT EXISTS observer_outbox (
+            sop_instance_uid TEXT PRIMARY KEY REFERENCES instances ON DELETE CASCADE,
+            queued_at REAL NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS observer_outbox_by_age ON observer_outbox (queued_at)",
+        ),
+    ),
 )
 
 
@@ -305,6 +322,44 @@ class Catalog:
     def query(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         return list(self.reader().execute(sql, params))
 
+    def observers_done(self, sop_instance_uids: Sequence[str]) -> None:
+        """Every observer took these instances: out of the observer outbox.
+
+        Committed without waiting for the disk (``synchronous=NORMAL`` for this transaction
+        alone; the WAL is still consistent): lost to a power cut, the rows only mean the
+        instances are delivered to the observers once more, which they take as a repeat.
+        """
+        with self._write_lock:
+            self._writer.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._writer.executemany(
+                    "DELETE FROM observer_outbox WHERE sop_instance_uid = ?",
+                    [(uid,) for uid in sop_instance_uids],
+                )
+                self._writer.commit()
+            except BaseException:
+                self._writer.rollback()
+                raise
+            finally:
+                self._writer.execute("PRAGMA synchronous=FULL")
+
+    def unobserved(self, queued_before: float, limit: int) -> list[InstanceRecord]:
+        """Instances in the observer outbox since before ``queued_before``, oldest first."""
+        rows = (
+            self.reader()
+            .execute(
+                """SELECT i.* FROM observer_outbox o
+                JOIN instances i ON i.sop_instance_uid = o.sop_instance_uid
+                WHERE o.queued_at < ? ORDER BY o.queued_at, i.sop_instance_uid LIMIT ?""",
+                (queued_before, limit),
+            )
+            .fetchall()
+        )
+        return [_record(row) for row in rows]
+
+    def unobserved_count(self) -> int:
+        return int(self.reader().execute("SELECT count(*) FROM observer_outbox").fetchone()[0])
+
     def due_forwards(self, limit: int) -> list[tuple[InstanceRecord, int]]:
         """Instances due for forwarding, with the attempts made so far, oldest first."""
         rows = (
@@ -353,6 +408,14 @@ class CatalogWriter:
             VALUES (?, ?, ?) ON CONFLICT (sop_instance_uid) DO UPDATE SET
               state='pending', attempts=0, next_attempt_at=excluded.next_attempt_at""",
             (record.sop_instance_uid, record.study_instance_uid, time.time()),
+        )
+
+    def await_observers(self, sop_instance_uids: Sequence[str]) -> None:
+        """Put the instances (added in this transaction) in the observer outbox."""
+        now = time.time()
+        self._connection.executemany(
+            "INSERT OR REPLACE INTO observer_outbox VALUES (?, ?)",
+            [(uid, now) for uid in sop_instance_uids],
         )
 
     def delete_study(self, study_instance_uid: str) -> bool:

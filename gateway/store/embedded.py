@@ -13,7 +13,14 @@ import structlog
 from gateway.store.catalog import Catalog
 from gateway.store.check import StoreReport, check, remove_leftovers, try_lock
 from gateway.store.files import FileLayout
-from gateway.store.ingest import IngestBatch, IngestPolicy, Observer
+from gateway.store.ingest import (
+    IngestBatch,
+    IngestPolicy,
+    Observer,
+    StoredInstance,
+    tell_observers,
+)
+from gateway.store.part10 import UnreadableInstanceError, read_header
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +66,40 @@ class EmbeddedStore:
     def subscribe(self, observer: Observer) -> None:
         """Call ``observer`` with every committed group of newly stored instances."""
         self.observers.append(observer)
+
+    def deliver_unobserved(self, settle_seconds: float = 10.0, group: int = 200) -> int:
+        """Hand the observers what was committed but not taken by all of them: an observer
+        failed (the index's or the queue's database away), or the process ended between a
+        commit and its observers. Returns how many instances were delivered; stops at the
+        first group an observer fails on (its instances stay, for the next call).
+
+        Only instances waiting longer than ``settle_seconds`` are taken, so that a group whose
+        intake is telling the observers right now is not told twice at once.
+        """
+        delivered = 0
+        while True:
+            records = self.catalog.unobserved(time.time() - settle_seconds, group)
+            if not records:
+                return delivered
+            stored: list[StoredInstance] = []
+            for record in records:
+                try:
+                    header = read_header(self.layout.absolute(record.path))
+                except (OSError, UnreadableInstanceError) as error:
+                    # Its file is gone or damaged (`fedgate store check` reports it): nothing
+                    # an observer could read, so it leaves the outbox.
+                    log.error(
+                        "store.unobserved_unreadable",
+                        sop_instance_uid=record.sop_instance_uid,
+                        error=str(error),
+                    )
+                    self.catalog.observers_done([record.sop_instance_uid])
+                    continue
+                stored.append(StoredInstance(record, header.dataset))
+            if stored and not tell_observers(self.observers, stored, self.catalog):
+                return delivered
+            delivered += len(stored)
+            log.info("store.unobserved_delivered", instances=len(stored))
 
     def new_batch(
         self, expected_study_uid: str | None = None, forward_to_pacs: bool | None = None

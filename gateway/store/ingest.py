@@ -25,6 +25,7 @@ from typing import BinaryIO
 import structlog
 from pydicom.dataset import Dataset
 
+from gateway.database_wait import DatabaseDisconnected
 from gateway.store.catalog import Catalog, CatalogWriter, InstanceRecord, integer_or_none
 from gateway.store.files import FileLayout, fsync_directory, publish
 from gateway.store.instance_json import ROOT_MARK, instance_url, metadata_json
@@ -89,6 +90,33 @@ class StoredInstance:
 
 
 Observer = Callable[[Sequence[StoredInstance]], None]
+
+
+def tell_observers(
+    observers: Sequence[Observer], stored: Sequence[StoredInstance], catalog: Catalog
+) -> bool:
+    """Hand ``stored`` (committed, in the observer outbox) to every observer; once all took
+    it, out of the outbox. False if one failed: the instances stay in the outbox and are
+    delivered again (:meth:`gateway.store.embedded.EmbeddedStore.deliver_unobserved`); the
+    intake that stored them is not failed, they are safe on disk and in the catalog."""
+    for observer in observers:
+        try:
+            observer(stored)
+        except Exception as error:  # a database away, an observer's bug
+            log.error(
+                "store.observer_failed",
+                observer=repr(observer),
+                instances=len(stored),
+                error=f"{type(error).__name__}: {error}",
+                hint="kept in the observer outbox, delivered again",
+                exc_info=not isinstance(error, DatabaseDisconnected),
+            )
+            return False
+    try:
+        catalog.observers_done([s.record.sop_instance_uid for s in stored])
+    except sqlite3.Error as error:  # delivered again later: the observers take repeats
+        log.warning("store.observer_outbox_not_cleared", error=str(error))
+    return True
 
 
 @dataclass
@@ -382,6 +410,8 @@ class IngestBatch:
                 if self.policy.forward_to_pacs:
                     for _, record, _ in self._pending:
                         writer.enqueue_forward(record)
+                if self.observers:
+                    writer.await_observers([r.sop_instance_uid for _, r, _ in self._pending])
         except (OSError, sqlite3.Error) as error:
             log.error("store.commit_failed", error=str(error), instances=len(self._pending))
             for _, record, outcome in self._pending:
@@ -401,11 +431,8 @@ class IngestBatch:
         self._metadata.clear()
         self._directories.clear()
         self._replaced_files.clear()
-        for observer in self.observers:
-            try:
-                observer(stored)
-            except Exception:  # an observer's bug must not fail the intake
-                log.exception("store.observer_failed", observer=repr(observer))
+        if self.observers:
+            tell_observers(self.observers, stored, self.catalog)
         return stored
 
     @property

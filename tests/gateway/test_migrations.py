@@ -73,7 +73,7 @@ def test_databases_of_the_previous_runners_upgrade_keeping_their_rows(tmp_path: 
     assert count(old / "catalog.sqlite", "instances") == before["catalog"]
     assert versions(old / "queue.sqlite", "queue") == [1, 2]  # 2 (analyses) applied now
     assert versions(old / SQLITE_FILE_NAME, "index") == [1, 2, 3, 4, 5, 6]  # 3-6 applied now
-    assert versions(old / "catalog.sqlite", "catalog") == [1, 2, 3, 4, 5]  # 2-5 applied now
+    assert versions(old / "catalog.sqlite", "catalog") == [1, 2, 3, 4, 5, 6]  # 2-6 applied now
 
     # The upgraded databases have exactly the tables and columns of new ones.
     new = tmp_path / "new"

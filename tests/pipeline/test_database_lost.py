@@ -5,7 +5,9 @@ While the database is away ``/readyz`` answers 503 naming it (``/healthz`` stays
 restart would not bring the database back) and a STOW is refused with 503 and the reason,
 nothing stored: the sender keeps the study and sends it again. Once the database is back the
 gateway is ready within seconds, without a restart, and a new study is stored, indexed and
-analysed. Real processes: the gateway, the inference service, a PostgreSQL server.
+analysed. What a modality's C-STORE delivered while it was away (acknowledged: DIMSE has no
+"try later" a modality acts on) is indexed and analysed once it is back, without a resend.
+Real processes: the gateway, the inference service, a PostgreSQL server, DCMTK's storescu.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from prometheus_client.parser import text_string_to_metric_families
 from requests import HTTPError
 
 from tests.pipeline.conftest import chest_phantom, jobs, pipeline_settings, wait_until
+from tests.support.dicom import part10_bytes
+from tests.support.dimse import storescu
 from tests.support.gateway import GatewayProcess
 from tests.support.inference import InferenceProcess
 from tests.support.ports import free_port
@@ -113,6 +118,58 @@ def test_the_gateway_rides_out_its_database_going_away(
         )
         assert time.monotonic() - back < READY_AGAIN_SECONDS
         _store_and_follow(gateway, seed=812, studies_before=1)
+    finally:
+        gateway.stop()
+        postgres.stop()
+
+
+def _unobserved(gateway: GatewayProcess) -> float:
+    """``fedgate_store_unobserved_instances`` from the gateway's /metrics."""
+    scrape = httpx.get(gateway.url + "/metrics", timeout=10).text
+    for family in text_string_to_metric_families(scrape):
+        for sample in family.samples:
+            if sample.name == "fedgate_store_unobserved_instances":
+                return sample.value
+    raise AssertionError("fedgate_store_unobserved_instances not in /metrics")
+
+
+def test_what_a_modality_sent_while_the_database_was_away_is_analysed_when_it_is_back(
+    tmp_path: Path, inference: InferenceProcess
+) -> None:
+    postgres = PostgresServer(port=free_port()).start()
+    dimse_port = free_port()
+    gateway = GatewayProcess(
+        tmp_path / "gateway",
+        pipeline_settings(
+            inference.url,
+            index={"url": postgres.url},
+            queue={"url": postgres.url},
+            dimse={"enabled": True, "port": dimse_port, "ae_title": "FEDGATE"},
+        ),
+    )
+    try:
+        gateway.start(timeout=60)
+        postgres.halt()
+        wait_until(
+            lambda: httpx.get(gateway.url + "/readyz", timeout=10).status_code == 503,
+            READY_AGAIN_SECONDS,
+            "/readyz 503",
+        )
+        phantom = chest_phantom(seed=813, rows=64, columns=64, slices=8)
+        files = []
+        for number, dataset in enumerate(phantom.instances()):
+            files.append(tmp_path / f"slice{number}.dcm")
+            files[-1].write_bytes(part10_bytes(dataset))
+        sent = storescu(dimse_port, "CT-SCANNER", *files)
+        assert sent.returncode == 0, sent.stdout + sent.stderr  # every C-STORE: Success
+        # Stored, and waiting for the database: the index and the stability ledger missed them.
+        assert _unobserved(gateway) == len(files)
+        assert '"store.observer_failed"' in gateway.log()
+        postgres.start()
+        study = phantom.truth.study_instance_uid
+        wait_until(lambda: _indexed_studies(gateway) == 1, 60, "study indexed")
+        wait_until(lambda: _study_analysed(gateway, study), 120, f"study {study} analysed")
+        assert _unobserved(gateway) == 0
     finally:
         gateway.stop()
         postgres.stop()
