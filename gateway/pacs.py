@@ -28,7 +28,8 @@ import httpx
 import structlog
 
 from gateway.metrics import UPSTREAM_ERRORS
-from gateway.settings import BasicAuth, BearerAuth, PacsSettings
+from gateway.settings import PacsSettings
+from serviceconfig import BasicAuth, BearerAuth
 from tlsconfig import client_context
 
 log = structlog.get_logger(__name__)

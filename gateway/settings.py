@@ -9,12 +9,11 @@ instead of silently falling back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from gateway.auth import AuthSettings
 from gateway.federated.settings import FederatedSettings
@@ -23,7 +22,16 @@ from gateway.intake.settings import DimseSettings, PollSettings
 from gateway.pipeline.settings import PipelineSettings, RoutingRule
 from gateway.queue.settings import QueueSettings
 from observability import LogSettings
+from serviceconfig import (
+    ConfigError,
+    EnvironmentFirst,
+    PeerAuth,
+    describe_validation_error,
+    read_settings_file,
+)
 from tlsconfig import ClientTls, ServerTls
+
+__all__ = ["ConfigError", "GatewaySettings", "describe_validation_error", "load_settings"]
 
 
 class _Strict(BaseModel):
@@ -74,25 +82,11 @@ class HttpSettings(_Strict):
         return self
 
 
-class BasicAuth(_Strict):
-    type: Literal["basic"] = "basic"
-    username: str
-    password: SecretStr
-
-
-class BearerAuth(_Strict):
-    type: Literal["bearer"] = "bearer"
-    token: SecretStr
-
-
-UpstreamAuth = Annotated[BasicAuth | BearerAuth, Field(discriminator="type")]
-
-
 class PacsSettings(_Strict):
     """The upstream PACS. With no ``url`` the embedded store is the PACS."""
 
     url: str | None = None
-    auth: UpstreamAuth | None = None
+    auth: PeerAuth | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
@@ -133,7 +127,7 @@ class IngestSettings(_Strict):
     forward_to_pacs: bool = False
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(EnvironmentFirst):
     """Everything the gateway reads at start-up."""
 
     model_config = SettingsConfigDict(
@@ -161,61 +155,18 @@ class GatewaySettings(BaseSettings):
     database_wait_seconds: Annotated[float, Field(ge=0)] = 60.0
     log: LogSettings = Field(default_factory=LogSettings)
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment first, then the YAML file (passed as init kwargs by load_settings).
-        return (env_settings, init_settings)
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the offending key."""
-
 
 def load_settings(path: Path | None) -> GatewaySettings:
     """Read ``path`` (YAML) and the environment into settings, or raise ConfigError."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        data = loaded
+    data = read_settings_file(path)
     try:
         settings = GatewaySettings(**data)
     except ValidationError as error:
-        raise ConfigError(describe_validation_error(error, data)) from error
+        raise ConfigError(
+            "invalid configuration: " + describe_validation_error(error, data)
+        ) from error
     names = [rule.name for rule in settings.routing]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ConfigError(f"invalid configuration: routing: rule name(s) used twice: {duplicates}")
     return settings
-
-
-def describe_validation_error(error: ValidationError, data: dict[str, Any] | None = None) -> str:
-    """One line per problem, each naming the dotted key, e.g. ``listen.port: ...``; a routing
-    rule is named by its ``name`` (``routing[chest-ct].match.Modality``)."""
-    lines = []
-    for problem in error.errors():
-        parts = [str(part) for part in problem["loc"]]
-        if len(parts) >= 2 and parts[0] == "routing" and parts[1].isdigit() and data:
-            rules = data.get("routing")
-            index = int(parts[1])
-            if isinstance(rules, list) and index < len(rules) and isinstance(rules[index], dict):
-                name = rules[index].get("name", f"#{index + 1}")
-                parts[:2] = [f"routing[{name}]"]
-        key = ".".join(parts) or "(top level)"
-        lines.append(f"{key}: {problem['msg']}")
-    return "invalid configuration: " + "; ".join(lines)

@@ -32,7 +32,6 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import aiohttp
 import structlog
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -58,6 +57,7 @@ from gateway.federated.query_params import parse_count_query
 from gateway.hub_assertion import PrivateKey, load_private_key, sign_assertion
 from hub.learning.settings import LearningSettings
 from observability import LogSettings, RequestContextMiddleware
+from serviceconfig import ConfigError, describe_validation_error, read_settings_file
 from tlsconfig import ClientTls, ServerTls, client_context
 
 log = structlog.get_logger(__name__)
@@ -119,7 +119,15 @@ class HubSettings(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> HubSettings:
-        return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        """The hub's YAML file, or ConfigError naming the file or the key (a site by name:
+        ``sites[a].url``)."""
+        data = read_settings_file(path)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise ConfigError(
+                "invalid configuration: " + describe_validation_error(error, data)
+            ) from error
 
     def signing_key(self) -> PrivateKey | None:
         """The key from ``signing_key_file`` (ValueError with the reason if unusable)."""

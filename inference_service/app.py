@@ -32,11 +32,11 @@ from inference_service.errors import (
     PermanentError,
     SaturatedError,
 )
-from inference_service.manifest import describe_validation_error
 from inference_service.metrics import Metrics
 from inference_service.repository import ModelRepository
 from inference_service.settings import InferenceSettings
 from observability import RequestContextMiddleware
+from serviceconfig import describe_validation_error
 
 log = structlog.get_logger(__name__)
 

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import requests
 from dicomweb_client.api import DICOMwebClient
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 from pydicom.dataset import Dataset
 
 from inference_service.errors import InferenceServiceError, PermanentError, TransientError
+from serviceconfig import BasicAuth, BearerAuth, PeerAuth
 from tlsconfig import ClientTls
 
 T = TypeVar("T")
@@ -35,25 +36,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class BasicAuth(_Strict):
-    type: Literal["basic"] = "basic"
-    username: str
-    password: SecretStr
-
-
-class BearerAuth(_Strict):
-    type: Literal["bearer"] = "bearer"
-    token: SecretStr
-
-
-Auth = Annotated[BasicAuth | BearerAuth, Field(discriminator="type")]
-
-
 class Endpoint(_Strict):
     """A DICOMweb root (source or destination) and its credentials."""
 
     url: Annotated[str, Field(pattern=r"^https?://", max_length=2048)]
-    auth: Auth | None = None
+    auth: PeerAuth | None = None
 
 
 def make_client(

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from serviceconfig import describe_validation_error
 from tabular.features import Feature, Label
 from tlsconfig import ClientTls
 
@@ -280,15 +281,6 @@ class ManifestError(Exception):
     def __init__(self, model: str, message: str) -> None:
         super().__init__(f"{model}: {message}")
         self.model = model
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """``field.path: reason`` for each problem, joined by ``; ``."""
-    parts = []
-    for problem in error.errors():
-        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        parts.append(f"{key}: {problem['msg']}")
-    return "; ".join(parts)
 
 
 def parse_manifest(data: Any, model: str) -> ModelManifest:

@@ -26,13 +26,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from inference_service.manifest import BackendSpec, describe_validation_error
+from inference_service.manifest import BackendSpec
 from observability import LogSettings
+from serviceconfig import (
+    ConfigError,
+    EnvironmentFirst,
+    describe_validation_error,
+    read_settings_file,
+)
 from tlsconfig import ClientTls, ServerTls
+
+__all__ = ["ConfigError", "InferenceSettings", "load_settings"]
 
 
 class _Strict(BaseModel):
@@ -85,7 +92,7 @@ class ModelOverride(_Strict):
     backend: BackendSpec | None = None
 
 
-class InferenceSettings(BaseSettings):
+class InferenceSettings(EnvironmentFirst):
     """Everything the inference service reads at start-up."""
 
     model_config = SettingsConfigDict(
@@ -107,39 +114,14 @@ class InferenceSettings(BaseSettings):
     #: used by a gateway running a federated analysis); None: installing is off (403).
     admin_token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the offending key."""
-
 
 def load_settings(path: Path | None, **overrides: Any) -> InferenceSettings:
     """Read ``path`` (YAML), the environment and ``overrides``, or raise ConfigError."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        data = loaded
+    data = read_settings_file(path)
     data.update({key: value for key, value in overrides.items() if value is not None})
     try:
         return InferenceSettings(**data)
     except ValidationError as error:
-        raise ConfigError("invalid configuration: " + describe_validation_error(error)) from error
+        raise ConfigError(
+            "invalid configuration: " + describe_validation_error(error, data)
+        ) from error

@@ -40,8 +40,9 @@ from gateway.analysis.store import AnalysisStore
 from gateway.approvals import Approvals
 from gateway.auth import Principal, Role
 from gateway.federated.cohort import Cohort
-from gateway.settings import ConfigError, describe_validation_error, load_settings
+from gateway.settings import load_settings
 from observability import configure_logging
+from serviceconfig import ConfigError, describe_validation_error
 
 Actions: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -97,9 +98,9 @@ def _hub(args: argparse.Namespace) -> Any:
     try:
         settings = HubSettings.load(args.hub_config)
         return Hub(settings)
-    except (OSError, ValueError) as error:
-        if isinstance(error, ValidationError):
-            return _fail(args.action, f"{args.hub_config}: {describe_validation_error(error)}")
+    except ConfigError as error:
+        return _fail(args.action, str(error))
+    except (OSError, ValueError) as error:  # its signing key or audit log cannot be used
         return _fail(args.action, f"{args.hub_config}: {error}")
 
 

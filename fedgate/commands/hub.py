@@ -25,13 +25,11 @@ from pathlib import Path
 
 import structlog
 import uvicorn
-import yaml
-from pydantic import ValidationError
 
 from gateway.hub_assertion import write_key_pair
-from gateway.settings import describe_validation_error
 from hub.app import HubSettings, hub_app
 from observability import configure_logging
+from serviceconfig import ConfigError
 from tlsconfig import uvicorn_options
 
 log = structlog.get_logger(__name__)
@@ -79,14 +77,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         settings = HubSettings.load(args.config)
-    except OSError as error:
-        print(f"fedgate hub: cannot read {args.config}: {error.strerror}", file=sys.stderr)
-        return 2
-    except yaml.YAMLError as error:
-        print(f"fedgate hub: {args.config} is not valid YAML: {error}", file=sys.stderr)
-        return 2
-    except ValidationError as error:
-        print(f"fedgate hub: {describe_validation_error(error)}", file=sys.stderr)
+    except ConfigError as error:
+        print(f"fedgate hub: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log.level, settings.log.json_output)
     try:

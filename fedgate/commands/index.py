@@ -76,7 +76,8 @@ def _sync(args: argparse.Namespace, settings: object, index: FindingsIndex) -> i
     from dicomweb_client.api import DICOMwebClient
 
     from gateway.index.sync import sync_index
-    from gateway.settings import BasicAuth, BearerAuth, GatewaySettings
+    from gateway.settings import GatewaySettings
+    from serviceconfig import BasicAuth, BearerAuth
 
     assert isinstance(settings, GatewaySettings)
     url = args.pacs or settings.pacs.url

@@ -295,8 +295,8 @@ def _load_hub(path: Path, action: str) -> Any:
 
     try:
         return HubSettings.load(path)
-    except (OSError, ValueError) as error:
-        print(f"fedgate learn {action}: {path}: {error}", file=sys.stderr)
+    except ConfigError as error:
+        print(f"fedgate learn {action}: {error}", file=sys.stderr)
         return None
 
 

@@ -144,7 +144,7 @@ def test_hub_refuses_a_bad_config_naming_the_key(tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump({"sites": [{"name": "a", "url": "ftp://nope"}]}))
     result = run_fedgate("hub", "--config", str(config))
     assert result.returncode == 2
-    assert "sites.0.url" in result.stderr
+    assert "sites[a].url" in result.stderr  # the site by its name
     missing = run_fedgate("hub", "--config", str(tmp_path / "absent.yaml"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
     config.write_text("sites: [unclosed")
