@@ -20,8 +20,13 @@ def test_run_with_a_broken_plan_or_hub_config_says_what_is_wrong(tmp_path: Path)
     plan.write_text(PLAN)
     broken_hub = run_fedgate("learn", "run", "--hub-config", str(hub), str(plan), "--out", "x")
     assert broken_hub.returncode == 2
-    assert "learning.port" in broken_hub.stderr or "port" in broken_hub.stderr
+    assert "learning.port" in broken_hub.stderr
     assert "Traceback" not in broken_hub.stderr
+    hub.write_text("sites: [{name: a, url: 'http://127.0.0.1:9'}\n")  # unclosed
+    not_yaml = run_fedgate("learn", "run", "--hub-config", str(hub), str(plan), "--out", "x")
+    assert not_yaml.returncode == 2, not_yaml.stderr
+    assert f"config file {hub} is not valid YAML" in not_yaml.stderr
+    assert "Traceback" not in not_yaml.stderr
 
 
 def test_site_and_register_site_refuse_bad_files(tmp_path: Path) -> None:
