@@ -97,12 +97,16 @@ def tell_observers(
 ) -> bool:
     """Hand ``stored`` (committed, in the observer outbox) to every observer; once all took
     it, out of the outbox. False if one failed: the instances stay in the outbox and are
-    delivered again (:meth:`gateway.store.embedded.EmbeddedStore.deliver_unobserved`); the
-    intake that stored them is not failed, they are safe on disk and in the catalog."""
+    delivered again, to every observer (they take repeats), by
+    :meth:`gateway.store.embedded.EmbeddedStore.deliver_unobserved`; the intake that stored
+    them is not failed, they are safe on disk and in the catalog. The others are still told
+    now: with the queue's PostgreSQL away, a SQLite findings index learns the study at once."""
+    failed = False
     for observer in observers:
         try:
             observer(stored)
         except Exception as error:  # a database away, an observer's bug
+            failed = True
             log.error(
                 "store.observer_failed",
                 observer=repr(observer),
@@ -111,7 +115,8 @@ def tell_observers(
                 hint="kept in the observer outbox, delivered again",
                 exc_info=not isinstance(error, DatabaseDisconnected),
             )
-            return False
+    if failed:
+        return False
     try:
         catalog.observers_done([s.record.sop_instance_uid for s in stored])
     except sqlite3.Error as error:  # delivered again later: the observers take repeats

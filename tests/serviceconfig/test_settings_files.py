@@ -83,7 +83,7 @@ def test_peer_credentials_are_basic_or_bearer_and_keep_their_secret() -> None:
     peer = Peer.model_validate({"url": "u", "auth": {"type": "bearer", "token": "s3cret"}})
     assert isinstance(peer.auth, BearerAuth)
     assert "s3cret" not in repr(peer) and peer.auth.token.get_secret_value() == "s3cret"
-    with pytest.raises(ValidationError, match="union_tag_invalid|does not match any"):
+    with pytest.raises(ValidationError, match="expected tags: 'basic', 'bearer'"):
         Peer.model_validate({"url": "u", "auth": {"type": "digest"}})
 
 
