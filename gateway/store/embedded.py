@@ -96,7 +96,9 @@ class EmbeddedStore:
                     self.catalog.observers_done([record.sop_instance_uid])
                     continue
                 stored.append(StoredInstance(record, header.dataset))
-            if stored and not tell_observers(self.observers, stored, self.catalog):
+            if not stored:
+                continue
+            if not tell_observers(self.observers, stored, self.catalog):
                 return delivered
             delivered += len(stored)
             log.info("store.unobserved_delivered", instances=len(stored))

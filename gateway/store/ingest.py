@@ -96,11 +96,12 @@ def tell_observers(
     observers: Sequence[Observer], stored: Sequence[StoredInstance], catalog: Catalog
 ) -> bool:
     """Hand ``stored`` (committed, in the observer outbox) to every observer; once all took
-    it, out of the outbox. False if one failed: the instances stay in the outbox and are
-    delivered again, to every observer (they take repeats), by
-    :meth:`gateway.store.embedded.EmbeddedStore.deliver_unobserved`; the intake that stored
-    them is not failed, they are safe on disk and in the catalog. The others are still told
-    now: with the queue's PostgreSQL away, a SQLite findings index learns the study at once."""
+    it, out of the outbox. False if one failed (or the outbox could not be cleared): the
+    instances stay in the outbox and are delivered again, to every observer (they take
+    repeats), by :meth:`gateway.store.embedded.EmbeddedStore.deliver_unobserved`; the intake
+    that stored them is not failed, they are safe on disk and in the catalog. The others are
+    still told now: with the queue's PostgreSQL away, a SQLite findings index learns the study
+    at once."""
     failed = False
     for observer in observers:
         try:
@@ -121,6 +122,7 @@ def tell_observers(
         catalog.observers_done([s.record.sop_instance_uid for s in stored])
     except sqlite3.Error as error:  # delivered again later: the observers take repeats
         log.warning("store.observer_outbox_not_cleared", error=str(error))
+        return False
     return True
 
 
