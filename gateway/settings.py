@@ -31,7 +31,7 @@ from serviceconfig import (
 )
 from tlsconfig import ClientTls, ServerTls
 
-__all__ = ["ConfigError", "GatewaySettings", "describe_validation_error", "load_settings"]
+__all__ = ["ConfigError", "GatewaySettings", "load_settings"]
 
 
 class _Strict(BaseModel):
