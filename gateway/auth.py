@@ -44,7 +44,13 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from dashboard import OidcLogin
-from gateway.hub_assertion import AssertionRefused, PublicKey, load_public_key, verify_assertion
+from gateway.hub_assertion import (
+    AssertionLedger,
+    AssertionRefused,
+    PublicKey,
+    load_public_key,
+    verify_assertion,
+)
 
 if TYPE_CHECKING:
     from starlette.responses import JSONResponse
@@ -211,6 +217,7 @@ class Authenticator:
         self.settings = settings
         self._jwks: Any = None
         self._hubs = {hub.name: (hub.key, hub.audience) for hub in settings.hubs}
+        self._assertions = AssertionLedger()
 
     @property
     def enabled(self) -> bool:
@@ -239,7 +246,10 @@ class Authenticator:
         return None
 
     def identify(
-        self, authorization: str | None, on_behalf_of: str | None = None
+        self,
+        authorization: str | None,
+        on_behalf_of: str | None = None,
+        request_state: dict[str, Any] | None = None,
     ) -> Principal | Denied:
         """Who is asking: the credential's own principal, or the person a hub relays for.
 
@@ -248,6 +258,10 @@ class Authenticator:
         person would put all its analysts on one budget); any other credential must not (403:
         it may not speak for another person). With authentication off (loopback only) there is
         no one to tell apart, and the header is ignored.
+
+        An assertion answers one request (:class:`AssertionLedger`): sent again, it is refused
+        (401). ``request_state`` is the request's ASGI ``scope["state"]``: the middleware and
+        the endpoint of one request may both identify it; without it, every call is a request.
         """
         credential = self.authenticate(authorization)
         if credential is None:
@@ -273,6 +287,19 @@ class Authenticator:
         except AssertionRefused as error:
             log.info("auth.hub_assertion_rejected", credential=credential.name, reason=str(error))
             return Denied(401, f"hub assertion ({ON_BEHALF_OF_HEADER}) refused: {error}")
+        # The assertions this request took already (its middleware, then its endpoint).
+        taken_here: set[str] = (
+            set() if request_state is None else request_state.setdefault("hub_assertions", set())
+        )
+        if claims["jti"] not in taken_here:
+            if not self._assertions.take(claims):
+                log.info("auth.hub_assertion_replayed", credential=credential.name)
+                return Denied(
+                    401,
+                    f"hub assertion ({ON_BEHALF_OF_HEADER}) refused: already used (an assertion "
+                    "answers one request; the hub signs a new one for each)",
+                )
+            taken_here.add(claims["jti"])
         person: str = claims["sub"]
         # The analyst gets what the hub granted them, capped by what the site granted the hub.
         roles = frozenset(
@@ -323,15 +350,17 @@ def authorize(
     authorization: str | None,
     role: Role | tuple[Role, ...],
     on_behalf_of: str | None = None,
+    request_state: dict[str, Any] | None = None,
 ) -> Principal | JSONResponse:
     """The caller if it has ``role`` (one of them, for a tuple), else the 401 (not
     authenticated) or 403 response.
 
-    ``on_behalf_of``: a hub's assertion of the person asking (see :meth:`Authenticator.identify`).
+    ``on_behalf_of``, ``request_state``: a hub's assertion of the person asking, and the
+    request's ASGI state (see :meth:`Authenticator.identify`).
     """
     from starlette.responses import JSONResponse
 
-    principal = authenticator.identify(authorization, on_behalf_of)
+    principal = authenticator.identify(authorization, on_behalf_of, request_state)
     if isinstance(principal, Denied):
         return JSONResponse(
             {"error": principal.reason},
@@ -366,14 +395,16 @@ class RequireRole:
         from starlette.datastructures import Headers
 
         headers = Headers(scope=scope)
+        state = scope.setdefault("state", {})
         result = authorize(
             self.authenticator,
             headers.get("authorization"),
             self.role,
             headers.get(ON_BEHALF_OF_HEADER),
+            state,
         )
         if isinstance(result, Principal):
-            scope.setdefault("state", {})["principal"] = result
+            state["principal"] = result
             await self.app(scope, receive, send)
         else:
             await result(scope, receive, send)

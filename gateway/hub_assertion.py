@@ -20,6 +20,7 @@ agree on one format. It imports nothing else of the gateway.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -41,6 +42,35 @@ LEEWAY_SECONDS = 10
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+
+class AssertionLedger:
+    """The assertions a site has taken, until they expire: an assertion answers one request.
+
+    RFC 7519's ``jti`` is there for this (4.1.7). Without it, whoever also held the hub's bearer
+    credential could send a seen assertion again within its minute, with another question,
+    as that analyst and with their roles. Kept in the process's memory (a site of several
+    replicas keeps one ledger per replica), pruned as entries expire.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._taken: dict[tuple[str, str], float] = {}
+        self._next_prune = 0.0
+
+    def take(self, claims: Mapping[str, Any], now: float | None = None) -> bool:
+        """True the first time the assertion of ``claims`` (verified) is taken, else False."""
+        current = time.time() if now is None else now
+        key = (str(claims["iss"]), str(claims["jti"]))
+        with self._lock:
+            if current >= self._next_prune:
+                self._taken = {k: t for k, t in self._taken.items() if t > current}
+                self._next_prune = current + ASSERTION_SECONDS
+            if key in self._taken:
+                return False
+            # Kept while it could still verify: its expiry and the leeway after it.
+            self._taken[key] = float(claims["exp"]) + LEEWAY_SECONDS
+            return True
 
 
 class AssertionRefused(Exception):

@@ -154,8 +154,9 @@ class AuthMiddleware:
             return
         path: str = scope["path"]
         headers = Headers(scope=scope)
+        state = scope.setdefault("state", {})
         principal = self.authenticator.identify(
-            headers.get("authorization"), headers.get(ON_BEHALF_OF_HEADER)
+            headers.get("authorization"), headers.get(ON_BEHALF_OF_HEADER), state
         )
         if isinstance(principal, Denied):
             response = _refusal(
@@ -172,6 +173,6 @@ class AuthMiddleware:
             reason = f"{scope['method']} {path} needs the {roles} role (docs/roles.md)"
             await _refusal(path, reason, 403)(scope, receive, send)
             return
-        scope.setdefault("state", {})["principal"] = principal
+        state["principal"] = principal
         structlog.contextvars.bind_contextvars(client=principal.name, person=principal.person)
         await self.app(scope, receive, send)

@@ -524,6 +524,7 @@ def hub_app(settings: HubSettings) -> Starlette:
             request.headers.get("authorization"),
             FEDERATED_ROLES,
             request.headers.get(ON_BEHALF_OF_HEADER),
+            request.scope.setdefault("state", {}),
         )
 
     async def count(request: Request) -> Response:

@@ -105,6 +105,7 @@ class AnalysisEndpoints:
                 authorization,
                 tuple(sorted(RELAYABLE_ROLES)),
                 request.headers.get(ON_BEHALF_OF_HEADER),
+                request.scope.setdefault("state", {}),
             )
         return authorize(self.authenticator, authorization, ("hub",))
 

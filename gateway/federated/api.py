@@ -59,9 +59,10 @@ class FederatedEndpoints:
         either is refused (403) and the refusal audited."""
         authorization = request.headers.get("authorization")
         on_behalf_of = request.headers.get(ON_BEHALF_OF_HEADER)
-        result = authorize(self.authenticator, authorization, FEDERATED_ROLES, on_behalf_of)
+        state = request.scope.setdefault("state", {})
+        result = authorize(self.authenticator, authorization, FEDERATED_ROLES, on_behalf_of, state)
         if isinstance(result, JSONResponse) and result.status_code == 403:
-            caller = self.authenticator.identify(authorization, on_behalf_of)
+            caller = self.authenticator.identify(authorization, on_behalf_of, state)
             if isinstance(caller, Principal):
                 await run_in_threadpool(
                     self.service.audit.record,

@@ -20,7 +20,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.auth import AuthClient, AuthSettings, TrustedHub
+from gateway.auth import AuthClient, Authenticator, AuthSettings, Denied, Principal, TrustedHub
 from gateway.federated.audit import AUDIT_FILE_NAME, read_audit_log
 from gateway.hub_assertion import load_private_key, sign_assertion, verify_assertion
 from tests.federated.conftest import ADMIN_TOKEN, Site, SiteFactory, sha256, site_auth
@@ -245,6 +245,35 @@ def test_forged_expired_and_misaddressed_assertions_are_refused(
     assert [e["person"] for e in audit_entries(site)] == ["alice"]
 
 
+def test_an_assertion_answers_one_request(make_site: SiteFactory, keys: HubKeys) -> None:
+    """Whoever also holds the hub's credential cannot send a seen assertion again, with
+    another question, as that analyst (RFC 7519's jti, 4.1.7)."""
+    site = make_site(auth=persons_auth(keys))
+    assertion = keys.assertion(person="alice", roles=["query"])
+    assert relayed(site, assertion).status_code == 200
+    replayed = relayed(site, assertion)
+    assert replayed.status_code == 401
+    assert "already used" in replayed.json()["error"]
+    assert replayed.headers["www-authenticate"].startswith("Bearer")
+    assert_documented(SPEC, _relative(replayed))
+    # The hub signs a new one for each request: those are answered.
+    assert relayed(site, keys.assertion(person="alice")).status_code == 200
+    assert [e["person"] for e in audit_entries(site)] == ["alice", "alice"]
+
+
+def test_one_request_may_verify_its_assertion_twice_another_may_not(keys: HubKeys) -> None:
+    """The gateway's middleware and its endpoint each identify a request: one request."""
+    authenticator = Authenticator(persons_auth(keys))
+    bearer, assertion = f"Bearer {HUB_CREDENTIAL}", keys.assertion(person="dora")
+    request: dict[str, Any] = {}
+    for _ in range(2):
+        principal = authenticator.identify(bearer, assertion, request)
+        assert isinstance(principal, Principal) and principal.person == "dora"
+    refused = authenticator.identify(bearer, assertion, {})
+    assert isinstance(refused, Denied) and refused.status == 401
+    assert isinstance(authenticator.identify(bearer, assertion), Denied)  # no request: strict
+
+
 def test_only_a_hub_credential_may_speak_for_a_person(
     make_site: SiteFactory, keys: HubKeys
 ) -> None:
@@ -299,8 +328,13 @@ def test_the_gateway_process_takes_the_person_from_the_hub_assertion(
     )
     assert expired.status_code == 401
     assert "expired" in expired.text
-    answered = httpx.get(url, headers={**hub, ON_BEHALF_OF: keys.assertion("carol")}, timeout=30)
+    carol = {**hub, ON_BEHALF_OF: keys.assertion("carol")}
+    answered = httpx.get(url, headers=carol, timeout=30)
     assert answered.status_code == 200, answered.text
+    # Its middleware and its endpoint both verified it; sent again, it is refused.
+    replayed = httpx.get(url, headers=carol, params={"PatientSex": "M"}, timeout=30)
+    assert replayed.status_code == 401, replayed.text
+    assert "already used" in replayed.json()["error"]
     audit = gateway_with_hub.data_dir / AUDIT_FILE_NAME
     assert [(e["client"], e["person"]) for e in read_audit_log(audit)] == [
         ("hub-eu/carol", "carol")
